@@ -1,0 +1,294 @@
+//! What to run for an app: its options resolved against the filesystem
+//! (script and interpreter found, cwd made absolute, log and pid paths
+//! chosen, user and group looked up) and turned into a `spawn::Command`.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::options::{AppSpec, signal_name};
+use crate::protocol::{ErrorCode, WireError};
+use crate::spawn;
+use crate::users;
+
+/// Where the daemon keeps its files.
+#[derive(Clone, Debug)]
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn pids(&self) -> PathBuf {
+        self.dir.join("pids")
+    }
+}
+
+/// An app ready to be spawned, as many times as it restarts.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub spec: AppSpec,
+    pub exec_path: PathBuf,
+    pub interpreter: Option<PathBuf>,
+    pub cwd: PathBuf,
+    pub out_path: PathBuf,
+    pub err_path: PathBuf,
+    pub pid_path: PathBuf,
+    /// The environment inherited instead of the daemon's (the caller's).
+    pub base_env: Option<BTreeMap<String, String>>,
+    /// The `env_<name>` overlay in use.
+    pub env_name: Option<String>,
+    pub creds: Option<users::Credentials>,
+}
+
+/// File-name-safe form of an app name.
+pub fn file_stem(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `prog` as a path (relative to `cwd`) if it has a slash, else on `path`.
+fn find_program(prog: &str, cwd: &Path, path: Option<&str>) -> Option<PathBuf> {
+    if prog.contains('/') {
+        let p = cwd.join(prog);
+        return p.exists().then_some(p);
+    }
+    path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| is_executable_file(p))
+}
+
+fn invalid(msg: String) -> WireError {
+    WireError::new(ErrorCode::InvalidOption, msg)
+}
+
+impl App {
+    /// Resolve `spec`: `base_env` is the caller's environment, if any;
+    /// `daemon_root` whether `uid`/`gid` may be used.
+    pub fn resolve(
+        spec: AppSpec,
+        pm_id: u32,
+        home: &Home,
+        base_env: Option<BTreeMap<String, String>>,
+        env_name: Option<String>,
+        daemon_root: bool,
+    ) -> Result<App, WireError> {
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let cwd = match &spec.cwd {
+            Some(c) => here.join(c),
+            None => here,
+        };
+        if !cwd.is_dir() {
+            return Err(invalid(format!(
+                "option `cwd`: {} is not a directory",
+                cwd.display()
+            )));
+        }
+        let path_var = match &base_env {
+            Some(env) => env.get("PATH").cloned(),
+            None => std::env::var("PATH").ok(),
+        };
+        let path_var = spec.env.get("PATH").cloned().or(path_var);
+        let in_cwd = cwd.join(&spec.script);
+        let exec_path = if in_cwd.is_file() {
+            in_cwd
+        } else {
+            match (spec.interpreter.is_some(), spec.script.contains('/')) {
+                // An interpreter is given a file, never a PATH command.
+                (true, _) | (false, true) => None,
+                (false, false) => find_program(&spec.script, &cwd, path_var.as_deref()),
+            }
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::ScriptNotFound,
+                    format!(
+                        "script {} not found (in {} or on PATH)",
+                        spec.script,
+                        cwd.display()
+                    ),
+                )
+            })?
+        };
+        let interpreter =
+            match &spec.interpreter {
+                None => None,
+                Some(i) => Some(find_program(i, &cwd, path_var.as_deref()).ok_or_else(|| {
+                    invalid(format!("option `interpreter`: {i} not found on PATH"))
+                })?),
+            };
+        let stem = file_stem(&spec.name);
+        let in_cwd = |p: &Option<String>| p.as_ref().map(|p| cwd.join(p));
+        let out_path =
+            in_cwd(&spec.output).unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
+        let err_path =
+            in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
+        let pid_path = in_cwd(&spec.pid_file)
+            .unwrap_or_else(|| home.pids().join(format!("{stem}-{pm_id}.pid")));
+        let creds = match (&spec.uid, &spec.gid) {
+            (None, None) => None,
+            (user, group) => {
+                if !daemon_root {
+                    return Err(invalid(
+                        "options `uid`/`gid` need the daemon to run as root".to_string(),
+                    ));
+                }
+                Some(users::lookup(user.as_deref(), group.as_deref()).map_err(invalid)?)
+            }
+        };
+        Ok(App {
+            spec,
+            exec_path,
+            interpreter,
+            cwd,
+            out_path,
+            err_path,
+            pid_path,
+            base_env,
+            env_name,
+            creds,
+        })
+    }
+
+    /// The `env` keys shown in descriptions: `env` with the overlay on it.
+    pub fn shown_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.spec.env.clone();
+        if let Some(overlay) = self
+            .env_name
+            .as_ref()
+            .and_then(|n| self.spec.env_overlays.get(n))
+        {
+            env.extend(overlay.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        env
+    }
+
+    /// The full environment of a spawn (SPEC §7).
+    pub fn environment(&self, pm_id: u32, home: &Home) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = match &self.base_env {
+            Some(e) => e.clone(),
+            None => std::env::vars().collect(),
+        };
+        env.retain(|k, _| !k.starts_with("CORRAL_") || k == "CORRAL_HOME");
+        env.extend(self.shown_env());
+        if let Some(c) = &self.creds {
+            if let Some(h) = &c.home {
+                env.insert("HOME".into(), h.clone());
+            }
+            if let Some(u) = &c.user {
+                env.insert("USER".into(), u.clone());
+                env.insert("LOGNAME".into(), u.clone());
+            }
+        }
+        if self.interpreter_name() == "python3" {
+            env.entry("PYTHONUNBUFFERED".into())
+                .or_insert_with(|| "1".into());
+        }
+        env.insert("pm_id".into(), pm_id.to_string());
+        env.insert("name".into(), self.spec.name.clone());
+        env.insert("namespace".into(), self.spec.namespace.clone());
+        env.insert("NODE_APP_INSTANCE".into(), "0".into());
+        env.insert("CORRAL_HOME".into(), home.dir.display().to_string());
+        env
+    }
+
+    /// `exec_interpreter` as PM2 shows it: the interpreter's file name, or
+    /// `none`.
+    pub fn interpreter_name(&self) -> String {
+        match &self.spec.interpreter {
+            Some(i) => Path::new(i)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| i.clone()),
+            None => "none".into(),
+        }
+    }
+
+    fn is_node(&self) -> bool {
+        self.interpreter_name().starts_with("node")
+    }
+
+    /// argv: interpreter, its args, the script, its args.
+    pub fn argv(&self) -> Vec<String> {
+        let script = self.exec_path.display().to_string();
+        let mut argv = Vec::new();
+        if let Some(i) = &self.interpreter {
+            argv.push(i.display().to_string());
+            argv.extend(self.spec.interpreter_args.iter().cloned());
+            if self.is_node()
+                && self.spec.source_map_support
+                && !self.spec.disable_source_map_support
+            {
+                argv.push("--enable-source-maps".into());
+            }
+        }
+        argv.push(script);
+        argv.extend(self.spec.args.iter().cloned());
+        argv
+    }
+
+    pub fn kill_signal_name(&self) -> String {
+        signal_name(self.spec.kill_signal)
+    }
+
+    /// The command to spawn, with the given standard fds.
+    pub fn command(
+        &self,
+        pm_id: u32,
+        home: &Home,
+        stdio: [OwnedFd; 3],
+    ) -> Result<spawn::Command, String> {
+        let cstr = |s: &[u8], what: &str| {
+            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+        };
+        let path = self
+            .interpreter
+            .as_ref()
+            .unwrap_or(&self.exec_path)
+            .as_os_str()
+            .as_bytes();
+        let argv = self
+            .argv()
+            .iter()
+            .map(|a| cstr(a.as_bytes(), "an argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envp = self
+            .environment(pm_id, home)
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "an environment variable"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let [stdin, stdout, stderr] = stdio;
+        Ok(spawn::Command {
+            path: cstr(path, "the program path")?,
+            argv,
+            envp,
+            cwd: cstr(self.cwd.as_os_str().as_bytes(), "cwd")?,
+            creds: self
+                .creds
+                .as_ref()
+                .map(|c| (c.uid, c.gid, c.groups.clone())),
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+}

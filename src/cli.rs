@@ -1,0 +1,1024 @@
+//! The command line: PM2's verbs and flag names, output for people by
+//! default and JSON for programs. Exit status: 0 done, 1 the daemon refused,
+//! 2 wrong usage, 3 no daemon could be reached or started.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral::client::{Client, Error, Paths};
+use corral::daemon;
+use corral::protocol::{Description, Status, Target};
+use getopts::{Matches, Options};
+use serde_json::{Map, Value, json};
+
+const EXIT_REFUSED: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_NO_DAEMON: i32 = 3;
+
+/// One verb: its names, usage line and summary.
+struct Verb {
+    names: &'static [&'static str],
+    usage: &'static str,
+    summary: &'static str,
+}
+
+const VERBS: &[Verb] = &[
+    Verb {
+        names: &["start"],
+        usage: "start <script|config.json|name|id> [options] [-- args...]",
+        summary: "start an app, the apps of a config file, or a known stopped app",
+    },
+    Verb {
+        names: &["stop"],
+        usage: "stop <name|id|namespace|all>",
+        summary: "stop apps (kill signal, then SIGKILL after kill_timeout)",
+    },
+    Verb {
+        names: &["restart"],
+        usage: "restart <name|id|namespace|all>",
+        summary: "stop then start apps again",
+    },
+    Verb {
+        names: &["reload"],
+        usage: "reload <name|id|namespace|all>",
+        summary: "reload apps (in fork mode: restart)",
+    },
+    Verb {
+        names: &["delete", "del"],
+        usage: "delete <name|id|namespace|all>",
+        summary: "stop apps and forget them",
+    },
+    Verb {
+        names: &["reset"],
+        usage: "reset <name|id|namespace|all>",
+        summary: "set the restart counters of apps to zero",
+    },
+    Verb {
+        names: &["list", "ls", "l", "ps", "status"],
+        usage: "list [--json]",
+        summary: "show every app",
+    },
+    Verb {
+        names: &["jlist"],
+        usage: "jlist",
+        summary: "every app as JSON, in PM2's shape",
+    },
+    Verb {
+        names: &["describe", "show", "desc", "info"],
+        usage: "describe <name|id|namespace|all> [--json]",
+        summary: "show everything about apps",
+    },
+    Verb {
+        names: &["signal", "sendSignal"],
+        usage: "signal <SIGNAL> <name|id|namespace|all>",
+        summary: "send a signal to apps (their process group with treekill)",
+    },
+    Verb {
+        names: &["ping"],
+        usage: "ping",
+        summary: "check the daemon answers (starting it if needed)",
+    },
+    Verb {
+        names: &["kill"],
+        usage: "kill",
+        summary: "stop every app and the daemon",
+    },
+    Verb {
+        names: &["daemon"],
+        usage: "daemon [--no-daemon]",
+        summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
+    },
+    Verb {
+        names: &["help"],
+        usage: "help [verb]",
+        summary: "show help for corral or one verb",
+    },
+];
+
+/// Flags of `start`: (short, long, value name or "" for a switch, help).
+const START_FLAGS: &[(&str, &str, &str, &str)] = &[
+    (
+        "n",
+        "name",
+        "NAME",
+        "name of the app (default: script file name)",
+    ),
+    (
+        "",
+        "namespace",
+        "NS",
+        "namespace of the app (default: default)",
+    ),
+    (
+        "",
+        "interpreter",
+        "PROG",
+        "interpreter, or none to run the script itself",
+    ),
+    (
+        "",
+        "interpreter-args",
+        "ARGS",
+        "arguments of the interpreter",
+    ),
+    ("", "node-args", "ARGS", "same as --interpreter-args"),
+    (
+        "",
+        "cwd",
+        "DIR",
+        "working directory (default: the current one)",
+    ),
+    (
+        "o",
+        "output",
+        "FILE",
+        "stdout log file (/dev/null to discard)",
+    ),
+    ("e", "error", "FILE", "stderr log file (may equal --output)"),
+    (
+        "",
+        "log-date-format",
+        "FMT",
+        "prefix log lines with a timestamp in this format",
+    ),
+    ("", "time", "", "prefix log lines with YYYY-MM-DDTHH:mm:ss"),
+    ("p", "pid", "FILE", "pid file of the app"),
+    (
+        "",
+        "min-uptime",
+        "DUR",
+        "exits sooner than this are unstable (default 1000)",
+    ),
+    (
+        "",
+        "max-restarts",
+        "N",
+        "unstable restarts in a row before errored (default 16)",
+    ),
+    (
+        "",
+        "kill-timeout",
+        "DUR",
+        "from the stop signal to SIGKILL (default 1600)",
+    ),
+    ("", "kill-signal", "SIG", "stop signal (default SIGINT)"),
+    (
+        "",
+        "restart-delay",
+        "DUR",
+        "wait this long before restarting (default 0)",
+    ),
+    (
+        "",
+        "no-autorestart",
+        "",
+        "do not restart the app when it exits",
+    ),
+    (
+        "",
+        "no-autostart",
+        "",
+        "register the app without starting it",
+    ),
+    (
+        "",
+        "stop-exit-codes",
+        "CODES",
+        "exit codes that do not restart (comma-separated)",
+    ),
+    ("f", "force", "", "start even if an app of that name runs"),
+    (
+        "",
+        "no-treekill",
+        "",
+        "signal the main process only, not its group",
+    ),
+    ("", "uid", "USER", "run as this user (daemon as root only)"),
+    (
+        "",
+        "gid",
+        "GROUP",
+        "run with this group (daemon as root only)",
+    ),
+    ("x", "execute-command", "", "run in fork mode"),
+    (
+        "w",
+        "write",
+        "",
+        "write the resolved options to <name>-corral.json in cwd",
+    ),
+    (
+        "",
+        "source-map-support",
+        "",
+        "node: add --enable-source-maps",
+    ),
+    (
+        "",
+        "disable-source-map-support",
+        "",
+        "never add --enable-source-maps",
+    ),
+    (
+        "",
+        "env",
+        "NAME",
+        "config files: use env_<NAME> of each app",
+    ),
+    (
+        "",
+        "only",
+        "NAMES",
+        "config files: start only these apps (comma-separated)",
+    ),
+    ("", "json", "", "print the result as JSON"),
+];
+
+fn usage_error(msg: &str) -> i32 {
+    eprintln!("corral: {msg}");
+    eprintln!("Try 'corral help' for the verbs.");
+    EXIT_USAGE
+}
+
+fn find_verb(name: &str) -> Option<&'static Verb> {
+    VERBS.iter().find(|v| v.names.contains(&name))
+}
+
+/// Run the command line; the exit status.
+pub fn run(args: &[String]) -> i32 {
+    let Some(verb) = args.first() else {
+        print!("{}", general_help());
+        return EXIT_USAGE;
+    };
+    let rest = &args[1..];
+    match verb.as_str() {
+        "-h" | "--help" => {
+            print!("{}", general_help());
+            return 0;
+        }
+        "-v" | "-V" | "--version" => {
+            println!("corral {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        _ => {}
+    }
+    let Some(v) = find_verb(verb) else {
+        return usage_error(&format!("unknown verb `{verb}`"));
+    };
+    if rest
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-h" || a == "--help")
+    {
+        print!("{}", verb_help(v));
+        return 0;
+    }
+    match v.names[0] {
+        "start" => cmd_start(rest),
+        "stop" | "restart" | "reload" | "delete" | "reset" => cmd_act(v.names[0], rest),
+        "list" => cmd_list(rest, false),
+        "jlist" => cmd_list(rest, true),
+        "describe" => cmd_describe(rest),
+        "signal" => cmd_signal(rest),
+        "ping" => cmd_ping(rest),
+        "kill" => cmd_kill(rest),
+        "daemon" => cmd_daemon(rest),
+        "help" => cmd_help(rest),
+        _ => usage_error(&format!("unknown verb `{verb}`")),
+    }
+}
+
+fn general_help() -> String {
+    let mut s = String::from(
+        "corral — a process manager with PM2's interface\n\n\
+         Usage: corral <verb> [options] [target or script] [-- app args]\n\n\
+         Verbs:\n",
+    );
+    for v in VERBS {
+        s.push_str(&format!("  {:<12} {}\n", v.names[0], v.summary));
+    }
+    s.push_str(
+        "\nTargets: an app name, a pm_id, a namespace, or all.\n\
+         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET.\n\
+         Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
+         'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
+    );
+    s
+}
+
+fn verb_help(v: &Verb) -> String {
+    let mut s = format!("Usage: corral {}\n\n{}.\n", v.usage, capital(v.summary));
+    if v.names.len() > 1 {
+        s.push_str(&format!("Also: {}\n", v.names[1..].join(", ")));
+    }
+    let opts = verb_options(v.names[0]);
+    let body = opts.usage("");
+    let body = body.trim_start_matches('\n').trim_start_matches("Options:");
+    if !body.trim().is_empty() {
+        s.push_str("\nOptions:");
+        s.push_str(body);
+    }
+    s
+}
+
+fn capital(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn verb_options(verb: &str) -> Options {
+    let mut o = Options::new();
+    o.optflag("h", "help", "show this help");
+    match verb {
+        "start" => {
+            for (short, long, hint, help) in START_FLAGS {
+                if hint.is_empty() {
+                    o.optflag(short, long, help);
+                } else {
+                    o.optopt(short, long, help, hint);
+                }
+            }
+        }
+        "list" | "describe" | "stop" | "restart" | "reload" | "delete" | "reset" | "signal"
+        | "ping" | "kill" => {
+            o.optflag("", "json", "print the result as JSON");
+        }
+        "daemon" => {
+            o.optflag("", "no-daemon", "stay in the foreground");
+            o.optflag("", "lifeline", "(internal) stop when stdin closes");
+        }
+        _ => {}
+    }
+    o
+}
+
+/// Parse the flags of `verb`; the matches and the words after `--`.
+fn parse(verb: &str, args: &[String]) -> Result<(Matches, Vec<String>), i32> {
+    let (ours, extra) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], args[i + 1..].to_vec()),
+        None => (args, Vec::new()),
+    };
+    verb_options(verb)
+        .parse(ours)
+        .map(|m| (m, extra))
+        .map_err(|e| usage_error(&format!("{verb}: {e}")))
+}
+
+fn connect(launch: bool) -> Result<Client, i32> {
+    let paths = Paths::from_env().map_err(report)?;
+    Client::connect_with(&paths, launch).map_err(report)
+}
+
+/// Print an error and give its exit status.
+fn report(e: Error) -> i32 {
+    eprintln!("corral: {e}");
+    match e {
+        Error::Daemon { .. } | Error::Invalid(_) => EXIT_REFUSED,
+        Error::NoDaemon(_) | Error::Io(_) => EXIT_NO_DAEMON,
+    }
+}
+
+fn print_warnings(c: &Client) {
+    for w in c.warnings() {
+        eprintln!("corral: warning: {w}");
+    }
+}
+
+/// The result of an action: JSON, or the table of every app.
+fn show(c: &mut Client, json: bool, descs: &[Description]) -> i32 {
+    if json {
+        println!("{}", serde_json::to_string(descs).unwrap_or_default());
+        return 0;
+    }
+    match c.list() {
+        Ok(all) => {
+            print!("{}", table(&all));
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_start(args: &[String]) -> i32 {
+    let (m, extra) = match parse("start", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let json = m.opt_present("json");
+    let [what] = m.free.as_slice() else {
+        return usage_error("start: give one script, config file, name or id");
+    };
+    let env_name = m.opt_str("env");
+    let only: Vec<String> = m
+        .opt_str("only")
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default();
+    let is_config = what.ends_with(".json");
+    let app = match app_options(&m, &extra) {
+        Ok(a) => a,
+        Err(msg) => return usage_error(&format!("start: {msg}")),
+    };
+    if is_config && !app.is_empty() {
+        let keys: Vec<&String> = app.keys().collect();
+        return usage_error(&format!(
+            "start: {} cannot be used with a config file ({what})",
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !is_config && (env_name.is_some() || !only.is_empty()) {
+        return usage_error("start: --env and --only need a config file");
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = if is_config {
+        c.start_file(Path::new(what), env_name.as_deref(), &only)
+    } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
+        c.start_target(Target::from_word(what))
+    } else {
+        let mut app = app;
+        app.insert("script".into(), json!(what));
+        c.start_apps(vec![Value::Object(app)], None)
+    };
+    print_warnings(&c);
+    match result {
+        Ok(descs) => show(&mut c, json, &descs),
+        Err(e) => report(e),
+    }
+}
+
+/// Whether `word` names a known app (by name or pm_id).
+fn known(c: &mut Client, word: &str) -> bool {
+    c.describe(Target::from_word(word))
+        .map(|d| !d.is_empty())
+        .unwrap_or(false)
+}
+
+/// The app options given as flags, under their option keys.
+fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, String> {
+    let mut o = Map::new();
+    let strings = [
+        ("name", "name"),
+        ("namespace", "namespace"),
+        ("interpreter", "interpreter"),
+        ("cwd", "cwd"),
+        ("output", "output"),
+        ("error", "error"),
+        ("log-date-format", "log_date_format"),
+        ("pid", "pid_file"),
+        ("min-uptime", "min_uptime"),
+        ("max-restarts", "max_restarts"),
+        ("kill-timeout", "kill_timeout"),
+        ("kill-signal", "kill_signal"),
+        ("restart-delay", "restart_delay"),
+        ("uid", "uid"),
+        ("gid", "gid"),
+    ];
+    for (flag, key) in strings {
+        if let Some(v) = m.opt_str(flag) {
+            o.insert(key.into(), json!(v));
+        }
+    }
+    match (m.opt_str("interpreter-args"), m.opt_str("node-args")) {
+        (Some(_), Some(_)) => {
+            return Err("give --interpreter-args or --node-args, not both".into());
+        }
+        (Some(a), None) | (None, Some(a)) => {
+            o.insert("interpreter_args".into(), json!(a));
+        }
+        (None, None) => {}
+    }
+    let switches = [
+        ("time", "time", true),
+        ("no-autorestart", "autorestart", false),
+        ("no-autostart", "autostart", false),
+        ("force", "force", true),
+        ("no-treekill", "treekill", false),
+        ("execute-command", "execute_command", true),
+        ("write", "write", true),
+        ("source-map-support", "source_map_support", true),
+        (
+            "disable-source-map-support",
+            "disable_source_map_support",
+            true,
+        ),
+    ];
+    for (flag, key, value) in switches {
+        if m.opt_present(flag) {
+            o.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(codes) = m.opt_str("stop-exit-codes") {
+        let codes: Result<Vec<i64>, _> =
+            codes.split(',').map(|c| c.trim().parse::<i64>()).collect();
+        let codes = codes
+            .map_err(|_| "--stop-exit-codes: expected numbers separated by commas".to_string())?;
+        o.insert("stop_exit_codes".into(), json!(codes));
+    }
+    if !extra.is_empty() {
+        o.insert("args".into(), json!(extra));
+    }
+    Ok(o)
+}
+
+/// The single target of an action verb.
+fn one_target(verb: &str, m: &Matches) -> Result<Target, i32> {
+    match m.free.as_slice() {
+        [t] => Ok(Target::from_word(t)),
+        [] => Err(usage_error(&format!(
+            "{verb}: give a name, id, namespace or all"
+        ))),
+        _ => Err(usage_error(&format!("{verb}: give one target"))),
+    }
+}
+
+fn cmd_act(verb: &str, args: &[String]) -> i32 {
+    let (m, _) = match parse(verb, args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let target = match one_target(verb, &m) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let r = match verb {
+        "stop" => c.stop(target),
+        "restart" => c.restart(target),
+        "reload" => c.reload(target),
+        "delete" => c.delete(target),
+        _ => c.reset(target),
+    };
+    match r {
+        Ok(descs) => show(&mut c, m.opt_present("json"), &descs),
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_list(args: &[String], json: bool) -> i32 {
+    let (m, _) = match parse("list", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("list takes no argument");
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.list() {
+        Ok(all) if json || m.opt_present("json") => {
+            println!("{}", serde_json::to_string(&all).unwrap_or_default());
+            0
+        }
+        Ok(all) => {
+            print!("{}", table(&all));
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_describe(args: &[String]) -> i32 {
+    let (m, _) = match parse("describe", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let target = match one_target("describe", &m) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.describe(target.clone()) {
+        Ok(d) if m.opt_present("json") => {
+            println!("{}", serde_json::to_string(&d).unwrap_or_default());
+            0
+        }
+        Ok(d) if d.is_empty() => {
+            eprintln!("corral: no process named {target}");
+            EXIT_REFUSED
+        }
+        Ok(d) => {
+            for x in &d {
+                print!("{}", describe_text(x));
+            }
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_signal(args: &[String]) -> i32 {
+    let (m, _) = match parse("signal", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [sig, target] = m.free.as_slice() else {
+        return usage_error("signal: give a signal and a target");
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.send_signal_to_process_name(sig, target) {
+        Ok(d) if m.opt_present("json") => {
+            println!("{}", serde_json::to_string(&d).unwrap_or_default());
+            0
+        }
+        Ok(d) => {
+            for x in &d {
+                println!("sent {sig} to {} ({}), pid {}", x.name, x.pm_id, x.pid);
+            }
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_ping(args: &[String]) -> i32 {
+    if let Err(code) = parse("ping", args) {
+        return code;
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.ping() {
+        Ok(v) => {
+            println!("{v}");
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_kill(args: &[String]) -> i32 {
+    let (m, _) = match parse("kill", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let c = match connect(false) {
+        Ok(c) => c,
+        Err(_) => {
+            println!("no daemon was running");
+            return 0;
+        }
+    };
+    match c.kill_daemon() {
+        Ok(n) if m.opt_present("json") => {
+            println!("{}", json!({"stopped": n}));
+            0
+        }
+        Ok(n) => {
+            println!("daemon stopped ({n} apps stopped)");
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_help(args: &[String]) -> i32 {
+    match args {
+        [] => {
+            print!("{}", general_help());
+            0
+        }
+        [verb] => match find_verb(verb) {
+            Some(v) => {
+                print!("{}", verb_help(v));
+                0
+            }
+            None => usage_error(&format!("unknown verb `{verb}`")),
+        },
+        _ => usage_error("help: give at most one verb"),
+    }
+}
+
+fn cmd_daemon(args: &[String]) -> i32 {
+    let (m, _) = match parse("daemon", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("daemon takes no argument");
+    }
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    let cfg = |ready, detach_stdio, lifeline| daemon::Config {
+        home: paths.home.clone(),
+        socket: paths.socket.clone(),
+        ready,
+        detach_stdio,
+        lifeline,
+    };
+    if m.opt_present("lifeline") {
+        // A daemon of connect_no_daemon: says ready on stdout, lives as long
+        // as stdin stays open.
+        // SAFETY: fd 1 is this process's stdout, duplicated so the daemon
+        // owns a separate descriptor.
+        let out = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+        let ready = (out >= 0).then(|| std::fs::File::from(unsafe_owned(out)));
+        return daemon::run(cfg(ready, true, true));
+    }
+    if m.opt_present("no-daemon") {
+        return daemon::run(cfg(None, false, false));
+    }
+    background(cfg)
+}
+
+/// Take ownership of a fd just returned by a syscall.
+fn unsafe_owned(fd: i32) -> OwnedFd {
+    // SAFETY: `fd` was just created by this process and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Fork the daemon into the background, print its first word (`ready` or
+/// the error) and exit with 0 or 3.
+fn background(cfg: impl Fn(Option<std::fs::File>, bool, bool) -> daemon::Config) -> i32 {
+    let (r, w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("corral: cannot make a pipe: {e}");
+            return EXIT_NO_DAEMON;
+        }
+    };
+    // SAFETY: the process is single-threaded here; the child goes on to run
+    // the daemon, the parent only reads the pipe and exits.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            eprintln!("corral: cannot fork the daemon: {e}");
+            EXIT_NO_DAEMON
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            daemon::run(cfg(Some(std::fs::File::from(w)), true, false))
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(w);
+            let answer = read_with_deadline(r, Duration::from_secs(10));
+            let line = answer.lines().next().unwrap_or("").trim().to_string();
+            println!(
+                "{}",
+                if line.is_empty() {
+                    "error: the daemon exited"
+                } else {
+                    &line
+                }
+            );
+            let _ = std::io::stdout().flush();
+            if line == "ready" { 0 } else { EXIT_NO_DAEMON }
+        }
+    }
+}
+
+/// What a pipe yields until EOF or the deadline.
+fn read_with_deadline(fd: OwnedFd, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut file = std::fs::File::from(fd);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut pfd = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+// ---- output for people ---------------------------------------------------
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["b", "kb", "mb", "gb"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}b")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}D", s / 86400),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `list` table.
+fn table(all: &[Description]) -> String {
+    let color = std::io::stdout().is_terminal();
+    let head = [
+        "id",
+        "name",
+        "namespace",
+        "mode",
+        "pid",
+        "uptime",
+        "restarts",
+        "status",
+        "cpu",
+        "memory",
+    ];
+    let now = now_ms();
+    let rows: Vec<[String; 10]> = all
+        .iter()
+        .map(|d| {
+            let e = &d.pm2_env;
+            let online = e.status == Status::Online;
+            [
+                d.pm_id.to_string(),
+                d.name.clone(),
+                e.namespace.clone(),
+                e.exec_mode.trim_end_matches("_mode").to_string(),
+                if d.pid > 0 {
+                    d.pid.to_string()
+                } else {
+                    "-".into()
+                },
+                if online {
+                    human_duration(now.saturating_sub(e.pm_uptime))
+                } else {
+                    "-".into()
+                },
+                e.restart_time.to_string(),
+                e.status.as_str().to_string(),
+                if online {
+                    format!("{}%", d.monit.cpu)
+                } else {
+                    "-".into()
+                },
+                if online {
+                    human_bytes(d.monit.memory)
+                } else {
+                    "-".into()
+                },
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let line = |cells: &[String], s: &mut String, status_col: Option<&str>| {
+        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            let pad = " ".repeat(w - c.chars().count());
+            let cell = match (i, status_col) {
+                (7, Some(code)) => format!("\x1b[{code}m{c}\x1b[0m"),
+                _ => c.clone(),
+            };
+            s.push_str(&cell);
+            if i + 1 < cells.len() {
+                s.push_str(&pad);
+                s.push_str("  ");
+            }
+        }
+        s.push('\n');
+    };
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    line(&head, &mut s, None);
+    for r in &rows {
+        let code = match r[7].as_str() {
+            "online" => "32",
+            "errored" => "31",
+            "stopped" => "90",
+            _ => "33",
+        };
+        line(r, &mut s, color.then_some(code));
+    }
+    if all.is_empty() {
+        s.push_str("(no apps; start one with: corral start <script>)\n");
+    }
+    s
+}
+
+fn describe_text(d: &Description) -> String {
+    let e = &d.pm2_env;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let mut rows: Vec<(&str, String)> = vec![
+        ("status", e.status.as_str().to_string()),
+        ("name", e.name.clone()),
+        ("namespace", e.namespace.clone()),
+        ("pm_id", e.pm_id.to_string()),
+        (
+            "pid",
+            if d.pid > 0 {
+                d.pid.to_string()
+            } else {
+                "-".into()
+            },
+        ),
+        ("script", e.pm_exec_path.clone()),
+        ("args", e.args.join(" ")),
+        ("interpreter", e.exec_interpreter.clone()),
+        ("interpreter args", e.node_args.join(" ")),
+        ("cwd", e.pm_cwd.clone()),
+        ("exec mode", e.exec_mode.clone()),
+        ("restarts", e.restart_time.to_string()),
+        ("unstable restarts", e.unstable_restarts.to_string()),
+        (
+            "uptime",
+            if e.status == Status::Online {
+                human_duration(now_ms().saturating_sub(e.pm_uptime))
+            } else {
+                "-".into()
+            },
+        ),
+        (
+            "last exit",
+            match (e.exit_code, &e.exit_signal) {
+                (Some(c), _) => format!("code {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "-".into(),
+            },
+        ),
+        ("out log", e.pm_out_log_path.clone()),
+        ("error log", e.pm_err_log_path.clone()),
+        ("pid file", e.pm_pid_path.clone()),
+        ("autorestart", e.autorestart.to_string()),
+        ("min uptime", format!("{}ms", e.min_uptime)),
+        ("max restarts", e.max_restarts.to_string()),
+        ("restart delay", format!("{}ms", e.restart_delay)),
+        ("kill signal", e.kill_signal.clone()),
+        ("kill timeout", format!("{}ms", e.kill_timeout)),
+        ("treekill", e.treekill.to_string()),
+        ("log date format", opt(&e.log_date_format)),
+        ("memory", human_bytes(d.monit.memory)),
+        ("cpu", format!("{}%", d.monit.cpu)),
+    ];
+    if !e.stop_exit_codes.is_empty() {
+        let codes: Vec<String> = e.stop_exit_codes.iter().map(|c| c.to_string()).collect();
+        rows.push(("stop exit codes", codes.join(",")));
+    }
+    let env: BTreeMap<&String, &String> = e.env.iter().collect();
+    for (k, v) in env {
+        rows.push(("env", format!("{k}={v}")));
+    }
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut s = format!("── {} ({}) ──\n", e.name, e.pm_id);
+    for (k, v) in rows {
+        s.push_str(&format!("  {k:<w$}  {v}\n"));
+    }
+    s
+}

@@ -1,0 +1,1450 @@
+//! The daemon: one single-threaded mio loop (STYLE 1) that owns the control
+//! socket, the signal pipe, every app's stdout/stderr pipes, the process
+//! table and the deadline set. It sleeps until an fd is ready or the first
+//! deadline is due.
+//!
+//! Order in each wake: exits first (reap, then act on them), then app
+//! output, then requests, then due timers — so a recycled pid is never
+//! signalled and a request sees the latest state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::unix::pipe::Receiver;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{Pid, pipe2};
+use serde_json::{Value, json};
+
+use crate::app::{App, Home};
+use crate::logs::{LogFile, is_null};
+use crate::options::{self, parse_app};
+use crate::procfs;
+use crate::protocol::{
+    self, Action, Command, Description, ErrorCode, Monit, PROTOCOL, Pm2Env, Request, StartArgs,
+    Target, WireError,
+};
+use crate::reaper;
+use crate::spawn::spawn_child;
+use crate::state::{Effect, Exit, Input, Machine, Policy, State};
+
+/// Most connections served at once; more are refused.
+const MAX_CONNS: usize = 256;
+/// Bytes read from a pipe or socket per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The signals turned into bytes on the signal pipe.
+const CAUGHT: [i32; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGUSR2,
+];
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const LIFELINE: Token = Token(2);
+const FIRST_DYNAMIC: usize = 3;
+
+/// How the daemon was started.
+#[derive(Debug)]
+pub struct Config {
+    pub home: PathBuf,
+    pub socket: PathBuf,
+    /// Write `ready` (or `error: <why>`) on this fd once serving.
+    pub ready: Option<File>,
+    /// Point stdin at /dev/null and stdout/stderr at the daemon's log once
+    /// serving (a daemon in the background).
+    pub detach_stdio: bool,
+    /// Stop every app and exit when stdin reaches end of file (the caller of
+    /// `Client::connect_no_daemon` is gone).
+    pub lifeline: bool,
+}
+
+/// One managed app.
+struct Proc {
+    app: App,
+    m: Machine,
+    created_at: u64,
+    pm_uptime: u64,
+    out: LogFile,
+    err: LogFile,
+    /// The last CPU reading: (utime + stime ticks, monotonic ms).
+    cpu_seen: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+struct Pipe {
+    pm_id: u32,
+    stream: Stream,
+    rx: Receiver,
+}
+
+struct Conn {
+    sock: UnixStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    /// Discarding the rest of a line that was too long.
+    skipping: bool,
+    /// A request on this connection waits for apps to settle.
+    waiting: bool,
+    read_closed: bool,
+}
+
+/// A request answered once its apps have settled (stop, restart, delete).
+struct Pending {
+    conn: Token,
+    id: Value,
+    kind: PendingKind,
+    pm_ids: Vec<u32>,
+    /// Descriptions of apps forgotten meanwhile (delete).
+    gone: BTreeMap<u32, Description>,
+}
+
+enum PendingKind {
+    Describe,
+    KillDaemon,
+}
+
+/// Start the daemon and serve until told to stop; the exit status.
+pub fn run(mut cfg: Config) -> i32 {
+    match Daemon::new(&cfg) {
+        Ok(mut d) => {
+            if let Some(mut f) = cfg.ready.take() {
+                let _ = f.write_all(b"ready\n");
+            }
+            if cfg.detach_stdio {
+                redirect_stdio(&cfg.home.join("corral.log"));
+            }
+            d.log(&format!(
+                "daemon {} started (pid {}, home {})",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id(),
+                cfg.home.display()
+            ));
+            let code = d.serve();
+            d.cleanup();
+            code
+        }
+        Err(e) => {
+            match cfg.ready.take() {
+                Some(mut f) => {
+                    let _ = writeln!(f, "error: {e}");
+                }
+                None => eprintln!("corral: {e}"),
+            }
+            1
+        }
+    }
+}
+
+/// Point fds 0, 1, 2 at /dev/null and the daemon log.
+fn redirect_stdio(log: &Path) {
+    let null = File::open("/dev/null");
+    let log = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(log);
+    if let (Ok(null), Ok(log)) = (null, log) {
+        // SAFETY: dup2 onto the standard fds, which this process owns.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(log.as_raw_fd(), 1);
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Daemon {
+    poll: Poll,
+    home: Home,
+    socket: PathBuf,
+    listener: UnixListener,
+    signals: UnixStream,
+    _lock: Flock<File>,
+    pid_file: PathBuf,
+    log_file: Option<File>,
+    procs: BTreeMap<u32, Proc>,
+    next_id: u32,
+    conns: HashMap<Token, Conn>,
+    pipes: HashMap<Token, Pipe>,
+    next_token: usize,
+    timers: BTreeSet<(u64, u32)>,
+    pending: Vec<Pending>,
+    clock: Instant,
+    started: Instant,
+    stopping_all: bool,
+    exit_now: bool,
+    root: bool,
+}
+
+impl Daemon {
+    fn new(cfg: &Config) -> Result<Daemon, String> {
+        let home = &cfg.home;
+        if !home.exists() {
+            std::fs::create_dir_all(home)
+                .map_err(|e| format!("cannot create home {}: {e}", home.display()))?;
+            std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", home.display()))?;
+        }
+        let home = Home { dir: home.clone() };
+        for dir in [home.logs(), home.pids()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        // Lock, then bind (STYLE 12).
+        let pid_file = home.dir.join("corral.pid");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&pid_file)
+            .map_err(|e| format!("cannot open {}: {e}", pid_file.display()))?;
+        let mut lock = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((mut f, Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                return Err(format!(
+                    "a daemon (pid {}) already runs with home {}",
+                    pid.trim(),
+                    home.dir.display()
+                ));
+            }
+            Err((_, e)) => return Err(format!("cannot lock {}: {e}", pid_file.display())),
+        };
+        lock.set_len(0)
+            .and_then(|_| lock.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+
+        if cfg.socket.as_os_str().len() >= 108 {
+            return Err(format!(
+                "socket path {} is too long (at most 107 bytes)",
+                cfg.socket.display()
+            ));
+        }
+        let _ = std::fs::remove_file(&cfg.socket);
+        let std_listener = std::os::unix::net::UnixListener::bind(&cfg.socket)
+            .map_err(|e| format!("cannot bind {}: {e}", cfg.socket.display()))?;
+        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", cfg.socket.display()))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot set up {}: {e}", cfg.socket.display()))?;
+        let mut listener = UnixListener::from_std(std_listener);
+
+        let (sig_r, sig_w) =
+            StdStream::pair().map_err(|e| format!("cannot make a socket pair: {e}"))?;
+        sig_r
+            .set_nonblocking(true)
+            .and_then(|_| sig_w.set_nonblocking(true))
+            .map_err(|e| format!("cannot set up the signal pipe: {e}"))?;
+        let sig_fd = sig_w.as_raw_fd();
+        for sig in CAUGHT {
+            // SAFETY: the handler only calls write(2), which is
+            // async-signal-safe; signal-hook keeps errno intact around it.
+            // The byte is the signal's number, so the loop knows which came.
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    let b = sig as u8;
+                    libc::write(sig_fd, (&b as *const u8).cast(), 1);
+                })
+            }
+            .map_err(|e| format!("cannot catch signal {sig}: {e}"))?;
+        }
+        // The write end lives as long as the process: the handlers use it.
+        std::mem::forget(sig_w);
+        let mut signals = UnixStream::from_std(sig_r);
+
+        reaper::become_subreaper().map_err(|e| format!("cannot become a subreaper: {e}"))?;
+
+        let poll = Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
+        let reg = poll.registry();
+        reg.register(&mut listener, LISTENER, Interest::READABLE)
+            .and_then(|_| reg.register(&mut signals, SIGNALS, Interest::READABLE))
+            .map_err(|e| format!("cannot register with the poller: {e}"))?;
+        if cfg.lifeline {
+            set_nonblocking(0);
+            reg.register(&mut SourceFd(&0), LIFELINE, Interest::READABLE)
+                .map_err(|e| format!("cannot watch stdin: {e}"))?;
+        }
+        let log_file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(home.dir.join("corral.log"))
+            .ok();
+        Ok(Daemon {
+            poll,
+            home,
+            socket: cfg.socket.clone(),
+            listener,
+            signals,
+            _lock: lock,
+            pid_file,
+            log_file,
+            procs: BTreeMap::new(),
+            next_id: 0,
+            conns: HashMap::new(),
+            pipes: HashMap::new(),
+            next_token: FIRST_DYNAMIC,
+            timers: BTreeSet::new(),
+            pending: Vec::new(),
+            clock: Instant::now(),
+            started: Instant::now(),
+            stopping_all: false,
+            exit_now: false,
+            // SAFETY: geteuid has no preconditions.
+            root: unsafe { libc::geteuid() } == 0,
+        })
+    }
+
+    fn log(&mut self, msg: &str) {
+        if let Some(f) = self.log_file.as_mut() {
+            let mut line = Vec::new();
+            let now = wall_ms() as i64;
+            crate::timefmt::Format::parse("YYYY-MM-DDTHH:mm:ss").render(
+                &crate::timefmt::local_tm(now),
+                now,
+                &mut line,
+            );
+            line.extend_from_slice(format!(" {msg}\n").as_bytes());
+            let _ = f.write_all(&line);
+        }
+    }
+
+    /// Monotonic milliseconds since the daemon started.
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn token(&mut self) -> Token {
+        let t = Token(self.next_token);
+        self.next_token += 1;
+        t
+    }
+
+    fn serve(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .timers
+                .first()
+                .map(|(t, _)| Duration::from_millis(t.saturating_sub(self.now())));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                self.log(&format!("poll failed: {e}"));
+                return 1;
+            }
+            let mut conns = Vec::new();
+            let mut pipes = Vec::new();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.drain_signals(),
+                    LISTENER => self.accept_all(),
+                    LIFELINE => self.read_lifeline(),
+                    t if self.pipes.contains_key(&t) => pipes.push(t),
+                    t => conns.push(t),
+                }
+            }
+            // Exits before requests and timers, every wake.
+            self.handle_exits();
+            for t in pipes {
+                self.read_pipe(t);
+            }
+            for t in conns {
+                self.service_conn(t);
+            }
+            self.fire_timers();
+            self.finish_pending();
+            if self.exit_now {
+                return 0;
+            }
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        let mut buf = [0u8; 64];
+        let mut came = Vec::new();
+        loop {
+            match self.signals.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => came.extend(buf[..n].iter().map(|&b| i32::from(b))),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        came.sort_unstable();
+        came.dedup();
+        // SIGCHLD needs nothing here: every wake reaps.
+        for sig in came {
+            match sig {
+                libc::SIGTERM | libc::SIGINT => {
+                    self.log(&format!(
+                        "signal {}: stopping every app",
+                        options::signal_name(sig)
+                    ));
+                    self.stop_everything();
+                }
+                libc::SIGHUP => self.log("SIGHUP ignored"),
+                libc::SIGUSR2 => {
+                    let n = self.reopen_logs();
+                    self.log(&format!("SIGUSR2: reopened {n} log files"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn read_lifeline(&mut self) {
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: reading into a live buffer from our own stdin.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                continue;
+            }
+            if n == 0 || Errno::last() != Errno::EAGAIN {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&0));
+                self.log("the caller of connect_no_daemon is gone: stopping every app");
+                self.stop_everything();
+            }
+            break;
+        }
+    }
+
+    /// Stop every app, then exit (SIGTERM, lifeline, kill_daemon).
+    fn stop_everything(&mut self) {
+        if self.stopping_all {
+            return;
+        }
+        self.stopping_all = true;
+        let ids: Vec<u32> = self.procs.keys().copied().collect();
+        for id in &ids {
+            // A failure is logged where it happens (apply).
+            let _ = self.step(*id, Input::Stop);
+        }
+        self.pending.push(Pending {
+            conn: Token(usize::MAX),
+            id: Value::Null,
+            kind: PendingKind::KillDaemon,
+            pm_ids: ids,
+            gone: BTreeMap::new(),
+        });
+    }
+
+    fn reopen_logs(&mut self) -> usize {
+        let mut n = 0;
+        for p in self.procs.values_mut() {
+            let fmt = p.app.spec.log_date_format.clone();
+            for lf in [&mut p.out, &mut p.err] {
+                if let Ok(f) = LogFile::open(lf.path(), fmt.as_deref()) {
+                    *lf = f;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    // ---- exits and timers ------------------------------------------------
+
+    fn handle_exits(&mut self) {
+        for (pid, exit) in reaper::reap_all() {
+            let found = self
+                .procs
+                .iter()
+                .find(|(_, p)| p.m.pid() == Some(pid))
+                .map(|(id, p)| (*id, p.app.spec.treekill));
+            if let Some((id, treekill)) = found {
+                let group_alive = treekill && reaper::group_alive(pid);
+                let _ = self.step(
+                    id,
+                    Input::Exited {
+                        pid,
+                        exit,
+                        group_alive,
+                    },
+                );
+            }
+        }
+        let lingering: Vec<(u32, i32)> = self
+            .procs
+            .iter()
+            .filter_map(|(id, p)| match p.m.state {
+                State::Stopping {
+                    pid: None, pgid, ..
+                } => Some((*id, pgid)),
+                _ => None,
+            })
+            .collect();
+        for (id, pgid) in lingering {
+            if !reaper::group_alive(pgid) {
+                let _ = self.step(id, Input::GroupEmpty);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now();
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if self.procs.get(&id).and_then(|p| p.m.deadline()) == Some(t) {
+                let _ = self.step(id, Input::Deadline);
+            }
+        }
+    }
+
+    /// Feed one input to an app's machine and carry out the effects.
+    fn step(&mut self, id: u32, input: Input) -> Result<(), String> {
+        let now = self.now();
+        let Some(p) = self.procs.get_mut(&id) else {
+            return Ok(());
+        };
+        let effects = p.m.step(input, now);
+        let mut result = Ok(());
+        for fx in effects {
+            if let Err(e) = self.apply(id, fx) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn apply(&mut self, id: u32, fx: Effect) -> Result<(), String> {
+        match fx {
+            Effect::Spawn => {
+                if self.stopping_all {
+                    // Shutting down: nothing starts again.
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        p.m.state = State::Stopped;
+                    }
+                    return Ok(());
+                }
+                match self.spawn_proc(id) {
+                    Ok(pid) => self.step(id, Input::Spawned { pid }),
+                    Err(e) => {
+                        self.log(&format!("app {id}: {e}"));
+                        self.step(id, Input::SpawnFailed)?;
+                        Err(e)
+                    }
+                }
+            }
+            Effect::Signal { pid, sig, group } => {
+                let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
+                send(pid, sig, group);
+                send(pid, Signal::SIGCONT, group);
+                Ok(())
+            }
+            Effect::Kill { pid, group } => {
+                self.log(&format!("app {id}: kill timeout, sending SIGKILL"));
+                send(pid, Signal::SIGKILL, group);
+                Ok(())
+            }
+            Effect::Timer(t) => {
+                self.timers.insert((t, id));
+                Ok(())
+            }
+            Effect::ClearPid => {
+                if let Some(p) = self.procs.get(&id) {
+                    let _ = std::fs::remove_file(&p.app.pid_path);
+                }
+                Ok(())
+            }
+            Effect::Emit(what) => {
+                if let Some(p) = self.procs.get(&id) {
+                    let msg = match (what, p.m.last_exit) {
+                        ("exit", Some(Exit::Code(c))) => format!("exit code {c}"),
+                        ("exit", Some(Exit::Signal(s))) => {
+                            format!("exit by {}", options::signal_name(s))
+                        }
+                        _ => what.to_string(),
+                    };
+                    let line = format!("app {} ({id}): {msg}", p.app.spec.name);
+                    self.log(&line);
+                }
+                Ok(())
+            }
+            Effect::Forget => {
+                if self.procs.contains_key(&id) {
+                    let desc = self.describe(id);
+                    for op in self.pending.iter_mut().filter(|op| op.pm_ids.contains(&id)) {
+                        if let Some(d) = &desc {
+                            op.gone.insert(id, d.clone());
+                        }
+                    }
+                    self.procs.remove(&id);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Fork and exec app `id` with fresh pipes; its pid.
+    fn spawn_proc(&mut self, id: u32) -> Result<i32, String> {
+        let p = self.procs.get(&id).ok_or("no such app")?;
+        let null = || -> Result<OwnedFd, String> {
+            File::options()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| format!("cannot open /dev/null: {e}"))
+        };
+        let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), String> {
+            if is_null(path) {
+                return Ok((None, null()?));
+            }
+            let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| format!("cannot make a pipe: {e}"))?;
+            // The child's end blocks like any ordinary stdout.
+            clear_nonblocking(w.as_raw_fd());
+            Ok((Some(r), w))
+        };
+        let (out_r, out_w) = pipe(&p.app.out_path)?;
+        let (err_r, err_w) = pipe(&p.app.err_path)?;
+        let cmd = p.app.command(id, &self.home, [null()?, out_w, err_w])?;
+        let pid = spawn_child(&cmd).map_err(|e| e.to_string())?;
+        drop(cmd);
+        let pid_path = p.app.pid_path.clone();
+        if let Some(dir) = pid_path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = write_atomic(&pid_path, format!("{pid}\n").as_bytes()) {
+            self.log(&format!(
+                "app {id}: cannot write {}: {e}",
+                pid_path.display()
+            ));
+        }
+        for (r, stream) in [(out_r, Stream::Out), (err_r, Stream::Err)] {
+            if let Some(r) = r {
+                let mut rx = Receiver::from(r);
+                let t = self.token();
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut rx, t, Interest::READABLE)
+                    .is_ok()
+                {
+                    self.pipes.insert(
+                        t,
+                        Pipe {
+                            pm_id: id,
+                            stream,
+                            rx,
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.pm_uptime = wall_ms();
+            p.cpu_seen = None;
+        }
+        Ok(pid)
+    }
+
+    fn read_pipe(&mut self, t: Token) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut closed = false;
+        loop {
+            let Some(pipe) = self.pipes.get_mut(&t) else {
+                return;
+            };
+            match pipe.rx.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    let (id, stream) = (pipe.pm_id, pipe.stream);
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        let lf = match stream {
+                            Stream::Out => &mut p.out,
+                            Stream::Err => &mut p.err,
+                        };
+                        if let Err(e) = lf.write_chunk(&buf[..n], wall_ms() as i64) {
+                            let msg = format!("cannot write {}: {e}", lf.path().display());
+                            self.log(&msg);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed && let Some(mut pipe) = self.pipes.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut pipe.rx);
+        }
+    }
+
+    // ---- connections -----------------------------------------------------
+
+    fn accept_all(&mut self) {
+        loop {
+            let (mut sock, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.log(&format!("accept failed: {e}"));
+                    return;
+                }
+            };
+            let peer_ok = match getsockopt(&sock.as_fd(), PeerCredentials) {
+                // SAFETY: geteuid has no preconditions.
+                Ok(c) => self.root || c.uid() == unsafe { libc::geteuid() },
+                Err(_) => false,
+            };
+            if !peer_ok {
+                let _ = sock.write_all(
+                    protocol::err_line(
+                        &Value::Null,
+                        &WireError::new(
+                            ErrorCode::BadRequest,
+                            "connection from another user refused",
+                        ),
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            if self.conns.len() >= MAX_CONNS {
+                let _ = sock.write_all(
+                    protocol::err_line(
+                        &Value::Null,
+                        &WireError::new(
+                            ErrorCode::Internal,
+                            format!("too many connections (at most {MAX_CONNS})"),
+                        ),
+                    )
+                    .as_bytes(),
+                );
+                continue;
+            }
+            let t = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.conns.insert(
+                t,
+                Conn {
+                    sock,
+                    rbuf: Vec::new(),
+                    wbuf: Vec::new(),
+                    skipping: false,
+                    waiting: false,
+                    read_closed: false,
+                },
+            );
+        }
+    }
+
+    /// Answer every complete line, read more, flush; close when done.
+    fn service_conn(&mut self, t: Token) {
+        let mut buf = [0u8; 8192];
+        loop {
+            while let Some(line) = self.next_line(t) {
+                self.handle_line(t, &line);
+            }
+            let Some(c) = self.conns.get_mut(&t) else {
+                return;
+            };
+            if c.waiting || c.read_closed {
+                break;
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => c.read_closed = true,
+                Ok(n) => c.rbuf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(t);
+                    return;
+                }
+            }
+        }
+        self.flush_conn(t);
+    }
+
+    /// The next complete line, or an error answered for an overlong one.
+    fn next_line(&mut self, t: Token) -> Option<Vec<u8>> {
+        let c = self.conns.get_mut(&t)?;
+        if c.waiting {
+            return None;
+        }
+        loop {
+            match c.rbuf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let mut line: Vec<u8> = c.rbuf.drain(..=i).collect();
+                    line.pop();
+                    if c.skipping {
+                        c.skipping = false;
+                        continue;
+                    }
+                    if line.len() > protocol::MAX_LINE {
+                        c.wbuf.extend_from_slice(too_long().as_bytes());
+                        continue;
+                    }
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return Some(line);
+                }
+                None if c.rbuf.len() > protocol::MAX_LINE => {
+                    c.rbuf.clear();
+                    if !c.skipping {
+                        c.skipping = true;
+                        c.wbuf.extend_from_slice(too_long().as_bytes());
+                    }
+                    return None;
+                }
+                None if c.read_closed && !c.rbuf.is_empty() && !c.skipping => {
+                    // A last line without its newline.
+                    return Some(std::mem::take(&mut c.rbuf));
+                }
+                None => return None,
+            }
+        }
+    }
+
+    fn flush_conn(&mut self, t: Token) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        while !c.wbuf.is_empty() {
+            match c.sock.write(&c.wbuf) {
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(t);
+                    return;
+                }
+            }
+        }
+        if c.read_closed && !c.waiting {
+            self.drop_conn(t);
+        }
+    }
+
+    fn drop_conn(&mut self, t: Token) {
+        if let Some(mut c) = self.conns.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+    }
+
+    fn reply(&mut self, t: Token, line: String) {
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.wbuf.extend_from_slice(line.as_bytes());
+        }
+    }
+
+    fn handle_line(&mut self, t: Token, line: &[u8]) {
+        let req = match Request::parse(line) {
+            Ok(r) => r,
+            Err((id, e)) => return self.reply(t, protocol::err_line(&id, &e)),
+        };
+        let id = req.id.clone();
+        match self.handle(t, req) {
+            Ok(Some((result, warnings))) => {
+                self.reply(t, protocol::ok_line(&id, result, &warnings))
+            }
+            Ok(None) => {}
+            Err(e) => self.reply(t, protocol::err_line(&id, &e)),
+        }
+    }
+
+    /// Handle a request: its result now, or `None` when it was queued in
+    /// `pending` to be answered later.
+    fn handle(
+        &mut self,
+        t: Token,
+        req: Request,
+    ) -> Result<Option<(Value, Vec<String>)>, WireError> {
+        let done = |v: Value| Ok(Some((v, Vec::new())));
+        match req.cmd {
+            Command::Ping => done(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "protocol": PROTOCOL,
+                "uptime_ms": self.started.elapsed().as_millis() as u64,
+            })),
+            Command::List => {
+                let ids: Vec<u32> = self.procs.keys().copied().collect();
+                done(self.describe_all(&ids))
+            }
+            Command::Start(args) => {
+                if self.stopping_all {
+                    return Err(WireError::new(
+                        ErrorCode::Internal,
+                        "the daemon is shutting down",
+                    ));
+                }
+                self.start(args).map(Some)
+            }
+            Command::Act(action, target) => self.act(t, req.id, action, &target),
+            Command::SendSignal { signal, target } => {
+                let sig = options::parse_signal(&signal)
+                    .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("signal: {m}")))?;
+                let sig = Signal::try_from(sig).map_err(|_| {
+                    WireError::new(
+                        ErrorCode::BadRequest,
+                        format!("signal {sig} cannot be sent"),
+                    )
+                })?;
+                let ids = self.resolve(&target)?;
+                let running: Vec<u32> = ids
+                    .into_iter()
+                    .filter(|id| self.procs[id].m.is_running())
+                    .collect();
+                if running.is_empty() {
+                    return Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("no running process for target {target}"),
+                    ));
+                }
+                for id in &running {
+                    let p = &self.procs[id];
+                    if let Some(pid) = p.m.pid() {
+                        send(pid, sig, p.app.spec.treekill);
+                    }
+                }
+                done(self.describe_all(&running))
+            }
+            Command::KillDaemon => {
+                self.stop_everything();
+                if let Some(op) = self.pending.last_mut() {
+                    op.conn = t;
+                    op.id = req.id;
+                }
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.waiting = true;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The pm_ids a target names, in order; `not_found` if none.
+    fn resolve(&self, target: &Target) -> Result<Vec<u32>, WireError> {
+        let ids: Vec<u32> = match target {
+            Target::All => self.procs.keys().copied().collect(),
+            Target::Id(id) => self
+                .procs
+                .contains_key(id)
+                .then_some(*id)
+                .into_iter()
+                .collect(),
+            Target::Name(n) => {
+                let by_name: Vec<u32> = self
+                    .procs
+                    .iter()
+                    .filter(|(_, p)| &p.app.spec.name == n)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if by_name.is_empty() {
+                    self.procs
+                        .iter()
+                        .filter(|(_, p)| &p.app.spec.namespace == n)
+                        .map(|(id, _)| *id)
+                        .collect()
+                } else {
+                    by_name
+                }
+            }
+        };
+        if ids.is_empty() && *target != Target::All {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no process named {target}"),
+            ));
+        }
+        Ok(ids)
+    }
+
+    fn act(
+        &mut self,
+        t: Token,
+        id: Value,
+        action: Action,
+        target: &Target,
+    ) -> Result<Option<(Value, Vec<String>)>, WireError> {
+        if action == Action::Describe {
+            let ids = self.resolve(target).unwrap_or_default();
+            return Ok(Some((self.describe_all(&ids), Vec::new())));
+        }
+        let ids = self.resolve(target)?;
+        let input = match action {
+            Action::Stop => Input::Stop,
+            Action::Restart | Action::Reload => Input::Restart,
+            Action::Delete => Input::Delete,
+            Action::Reset => {
+                for id in &ids {
+                    if let Some(p) = self.procs.get_mut(id) {
+                        p.m.restart_time = 0;
+                        p.m.unstable_restarts = 0;
+                    }
+                }
+                return Ok(Some((self.describe_all(&ids), Vec::new())));
+            }
+            Action::Describe => Input::Stop,
+        };
+        if (input == Input::Restart) && self.stopping_all {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "the daemon is shutting down",
+            ));
+        }
+        // Register the answer before stepping, so a delete that forgets an
+        // app at once still finds its description.
+        self.pending.push(Pending {
+            conn: t,
+            id,
+            kind: PendingKind::Describe,
+            pm_ids: ids.clone(),
+            gone: BTreeMap::new(),
+        });
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.waiting = true;
+        }
+        let mut errors = Vec::new();
+        for pm_id in &ids {
+            if let Err(e) = self.step(*pm_id, input) {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.waiting = false;
+            }
+            self.pending.pop();
+            return Err(WireError::new(ErrorCode::ScriptNotFound, errors.join("; ")));
+        }
+        Ok(None)
+    }
+
+    /// Answer the pending requests whose apps have all settled.
+    fn finish_pending(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let op = &self.pending[i];
+            let settled = op.pm_ids.iter().all(|id| match self.procs.get(id) {
+                None => true,
+                Some(p) => match op.kind {
+                    PendingKind::Describe => p.m.is_settled(),
+                    PendingKind::KillDaemon => !p.m.is_running(),
+                },
+            });
+            if !settled {
+                i += 1;
+                continue;
+            }
+            let op = self.pending.remove(i);
+            let line = match op.kind {
+                PendingKind::Describe => {
+                    let list: Vec<Value> = op
+                        .pm_ids
+                        .iter()
+                        .filter_map(|id| self.describe(*id).or_else(|| op.gone.get(id).cloned()))
+                        .filter_map(|d| serde_json::to_value(d).ok())
+                        .collect();
+                    protocol::ok_line(&op.id, Value::Array(list), &[])
+                }
+                PendingKind::KillDaemon => {
+                    self.exit_now = true;
+                    protocol::ok_line(&op.id, json!({"stopped": op.pm_ids.len()}), &[])
+                }
+            };
+            if let Some(c) = self.conns.get_mut(&op.conn) {
+                c.waiting = false;
+                c.wbuf.extend_from_slice(line.as_bytes());
+            }
+            if self.exit_now {
+                self.flush_all_blocking();
+            } else {
+                self.service_conn(op.conn);
+            }
+        }
+    }
+
+    /// Before exiting: give every reply a last chance to be written.
+    fn flush_all_blocking(&mut self) {
+        for c in self.conns.values_mut() {
+            let fd = c.sock.as_raw_fd();
+            clear_nonblocking(fd);
+            let _ = c.sock.write_all(&c.wbuf);
+            c.wbuf.clear();
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.log("daemon exiting");
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    // ---- start -----------------------------------------------------------
+
+    fn start(&mut self, args: StartArgs) -> Result<(Value, Vec<String>), WireError> {
+        if let Some(target) = &args.target {
+            let ids = self.resolve(target)?;
+            for id in &ids {
+                if !self.procs[id].m.is_running() {
+                    self.step(*id, Input::Start)
+                        .map_err(|e| WireError::new(ErrorCode::ScriptNotFound, e))?;
+                }
+            }
+            return Ok((self.describe_all(&ids), Vec::new()));
+        }
+        // Validate everything before changing anything.
+        let many = args.apps.len() > 1;
+        let mut warnings = Vec::new();
+        let mut specs = Vec::new();
+        for (i, v) in args.apps.iter().enumerate() {
+            let parsed = parse_app(v).map_err(|e| {
+                let at = if many {
+                    format!("apps[{i}]: ")
+                } else {
+                    String::new()
+                };
+                WireError::new(ErrorCode::InvalidOption, format!("{at}{e}"))
+            })?;
+            warnings.extend(parsed.warnings);
+            specs.push(parsed.spec);
+        }
+        if let Some(name) = &args.env_name
+            && !specs.iter().any(|s| s.env_overlays.contains_key(name))
+        {
+            return Err(WireError::new(
+                ErrorCode::InvalidOption,
+                format!("no app has `env_{name}` (from --env {name})"),
+            ));
+        }
+        let mut plan = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let same: Vec<u32> = self
+                .procs
+                .iter()
+                .filter(|(_, p)| p.app.spec.name == spec.name)
+                .map(|(id, _)| *id)
+                .collect();
+            if !spec.force && same.iter().any(|id| self.procs[id].m.is_running()) {
+                return Err(WireError::new(
+                    ErrorCode::AlreadyRunning,
+                    format!(
+                        "{} is already running (pm_id {}); use force to start another",
+                        spec.name, same[0]
+                    ),
+                ));
+            }
+            let reuse = if spec.force {
+                None
+            } else {
+                same.first().copied()
+            };
+            let pm_id = reuse.unwrap_or(self.next_id + i as u32);
+            let app = App::resolve(
+                spec,
+                pm_id,
+                &self.home,
+                args.caller_env.clone(),
+                args.env_name.clone(),
+                self.root,
+            )?;
+            let open = |path: &Path| {
+                LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+                    WireError::new(
+                        ErrorCode::InvalidOption,
+                        format!("cannot open log {}: {e}", path.display()),
+                    )
+                })
+            };
+            let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
+            plan.push((pm_id, reuse.is_some(), app, out, err));
+        }
+        let mut started = Vec::new();
+        let mut failures = Vec::new();
+        for (pm_id, reused, app, out, err) in plan {
+            let autostart = app.spec.autostart;
+            let write = app.spec.write;
+            let policy = policy_of(&app);
+            if reused {
+                let p = self
+                    .procs
+                    .get_mut(&pm_id)
+                    .ok_or_else(|| internal("vanished"))?;
+                p.app = app;
+                p.out = out;
+                p.err = err;
+                p.m.policy = policy;
+            } else {
+                self.next_id = self.next_id.max(pm_id + 1);
+                let now = wall_ms();
+                self.procs.insert(
+                    pm_id,
+                    Proc {
+                        app,
+                        m: Machine::new(policy),
+                        created_at: now,
+                        pm_uptime: 0,
+                        out,
+                        err,
+                        cpu_seen: None,
+                    },
+                );
+            }
+            if autostart && let Err(e) = self.step(pm_id, Input::Start) {
+                if !reused {
+                    self.procs.remove(&pm_id);
+                }
+                failures.push(e);
+                continue;
+            }
+            if write {
+                self.write_app_file(pm_id);
+            }
+            started.push(pm_id);
+        }
+        if !failures.is_empty() {
+            return Err(WireError::new(
+                ErrorCode::ScriptNotFound,
+                failures.join("; "),
+            ));
+        }
+        Ok((self.describe_all(&started), warnings))
+    }
+
+    /// `write`: the resolved options in `<name>-corral.json` in the cwd.
+    fn write_app_file(&mut self, id: u32) {
+        let Some(d) = self.describe(id) else { return };
+        let Some(p) = self.procs.get(&id) else { return };
+        let path = p.app.cwd.join(format!(
+            "{}-corral.json",
+            crate::app::file_stem(&p.app.spec.name)
+        ));
+        let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
+        if let Err(e) = write_atomic(&path, text.as_bytes()) {
+            self.log(&format!("app {id}: cannot write {}: {e}", path.display()));
+        }
+    }
+
+    // ---- descriptions ----------------------------------------------------
+
+    fn describe_all(&mut self, ids: &[u32]) -> Value {
+        Value::Array(
+            ids.iter()
+                .filter_map(|id| self.describe(*id))
+                .filter_map(|d| serde_json::to_value(d).ok())
+                .collect(),
+        )
+    }
+
+    /// The description of app `id`, sampling its memory and CPU.
+    fn describe(&mut self, id: u32) -> Option<Description> {
+        let now = self.now();
+        let p = self.procs.get_mut(&id)?;
+        let pid = p.m.pid().unwrap_or(0);
+        let monit = match (p.m.state, procfs::read_stat(pid)) {
+            (State::Online { since, .. }, Ok(Some(st))) if pid > 0 => {
+                let ticks = st.utime + st.stime;
+                let (t0, m0) = p.cpu_seen.unwrap_or((0, since));
+                p.cpu_seen = Some((ticks, now));
+                let secs = now.saturating_sub(m0) as f64 / 1000.0;
+                let cpu = if secs > 0.0 {
+                    (ticks.saturating_sub(t0)) as f64 / procfs::clock_ticks_per_sec() as f64 / secs
+                        * 100.0
+                } else {
+                    0.0
+                };
+                Monit {
+                    memory: st.rss_pages.max(0) as u64 * procfs::page_size(),
+                    cpu: (cpu * 10.0).round() / 10.0,
+                }
+            }
+            _ => Monit::default(),
+        };
+        let a = &p.app;
+        let (exit_code, exit_signal) = match p.m.last_exit {
+            Some(Exit::Code(c)) => (Some(c), None),
+            Some(Exit::Signal(s)) => (None, Some(options::signal_name(s))),
+            None => (None, None),
+        };
+        let mut extra = BTreeMap::new();
+        {
+            let k = "axm_actions";
+            extra.insert(k.to_string(), json!([]));
+        }
+        for k in ["axm_monitor", "axm_options", "axm_dynamic"] {
+            extra.insert(k.to_string(), json!({}));
+        }
+        extra.insert("autostart".into(), json!(a.spec.autostart));
+        extra.insert("version".into(), json!("N/A"));
+        Some(Description {
+            pid,
+            name: a.spec.name.clone(),
+            pm_id: id,
+            monit,
+            pm2_env: Pm2Env {
+                name: a.spec.name.clone(),
+                pm_id: id,
+                namespace: a.spec.namespace.clone(),
+                status: p.m.status(),
+                pm_exec_path: a.exec_path.display().to_string(),
+                pm_cwd: a.cwd.display().to_string(),
+                exec_interpreter: a.interpreter_name(),
+                node_args: a.spec.interpreter_args.clone(),
+                args: a.spec.args.clone(),
+                exec_mode: "fork_mode".into(),
+                instances: 1,
+                instance_var: "NODE_APP_INSTANCE".into(),
+                node_app_instance: 0,
+                pm_out_log_path: a.out_path.display().to_string(),
+                pm_err_log_path: a.err_path.display().to_string(),
+                pm_pid_path: a.pid_path.display().to_string(),
+                pm_uptime: p.pm_uptime,
+                created_at: p.created_at,
+                restart_time: p.m.restart_time,
+                unstable_restarts: p.m.unstable_restarts,
+                exit_code,
+                exit_signal,
+                autorestart: a.spec.autorestart,
+                watch: false,
+                env: a.shown_env(),
+                min_uptime: a.spec.min_uptime,
+                max_restarts: a.spec.max_restarts,
+                kill_timeout: a.spec.kill_timeout,
+                kill_signal: a.kill_signal_name(),
+                restart_delay: a.spec.restart_delay,
+                stop_exit_codes: a.spec.stop_exit_codes.clone(),
+                treekill: a.spec.treekill,
+                log_date_format: a.spec.log_date_format.clone(),
+                merge_logs: true,
+                uid: a.spec.uid.clone(),
+                gid: a.spec.gid.clone(),
+                extra,
+            },
+        })
+    }
+}
+
+fn internal(m: &str) -> WireError {
+    WireError::new(ErrorCode::Internal, m)
+}
+
+fn too_long() -> String {
+    protocol::err_line(
+        &Value::Null,
+        &WireError::new(
+            ErrorCode::BadRequest,
+            format!("request line longer than {} bytes", protocol::MAX_LINE),
+        ),
+    )
+}
+
+fn policy_of(app: &App) -> Policy {
+    let s = &app.spec;
+    Policy {
+        min_uptime: s.min_uptime,
+        max_restarts: s.max_restarts,
+        restart_delay: s.restart_delay,
+        autorestart: s.autorestart,
+        stop_exit_codes: s.stop_exit_codes.clone(),
+        kill_timeout: s.kill_timeout,
+        kill_signal: s.kill_signal,
+        treekill: s.treekill,
+    }
+}
+
+/// Signal a process group or one process; a vanished target is normal.
+fn send(pid: i32, sig: Signal, group: bool) {
+    let pid = Pid::from_raw(pid);
+    let _ = if group {
+        killpg(pid, sig)
+    } else {
+        kill(pid, sig)
+    };
+}
+
+fn set_nonblocking(fd: i32) {
+    // SAFETY: fcntl on an fd this process owns; flags only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+fn clear_nonblocking(fd: i32) {
+    // SAFETY: fcntl on an fd this process owns; flags only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// Write a file through `.tmp` + fsync + rename (STYLE 12).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

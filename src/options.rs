@@ -1,0 +1,1895 @@
+//! App options: turning one app's JSON object (from a start request or a
+//! config file) into a validated, coerced [`AppSpec`].
+//!
+//! This module owns the option table (canonical snake_case names, their
+//! camelCase forms and explicit aliases, and whether each key is supported,
+//! not supported yet, or accepted without effect), the value coercions
+//! (durations, sizes, signals, shell-like argument splitting) and the shapes
+//! of a config file. It is pure: no filesystem, no environment, no process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Number, Value};
+
+/// Longest app name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest namespace, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 256;
+/// Highest signal number accepted (Linux `SIGRTMAX`).
+pub const MAX_SIGNAL: i32 = 64;
+/// Highest process exit code.
+pub const MAX_EXIT_CODE: u64 = 255;
+/// Highest TCP port.
+pub const MAX_PORT: u64 = 65_535;
+
+pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
+pub const DEFAULT_MAX_RESTARTS: u32 = 16;
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
+pub const DEFAULT_KILL_SIGNAL: i32 = libc::SIGINT;
+pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The target word meaning "every app"; no name or namespace may take it.
+pub const ALL_TARGET: &str = "all";
+/// The `log_date_format` that `time: true` selects.
+pub const TIME_LOG_DATE_FORMAT: &str = "YYYY-MM-DDTHH:mm:ss";
+/// The log path that discards output (`disable_logs: true`).
+pub const DISCARD_LOG_PATH: &str = "/dev/null";
+/// The `interpreter` value meaning "execute the script itself".
+pub const NO_INTERPRETER: &str = "none";
+
+/// Prefix of the environment overlay keys (`env_production`).
+const ENV_OVERLAY_PREFIX: &str = "env_";
+/// Longest rendering of an offending value inside an error message.
+const MAX_SHOWN_CHARS: usize = 60;
+/// Fraction digits kept when scaling a decimal (more cannot matter).
+const MAX_FRACTION_DIGITS: usize = 18;
+
+const MS_PER_SECOND: u64 = 1000;
+const MS_PER_MINUTE: u64 = 60 * MS_PER_SECOND;
+const MS_PER_HOUR: u64 = 60 * MS_PER_MINUTE;
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+const DURATION_EXPECTED: &str = "expected a duration (ms number or \"5s\")";
+const SIZE_EXPECTED: &str = "expected a size (bytes number or \"100M\")";
+const CONFIG_SHAPE_ERROR: &str =
+    "config: expected an object with \"apps\", an array or an app object";
+
+/// Interpreter chosen from the script's extension when none is given.
+const EXTENSION_INTERPRETERS: &[(&str, &str)] = &[
+    ("js", "node"),
+    ("mjs", "node"),
+    ("cjs", "node"),
+    ("py", "python3"),
+    ("sh", "bash"),
+    ("rb", "ruby"),
+    ("pl", "perl"),
+    ("php", "php"),
+];
+
+/// Standard Linux signals by name (without the `SIG` prefix).
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// Other names for signals above, accepted on input only.
+const SIGNAL_ALIASES: &[(&str, i32)] = &[
+    ("IOT", libc::SIGABRT),
+    ("POLL", libc::SIGIO),
+    ("CLD", libc::SIGCHLD),
+];
+
+/// An app's options after validation and coercion; pure data, no filesystem access.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    pub name: String,
+    pub script: String,
+    pub args: Vec<String>,
+    pub interpreter: Option<String>,
+    pub interpreter_args: Vec<String>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub log_date_format: Option<String>,
+    pub pid_file: Option<String>,
+    pub min_uptime: u64,
+    pub max_restarts: u32,
+    pub kill_timeout: u64,
+    pub kill_signal: i32,
+    pub restart_delay: u64,
+    pub autorestart: bool,
+    pub autostart: bool,
+    pub stop_exit_codes: Vec<i32>,
+    pub force: bool,
+    pub namespace: String,
+    pub treekill: bool,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    pub execute_command: bool,
+    pub write: bool,
+    pub source_map_support: bool,
+    pub disable_source_map_support: bool,
+}
+
+/// A parsed app and the warnings about keys accepted without effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub spec: AppSpec,
+    pub warnings: Vec<String>,
+}
+
+/// The key that is wrong (as the user wrote it) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionError {
+    pub key: String,
+    pub message: String,
+}
+
+impl OptionError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        OptionError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "option `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+/// Which values of a not-yet-supported option are harmless (mean the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Harmless {
+    Nothing,
+    /// The number 1 (`instances`).
+    One,
+    /// `"fork"` or `"fork_mode"` (`exec_mode`).
+    ForkMode,
+    /// Any boolean (`merge_logs`: meaningless with one instance).
+    AnyBool,
+    /// `false` (`watch`).
+    False,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Support {
+    Yes,
+    Later(Harmless),
+    NoEffect,
+}
+
+/// One option: its canonical snake_case name and explicit aliases. Every
+/// name and alias is also accepted in camelCase.
+struct OptionDef {
+    name: &'static str,
+    aliases: &'static [&'static str],
+    support: Support,
+}
+
+const fn yes(name: &'static str, aliases: &'static [&'static str]) -> OptionDef {
+    OptionDef {
+        name,
+        aliases,
+        support: Support::Yes,
+    }
+}
+
+const fn later(name: &'static str, aliases: &'static [&'static str], ok: Harmless) -> OptionDef {
+    OptionDef {
+        name,
+        aliases,
+        support: Support::Later(ok),
+    }
+}
+
+const fn no_effect(name: &'static str) -> OptionDef {
+    OptionDef {
+        name,
+        aliases: &[],
+        support: Support::NoEffect,
+    }
+}
+
+const OPTIONS: &[OptionDef] = &[
+    yes("name", &[]),
+    yes("script", &["exec", "cmd", "command"]),
+    yes("args", &[]),
+    yes("interpreter", &["exec_interpreter"]),
+    yes("interpreter_args", &["node_args"]),
+    yes("cwd", &[]),
+    yes("env", &[]),
+    yes("output", &["out_file", "out", "out_log"]),
+    yes("error", &["error_file", "err", "err_file", "err_log"]),
+    yes("log_date_format", &[]),
+    yes("pid_file", &["pid"]),
+    yes("min_uptime", &[]),
+    yes("max_restarts", &[]),
+    yes("kill_timeout", &[]),
+    yes("kill_signal", &[]),
+    yes("restart_delay", &[]),
+    yes("autorestart", &[]),
+    yes("autostart", &[]),
+    yes("stop_exit_codes", &[]),
+    yes("force", &[]),
+    yes("namespace", &[]),
+    yes("treekill", &[]),
+    yes("uid", &["user"]),
+    yes("gid", &[]),
+    yes("execute_command", &[]),
+    yes("write", &[]),
+    yes("source_map_support", &[]),
+    yes("disable_source_map_support", &[]),
+    yes("port", &[]),
+    yes("disable_logs", &[]),
+    yes("time", &[]),
+    later("instances", &[], Harmless::One),
+    later("exec_mode", &[], Harmless::ForkMode),
+    later("merge_logs", &["combine_logs"], Harmless::AnyBool),
+    later("max_memory_restart", &[], Harmless::Nothing),
+    later("exp_backoff_restart_delay", &[], Harmless::Nothing),
+    later("watch", &[], Harmless::False),
+    later("ignore_watch", &[], Harmless::Nothing),
+    later("watch_delay", &[], Harmless::Nothing),
+    later("watch_options", &[], Harmless::Nothing),
+    later("cron_restart", &["cron"], Harmless::Nothing),
+    later("wait_ready", &[], Harmless::Nothing),
+    later("listen_timeout", &[], Harmless::Nothing),
+    later("shutdown_with_message", &[], Harmless::Nothing),
+    later("listen", &[], Harmless::Nothing),
+    later("instance_var", &[], Harmless::Nothing),
+    later("increment_var", &[], Harmless::Nothing),
+    later("max_log_size", &[], Harmless::Nothing),
+    later("log_retain", &[], Harmless::Nothing),
+    later("ipc", &[], Harmless::Nothing),
+    later("log_file", &["log"], Harmless::Nothing),
+    later("log_type", &[], Harmless::Nothing),
+    later("filter_env", &[], Harmless::Nothing),
+    later("append_env_to_name", &[], Harmless::Nothing),
+    no_effect("vizion"),
+    no_effect("pmx"),
+    no_effect("automation"),
+    no_effect("windowsHide"),
+    no_effect("kill_retry_time"),
+    no_effect("v8"),
+    no_effect("trace"),
+    no_effect("disable_trace"),
+    no_effect("event_loop_inspector"),
+    no_effect("deep_monitoring"),
+    no_effect("io"),
+    no_effect("post_update"),
+    no_effect("install_url"),
+    no_effect("username"),
+    no_effect("name_prefix"),
+    no_effect("versioning"),
+    no_effect("node_version"),
+];
+
+/// `kill_timeout` -> `killTimeout`.
+fn to_camel(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper_next = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper_next = true;
+        } else if upper_next {
+            out.push(c.to_ascii_uppercase());
+            upper_next = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The option a key (as written) refers to, if any.
+fn lookup(key: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|def| {
+        std::iter::once(def.name)
+            .chain(def.aliases.iter().copied())
+            .any(|spelling| key == spelling || key == to_camel(spelling))
+    })
+}
+
+/// The options present in an app object, by canonical name, with the key
+/// as the user wrote it.
+struct Given<'a> {
+    by_name: BTreeMap<&'static str, (&'a str, &'a Value)>,
+}
+
+impl<'a> Given<'a> {
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&'a str, &'a Value) -> Result<T, OptionError>,
+    ) -> Result<Option<T>, OptionError> {
+        debug_assert!(OPTIONS.iter().any(|d| d.name == name), "no option {name}");
+        self.by_name
+            .get(name)
+            .map(|&(key, value)| parse(key, value))
+            .transpose()
+    }
+}
+
+/// Validate and coerce one app object.
+pub fn parse_app(v: &Value) -> Result<Parsed, OptionError> {
+    let Some(obj) = v.as_object() else {
+        return Err(OptionError::new(
+            "app",
+            format!("expected an object, got {}", describe(v)),
+        ));
+    };
+    let mut given = Given {
+        by_name: BTreeMap::new(),
+    };
+    let mut env_overlays = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (key, value) in obj {
+        if let Some(def) = lookup(key) {
+            if let Some(&(earlier, _)) = given.by_name.get(def.name) {
+                return Err(OptionError::new(
+                    key.as_str(),
+                    format!("given twice, as `{earlier}` and `{key}`"),
+                ));
+            }
+            match def.support {
+                Support::Yes => {}
+                Support::Later(harmless) => check_later(key, value, harmless)?,
+                Support::NoEffect => {
+                    warnings.push(format!("option `{key}` has no effect in corral"));
+                }
+            }
+            given.by_name.insert(def.name, (key.as_str(), value));
+        } else if let Some(overlay) = key
+            .strip_prefix(ENV_OVERLAY_PREFIX)
+            .filter(|rest| !rest.is_empty())
+        {
+            env_overlays.insert(overlay.to_string(), env_map(key, value)?);
+        } else {
+            return Err(OptionError::new(key.as_str(), "unknown option"));
+        }
+    }
+    let spec = build_spec(&given, env_overlays)?;
+    Ok(Parsed { spec, warnings })
+}
+
+fn build_spec(
+    given: &Given<'_>,
+    env_overlays: BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<AppSpec, OptionError> {
+    let script = given
+        .parse("script", |k, v| {
+            let s = string(k, v)?;
+            if s.trim().is_empty() {
+                return Err(OptionError::new(k, "is required"));
+            }
+            Ok(s)
+        })?
+        .ok_or_else(|| OptionError::new("script", "is required"))?;
+    let name = match given.parse("name", |k, v| {
+        let s = string(k, v)?;
+        check_name(k, &s).map(|()| s)
+    })? {
+        Some(name) => name,
+        None => {
+            let derived = default_name(&script);
+            check_name("name", &derived).map_err(|e| {
+                OptionError::new(
+                    "name",
+                    format!(
+                        "{} (derived from `script` {}); give a `name`",
+                        e.message,
+                        describe(&Value::String(script.clone()))
+                    ),
+                )
+            })?;
+            derived
+        }
+    };
+    let interpreter = match given.parse("interpreter", nonempty_string)? {
+        Some(s) if s == NO_INTERPRETER => None,
+        Some(s) => Some(s),
+        None => interpreter_for(&script),
+    };
+    let mut env = given.parse("env", env_map)?.unwrap_or_default();
+    if let Some(port) = given.parse("port", port)? {
+        env.entry("PORT".to_string()).or_insert(port);
+    }
+    let mut output = given.parse("output", nonempty_string)?;
+    let mut error = given.parse("error", nonempty_string)?;
+    if given.parse("disable_logs", boolean)? == Some(true) {
+        output = Some(DISCARD_LOG_PATH.to_string());
+        error = Some(DISCARD_LOG_PATH.to_string());
+    }
+    let mut log_date_format = given.parse("log_date_format", nonempty_string)?;
+    if given.parse("time", boolean)? == Some(true) && log_date_format.is_none() {
+        log_date_format = Some(TIME_LOG_DATE_FORMAT.to_string());
+    }
+    Ok(AppSpec {
+        name,
+        script,
+        args: given.parse("args", word_list)?.unwrap_or_default(),
+        interpreter,
+        interpreter_args: given
+            .parse("interpreter_args", word_list)?
+            .unwrap_or_default(),
+        cwd: given.parse("cwd", nonempty_string)?,
+        env,
+        env_overlays,
+        output,
+        error,
+        log_date_format,
+        pid_file: given.parse("pid_file", nonempty_string)?,
+        min_uptime: given
+            .parse("min_uptime", duration)?
+            .unwrap_or(DEFAULT_MIN_UPTIME_MS),
+        max_restarts: given
+            .parse("max_restarts", count)?
+            .unwrap_or(DEFAULT_MAX_RESTARTS),
+        kill_timeout: given
+            .parse("kill_timeout", duration)?
+            .unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
+        kill_signal: given
+            .parse("kill_signal", signal)?
+            .unwrap_or(DEFAULT_KILL_SIGNAL),
+        restart_delay: given
+            .parse("restart_delay", duration)?
+            .unwrap_or(DEFAULT_RESTART_DELAY_MS),
+        autorestart: given.parse("autorestart", boolean)?.unwrap_or(true),
+        autostart: given.parse("autostart", boolean)?.unwrap_or(true),
+        stop_exit_codes: given
+            .parse("stop_exit_codes", exit_codes)?
+            .unwrap_or_default(),
+        force: given.parse("force", boolean)?.unwrap_or(false),
+        namespace: given
+            .parse("namespace", namespace)?
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        treekill: given.parse("treekill", boolean)?.unwrap_or(true),
+        uid: given.parse("uid", id)?,
+        gid: given.parse("gid", id)?,
+        execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
+        write: given.parse("write", boolean)?.unwrap_or(false),
+        source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
+        disable_source_map_support: given
+            .parse("disable_source_map_support", boolean)?
+            .unwrap_or(false),
+    })
+}
+
+/// A not-yet-supported option is an error unless its value means the default.
+fn check_later(key: &str, value: &Value, harmless: Harmless) -> Result<(), OptionError> {
+    let ok = match harmless {
+        Harmless::Nothing => false,
+        Harmless::One => whole(value) == Some(1),
+        Harmless::ForkMode => matches!(value.as_str(), Some("fork" | "fork_mode")),
+        Harmless::AnyBool => return boolean(key, value).map(|_| ()),
+        Harmless::False => boolean(key, value).ok() == Some(false),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(OptionError::new(key, "is not supported yet"))
+    }
+}
+
+/// Default name: the script's file name without its last extension. A
+/// script with whitespace is a command line (PM2 runs it through a shell),
+/// and is named by the whole command.
+fn default_name(script: &str) -> String {
+    let script = script.trim();
+    if script.chars().any(|c| c.is_ascii_whitespace()) {
+        return script.to_string();
+    }
+    Path::new(script)
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| script.to_string())
+}
+
+/// Interpreter from the script's extension; none for a command line.
+fn interpreter_for(script: &str) -> Option<String> {
+    if script.trim().chars().any(|c| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let ext = Path::new(script).extension()?.to_str()?;
+    EXTENSION_INTERPRETERS
+        .iter()
+        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+        .map(|(_, interpreter)| interpreter.to_string())
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), OptionError> {
+    let problem = if name.is_empty() {
+        "must not be empty".to_string()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("is longer than {MAX_NAME_LEN} bytes")
+    } else if name == ALL_TARGET {
+        format!("must not be \"{ALL_TARGET}\" (it means every app)")
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        "must not be all digits (it would be taken for a pm_id)".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(OptionError::new(key, problem))
+}
+
+fn namespace(key: &str, v: &Value) -> Result<String, OptionError> {
+    let s = nonempty_string(key, v)?;
+    if s.len() > MAX_NAMESPACE_LEN {
+        Err(OptionError::new(
+            key,
+            format!("is longer than {MAX_NAMESPACE_LEN} bytes"),
+        ))
+    } else if s == ALL_TARGET {
+        Err(OptionError::new(
+            key,
+            format!("must not be \"{ALL_TARGET}\" (it means every app)"),
+        ))
+    } else {
+        Ok(s)
+    }
+}
+
+/// A JSON value rendered for an error message, shortened when long.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+        other => {
+            let text = other.to_string();
+            if text.chars().count() > MAX_SHOWN_CHARS {
+                let mut short: String = text.chars().take(MAX_SHOWN_CHARS).collect();
+                short.push_str("...");
+                short
+            } else {
+                text
+            }
+        }
+    }
+}
+
+fn no_nul(key: &str, s: &str) -> Result<(), OptionError> {
+    if s.contains('\0') {
+        Err(OptionError::new(key, "must not contain a NUL byte"))
+    } else {
+        Ok(())
+    }
+}
+
+fn string(key: &str, v: &Value) -> Result<String, OptionError> {
+    match v {
+        Value::String(s) => no_nul(key, s).map(|()| s.clone()),
+        other => Err(OptionError::new(
+            key,
+            format!("expected a string, got {}", describe(other)),
+        )),
+    }
+}
+
+fn nonempty_string(key: &str, v: &Value) -> Result<String, OptionError> {
+    let s = string(key, v)?;
+    if s.is_empty() {
+        Err(OptionError::new(key, "must not be empty"))
+    } else {
+        Ok(s)
+    }
+}
+
+fn boolean(key: &str, v: &Value) -> Result<bool, OptionError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" => Ok(true),
+        Value::String(s) if s == "false" => Ok(false),
+        other => Err(OptionError::new(
+            key,
+            format!("expected a boolean, got {}", describe(other)),
+        )),
+    }
+}
+
+/// A float that is a non-negative whole number fitting u64.
+fn whole_f64(f: f64) -> Option<u64> {
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(f as u64)
+}
+
+/// A JSON number that is a non-negative whole number fitting u64.
+fn whole_number(n: &Number) -> Option<u64> {
+    n.as_u64().or_else(|| n.as_f64().and_then(whole_f64))
+}
+
+/// A non-negative whole number given as a JSON number or a numeric string.
+fn whole(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => whole_number(n),
+        Value::String(s) => {
+            let t = s.trim();
+            t.parse::<u64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().and_then(whole_f64))
+        }
+        _ => None,
+    }
+}
+
+fn count(key: &str, v: &Value) -> Result<u32, OptionError> {
+    whole(v).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+        OptionError::new(
+            key,
+            format!("expected a non-negative integer, got {}", describe(v)),
+        )
+    })
+}
+
+fn duration(key: &str, v: &Value) -> Result<u64, OptionError> {
+    parse_duration(v).map_err(|message| OptionError::new(key, message))
+}
+
+fn signal(key: &str, v: &Value) -> Result<i32, OptionError> {
+    parse_signal(v).map_err(|message| OptionError::new(key, message))
+}
+
+fn exit_code(key: &str, v: &Value) -> Result<i32, OptionError> {
+    whole(v)
+        .filter(|&n| n <= MAX_EXIT_CODE)
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| {
+            OptionError::new(
+                key,
+                format!(
+                    "expected an exit code 0..={MAX_EXIT_CODE}, got {}",
+                    describe(v)
+                ),
+            )
+        })
+}
+
+fn exit_codes(key: &str, v: &Value) -> Result<Vec<i32>, OptionError> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| exit_code(&format!("{key}[{i}]"), item))
+            .collect(),
+        other => exit_code(key, other).map(|code| vec![code]),
+    }
+}
+
+/// A user or group: a name, or a numeric id kept as its decimal string.
+fn id(key: &str, v: &Value) -> Result<String, OptionError> {
+    match v {
+        Value::String(_) => nonempty_string(key, v),
+        Value::Number(n) => whole_number(n).map(|n| n.to_string()).ok_or_else(|| {
+            OptionError::new(
+                key,
+                format!("expected a non-negative integer id, got {}", describe(v)),
+            )
+        }),
+        other => Err(OptionError::new(
+            key,
+            format!("expected a name or a numeric id, got {}", describe(other)),
+        )),
+    }
+}
+
+fn port(key: &str, v: &Value) -> Result<String, OptionError> {
+    whole(v)
+        .filter(|&n| n <= MAX_PORT)
+        .map(|n| n.to_string())
+        .ok_or_else(|| {
+            OptionError::new(
+                key,
+                format!("expected a port number 0..={MAX_PORT}, got {}", describe(v)),
+            )
+        })
+}
+
+/// `args`-like options: a shell-split string, or an array of strings/numbers.
+fn word_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
+    match v {
+        Value::String(s) => {
+            no_nul(key, s)?;
+            split_args(s)
+                .map_err(|e| OptionError::new(key, format!("cannot split {}: {e}", describe(v))))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item_key = format!("{key}[{i}]");
+                match item {
+                    Value::String(s) => no_nul(&item_key, s).map(|()| s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => Err(OptionError::new(
+                        item_key,
+                        format!("expected a string or number, got {}", describe(other)),
+                    )),
+                }
+            })
+            .collect(),
+        other => Err(OptionError::new(
+            key,
+            format!(
+                "expected a string or an array of strings, got {}",
+                describe(other)
+            ),
+        )),
+    }
+}
+
+/// `env` and `env_<name>`: an object of strings, numbers or booleans.
+fn env_map(key: &str, v: &Value) -> Result<BTreeMap<String, String>, OptionError> {
+    let Value::Object(vars) = v else {
+        return Err(OptionError::new(
+            key,
+            format!("expected an object, got {}", describe(v)),
+        ));
+    };
+    let mut env = BTreeMap::new();
+    for (var, value) in vars {
+        let var_key = format!("{key}.{var}");
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            return Err(OptionError::new(
+                var_key,
+                "is not a valid variable name (empty, or contains '=' or NUL)",
+            ));
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(OptionError::new(
+                    var_key,
+                    format!(
+                        "expected a string, number or boolean, got {}",
+                        describe(other)
+                    ),
+                ));
+            }
+        };
+        no_nul(&var_key, &text)?;
+        env.insert(var.clone(), text);
+    }
+    Ok(env)
+}
+
+/// Split `"1.5s"` into `("1.5", "s")`; the unit may follow a space.
+fn split_unit(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    let at = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..at], s[at..].trim_start())
+}
+
+/// An unsigned decimal ("12", "1.5", ".5") times `unit`, rounded to the
+/// nearest whole; None when malformed or too large.
+fn scaled_decimal(text: &str, unit: u64) -> Option<u64> {
+    let (int_part, frac_part) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int_part.is_empty() && frac_part.is_empty()) || !digits(int_part) || !digits(frac_part) {
+        return None;
+    }
+    let int: u64 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().ok()?
+    };
+    let frac_digits = &frac_part[..frac_part.len().min(MAX_FRACTION_DIGITS)];
+    let frac = if frac_digits.is_empty() {
+        0
+    } else {
+        let numerator: u128 = frac_digits.parse().ok()?;
+        let denominator = 10u128.pow(u32::try_from(frac_digits.len()).ok()?);
+        let rounded = (2 * numerator * u128::from(unit) + denominator) / (2 * denominator);
+        u64::try_from(rounded).ok()?
+    };
+    int.checked_mul(unit)?.checked_add(frac)
+}
+
+/// Milliseconds: a non-negative integer number, or a string "500", "500ms",
+/// "5s", "2m", "1h" (also fractional like "1.5s" -> 1500, rounded to the
+/// nearest ms). Negative, NaN, empty, unknown unit -> Err(message).
+pub fn parse_duration(v: &Value) -> Result<u64, String> {
+    let bad = || format!("{DURATION_EXPECTED}, got {}", describe(v));
+    match v {
+        Value::Number(n) => whole_number(n).ok_or_else(bad),
+        Value::String(s) => {
+            let (number, unit) = split_unit(s);
+            let scale = match unit.to_ascii_lowercase().as_str() {
+                "" | "ms" => 1,
+                "s" => MS_PER_SECOND,
+                "m" => MS_PER_MINUTE,
+                "h" => MS_PER_HOUR,
+                _ => return Err(bad()),
+            };
+            scaled_decimal(number, scale).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Bytes: a non-negative integer, or "512", "512K", "100M", "1G" (also
+/// lowercase, with a trailing "B", and fractional like "1.5K"), powers of 1024.
+pub fn parse_size(v: &Value) -> Result<u64, String> {
+    let bad = || format!("{SIZE_EXPECTED}, got {}", describe(v));
+    match v {
+        Value::Number(n) => whole_number(n).ok_or_else(bad),
+        Value::String(s) => {
+            let (number, unit) = split_unit(s);
+            let scale = match unit.to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => KIB,
+                "m" | "mb" => MIB,
+                "g" | "gb" => GIB,
+                _ => return Err(bad()),
+            };
+            scaled_decimal(number, scale).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Split a string into words as a POSIX shell would: whitespace separates,
+/// single quotes are literal, double quotes allow backslash escapes of
+/// `"` `\` `$` `` ` `` (and line continuation), a backslash outside quotes
+/// escapes the next character. No expansion of any kind.
+pub fn split_args(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated single quote".to_string()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("unterminated double quote".to_string()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("unterminated double quote".to_string()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(c) => {
+                    in_word = true;
+                    word.push(c);
+                }
+                None => return Err("trailing backslash escapes nothing".to_string()),
+            },
+            c if c.is_ascii_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn signal_number(n: u64) -> Option<i32> {
+    i32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_SIGNAL).contains(n))
+}
+
+/// "SIGINT", "INT", "sigint", "2" or a JSON number 2 -> 2. Numbers 1..=64.
+pub fn parse_signal(v: &Value) -> Result<i32, String> {
+    let out_of_range = || {
+        format!(
+            "signal number {} is out of range 1..={MAX_SIGNAL}",
+            describe(v)
+        )
+    };
+    match v {
+        Value::Number(n) => whole_number(n)
+            .and_then(signal_number)
+            .ok_or_else(out_of_range),
+        Value::String(s) => {
+            let t = s.trim();
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                return t
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(signal_number)
+                    .ok_or_else(out_of_range);
+            }
+            let upper = t.to_ascii_uppercase();
+            let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+            SIGNALS
+                .iter()
+                .chain(SIGNAL_ALIASES)
+                .find(|(name, _)| *name == bare)
+                .map(|&(_, number)| number)
+                .ok_or_else(|| format!("unknown signal {}", describe(v)))
+        }
+        other => Err(format!(
+            "expected a signal name or number, got {}",
+            describe(other)
+        )),
+    }
+}
+
+/// The name of a signal number, "SIGINT" for 2; "SIG<n>" for unnamed ones.
+pub fn signal_name(n: i32) -> String {
+    match SIGNALS.iter().find(|&&(_, number)| number == n) {
+        Some((name, _)) => format!("SIG{name}"),
+        None => format!("SIG{n}"),
+    }
+}
+
+/// The apps of a config file's text: `{"apps":[...]}` (or `{"pm2":[...]}`;
+/// other top-level keys such as `deploy` are ignored), a bare array, or one
+/// app object. The apps are returned unvalidated, for [`parse_app`].
+pub fn apps_of_config(text: &str) -> Result<Vec<Value>, String> {
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| format!("config: invalid JSON: {e}"))?;
+    let (label, apps) = match root {
+        Value::Array(items) => ("apps", items),
+        Value::Object(mut map) => {
+            if map.contains_key("apps") && map.contains_key("pm2") {
+                return Err("config: both \"apps\" and \"pm2\" given".to_string());
+            }
+            let Some(label) = ["apps", "pm2"].into_iter().find(|k| map.contains_key(*k)) else {
+                return Ok(vec![Value::Object(map)]);
+            };
+            match map.remove(label) {
+                Some(Value::Array(items)) => (label, items),
+                _ => return Err(format!("config: \"{label}\" is not an array")),
+            }
+        }
+        _ => return Err(CONFIG_SHAPE_ERROR.to_string()),
+    };
+    if apps.is_empty() {
+        return Err("config: no apps".to_string());
+    }
+    if let Some(i) = apps.iter().position(|app| !app.is_object()) {
+        return Err(format!("config: {label}[{i}] is not an object"));
+    }
+    Ok(apps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What `{"script": "app.js"}` parses to.
+    fn base() -> AppSpec {
+        AppSpec {
+            name: "app".to_string(),
+            script: "app.js".to_string(),
+            args: vec![],
+            interpreter: Some("node".to_string()),
+            interpreter_args: vec![],
+            cwd: None,
+            env: BTreeMap::new(),
+            env_overlays: BTreeMap::new(),
+            output: None,
+            error: None,
+            log_date_format: None,
+            pid_file: None,
+            min_uptime: 1000,
+            max_restarts: 16,
+            kill_timeout: 1600,
+            kill_signal: libc::SIGINT,
+            restart_delay: 0,
+            autorestart: true,
+            autostart: true,
+            stop_exit_codes: vec![],
+            force: false,
+            namespace: "default".to_string(),
+            treekill: true,
+            uid: None,
+            gid: None,
+            execute_command: false,
+            write: false,
+            source_map_support: false,
+            disable_source_map_support: false,
+        }
+    }
+
+    /// `{"script": "app.js"}` plus `extra`.
+    fn app_with(extra: Value) -> Value {
+        let mut app = json!({"script": "app.js"});
+        if let (Some(obj), Value::Object(more)) = (app.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        app
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(Value, Option<u64>)] = &[
+            (json!(0), Some(0)),
+            (json!(1500), Some(1500)),
+            (json!(1500.0), Some(1500)),
+            (json!("500"), Some(500)),
+            (json!("500ms"), Some(500)),
+            (json!("5s"), Some(5000)),
+            (json!("2m"), Some(120_000)),
+            (json!("1h"), Some(3_600_000)),
+            (json!("1.5s"), Some(1500)),
+            (json!(".5s"), Some(500)),
+            (json!("0.5ms"), Some(1)),
+            (json!("1.25m"), Some(75_000)),
+            (json!(" 5s "), Some(5000)),
+            (json!("5 s"), Some(5000)),
+            (json!("5S"), Some(5000)),
+            (json!(-1), None),
+            (json!(1.5), None),
+            (json!("-5"), None),
+            (json!("-5s"), None),
+            (json!(""), None),
+            (json!("s"), None),
+            (json!("."), None),
+            (json!("abc"), None),
+            (json!("NaN"), None),
+            (json!("5x"), None),
+            (json!("5d"), None),
+            (json!("1.2.3s"), None),
+            (json!("99999999999999999999h"), None),
+            (json!(true), None),
+            (json!(null), None),
+            (json!([5]), None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_duration(input).ok(), *expected, "input {input}");
+        }
+        assert_eq!(
+            parse_duration(&json!("abc")),
+            Err("expected a duration (ms number or \"5s\"), got \"abc\"".to_string())
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(Value, Option<u64>)] = &[
+            (json!(0), Some(0)),
+            (json!(512), Some(512)),
+            (json!("512"), Some(512)),
+            (json!("512B"), Some(512)),
+            (json!("512K"), Some(512 * 1024)),
+            (json!("512k"), Some(512 * 1024)),
+            (json!("512KB"), Some(512 * 1024)),
+            (json!("100M"), Some(100 * 1024 * 1024)),
+            (json!("100mb"), Some(100 * 1024 * 1024)),
+            (json!("1G"), Some(1 << 30)),
+            (json!("1GB"), Some(1 << 30)),
+            (json!("1.5K"), Some(1536)),
+            (json!(-1), None),
+            (json!("-1K"), None),
+            (json!("1T"), None),
+            (json!(""), None),
+            (json!("M"), None),
+            (json!("12Q"), None),
+            (json!(false), None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_size(input).ok(), *expected, "input {input}");
+        }
+    }
+
+    #[test]
+    fn splitting_args() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            ("", Ok(&[])),
+            ("   ", Ok(&[])),
+            ("a", Ok(&["a"])),
+            ("  a  b\tc\n", Ok(&["a", "b", "c"])),
+            ("a 'b c'", Ok(&["a", "b c"])),
+            ("\"a b\" c", Ok(&["a b", "c"])),
+            ("--x=\"1 2\"", Ok(&["--x=1 2"])),
+            ("'it'\"'\"'s'", Ok(&["it's"])),
+            ("a\\ b", Ok(&["a b"])),
+            ("\\'x", Ok(&["'x"])),
+            ("\"x\\\"y\"", Ok(&["x\"y"])),
+            ("\"\\$HOME \\` \\\\\"", Ok(&["$HOME ` \\"])),
+            ("\"a\\nb\"", Ok(&["a\\nb"])),
+            ("'a\\b'", Ok(&["a\\b"])),
+            ("\"$HOME\"", Ok(&["$HOME"])),
+            ("\"\"", Ok(&[""])),
+            ("a '' b", Ok(&["a", "", "b"])),
+            ("a\\\nb", Ok(&["ab"])),
+            ("'abc", Err("unterminated single quote")),
+            ("\"abc", Err("unterminated double quote")),
+            ("\"abc\\", Err("unterminated double quote")),
+            ("abc\\", Err("trailing backslash escapes nothing")),
+        ];
+        for (input, expected) in cases {
+            let want = expected
+                .map(|words| words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+                .map_err(str::to_string);
+            assert_eq!(split_args(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        let cases: &[(Value, Option<i32>)] = &[
+            (json!("SIGINT"), Some(libc::SIGINT)),
+            (json!("INT"), Some(libc::SIGINT)),
+            (json!("sigint"), Some(libc::SIGINT)),
+            (json!("2"), Some(2)),
+            (json!(2), Some(2)),
+            (json!("SIGTERM"), Some(libc::SIGTERM)),
+            (json!("KILL"), Some(libc::SIGKILL)),
+            (json!("usr1"), Some(libc::SIGUSR1)),
+            (json!("SIGUSR2"), Some(libc::SIGUSR2)),
+            (json!("SIGSTKFLT"), Some(libc::SIGSTKFLT)),
+            (json!("SIGPWR"), Some(libc::SIGPWR)),
+            (json!("SIGSYS"), Some(libc::SIGSYS)),
+            (json!("SIGIOT"), Some(libc::SIGABRT)),
+            (json!(34), Some(34)),
+            (json!("64"), Some(64)),
+            (json!(0), None),
+            (json!(65), None),
+            (json!(-1), None),
+            (json!("0"), None),
+            (json!("99999999999999999999999"), None),
+            (json!("SIGFOO"), None),
+            (json!("SIG"), None),
+            (json!(""), None),
+            (json!(true), None),
+            (json!(null), None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_signal(input).ok(), *expected, "input {input}");
+        }
+        assert_eq!(
+            parse_signal(&json!("SIGFOO")),
+            Err("unknown signal \"SIGFOO\"".to_string())
+        );
+    }
+
+    #[test]
+    fn signal_names() {
+        let cases: &[(i32, &str)] = &[
+            (libc::SIGINT, "SIGINT"),
+            (libc::SIGTERM, "SIGTERM"),
+            (libc::SIGKILL, "SIGKILL"),
+            (libc::SIGHUP, "SIGHUP"),
+            (libc::SIGABRT, "SIGABRT"),
+            (libc::SIGIO, "SIGIO"),
+            (34, "SIG34"),
+            (0, "SIG0"),
+        ];
+        for (number, name) in cases {
+            assert_eq!(signal_name(*number), *name);
+        }
+        for n in 1..=31 {
+            let name = signal_name(n);
+            assert_ne!(name, format!("SIG{n}"), "signal {n} has no name");
+            assert_eq!(parse_signal(&json!(name)), Ok(n));
+        }
+    }
+
+    #[test]
+    fn minimal_app_defaults() {
+        let parsed = parse_app(&json!({"script": "app.js"})).expect("parses");
+        assert_eq!(parsed.spec, base());
+        assert!(parsed.warnings.is_empty());
+    }
+
+    #[test]
+    fn name_and_interpreter_from_script() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("app.js", "app", Some("node")),
+            ("/srv/app.js", "app", Some("node")),
+            ("./lib/worker.mjs", "worker", Some("node")),
+            ("x.cjs", "x", Some("node")),
+            ("APP.JS", "APP", Some("node")),
+            ("tool.py", "tool", Some("python3")),
+            ("run.sh", "run", Some("bash")),
+            ("a.rb", "a", Some("ruby")),
+            ("a.pl", "a", Some("perl")),
+            ("index.php", "index", Some("php")),
+            ("sleep", "sleep", None),
+            ("/usr/bin/env", "env", None),
+            ("archive.tar.gz", "archive.tar", None),
+            ("server.go", "server", None),
+            (".hidden", ".hidden", None),
+            ("node server.js --x", "node server.js --x", None),
+        ];
+        for (script, name, interpreter) in cases {
+            let spec = parse_app(&json!({ "script": script }))
+                .expect("parses")
+                .spec;
+            assert_eq!(spec.name, *name, "script {script}");
+            assert_eq!(spec.interpreter.as_deref(), *interpreter, "script {script}");
+        }
+    }
+
+    #[test]
+    fn options_and_aliases() {
+        type Change = fn(&mut AppSpec);
+        let cases: &[(Value, Change)] = &[
+            (json!({"name": "web"}), |s| s.name = "web".into()),
+            (json!({"args": "a 'b c'"}), |s| {
+                s.args = vec!["a".into(), "b c".into()]
+            }),
+            (json!({"args": ["-p", 80, 1.5]}), |s| {
+                s.args = vec!["-p".into(), "80".into(), "1.5".into()]
+            }),
+            (json!({"interpreter": "none"}), |s| s.interpreter = None),
+            (json!({"interpreter": "/usr/bin/python3"}), |s| {
+                s.interpreter = Some("/usr/bin/python3".into())
+            }),
+            (json!({"exec_interpreter": "bun"}), |s| {
+                s.interpreter = Some("bun".into())
+            }),
+            (json!({"execInterpreter": "bun"}), |s| {
+                s.interpreter = Some("bun".into())
+            }),
+            (json!({"interpreter_args": "--a 'b c'"}), |s| {
+                s.interpreter_args = vec!["--a".into(), "b c".into()]
+            }),
+            (json!({"interpreterArgs": ["--x"]}), |s| {
+                s.interpreter_args = vec!["--x".into()]
+            }),
+            (json!({"node_args": "--x"}), |s| {
+                s.interpreter_args = vec!["--x".into()]
+            }),
+            (json!({"nodeArgs": "--x"}), |s| {
+                s.interpreter_args = vec!["--x".into()]
+            }),
+            (json!({"cwd": "/srv"}), |s| s.cwd = Some("/srv".into())),
+            (json!({"output": "o"}), |s| s.output = Some("o".into())),
+            (json!({"out_file": "o"}), |s| s.output = Some("o".into())),
+            (json!({"outFile": "o"}), |s| s.output = Some("o".into())),
+            (json!({"out": "o"}), |s| s.output = Some("o".into())),
+            (json!({"out_log": "o"}), |s| s.output = Some("o".into())),
+            (json!({"error": "e"}), |s| s.error = Some("e".into())),
+            (json!({"error_file": "e"}), |s| s.error = Some("e".into())),
+            (json!({"errorFile": "e"}), |s| s.error = Some("e".into())),
+            (json!({"err": "e"}), |s| s.error = Some("e".into())),
+            (json!({"err_file": "e"}), |s| s.error = Some("e".into())),
+            (json!({"err_log": "e"}), |s| s.error = Some("e".into())),
+            (json!({"logDateFormat": "HH:mm"}), |s| {
+                s.log_date_format = Some("HH:mm".into())
+            }),
+            (json!({"time": true}), |s| {
+                s.log_date_format = Some(TIME_LOG_DATE_FORMAT.into())
+            }),
+            (json!({"time": true, "log_date_format": "HH"}), |s| {
+                s.log_date_format = Some("HH".into())
+            }),
+            (json!({"time": false}), |_| {}),
+            (json!({"pid": "/p"}), |s| s.pid_file = Some("/p".into())),
+            (json!({"pidFile": "/p"}), |s| s.pid_file = Some("/p".into())),
+            (json!({"pid_file": "/p"}), |s| {
+                s.pid_file = Some("/p".into())
+            }),
+            (json!({"minUptime": "2s"}), |s| s.min_uptime = 2000),
+            (json!({"min_uptime": 500}), |s| s.min_uptime = 500),
+            (json!({"maxRestarts": "3"}), |s| s.max_restarts = 3),
+            (json!({"max_restarts": 0}), |s| s.max_restarts = 0),
+            (json!({"killTimeout": "5s"}), |s| s.kill_timeout = 5000),
+            (json!({"kill_timeout": "3000"}), |s| s.kill_timeout = 3000),
+            (json!({"killSignal": "SIGTERM"}), |s| {
+                s.kill_signal = libc::SIGTERM
+            }),
+            (json!({"kill_signal": 1}), |s| s.kill_signal = libc::SIGHUP),
+            (json!({"restartDelay": "1.5s"}), |s| s.restart_delay = 1500),
+            (json!({"autorestart": "false"}), |s| s.autorestart = false),
+            (json!({"autostart": false}), |s| s.autostart = false),
+            (json!({"stopExitCodes": [0, "2"]}), |s| {
+                s.stop_exit_codes = vec![0, 2]
+            }),
+            (json!({"stop_exit_codes": 3}), |s| {
+                s.stop_exit_codes = vec![3]
+            }),
+            (json!({"force": true}), |s| s.force = true),
+            (json!({"namespace": "prod"}), |s| {
+                s.namespace = "prod".into()
+            }),
+            (json!({"treekill": false}), |s| s.treekill = false),
+            (json!({"uid": "www-data"}), |s| {
+                s.uid = Some("www-data".into())
+            }),
+            (json!({"user": 1000}), |s| s.uid = Some("1000".into())),
+            (json!({"gid": 33}), |s| s.gid = Some("33".into())),
+            (json!({"executeCommand": true}), |s| {
+                s.execute_command = true
+            }),
+            (json!({"write": "true"}), |s| s.write = true),
+            (json!({"sourceMapSupport": true}), |s| {
+                s.source_map_support = true
+            }),
+            (json!({"disableSourceMapSupport": true}), |s| {
+                s.disable_source_map_support = true
+            }),
+            (json!({"port": 3000}), |s| s.env = map(&[("PORT", "3000")])),
+            (json!({"port": "8080"}), |s| {
+                s.env = map(&[("PORT", "8080")])
+            }),
+            (json!({"port": 3000, "env": {"PORT": 1}}), |s| {
+                s.env = map(&[("PORT", "1")])
+            }),
+            (json!({"disable_logs": true, "output": "o"}), |s| {
+                s.output = Some(DISCARD_LOG_PATH.into());
+                s.error = Some(DISCARD_LOG_PATH.into());
+            }),
+            (json!({"disableLogs": false}), |_| {}),
+            (json!({"instances": 1}), |_| {}),
+            (json!({"instances": "1"}), |_| {}),
+            (json!({"exec_mode": "fork"}), |_| {}),
+            (json!({"execMode": "fork_mode"}), |_| {}),
+            (json!({"merge_logs": false}), |_| {}),
+            (json!({"mergeLogs": true}), |_| {}),
+            (json!({"combine_logs": true}), |_| {}),
+            (json!({"watch": false}), |_| {}),
+        ];
+        for (extra, change) in cases {
+            let mut want = base();
+            change(&mut want);
+            let parsed =
+                parse_app(&app_with(extra.clone())).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(parsed.spec, want, "input {extra}");
+            assert!(parsed.warnings.is_empty(), "input {extra}");
+        }
+    }
+
+    #[test]
+    fn script_aliases() {
+        let cases: &[&str] = &["script", "exec", "cmd", "command"];
+        for key in cases {
+            let spec = parse_app(&json!({ *key: "app.js" })).expect("parses").spec;
+            assert_eq!(spec, base(), "key {key}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        // Keys in the duplicate cases are in sorted order, so the result is the
+        // same whether or not serde_json preserves insertion order.
+        let cases: &[(Value, &str, &str)] = &[
+            (json!("app.js"), "app", "expected an object, got \"app.js\""),
+            (json!({}), "script", "is required"),
+            (json!({"script": ""}), "script", "is required"),
+            (json!({"cmd": " "}), "cmd", "is required"),
+            (json!({"script": 5}), "script", "expected a string, got 5"),
+            (
+                json!({"out_file": "y", "output": "x", "script": "a"}),
+                "output",
+                "given twice, as `out_file` and `output`",
+            ),
+            (
+                json!({"killTimeout": 2, "kill_timeout": 1, "script": "a"}),
+                "kill_timeout",
+                "given twice, as `killTimeout` and `kill_timeout`",
+            ),
+            (
+                json!({"exec": "b", "script": "a"}),
+                "script",
+                "given twice, as `exec` and `script`",
+            ),
+            (
+                json!({"script": "a", "colour": 1}),
+                "colour",
+                "unknown option",
+            ),
+            (json!({"script": "a", "env_": {}}), "env_", "unknown option"),
+            (
+                json!({"script": "a", "Script": "b"}),
+                "Script",
+                "unknown option",
+            ),
+            (
+                json!({"script": "a", "instances": 2}),
+                "instances",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "instances": "max"}),
+                "instances",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "exec_mode": "cluster"}),
+                "exec_mode",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "watch": true}),
+                "watch",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "watch": ["src"]}),
+                "watch",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "cronRestart": "* * * * *"}),
+                "cronRestart",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "cron": "* * * * *"}),
+                "cron",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "max_memory_restart": "1G"}),
+                "max_memory_restart",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "maxMemoryRestart": "1G"}),
+                "maxMemoryRestart",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "log": "x"}),
+                "log",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "waitReady": false}),
+                "waitReady",
+                "is not supported yet",
+            ),
+            (
+                json!({"script": "a", "merge_logs": "yes"}),
+                "merge_logs",
+                "expected a boolean, got \"yes\"",
+            ),
+            (
+                json!({"script": "a", "kill_timeout": "abc"}),
+                "kill_timeout",
+                "expected a duration (ms number or \"5s\"), got \"abc\"",
+            ),
+            (
+                json!({"script": "a", "killTimeout": true}),
+                "killTimeout",
+                "expected a duration (ms number or \"5s\"), got true",
+            ),
+            (
+                json!({"script": "a", "minUptime": -5}),
+                "minUptime",
+                "expected a duration (ms number or \"5s\"), got -5",
+            ),
+            (
+                json!({"script": "a", "max_restarts": -1}),
+                "max_restarts",
+                "expected a non-negative integer, got -1",
+            ),
+            (
+                json!({"script": "a", "max_restarts": 1.5}),
+                "max_restarts",
+                "expected a non-negative integer, got 1.5",
+            ),
+            (
+                json!({"script": "a", "max_restarts": "x"}),
+                "max_restarts",
+                "expected a non-negative integer, got \"x\"",
+            ),
+            (
+                json!({"script": "a", "max_restarts": 5_000_000_000u64}),
+                "max_restarts",
+                "expected a non-negative integer, got 5000000000",
+            ),
+            (
+                json!({"script": "a", "autorestart": "yes"}),
+                "autorestart",
+                "expected a boolean, got \"yes\"",
+            ),
+            (
+                json!({"script": "a", "autorestart": 1}),
+                "autorestart",
+                "expected a boolean, got 1",
+            ),
+            (
+                json!({"script": "a", "args": 5}),
+                "args",
+                "expected a string or an array of strings, got 5",
+            ),
+            (
+                json!({"script": "a", "args": ["x", null]}),
+                "args[1]",
+                "expected a string or number, got null",
+            ),
+            (
+                json!({"script": "a", "args": "'oops"}),
+                "args",
+                "cannot split \"'oops\": unterminated single quote",
+            ),
+            (
+                json!({"script": "a", "nodeArgs": {}}),
+                "nodeArgs",
+                "expected a string or an array of strings, got an object",
+            ),
+            (
+                json!({"script": "a", "stop_exit_codes": 256}),
+                "stop_exit_codes",
+                "expected an exit code 0..=255, got 256",
+            ),
+            (
+                json!({"script": "a", "stopExitCodes": [0, "x"]}),
+                "stopExitCodes[1]",
+                "expected an exit code 0..=255, got \"x\"",
+            ),
+            (
+                json!({"script": "a", "kill_signal": "SIGFOO"}),
+                "kill_signal",
+                "unknown signal \"SIGFOO\"",
+            ),
+            (
+                json!({"script": "a", "kill_signal": 99}),
+                "kill_signal",
+                "signal number 99 is out of range 1..=64",
+            ),
+            (
+                json!({"script": "a", "name": ""}),
+                "name",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "name": "all"}),
+                "name",
+                "must not be \"all\" (it means every app)",
+            ),
+            (
+                json!({"script": "a", "name": "123"}),
+                "name",
+                "must not be all digits (it would be taken for a pm_id)",
+            ),
+            (
+                json!({"script": "a", "name": "x".repeat(MAX_NAME_LEN + 1)}),
+                "name",
+                "is longer than 256 bytes",
+            ),
+            (
+                json!({"script": "a", "name": 5}),
+                "name",
+                "expected a string, got 5",
+            ),
+            (
+                json!({"script": "/bin/123"}),
+                "name",
+                "must not be all digits (it would be taken for a pm_id) (derived from `script` \"/bin/123\"); give a `name`",
+            ),
+            (
+                json!({"script": "a", "namespace": "all"}),
+                "namespace",
+                "must not be \"all\" (it means every app)",
+            ),
+            (
+                json!({"script": "a", "namespace": ""}),
+                "namespace",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "interpreter": ""}),
+                "interpreter",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "cwd": 1}),
+                "cwd",
+                "expected a string, got 1",
+            ),
+            (
+                json!({"script": "a", "output": ""}),
+                "output",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "env": "A=1"}),
+                "env",
+                "expected an object, got \"A=1\"",
+            ),
+            (
+                json!({"script": "a", "env": {"A": null}}),
+                "env.A",
+                "expected a string, number or boolean, got null",
+            ),
+            (
+                json!({"script": "a", "env": {"A": [1]}}),
+                "env.A",
+                "expected a string, number or boolean, got an array",
+            ),
+            (
+                json!({"script": "a", "env": {"A=B": "1"}}),
+                "env.A=B",
+                "is not a valid variable name (empty, or contains '=' or NUL)",
+            ),
+            (
+                json!({"script": "a", "env": {"A": "x\u{0}y"}}),
+                "env.A",
+                "must not contain a NUL byte",
+            ),
+            (
+                json!({"script": "a", "env_production": {"B": {}}}),
+                "env_production.B",
+                "expected a string, number or boolean, got an object",
+            ),
+            (
+                json!({"script": "a", "env_prod": "x"}),
+                "env_prod",
+                "expected an object, got \"x\"",
+            ),
+            (
+                json!({"script": "a", "uid": true}),
+                "uid",
+                "expected a name or a numeric id, got true",
+            ),
+            (
+                json!({"script": "a", "gid": -1}),
+                "gid",
+                "expected a non-negative integer id, got -1",
+            ),
+            (
+                json!({"script": "a", "user": ""}),
+                "user",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "port": "abc"}),
+                "port",
+                "expected a port number 0..=65535, got \"abc\"",
+            ),
+            (
+                json!({"script": "a", "port": 70000}),
+                "port",
+                "expected a port number 0..=65535, got 70000",
+            ),
+            (
+                json!({"script": "a", "time": "yes"}),
+                "time",
+                "expected a boolean, got \"yes\"",
+            ),
+            (
+                json!({"script": "a", "disable_logs": 1}),
+                "disable_logs",
+                "expected a boolean, got 1",
+            ),
+        ];
+        for (input, key, message) in cases {
+            let want = OptionError::new(*key, *message);
+            assert_eq!(parse_app(input), Err(want), "input {input}");
+        }
+    }
+
+    #[test]
+    fn error_display() {
+        let cases: &[(OptionError, &str)] = &[
+            (
+                OptionError::new(
+                    "kill_timeout",
+                    "expected a duration (ms number or \"5s\"), got \"abc\"",
+                ),
+                "option `kill_timeout`: expected a duration (ms number or \"5s\"), got \"abc\"",
+            ),
+            (
+                OptionError::new("colour", "unknown option"),
+                "option `colour`: unknown option",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), *text);
+        }
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_errors() {
+        let long = "x".repeat(MAX_SHOWN_CHARS * 2);
+        let err = parse_app(&json!({"script": "a", "kill_timeout": long})).unwrap_err();
+        assert!(err.message.ends_with("..."), "{}", err.message);
+        assert!(err.message.len() < MAX_SHOWN_CHARS * 2, "{}", err.message);
+    }
+
+    #[test]
+    fn no_effect_keys_warn() {
+        let cases: &[&str] = &[
+            "vizion",
+            "pmx",
+            "automation",
+            "windowsHide",
+            "kill_retry_time",
+            "killRetryTime",
+            "v8",
+            "trace",
+            "disable_trace",
+            "disableTrace",
+            "event_loop_inspector",
+            "eventLoopInspector",
+            "deep_monitoring",
+            "deepMonitoring",
+            "io",
+            "post_update",
+            "postUpdate",
+            "install_url",
+            "installUrl",
+            "username",
+            "name_prefix",
+            "namePrefix",
+            "versioning",
+            "node_version",
+            "nodeVersion",
+        ];
+        for key in cases {
+            let parsed = parse_app(&app_with(json!({ *key: true }))).expect("parses");
+            assert_eq!(parsed.spec, base(), "key {key}");
+            assert_eq!(
+                parsed.warnings,
+                vec![format!("option `{key}` has no effect in corral")]
+            );
+        }
+        let parsed = parse_app(&app_with(json!({"pmx": false, "vizion": false}))).expect("parses");
+        assert_eq!(parsed.warnings.len(), 2);
+    }
+
+    #[test]
+    fn env_and_overlays() {
+        type Env<'a> = &'a [(&'a str, &'a str)];
+        type Overlays<'a> = &'a [(&'a str, Env<'a>)];
+        let cases: &[(Value, Env, Overlays)] = &[
+            (json!({}), &[], &[]),
+            (
+                json!({"env": {"S": "x", "PORT": 3000, "DEBUG": true, "F": 1.5, "E": ""}}),
+                &[
+                    ("S", "x"),
+                    ("PORT", "3000"),
+                    ("DEBUG", "true"),
+                    ("F", "1.5"),
+                    ("E", ""),
+                ],
+                &[],
+            ),
+            (
+                json!({"env": {"A": "1"}, "env_production": {"NODE_ENV": "production", "N": 1}}),
+                &[("A", "1")],
+                &[("production", &[("NODE_ENV", "production"), ("N", "1")])],
+            ),
+            (
+                json!({"env_a": {}, "env_b_c": {"X": false}}),
+                &[],
+                &[("a", &[]), ("b_c", &[("X", "false")])],
+            ),
+        ];
+        for (extra, env, overlays) in cases {
+            let spec = parse_app(&app_with(extra.clone())).expect("parses").spec;
+            assert_eq!(spec.env, map(env), "input {extra}");
+            let want: BTreeMap<String, BTreeMap<String, String>> = overlays
+                .iter()
+                .map(|(name, vars)| (name.to_string(), map(vars)))
+                .collect();
+            assert_eq!(spec.env_overlays, want, "input {extra}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_names_one_option() {
+        for def in OPTIONS {
+            for spelling in std::iter::once(def.name).chain(def.aliases.iter().copied()) {
+                for key in [spelling.to_string(), to_camel(spelling)] {
+                    let found = lookup(&key).map(|d| d.name);
+                    assert_eq!(found, Some(def.name), "key {key}");
+                    assert!(!key.starts_with(ENV_OVERLAY_PREFIX), "key {key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn config_shapes() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            (
+                r#"{"apps":[{"script":"a"},{"script":"b"}]}"#,
+                Ok(&["a", "b"]),
+            ),
+            (r#"{"apps":[{"script":"a"}],"deploy":{}}"#, Ok(&["a"])),
+            (r#"{"pm2":[{"script":"a"}]}"#, Ok(&["a"])),
+            (r#"[{"script":"a"},{"script":"b"}]"#, Ok(&["a", "b"])),
+            (r#"{"script":"a"}"#, Ok(&["a"])),
+            (r#""x""#, Err(CONFIG_SHAPE_ERROR)),
+            ("42", Err(CONFIG_SHAPE_ERROR)),
+            ("null", Err(CONFIG_SHAPE_ERROR)),
+            (
+                r#"{"apps":[{},{},3]}"#,
+                Err("config: apps[2] is not an object"),
+            ),
+            (r#"[{}, "x"]"#, Err("config: apps[1] is not an object")),
+            (r#"{"pm2":[1]}"#, Err("config: pm2[0] is not an object")),
+            (r#"{"apps":{}}"#, Err("config: \"apps\" is not an array")),
+            (
+                r#"{"apps":[],"pm2":[]}"#,
+                Err("config: both \"apps\" and \"pm2\" given"),
+            ),
+            ("[]", Err("config: no apps")),
+            (r#"{"apps":[]}"#, Err("config: no apps")),
+            (
+                "{\"apps\":[\n",
+                Err("config: invalid JSON: EOF while parsing a list at line 2 column 0"),
+            ),
+        ];
+        for (text, expected) in cases {
+            let got = apps_of_config(text).map(|apps| {
+                apps.iter()
+                    .map(|app| app["script"].as_str().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+            });
+            let want = expected
+                .map(|scripts| scripts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(str::to_string);
+            assert_eq!(got, want, "text {text:?}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Linux `/proc` access for process monitoring: pure parsers of `/proc/<pid>/stat`,
+//! `/proc/<pid>/statm` and `/proc/stat`, the `sysconf` units needed to interpret them,
+//! and thin readers (one process's stat, all members of a process group).
+
+use std::io;
+
+/// The fields of `/proc/<pid>/stat` that we need (see proc(5) for their meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// Executable name as the kernel reports it (at most 15 bytes, may contain spaces and
+    /// parentheses), without the surrounding parentheses.
+    pub comm: String,
+    /// `R`, `S`, `D`, `Z`, `T`, `t`, `X`, `I`, ...
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// User-mode CPU time, in clock ticks (see [`clock_ticks_per_sec`]).
+    pub utime: u64,
+    /// Kernel-mode CPU time, in clock ticks.
+    pub stime: u64,
+    /// Start time after system boot, in clock ticks.
+    pub starttime: u64,
+    /// Resident set size, in pages (see [`page_size`]).
+    pub rss_pages: i64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`. `comm` is taken between the first `(` and the
+/// LAST `)`, because it may itself contain spaces and parentheses. `None` if malformed or
+/// truncated (fewer than the 24 leading fields we read).
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_owned();
+    // Fields after comm, numbered from 0 here = field 3 (state) in proc(5).
+    let mut rest = text[close + 1..].split_ascii_whitespace();
+    let mut state_chars = rest.next()?.chars();
+    let state = state_chars.next()?;
+    if state_chars.next().is_some() {
+        return None;
+    }
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let session = rest.next()?.parse().ok()?;
+    // Skip tty_nr tpgid flags minflt cminflt majflt cmajflt (fields 7-13).
+    let mut rest = rest.skip(7);
+    let utime = rest.next()?.parse().ok()?;
+    let stime = rest.next()?.parse().ok()?;
+    // Skip cutime cstime priority nice num_threads itrealvalue (fields 16-21).
+    let mut rest = rest.skip(6);
+    let starttime = rest.next()?.parse().ok()?;
+    let _vsize = rest.next()?;
+    let rss_pages = rest.next()?.parse().ok()?;
+    Some(Stat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+        session,
+        utime,
+        stime,
+        starttime,
+        rss_pages,
+    })
+}
+
+/// Resident pages from the text of `/proc/<pid>/statm` (its second field).
+pub fn parse_statm_rss_pages(text: &str) -> Option<u64> {
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Total jiffies since boot from the text of `/proc/stat`: the sum of all columns of the
+/// first `cpu ` (aggregate) line. `None` if there is no such line or a column is not a number.
+pub fn parse_cpu_total_jiffies(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let mut total: u64 = 0;
+    for col in line.split_ascii_whitespace().skip(1) {
+        total = total.checked_add(col.parse().ok()?)?;
+    }
+    Some(total)
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `utime`/`stime`/`starttime`;
+/// 100 if unavailable.
+pub fn clock_ticks_per_sec() -> u64 {
+    sysconf_or(libc::_SC_CLK_TCK, 100)
+}
+
+/// Page size in bytes (`sysconf(_SC_PAGESIZE)`), the unit of `rss_pages`; 4096 if unavailable.
+pub fn page_size() -> u64 {
+    sysconf_or(libc::_SC_PAGESIZE, 4096)
+}
+
+fn sysconf_or(name: libc::c_int, fallback: u64) -> u64 {
+    // SAFETY: sysconf only reads its integer argument and returns a value; no memory is shared.
+    let v = unsafe { libc::sysconf(name) };
+    u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(fallback)
+}
+
+/// Reads and parses `/proc/<pid>/stat`. A pid that does not exist (or vanished while being
+/// read) gives `Ok(None)`; other I/O errors and unparsable contents give `Err`.
+pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
+    let bytes = match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(b) => b,
+        Err(e) if is_vanished(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    parse_stat(&text).map(Some).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed /proc/{pid}/stat: {text:?}"),
+        )
+    })
+}
+
+fn is_vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Every process whose process group is `pgid`, by scanning `/proc/[0-9]*/stat`, sorted by
+/// pid. Entries that vanish or cannot be read during the scan are skipped; if `/proc` cannot
+/// be listed the result is empty.
+pub fn group_members(pgid: i32) -> Vec<Stat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members: Vec<Stat> = dir
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| read_stat(pid).ok().flatten())
+        .filter(|stat| stat.pgrp == pgid)
+        .collect();
+    members.sort_by_key(|s| s.pid);
+    members
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real `/proc/self/stat` line (from `cat`), and the same shape with odd comms.
+    const CAT: &str = "2850 (cat) R 2839 2839 2282 0 -1 4194304 97 0 0 0 0 0 0 0 20 0 1 0 \
+        18088 3133440 378 18446744073709551615 94664924733440 94664924753321 140720476015616 \
+        0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94664924769328 94664924770944 94665846419456 \
+        140720476019421 140720476019441 140720476019441 140720476020715 0\n";
+    const WEIRD: &str = "77 (my (weird) app) S 1 77 77 0 -1 4194560 10 0 0 0 123 45 0 0 20 0 \
+        3 0 999999 12345678 -1 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
+    const SPACEY: &str = "4194304 ( ) ) Z 4194303 -5 0 0 -1 0 0 0 0 0 18446744073709551615 0 \
+        0 0 20 0 1 0 1 0 0";
+
+    fn stat(
+        pid: i32,
+        comm: &str,
+        state: char,
+        ids: (i32, i32, i32),
+        times: (u64, u64, u64),
+        rss: i64,
+    ) -> Stat {
+        Stat {
+            pid,
+            comm: comm.to_owned(),
+            state,
+            ppid: ids.0,
+            pgrp: ids.1,
+            session: ids.2,
+            utime: times.0,
+            stime: times.1,
+            starttime: times.2,
+            rss_pages: rss,
+        }
+    }
+
+    #[test]
+    fn parses_stat() {
+        let cases: &[(&str, Option<Stat>)] = &[
+            (
+                CAT,
+                Some(stat(
+                    2850,
+                    "cat",
+                    'R',
+                    (2839, 2839, 2282),
+                    (0, 0, 18088),
+                    378,
+                )),
+            ),
+            (
+                WEIRD,
+                Some(stat(
+                    77,
+                    "my (weird) app",
+                    'S',
+                    (1, 77, 77),
+                    (123, 45, 999999),
+                    -1,
+                )),
+            ),
+            (
+                SPACEY,
+                Some(stat(
+                    4194304,
+                    " ) ",
+                    'Z',
+                    (4194303, -5, 0),
+                    (u64::MAX, 0, 1),
+                    0,
+                )),
+            ),
+            // Exactly the 24 fields we read is enough.
+            (
+                "1 (a) S 0 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0 8",
+                Some(stat(1, "a", 'S', (0, 1, 1), (5, 6, 7), 8)),
+            ),
+            // Truncated: rss missing, everything after comm missing, comm unterminated.
+            ("1 (a) S 0 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0", None),
+            ("1 (a)", None),
+            ("1 (a", None),
+            ("", None),
+            ("abc (a) S 0 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0 8", None),
+            ("1 (a) SS 0 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0 8", None),
+            ("1 (a) S x 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0 8", None),
+            ("1 )a( S 0 1 1 0 0 0 0 0 0 0 5 6 0 0 0 0 0 0 7 0 8", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_stat(text), *want, "text {text:?}");
+        }
+    }
+
+    #[test]
+    fn parses_statm() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("765 423 394 5 0 123 0\n", Some(423)),
+            ("1 0 0 0 0 0 0", Some(0)),
+            ("765", None),
+            ("765 x 1", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_statm_rss_pages(text), *want, "text {text:?}");
+        }
+    }
+
+    #[test]
+    fn parses_cpu_total() {
+        let cases: &[(&str, Option<u64>)] = &[
+            (
+                "cpu  10 20 30 40 5 0 1 0 0 0\ncpu0 5 10 15 20 2 0 1 0 0 0\nintr 1\n",
+                Some(106),
+            ),
+            ("cpu0 1 2\n", None),
+            ("cpu  1 x\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_cpu_total_jiffies(text), *want, "text {text:?}");
+        }
+    }
+
+    #[test]
+    fn sysconf_units_are_sane() {
+        let cases: &[(u64, u64, u64)] = &[
+            (clock_ticks_per_sec(), 1, 10_000),
+            (page_size(), 4096, 1 << 24),
+        ];
+        for (v, lo, hi) in cases {
+            assert!((*lo..=*hi).contains(v), "{v} not in {lo}..={hi}");
+        }
+    }
+
+    #[test]
+    fn reads_live_processes() {
+        let me = std::process::id() as i32;
+        let own = read_stat(me).unwrap().unwrap();
+        assert_eq!(own.pid, me);
+        assert!(own.rss_pages > 0);
+        assert!(group_members(own.pgrp).iter().any(|s| s.pid == me));
+
+        // pid_max is at most 2^22, so these never exist.
+        let cases: &[i32] = &[1 << 30, -1, 0];
+        for pid in cases {
+            assert_eq!(read_stat(*pid).unwrap(), None, "pid {pid}");
+        }
+    }
+}

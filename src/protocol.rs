@@ -1,0 +1,596 @@
+//! The wire: requests, responses, error codes and the process description,
+//! shared by the daemon, the command line and `Client` (STYLE 11).
+//!
+//! A request is one line: JSON (`{"id":7,"cmd":"stop","target":"api"}`) or
+//! the short form (`stop api`). A response is one line of JSON. Nothing here
+//! exposes `nix` or `libc` types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Version of this protocol, reported by `ping`.
+pub const PROTOCOL: u32 = 1;
+
+/// Longest request line accepted, newline excluded.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Why the daemon refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownCommand,
+    InvalidOption,
+    NotFound,
+    ScriptNotFound,
+    AlreadyRunning,
+    NoChannel,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::InvalidOption => "invalid_option",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ScriptNotFound => "script_not_found",
+            ErrorCode::AlreadyRunning => "already_running",
+            ErrorCode::NoChannel => "no_channel",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it travels in a response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// What a request acts on: every app, one `pm_id`, or a name (which also
+/// matches a namespace when no app has that name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Id(u32),
+    Name(String),
+}
+
+impl Target {
+    /// `"all"`, a number, a string of digits, or a name.
+    pub fn parse(v: &Value) -> Result<Target, String> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Target::Id)
+                .ok_or_else(|| format!("target {n} is not a pm_id")),
+            Value::String(s) => Ok(Target::from_word(s)),
+            _ => Err("target must be a name, a pm_id or \"all\"".to_string()),
+        }
+    }
+
+    pub fn from_word(s: &str) -> Target {
+        if s == "all" {
+            Target::All
+        } else if let Ok(id) = s.parse::<u32>() {
+            Target::Id(id)
+        } else {
+            Target::Name(s.to_string())
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Target::All => json!("all"),
+            Target::Id(id) => json!(id),
+            Target::Name(n) => json!(n),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::All => f.write_str("all"),
+            Target::Id(id) => write!(f, "{id}"),
+            Target::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// The verbs that act on a target and answer with descriptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Stop,
+    Restart,
+    Reload,
+    Delete,
+    Reset,
+    Describe,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+            Action::Reload => "reload",
+            Action::Delete => "delete",
+            Action::Reset => "reset",
+            Action::Describe => "describe",
+        }
+    }
+}
+
+/// A parsed request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Ping,
+    /// New apps (option objects), or known apps by target.
+    Start(StartArgs),
+    Act(Action, Target),
+    List,
+    SendSignal {
+        signal: Value,
+        target: Target,
+    },
+    KillDaemon,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StartArgs {
+    pub apps: Vec<Value>,
+    pub target: Option<Target>,
+    pub env_name: Option<String>,
+    /// The environment the apps inherit instead of the daemon's (the CLI
+    /// sends its own, as PM2 does). Never shown in descriptions.
+    pub caller_env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub id: Value,
+    pub cmd: Command,
+}
+
+/// A refused line: the id (if one could be read) and why.
+pub type Refusal = (Value, WireError);
+
+const VERBS: &str = "ping, start, stop, restart, reload, delete, reset, describe, list, \
+                     send_signal, kill_daemon";
+
+impl Request {
+    /// Parse one line (newline already removed).
+    pub fn parse(line: &[u8]) -> Result<Request, Refusal> {
+        let text = std::str::from_utf8(line)
+            .map_err(|_| bad(Value::Null, "request is not valid UTF-8"))?
+            .trim();
+        if text.starts_with('{') {
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| bad(Value::Null, format!("malformed JSON: {e}")))?;
+            let Value::Object(obj) = v else {
+                return Err(bad(Value::Null, "request must be a JSON object"));
+            };
+            Request::from_object(obj)
+        } else {
+            Request::from_short(text)
+        }
+    }
+
+    fn from_object(mut obj: Map<String, Value>) -> Result<Request, Refusal> {
+        let id = obj.remove("id").unwrap_or(Value::Null);
+        let cmd = match obj.remove("cmd") {
+            Some(Value::String(c)) => c,
+            Some(_) => return Err(bad(id, "`cmd` must be a string")),
+            None => return Err(bad(id, "missing `cmd`")),
+        };
+        match command_of(&cmd, obj) {
+            Ok(cmd) => Ok(Request { id, cmd }),
+            Err(e) => Err((id, e)),
+        }
+    }
+
+    /// `verb [target]`, `start {json}`, `send_signal SIG target`.
+    fn from_short(text: &str) -> Result<Request, Refusal> {
+        let (verb, rest) = match text.split_once(char::is_whitespace) {
+            Some((v, r)) => (v, r.trim()),
+            None => (text, ""),
+        };
+        if verb.is_empty() {
+            return Err(bad(Value::Null, "empty request"));
+        }
+        let mut obj = Map::new();
+        if verb == "start" && rest.starts_with('{') {
+            let app: Value = serde_json::from_str(rest)
+                .map_err(|e| bad(Value::Null, format!("malformed JSON after start: {e}")))?;
+            obj.insert("app".into(), app);
+        } else if verb == "send_signal" {
+            let mut words = rest.split_whitespace();
+            if let Some(sig) = words.next() {
+                obj.insert("signal".into(), json!(sig));
+            }
+            if let Some(t) = words.next() {
+                obj.insert("target".into(), json!(t));
+            }
+        } else if !rest.is_empty() {
+            obj.insert("target".into(), json!(rest));
+        }
+        command_of(verb, obj)
+            .map(|cmd| Request {
+                id: Value::Null,
+                cmd,
+            })
+            .map_err(|e| (Value::Null, e))
+    }
+
+    /// The JSON line for this request, newline included.
+    pub fn to_line(&self) -> String {
+        let mut obj = Map::new();
+        obj.insert("id".into(), self.id.clone());
+        let (cmd, args): (&str, Vec<(&str, Value)>) = match &self.cmd {
+            Command::Ping => ("ping", vec![]),
+            Command::List => ("list", vec![]),
+            Command::KillDaemon => ("kill_daemon", vec![]),
+            Command::Act(a, t) => (a.name(), vec![("target", t.to_value())]),
+            Command::SendSignal { signal, target } => (
+                "send_signal",
+                vec![("signal", signal.clone()), ("target", target.to_value())],
+            ),
+            Command::Start(s) => {
+                let mut args = vec![("apps", Value::Array(s.apps.clone()))];
+                if let Some(t) = &s.target {
+                    args.push(("target", t.to_value()));
+                }
+                if let Some(e) = &s.env_name {
+                    args.push(("env_name", json!(e)));
+                }
+                if let Some(env) = &s.caller_env {
+                    args.push(("caller_env", json!(env)));
+                }
+                ("start", args)
+            }
+        };
+        obj.insert("cmd".into(), json!(cmd));
+        for (k, v) in args {
+            obj.insert(k.into(), v);
+        }
+        let mut line = Value::Object(obj).to_string();
+        line.push('\n');
+        line
+    }
+}
+
+fn bad(id: Value, msg: impl Into<String>) -> Refusal {
+    (id, WireError::new(ErrorCode::BadRequest, msg))
+}
+
+fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireError> {
+    let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+    let target = |obj: &mut Map<String, Value>| -> Result<Target, WireError> {
+        match obj.remove("target") {
+            Some(v) => Target::parse(&v).map_err(bad),
+            None => Err(bad(format!("`{verb}` needs a `target`"))),
+        }
+    };
+    let action = match verb {
+        "stop" => Some(Action::Stop),
+        "restart" => Some(Action::Restart),
+        "reload" => Some(Action::Reload),
+        "delete" => Some(Action::Delete),
+        "reset" => Some(Action::Reset),
+        "describe" => Some(Action::Describe),
+        _ => None,
+    };
+    let cmd = if let Some(a) = action {
+        Command::Act(a, target(&mut obj)?)
+    } else {
+        match verb {
+            "ping" => Command::Ping,
+            "list" => Command::List,
+            "kill_daemon" => Command::KillDaemon,
+            "send_signal" => {
+                let signal = obj
+                    .remove("signal")
+                    .ok_or_else(|| bad("`send_signal` needs a `signal`".into()))?;
+                Command::SendSignal {
+                    signal,
+                    target: target(&mut obj)?,
+                }
+            }
+            "start" => Command::Start(start_args(&mut obj)?),
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::UnknownCommand,
+                    format!("unknown command `{verb}` (known: {VERBS})"),
+                ));
+            }
+        }
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(bad(format!("`{verb}` takes no argument `{k}`")));
+    }
+    Ok(cmd)
+}
+
+fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
+    let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+    let mut args = StartArgs::default();
+    match (obj.remove("app"), obj.remove("apps")) {
+        (Some(_), Some(_)) => return Err(bad("give `app` or `apps`, not both")),
+        (Some(app), None) => args.apps.push(app),
+        (None, Some(Value::Array(apps))) => args.apps = apps,
+        (None, Some(_)) => return Err(bad("`apps` must be an array")),
+        (None, None) => {}
+    }
+    if let Some(t) = obj.remove("target") {
+        args.target = Some(Target::parse(&t).map_err(|m| bad(&m))?);
+    }
+    if args.apps.is_empty() == args.target.is_none() {
+        return Err(bad("`start` needs `app`, `apps` or `target`"));
+    }
+    match obj.remove("env_name") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => args.env_name = Some(s),
+        Some(_) => return Err(bad("`env_name` must be a string")),
+    }
+    match obj.remove("caller_env") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let env: BTreeMap<String, String> = serde_json::from_value(v)
+                .map_err(|_| bad("`caller_env` must be an object of strings"))?;
+            args.caller_env = Some(env);
+        }
+    }
+    Ok(args)
+}
+
+/// A success line.
+pub fn ok_line(id: &Value, result: Value, warnings: &[String]) -> String {
+    let mut v = json!({"id": id, "ok": true, "result": result});
+    if !warnings.is_empty() {
+        v["warnings"] = json!(warnings);
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// An error line.
+pub fn err_line(id: &Value, err: &WireError) -> String {
+    let mut s = json!({"id": id, "ok": false, "error": err}).to_string();
+    s.push('\n');
+    s
+}
+
+/// A response as the client reads it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Response {
+    #[serde(default)]
+    pub id: Value,
+    pub ok: bool,
+    #[serde(default)]
+    pub result: Value,
+    pub error: Option<WireError>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// `status` of a description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    #[serde(rename = "launching")]
+    Launching,
+    #[serde(rename = "online")]
+    Online,
+    #[serde(rename = "stopping")]
+    Stopping,
+    #[serde(rename = "stopped")]
+    Stopped,
+    #[serde(rename = "errored")]
+    Errored,
+    #[serde(rename = "waiting restart")]
+    WaitingRestart,
+    #[serde(rename = "one-launch-status")]
+    OneLaunch,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+            Status::WaitingRestart => "waiting restart",
+            Status::OneLaunch => "one-launch-status",
+        }
+    }
+}
+
+/// Resident memory and CPU of a running app.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Monit {
+    pub memory: u64,
+    pub cpu: f64,
+}
+
+/// One element of `list`/`describe`/`jlist`, in PM2's shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Description {
+    pub pid: i32,
+    pub name: String,
+    pub pm_id: u32,
+    pub monit: Monit,
+    pub pm2_env: Pm2Env,
+}
+
+/// `pm2_env`: the resolved options plus the runtime fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pm2Env {
+    pub name: String,
+    pub pm_id: u32,
+    pub namespace: String,
+    pub status: Status,
+    pub pm_exec_path: String,
+    pub pm_cwd: String,
+    pub exec_interpreter: String,
+    pub node_args: Vec<String>,
+    pub args: Vec<String>,
+    pub exec_mode: String,
+    pub instances: u32,
+    pub instance_var: String,
+    #[serde(rename = "NODE_APP_INSTANCE")]
+    pub node_app_instance: u32,
+    pub pm_out_log_path: String,
+    pub pm_err_log_path: String,
+    pub pm_pid_path: String,
+    pub pm_uptime: u64,
+    pub created_at: u64,
+    pub restart_time: u32,
+    pub unstable_restarts: u32,
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<String>,
+    pub autorestart: bool,
+    pub watch: bool,
+    pub env: BTreeMap<String, String>,
+    pub min_uptime: u64,
+    pub max_restarts: u32,
+    pub kill_timeout: u64,
+    pub kill_signal: String,
+    pub restart_delay: u64,
+    pub stop_exit_codes: Vec<i32>,
+    pub treekill: bool,
+    pub log_date_format: Option<String>,
+    pub merge_logs: bool,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    /// Keys PM2 tools expect to find, and any later additions.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_from_a_table() {
+        let cases: &[(&str, Result<Command, ErrorCode>)] = &[
+            ("ping", Ok(Command::Ping)),
+            (r#"{"cmd":"ping","id":1}"#, Ok(Command::Ping)),
+            ("list", Ok(Command::List)),
+            (
+                "stop api",
+                Ok(Command::Act(Action::Stop, Target::Name("api".into()))),
+            ),
+            ("stop 3", Ok(Command::Act(Action::Stop, Target::Id(3)))),
+            ("delete all", Ok(Command::Act(Action::Delete, Target::All))),
+            (
+                r#"{"cmd":"restart","target":2}"#,
+                Ok(Command::Act(Action::Restart, Target::Id(2))),
+            ),
+            (
+                "send_signal SIGUSR1 api",
+                Ok(Command::SendSignal {
+                    signal: json!("SIGUSR1"),
+                    target: Target::Name("api".into()),
+                }),
+            ),
+            (
+                r#"start {"script":"a.js"}"#,
+                Ok(Command::Start(StartArgs {
+                    apps: vec![json!({"script":"a.js"})],
+                    ..StartArgs::default()
+                })),
+            ),
+            (
+                "start api",
+                Ok(Command::Start(StartArgs {
+                    target: Some(Target::Name("api".into())),
+                    ..StartArgs::default()
+                })),
+            ),
+            ("stop", Err(ErrorCode::BadRequest)),
+            ("start", Err(ErrorCode::BadRequest)),
+            ("frobnicate all", Err(ErrorCode::UnknownCommand)),
+            (r#"{"cmd":"frob"}"#, Err(ErrorCode::UnknownCommand)),
+            (r#"{"cmd":"ping""#, Err(ErrorCode::BadRequest)),
+            (r#"{"id":1}"#, Err(ErrorCode::BadRequest)),
+            (r#"{"cmd":7}"#, Err(ErrorCode::BadRequest)),
+            (r#"{"cmd":"list","bogus":1}"#, Err(ErrorCode::BadRequest)),
+            (r#"{"cmd":"stop","target":[1]}"#, Err(ErrorCode::BadRequest)),
+            (r#"{"cmd":"start","apps":{}}"#, Err(ErrorCode::BadRequest)),
+            ("", Err(ErrorCode::BadRequest)),
+            ("[1,2]", Err(ErrorCode::UnknownCommand)),
+        ];
+        for (line, want) in cases {
+            let got = Request::parse(line.as_bytes())
+                .map(|r| r.cmd)
+                .map_err(|(_, e)| e.code);
+            assert_eq!(&got, want, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn echoes_the_id_of_a_refused_request() {
+        let (id, e) = Request::parse(br#"{"id":"x","cmd":"nope"}"#).unwrap_err();
+        assert_eq!(id, json!("x"));
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+    }
+
+    #[test]
+    fn a_request_survives_its_own_line() {
+        let reqs = [
+            Command::Ping,
+            Command::Act(Action::Delete, Target::Id(4)),
+            Command::SendSignal {
+                signal: json!(10),
+                target: Target::All,
+            },
+            Command::Start(StartArgs {
+                apps: vec![json!({"script":"x"})],
+                target: None,
+                env_name: Some("prod".into()),
+                caller_env: Some(BTreeMap::from([("A".into(), "1".into())])),
+            }),
+        ];
+        for cmd in reqs {
+            let req = Request {
+                id: json!(9),
+                cmd: cmd.clone(),
+            };
+            let line = req.to_line();
+            let back = Request::parse(line.trim_end().as_bytes()).unwrap();
+            assert_eq!(back, req);
+        }
+    }
+}

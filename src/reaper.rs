@@ -1,0 +1,44 @@
+//! Reaping (STYLE 3): become a child subreaper, so orphaned descendants of
+//! the apps come to the daemon, and drain `waitpid(-1, WNOHANG)` until no
+//! child is left to report.
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::state::Exit;
+
+/// Ask the kernel to re-parent orphaned descendants to this process.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Every child that has ended since the last call, with how it ended.
+pub fn reap_all() -> Vec<(i32, Exit)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw(), Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid.as_raw(), Exit::Signal(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Err(Errno::EINTR) => continue,
+            // Stopped/continued are not reported without WUNTRACED; any other
+            // error means nothing more to reap now.
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Whether any process still belongs to the group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    // Signal 0 checks for existence only; EPERM still means it exists.
+    !matches!(
+        killpg(Pid::from_raw(pgid), None::<Signal>),
+        Err(Errno::ESRCH)
+    )
+}

@@ -1,0 +1,226 @@
+//! Starting a child: fork + exec with a close-on-exec status pipe (STYLE 7).
+//!
+//! Everything the child needs (argv, envp, paths, fds, credentials) is built
+//! before `fork`. The child only calls async-signal-safe functions: `setsid`,
+//! signal reset, `dup2`, `chdir`, credentials, `execve`. If one fails it
+//! writes the step and errno to the status pipe and `_exit`s; EOF on the pipe
+//! in the parent means the exec succeeded.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+
+/// Everything needed to run one program.
+pub struct Command {
+    /// Absolute path given to `execve`.
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub cwd: CString,
+    /// Switch to these credentials (uid, gid, supplementary groups).
+    pub creds: Option<(Option<u32>, u32, Vec<u32>)>,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The step of the child's set-up that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Step {
+    Setsid = 1,
+    Dup = 2,
+    Chdir = 3,
+    Groups = 4,
+    Gid = 5,
+    Uid = 6,
+    Exec = 7,
+}
+
+impl Step {
+    fn from_byte(b: u8) -> Step {
+        match b {
+            1 => Step::Setsid,
+            2 => Step::Dup,
+            3 => Step::Chdir,
+            4 => Step::Groups,
+            5 => Step::Gid,
+            6 => Step::Uid,
+            _ => Step::Exec,
+        }
+    }
+}
+
+/// Why a program could not be started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpawnError {
+    pub step: Step,
+    pub errno: Errno,
+    /// What the step acted on (the path, the cwd, the uid).
+    pub object: String,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.step {
+            Step::Setsid => "cannot start a new session for",
+            Step::Dup => "cannot set up the standard fds of",
+            Step::Chdir => "cannot change to the working directory",
+            Step::Groups => "cannot set the groups of",
+            Step::Gid => "cannot set the group of",
+            Step::Uid => "cannot set the user of",
+            Step::Exec => "cannot execute",
+        };
+        write!(f, "{what} {}: {}", self.object, self.errno.desc())
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Fork and exec `cmd`; the pid once the exec has succeeded.
+pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
+    let fail = |step, errno, object: &CString| SpawnError {
+        step,
+        errno,
+        object: object.to_string_lossy().into_owned(),
+    };
+    let (status_r, status_w) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    let argv = null_terminated(&cmd.argv);
+    let envp = null_terminated(&cmd.envp);
+    let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+    let fds = [
+        cmd.stdin.as_raw_fd(),
+        cmd.stdout.as_raw_fd(),
+        cmd.stderr.as_raw_fd(),
+    ];
+    let status_fd = status_w.as_raw_fd();
+
+    // SAFETY: the daemon is single-threaded, and the child below only calls
+    // async-signal-safe functions on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(Step::Exec, Errno::last(), &cmd.path));
+    }
+    if pid == 0 {
+        // SAFETY: in the child, only async-signal-safe calls; never returns.
+        unsafe { child_after_fork(cmd, &argv, &envp, &groups, fds, status_fd) }
+    }
+    drop(status_w);
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    loop {
+        // SAFETY: reading into a live buffer of the stated length.
+        let n = unsafe {
+            libc::read(
+                status_r.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => {
+                got += n as usize;
+                if got == buf.len() {
+                    break;
+                }
+            }
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => break,
+        }
+    }
+    if got == 0 {
+        return Ok(pid);
+    }
+    // The child failed before exec and has exited; the reaper collects it.
+    let step = Step::from_byte(buf[0]);
+    let errno = Errno::from_raw(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]));
+    let object = match step {
+        Step::Chdir => &cmd.cwd,
+        _ => &cmd.path,
+    };
+    Err(fail(step, errno, object))
+}
+
+/// The child's side. Never returns.
+///
+/// # Safety
+/// Call only in the child right after `fork` of a single-threaded process.
+unsafe fn child_after_fork(
+    cmd: &Command,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    groups: &[libc::gid_t],
+    fds: [i32; 3],
+    status_fd: i32,
+) -> ! {
+    let report = |step: Step| -> ! {
+        let e = Errno::last_raw().to_ne_bytes();
+        let msg = [step as u8, e[0], e[1], e[2], e[3]];
+        // SAFETY: writing a stack buffer to our own pipe, then exiting
+        // without running any destructor or atexit handler.
+        unsafe {
+            libc::write(status_fd, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: plain syscalls on values owned by this process.
+    unsafe {
+        if libc::setsid() < 0 {
+            report(Step::Setsid);
+        }
+        // Empty the mask and reset every disposition: ignored signals (SIGPIPE
+        // above all) survive exec, handlers do not but are reset here too.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        for (target, fd) in fds.iter().enumerate() {
+            // dup2 clears close-on-exec on the copy; a fd already in place
+            // needs it cleared by hand.
+            let target = target as i32;
+            if *fd == target {
+                let flags = libc::fcntl(target, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    report(Step::Dup);
+                }
+            } else if libc::dup2(*fd, target) < 0 {
+                report(Step::Dup);
+            }
+        }
+        if libc::chdir(cmd.cwd.as_ptr()) < 0 {
+            report(Step::Chdir);
+        }
+        if let Some((uid, gid, _)) = cmd.creds {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
+                report(Step::Groups);
+            }
+            if libc::setgid(gid) < 0 {
+                report(Step::Gid);
+            }
+            if let Some(uid) = uid
+                && libc::setuid(uid) < 0
+            {
+                report(Step::Uid);
+            }
+        }
+        libc::execve(cmd.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        report(Step::Exec)
+    }
+}
