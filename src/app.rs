@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::options::{AppSpec, signal_name};
 use crate::protocol::{ErrorCode, WireError};
@@ -39,8 +40,9 @@ pub struct App {
     pub out_path: PathBuf,
     pub err_path: PathBuf,
     pub pid_path: PathBuf,
-    /// The environment inherited instead of the daemon's (the caller's).
-    pub base_env: Option<BTreeMap<String, String>>,
+    /// The environment inherited instead of the daemon's (the caller's),
+    /// shared by the apps of one start request.
+    pub base_env: Option<Rc<BTreeMap<String, String>>>,
     /// The `env_<name>` overlay in use.
     pub env_name: Option<String>,
     pub creds: Option<users::Credentials>,
@@ -89,7 +91,7 @@ impl App {
         spec: AppSpec,
         pm_id: u32,
         home: &Home,
-        base_env: Option<BTreeMap<String, String>>,
+        base_env: Option<Rc<BTreeMap<String, String>>>,
         env_name: Option<String>,
         daemon_root: bool,
     ) -> Result<App, WireError> {
@@ -152,7 +154,8 @@ impl App {
                         "options `uid`/`gid` need the daemon to run as root".to_string(),
                     ));
                 }
-                Some(users::lookup(user.as_deref(), group.as_deref()).map_err(invalid)?)
+                let c = users::lookup(user.as_deref(), group.as_deref());
+                Some(c.map_err(|e| invalid(format!("option `uid`/`gid`: {e}")))?)
             }
         };
         Ok(App {
@@ -185,7 +188,7 @@ impl App {
     /// The full environment of a spawn (SPEC §7).
     pub fn environment(&self, pm_id: u32, home: &Home) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = match &self.base_env {
-            Some(e) => e.clone(),
+            Some(e) => BTreeMap::clone(e),
             None => std::env::vars().collect(),
         };
         env.retain(|k, _| !k.starts_with("CORRAL_") || k == "CORRAL_HOME");

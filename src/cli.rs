@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use corral::client::{Client, Error, Paths};
 use corral::daemon;
-use corral::protocol::{Description, Status, Target};
+use corral::protocol::{Command, Description, Status, Target};
 use getopts::{Matches, Options};
 use serde_json::{Map, Value, json};
 
@@ -580,11 +580,17 @@ fn cmd_list(args: &[String], json: bool) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if json || m.opt_present("json") {
+        // Passed through as the daemon wrote it.
+        return match c.request_raw(Command::List) {
+            Ok(raw) => {
+                println!("{}", raw.get());
+                0
+            }
+            Err(e) => report(e),
+        };
+    }
     match c.list() {
-        Ok(all) if json || m.opt_present("json") => {
-            println!("{}", serde_json::to_string(&all).unwrap_or_default());
-            0
-        }
         Ok(all) => {
             print!("{}", table(&all));
             0

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::options::apps_of_config;
@@ -320,6 +321,13 @@ impl Client {
 
     /// Send one request and read its answer.
     pub fn request(&mut self, cmd: Command) -> Result<Value, Error> {
+        let raw = self.request_raw(cmd)?;
+        serde_json::from_str(raw.get())
+            .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))
+    }
+
+    /// Send one request; the result as the JSON text the daemon sent.
+    pub fn request_raw(&mut self, cmd: Command) -> Result<Box<RawValue>, Error> {
         let id = self.next_id;
         self.next_id += 1;
         let line = Request { id: json!(id), cmd }.to_line();
@@ -335,19 +343,19 @@ impl Client {
         let resp: Response = serde_json::from_str(&answer)
             .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))?;
         self.warnings = resp.warnings;
-        if resp.ok {
-            Ok(resp.result)
-        } else {
-            Err(resp
-                .error
-                .map(Error::from)
-                .unwrap_or_else(|| Error::Invalid("error answer without an error".into())))
+        match (resp.ok, resp.result, resp.error) {
+            (true, Some(result), _) => Ok(result),
+            (false, _, Some(e)) => Err(Error::from(e)),
+            _ => Err(Error::Invalid(format!(
+                "answer without a result or an error: {}",
+                answer.trim_end()
+            ))),
         }
     }
 
     fn descriptions(&mut self, cmd: Command) -> Result<Vec<Description>, Error> {
-        let v = self.request(cmd)?;
-        serde_json::from_value(v)
+        let raw = self.request_raw(cmd)?;
+        serde_json::from_str(raw.get())
             .map_err(|e| Error::Invalid(format!("unreadable descriptions from the daemon: {e}")))
     }
 

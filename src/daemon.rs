@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{UnixListener, UnixStream};
@@ -25,7 +26,7 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Pid, pipe2};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::app::{App, Home};
 use crate::logs::{LogFile, is_null};
@@ -41,6 +42,15 @@ use crate::state::{Effect, Exit, Input, Machine, Policy, State};
 
 /// Most connections served at once; more are refused.
 const MAX_CONNS: usize = 256;
+/// A request or answer this large leaves freed heap worth returning to the
+/// kernel (`malloc_trim`), which keeps the daemon's resident memory low.
+const TRIM_AFTER: usize = 64 * 1024;
+/// A memory and CPU reading younger than this (ms) is reused: a CPU
+/// percentage over a shorter window is noise, and /proc reads are most of
+/// the cost of a `list`.
+const SAMPLE_MAX_AGE: u64 = 1000;
+/// About the size of one description as JSON, to size buffers.
+const DESCRIPTION_BYTES: usize = 1024;
 /// Bytes read from a pipe or socket per call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -57,6 +67,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
 const FIRST_DYNAMIC: usize = 3;
+/// The "connection" of a request that came as a signal: nobody to answer.
+const NOBODY: Token = Token(usize::MAX);
 
 /// How the daemon was started.
 #[derive(Debug)]
@@ -81,8 +93,43 @@ struct Proc {
     pm_uptime: u64,
     out: LogFile,
     err: LogFile,
-    /// The last CPU reading: (utime + stime ticks, monotonic ms).
-    cpu_seen: Option<(u64, u64)>,
+    usage: Usage,
+}
+
+/// Memory and CPU of an app's main process, read from /proc when a
+/// description asks and reused while younger than `SAMPLE_MAX_AGE`.
+#[derive(Default)]
+struct Usage {
+    /// utime + stime ticks and the monotonic ms of the last reading.
+    last: Option<(u64, u64)>,
+    monit: Monit,
+}
+
+impl Usage {
+    fn sample(&mut self, pid: i32, since: u64, now: u64) -> Monit {
+        if let Some((_, at)) = self.last
+            && now.saturating_sub(at) < SAMPLE_MAX_AGE
+        {
+            return self.monit.clone();
+        }
+        let Ok(Some(st)) = procfs::read_stat(pid) else {
+            return Monit::default();
+        };
+        let ticks = st.utime + st.stime;
+        let (t0, m0) = self.last.unwrap_or((0, since));
+        self.last = Some((ticks, now));
+        let secs = now.saturating_sub(m0) as f64 / 1000.0;
+        let cpu = if secs > 0.0 {
+            ticks.saturating_sub(t0) as f64 / procfs::clock_ticks_per_sec() as f64 / secs * 100.0
+        } else {
+            0.0
+        };
+        self.monit = Monit {
+            memory: st.rss_pages.max(0) as u64 * procfs::page_size(),
+            cpu: (cpu * 10.0).round() / 10.0,
+        };
+        self.monit.clone()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,6 +163,8 @@ struct Pending {
     pm_ids: Vec<u32>,
     /// Descriptions of apps forgotten meanwhile (delete).
     gone: BTreeMap<u32, Description>,
+    /// How many of the apps were running when the request came.
+    stopped: usize,
 }
 
 enum PendingKind {
@@ -201,6 +250,8 @@ struct Daemon {
     started: Instant,
     stopping_all: bool,
     exit_now: bool,
+    /// Return freed heap to the kernel at the end of this wake.
+    trim: bool,
     root: bool,
 }
 
@@ -324,6 +375,7 @@ impl Daemon {
             started: Instant::now(),
             stopping_all: false,
             exit_now: false,
+            trim: false,
             // SAFETY: geteuid has no preconditions.
             root: unsafe { libc::geteuid() } == 0,
         })
@@ -388,6 +440,11 @@ impl Daemon {
             }
             self.fire_timers();
             self.finish_pending();
+            if std::mem::take(&mut self.trim) {
+                // SAFETY: malloc_trim only returns free heap pages to the
+                // kernel; nothing else runs meanwhile.
+                unsafe { libc::malloc_trim(0) };
+            }
             if self.exit_now {
                 return 0;
             }
@@ -415,7 +472,7 @@ impl Daemon {
                         "signal {}: stopping every app",
                         options::signal_name(sig)
                     ));
-                    self.stop_everything();
+                    self.stop_everything(NOBODY, Value::Null);
                 }
                 libc::SIGHUP => self.log("SIGHUP ignored"),
                 libc::SIGUSR2 => {
@@ -438,30 +495,39 @@ impl Daemon {
             if n == 0 || Errno::last() != Errno::EAGAIN {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&0));
                 self.log("the caller of connect_no_daemon is gone: stopping every app");
-                self.stop_everything();
+                self.stop_everything(NOBODY, Value::Null);
             }
             break;
         }
     }
 
-    /// Stop every app, then exit (SIGTERM, lifeline, kill_daemon).
-    fn stop_everything(&mut self) {
+    /// Stop every app, then exit (SIGTERM, lifeline, kill_daemon); `conn`
+    /// and `id` get the answer.
+    fn stop_everything(&mut self, conn: Token, id: Value) {
+        let ids: Vec<u32> = self.procs.keys().copied().collect();
+        let stopped = ids
+            .iter()
+            .filter(|id| self.procs[id].m.is_running())
+            .count();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.waiting = true;
+        }
+        self.pending.push(Pending {
+            conn,
+            id,
+            kind: PendingKind::KillDaemon,
+            pm_ids: ids.clone(),
+            gone: BTreeMap::new(),
+            stopped,
+        });
         if self.stopping_all {
             return;
         }
         self.stopping_all = true;
-        let ids: Vec<u32> = self.procs.keys().copied().collect();
         for id in &ids {
             // A failure is logged where it happens (apply).
             let _ = self.step(*id, Input::Stop);
         }
-        self.pending.push(Pending {
-            conn: Token(usize::MAX),
-            id: Value::Null,
-            kind: PendingKind::KillDaemon,
-            pm_ids: ids,
-            gone: BTreeMap::new(),
-        });
     }
 
     fn reopen_logs(&mut self) -> usize {
@@ -674,7 +740,7 @@ impl Daemon {
         }
         if let Some(p) = self.procs.get_mut(&id) {
             p.pm_uptime = wall_ms();
-            p.cpu_seen = None;
+            p.usage = Usage::default();
         }
         Ok(pid)
     }
@@ -881,12 +947,14 @@ impl Daemon {
     }
 
     fn reply(&mut self, t: Token, line: String) {
+        self.trim |= line.len() > TRIM_AFTER;
         if let Some(c) = self.conns.get_mut(&t) {
             c.wbuf.extend_from_slice(line.as_bytes());
         }
     }
 
     fn handle_line(&mut self, t: Token, line: &[u8]) {
+        self.trim |= line.len() > TRIM_AFTER;
         let req = match Request::parse(line) {
             Ok(r) => r,
             Err((id, e)) => return self.reply(t, protocol::err_line(&id, &e)),
@@ -894,7 +962,7 @@ impl Daemon {
         let id = req.id.clone();
         match self.handle(t, req) {
             Ok(Some((result, warnings))) => {
-                self.reply(t, protocol::ok_line(&id, result, &warnings))
+                self.reply(t, protocol::ok_line(&id, &result, &warnings))
             }
             Ok(None) => {}
             Err(e) => self.reply(t, protocol::err_line(&id, &e)),
@@ -907,15 +975,18 @@ impl Daemon {
         &mut self,
         t: Token,
         req: Request,
-    ) -> Result<Option<(Value, Vec<String>)>, WireError> {
-        let done = |v: Value| Ok(Some((v, Vec::new())));
+    ) -> Result<Option<(String, Vec<String>)>, WireError> {
+        let done = |v: String| Ok(Some((v, Vec::new())));
         match req.cmd {
-            Command::Ping => done(json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "protocol": PROTOCOL,
-                "uptime_ms": self.started.elapsed().as_millis() as u64,
-            })),
+            Command::Ping => done(
+                json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "protocol": PROTOCOL,
+                    "uptime_ms": self.started.elapsed().as_millis() as u64,
+                })
+                .to_string(),
+            ),
             Command::List => {
                 let ids: Vec<u32> = self.procs.keys().copied().collect();
                 done(self.describe_all(&ids))
@@ -959,14 +1030,7 @@ impl Daemon {
                 done(self.describe_all(&running))
             }
             Command::KillDaemon => {
-                self.stop_everything();
-                if let Some(op) = self.pending.last_mut() {
-                    op.conn = t;
-                    op.id = req.id;
-                }
-                if let Some(c) = self.conns.get_mut(&t) {
-                    c.waiting = true;
-                }
+                self.stop_everything(t, req.id);
                 Ok(None)
             }
         }
@@ -1015,7 +1079,7 @@ impl Daemon {
         id: Value,
         action: Action,
         target: &Target,
-    ) -> Result<Option<(Value, Vec<String>)>, WireError> {
+    ) -> Result<Option<(String, Vec<String>)>, WireError> {
         if action == Action::Describe {
             let ids = self.resolve(target).unwrap_or_default();
             return Ok(Some((self.describe_all(&ids), Vec::new())));
@@ -1050,6 +1114,7 @@ impl Daemon {
             kind: PendingKind::Describe,
             pm_ids: ids.clone(),
             gone: BTreeMap::new(),
+            stopped: 0,
         });
         if let Some(c) = self.conns.get_mut(&t) {
             c.waiting = true;
@@ -1089,17 +1154,16 @@ impl Daemon {
             let op = self.pending.remove(i);
             let line = match op.kind {
                 PendingKind::Describe => {
-                    let list: Vec<Value> = op
+                    let list: Vec<Description> = op
                         .pm_ids
                         .iter()
                         .filter_map(|id| self.describe(*id).or_else(|| op.gone.get(id).cloned()))
-                        .filter_map(|d| serde_json::to_value(d).ok())
                         .collect();
-                    protocol::ok_line(&op.id, Value::Array(list), &[])
+                    protocol::ok_line(&op.id, &to_json(&list), &[])
                 }
                 PendingKind::KillDaemon => {
                     self.exit_now = true;
-                    protocol::ok_line(&op.id, json!({"stopped": op.pm_ids.len()}), &[])
+                    protocol::ok_line(&op.id, &json!({"stopped": op.stopped}).to_string(), &[])
                 }
             };
             if let Some(c) = self.conns.get_mut(&op.conn) {
@@ -1132,7 +1196,7 @@ impl Daemon {
 
     // ---- start -----------------------------------------------------------
 
-    fn start(&mut self, args: StartArgs) -> Result<(Value, Vec<String>), WireError> {
+    fn start(&mut self, args: StartArgs) -> Result<(String, Vec<String>), WireError> {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
@@ -1167,6 +1231,7 @@ impl Daemon {
                 format!("no app has `env_{name}` (from --env {name})"),
             ));
         }
+        let caller_env = args.caller_env.map(Rc::new);
         let mut plan = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
             let same: Vec<u32> = self
@@ -1194,7 +1259,7 @@ impl Daemon {
                 spec,
                 pm_id,
                 &self.home,
-                args.caller_env.clone(),
+                caller_env.clone(),
                 args.env_name.clone(),
                 self.root,
             )?;
@@ -1236,7 +1301,7 @@ impl Daemon {
                         pm_uptime: 0,
                         out,
                         err,
-                        cpu_seen: None,
+                        usage: Usage::default(),
                     },
                 );
             }
@@ -1277,13 +1342,10 @@ impl Daemon {
 
     // ---- descriptions ----------------------------------------------------
 
-    fn describe_all(&mut self, ids: &[u32]) -> Value {
-        Value::Array(
-            ids.iter()
-                .filter_map(|id| self.describe(*id))
-                .filter_map(|d| serde_json::to_value(d).ok())
-                .collect(),
-        )
+    /// The descriptions of `ids` as JSON text.
+    fn describe_all(&mut self, ids: &[u32]) -> String {
+        let list: Vec<Description> = ids.iter().filter_map(|id| self.describe(*id)).collect();
+        to_json(&list)
     }
 
     /// The description of app `id`, sampling its memory and CPU.
@@ -1291,23 +1353,8 @@ impl Daemon {
         let now = self.now();
         let p = self.procs.get_mut(&id)?;
         let pid = p.m.pid().unwrap_or(0);
-        let monit = match (p.m.state, procfs::read_stat(pid)) {
-            (State::Online { since, .. }, Ok(Some(st))) if pid > 0 => {
-                let ticks = st.utime + st.stime;
-                let (t0, m0) = p.cpu_seen.unwrap_or((0, since));
-                p.cpu_seen = Some((ticks, now));
-                let secs = now.saturating_sub(m0) as f64 / 1000.0;
-                let cpu = if secs > 0.0 {
-                    (ticks.saturating_sub(t0)) as f64 / procfs::clock_ticks_per_sec() as f64 / secs
-                        * 100.0
-                } else {
-                    0.0
-                };
-                Monit {
-                    memory: st.rss_pages.max(0) as u64 * procfs::page_size(),
-                    cpu: (cpu * 10.0).round() / 10.0,
-                }
-            }
+        let monit = match p.m.state {
+            State::Online { since, .. } => p.usage.sample(pid, since, now),
             _ => Monit::default(),
         };
         let a = &p.app;
@@ -1316,16 +1363,6 @@ impl Daemon {
             Some(Exit::Signal(s)) => (None, Some(options::signal_name(s))),
             None => (None, None),
         };
-        let mut extra = BTreeMap::new();
-        {
-            let k = "axm_actions";
-            extra.insert(k.to_string(), json!([]));
-        }
-        for k in ["axm_monitor", "axm_options", "axm_dynamic"] {
-            extra.insert(k.to_string(), json!({}));
-        }
-        extra.insert("autostart".into(), json!(a.spec.autostart));
-        extra.insert("version".into(), json!("N/A"));
         Some(Description {
             pid,
             name: a.spec.name.clone(),
@@ -1368,9 +1405,23 @@ impl Daemon {
                 merge_logs: true,
                 uid: a.spec.uid.clone(),
                 gid: a.spec.gid.clone(),
-                extra,
+                autostart: a.spec.autostart,
+                version: "N/A".into(),
+                axm_actions: Vec::new(),
+                axm_monitor: Map::new(),
+                axm_options: Map::new(),
+                axm_dynamic: Map::new(),
             },
         })
+    }
+}
+
+/// Descriptions as JSON text, in a buffer sized once.
+fn to_json(list: &[Description]) -> String {
+    let mut out = Vec::with_capacity(list.len() * DESCRIPTION_BYTES + 2);
+    match serde_json::to_writer(&mut out, list) {
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| "[]".to_string()),
+        Err(_) => "[]".to_string(),
     }
 }
 

@@ -103,15 +103,32 @@ fn sysconf_or(name: libc::c_int, fallback: u64) -> u64 {
     u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(fallback)
 }
 
+/// Longer than any /proc/<pid>/stat line (52 numbers and a 16-byte comm).
+const STAT_BUF: usize = 1024;
+
 /// Reads and parses `/proc/<pid>/stat`. A pid that does not exist (or vanished while being
 /// read) gives `Ok(None)`; other I/O errors and unparsable contents give `Err`.
+
 pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
-    let bytes = match std::fs::read(format!("/proc/{pid}/stat")) {
-        Ok(b) => b,
+    // One open, one or two reads into a stack buffer, one close: a stat
+    // line is a few hundred bytes, and `fs::read` would probe its size.
+    let mut f = match std::fs::File::open(format!("/proc/{pid}/stat")) {
+        Ok(f) => f,
         Err(e) if is_vanished(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let text = String::from_utf8_lossy(&bytes);
+    let mut buf = [0u8; STAT_BUF];
+    let mut len = 0;
+    while len < buf.len() {
+        match io::Read::read(&mut f, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_vanished(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..len]);
     parse_stat(&text).map(Some).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,

@@ -372,14 +372,15 @@ fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
     Ok(args)
 }
 
-/// A success line.
-pub fn ok_line(id: &Value, result: Value, warnings: &[String]) -> String {
-    let mut v = json!({"id": id, "ok": true, "result": result});
+/// A success line; `result` is JSON text (descriptions are serialized
+/// straight to text, without an intermediate `Value`).
+pub fn ok_line(id: &Value, result: &str, warnings: &[String]) -> String {
+    let mut s = format!(r#"{{"id":{id},"ok":true,"result":{result}"#);
     if !warnings.is_empty() {
-        v["warnings"] = json!(warnings);
+        s.push_str(r#","warnings":"#);
+        s.push_str(&json!(warnings).to_string());
     }
-    let mut s = v.to_string();
-    s.push('\n');
+    s.push_str("}\n");
     s
 }
 
@@ -396,8 +397,8 @@ pub struct Response {
     #[serde(default)]
     pub id: Value,
     pub ok: bool,
-    #[serde(default)]
-    pub result: Value,
+    /// Kept as text: the caller decides what to parse it into.
+    pub result: Option<Box<serde_json::value::RawValue>>,
     pub error: Option<WireError>,
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -493,9 +494,21 @@ pub struct Pm2Env {
     pub merge_logs: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
-    /// Keys PM2 tools expect to find, and any later additions.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub autostart: bool,
+    /// The app's version (PM2 reads package.json; corral does not).
+    #[serde(default)]
+    pub version: String,
+    /// Filled by @pm2/io inside PM2's apps; present and empty here, for
+    /// tools that expect the keys.
+    #[serde(default)]
+    pub axm_actions: Vec<Value>,
+    #[serde(default)]
+    pub axm_monitor: Map<String, Value>,
+    #[serde(default)]
+    pub axm_options: Map<String, Value>,
+    #[serde(default)]
+    pub axm_dynamic: Map<String, Value>,
 }
 
 #[cfg(test)]
