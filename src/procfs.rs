@@ -108,7 +108,6 @@ const STAT_BUF: usize = 1024;
 
 /// Reads and parses `/proc/<pid>/stat`. A pid that does not exist (or vanished while being
 /// read) gives `Ok(None)`; other I/O errors and unparsable contents give `Err`.
-
 pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
     // One open, one or two reads into a stack buffer, one close: a stat
     // line is a few hundred bytes, and `fs::read` would probe its size.
