@@ -46,6 +46,8 @@ pub struct App {
     /// The `env_<name>` overlay in use.
     pub env_name: Option<String>,
     pub creds: Option<users::Credentials>,
+    /// `script` is a command line run with `sh -c`.
+    pub shell: bool,
 }
 
 /// File-name-safe form of an app name.
@@ -112,7 +114,12 @@ impl App {
         };
         let path_var = spec.env.get("PATH").cloned().or(path_var);
         let in_cwd = cwd.join(&spec.script);
-        let exec_path = if in_cwd.is_file() {
+        // A script that is a whole command line runs through the shell, as
+        // in PM2 ("node server.js --port 3000").
+        let shell = spec.interpreter.is_none()
+            && spec.script.contains(char::is_whitespace)
+            && !in_cwd.exists();
+        let exec_path = if in_cwd.is_file() || shell {
             in_cwd
         } else {
             match (spec.interpreter.is_some(), spec.script.contains('/')) {
@@ -131,10 +138,20 @@ impl App {
                 )
             })?
         };
+        let find = |i: &str| find_program(i, &cwd, path_var.as_deref());
         let interpreter =
-            match &spec.interpreter {
-                None => None,
-                Some(i) => Some(find_program(i, &cwd, path_var.as_deref()).ok_or_else(|| {
+            match (&spec.interpreter, shell) {
+                (None, false) => None,
+                (None, true) => Some(find("sh").ok_or_else(|| {
+                    invalid(format!("script `{}`: no sh on PATH to run it", spec.script))
+                })?),
+                // `.sh` means bash, or sh where there is no bash.
+                (Some(i), _) if i == "bash" && spec.script.ends_with(".sh") => {
+                    Some(find("bash").or_else(|| find("sh")).ok_or_else(|| {
+                        invalid("option `interpreter`: neither bash nor sh is on PATH".into())
+                    })?)
+                }
+                (Some(i), _) => Some(find(i).ok_or_else(|| {
                     invalid(format!("option `interpreter`: {i} not found on PATH"))
                 })?),
             };
@@ -169,6 +186,7 @@ impl App {
             base_env,
             env_name,
             creds,
+            shell,
         })
     }
 
@@ -214,9 +232,21 @@ impl App {
         env
     }
 
+    /// `pm_exec_path`: the script's path, or the command line run by sh.
+    pub fn shown_exec_path(&self) -> String {
+        if self.shell {
+            self.spec.script.clone()
+        } else {
+            self.exec_path.display().to_string()
+        }
+    }
+
     /// `exec_interpreter` as PM2 shows it: the interpreter's file name, or
     /// `none`.
     pub fn interpreter_name(&self) -> String {
+        if self.shell {
+            return "sh".into();
+        }
         match &self.spec.interpreter {
             Some(i) => Path::new(i)
                 .file_name()
@@ -232,6 +262,17 @@ impl App {
 
     /// argv: interpreter, its args, the script, its args.
     pub fn argv(&self) -> Vec<String> {
+        if self.shell {
+            let sh = self.interpreter.as_ref().map(|i| i.display().to_string());
+            let mut argv = vec![sh.unwrap_or_else(|| "sh".into()), "-c".into()];
+            argv.push(self.spec.script.clone());
+            if !self.spec.args.is_empty() {
+                // $0, then the args as $1...
+                argv.push("sh".into());
+                argv.extend(self.spec.args.iter().cloned());
+            }
+            return argv;
+        }
         let script = self.exec_path.display().to_string();
         let mut argv = Vec::new();
         if let Some(i) = &self.interpreter {
@@ -259,9 +300,9 @@ impl App {
         pm_id: u32,
         home: &Home,
         stdio: [OwnedFd; 3],
-    ) -> Result<spawn::Command, String> {
+    ) -> Result<spawn::Command, WireError> {
         let cstr = |s: &[u8], what: &str| {
-            CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+            CString::new(s).map_err(|_| invalid(format!("{what} contains a NUL byte")))
         };
         let path = self
             .interpreter

@@ -404,8 +404,12 @@ impl Client {
         let mut picked = Vec::new();
         for mut app in apps {
             if !only.is_empty() {
-                let name = app.get("name").and_then(Value::as_str).unwrap_or("");
-                if !only.iter().any(|o| o == name) {
+                // The name the daemon will give it (explicit, or from the script).
+                let name = match crate::options::parse_app(&app) {
+                    Ok(p) => p.spec.name,
+                    Err(_) => app.get("name").and_then(Value::as_str).unwrap_or("").into(),
+                };
+                if !only.iter().any(|o| *o == name) {
                     continue;
                 }
             }

@@ -37,7 +37,7 @@ use crate::protocol::{
     Target, WireError,
 };
 use crate::reaper;
-use crate::spawn::spawn_child;
+use crate::spawn::{SpawnError, Step, spawn_child};
 use crate::state::{Effect, Exit, Input, Machine, Policy, State};
 
 /// Most connections served at once; more are refused.
@@ -596,7 +596,7 @@ impl Daemon {
     }
 
     /// Feed one input to an app's machine and carry out the effects.
-    fn step(&mut self, id: u32, input: Input) -> Result<(), String> {
+    fn step(&mut self, id: u32, input: Input) -> Result<(), WireError> {
         let now = self.now();
         let Some(p) = self.procs.get_mut(&id) else {
             return Ok(());
@@ -611,7 +611,7 @@ impl Daemon {
         result
     }
 
-    fn apply(&mut self, id: u32, fx: Effect) -> Result<(), String> {
+    fn apply(&mut self, id: u32, fx: Effect) -> Result<(), WireError> {
         match fx {
             Effect::Spawn => {
                 if self.stopping_all {
@@ -624,7 +624,7 @@ impl Daemon {
                 match self.spawn_proc(id) {
                     Ok(pid) => self.step(id, Input::Spawned { pid }),
                     Err(e) => {
-                        self.log(&format!("app {id}: {e}"));
+                        self.log(&format!("app {id}: {}", e.message));
                         self.step(id, Input::SpawnFailed)?;
                         Err(e)
                     }
@@ -681,23 +681,23 @@ impl Daemon {
     }
 
     /// Fork and exec app `id` with fresh pipes; its pid.
-    fn spawn_proc(&mut self, id: u32) -> Result<i32, String> {
-        let p = self.procs.get(&id).ok_or("no such app")?;
-        let null = || -> Result<OwnedFd, String> {
+    fn spawn_proc(&mut self, id: u32) -> Result<i32, WireError> {
+        let p = self.procs.get(&id).ok_or_else(|| internal("no such app"))?;
+        let null = || -> Result<OwnedFd, WireError> {
             File::options()
                 .read(true)
                 .write(true)
                 .custom_flags(libc::O_CLOEXEC)
                 .open("/dev/null")
                 .map(OwnedFd::from)
-                .map_err(|e| format!("cannot open /dev/null: {e}"))
+                .map_err(|e| internal(&format!("cannot open /dev/null: {e}")))
         };
-        let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), String> {
+        let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), WireError> {
             if is_null(path) {
                 return Ok((None, null()?));
             }
             let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                .map_err(|e| format!("cannot make a pipe: {e}"))?;
+                .map_err(|e| internal(&format!("cannot make a pipe: {e}")))?;
             // The child's end blocks like any ordinary stdout.
             clear_nonblocking(w.as_raw_fd());
             Ok((Some(r), w))
@@ -705,7 +705,8 @@ impl Daemon {
         let (out_r, out_w) = pipe(&p.app.out_path)?;
         let (err_r, err_w) = pipe(&p.app.err_path)?;
         let cmd = p.app.command(id, &self.home, [null()?, out_w, err_w])?;
-        let pid = spawn_child(&cmd).map_err(|e| e.to_string())?;
+        let pid =
+            spawn_child(&cmd).map_err(|e| WireError::new(spawn_error_code(&e), e.to_string()))?;
         drop(cmd);
         let pid_path = p.app.pid_path.clone();
         if let Some(dir) = pid_path.parent() {
@@ -1130,7 +1131,7 @@ impl Daemon {
                 c.waiting = false;
             }
             self.pending.pop();
-            return Err(WireError::new(ErrorCode::ScriptNotFound, errors.join("; ")));
+            return Err(join_errors(errors));
         }
         Ok(None)
     }
@@ -1201,8 +1202,7 @@ impl Daemon {
             let ids = self.resolve(target)?;
             for id in &ids {
                 if !self.procs[id].m.is_running() {
-                    self.step(*id, Input::Start)
-                        .map_err(|e| WireError::new(ErrorCode::ScriptNotFound, e))?;
+                    self.step(*id, Input::Start)?;
                 }
             }
             return Ok((self.describe_all(&ids), Vec::new()));
@@ -1318,10 +1318,7 @@ impl Daemon {
             started.push(pm_id);
         }
         if !failures.is_empty() {
-            return Err(WireError::new(
-                ErrorCode::ScriptNotFound,
-                failures.join("; "),
-            ));
+            return Err(join_errors(failures));
         }
         Ok((self.describe_all(&started), warnings))
     }
@@ -1373,7 +1370,7 @@ impl Daemon {
                 pm_id: id,
                 namespace: a.spec.namespace.clone(),
                 status: p.m.status(),
-                pm_exec_path: a.exec_path.display().to_string(),
+                pm_exec_path: a.shown_exec_path(),
                 pm_cwd: a.cwd.display().to_string(),
                 exec_interpreter: a.interpreter_name(),
                 node_args: a.spec.interpreter_args.clone(),
@@ -1423,6 +1420,23 @@ fn to_json(list: &[Description]) -> String {
         Ok(()) => String::from_utf8(out).unwrap_or_else(|_| "[]".to_string()),
         Err(_) => "[]".to_string(),
     }
+}
+
+/// The code of a failed spawn: the program cannot be run, or an option
+/// (cwd, uid, gid) cannot be applied.
+fn spawn_error_code(e: &SpawnError) -> ErrorCode {
+    match e.step {
+        Step::Exec => ErrorCode::ScriptNotFound,
+        Step::Chdir | Step::Groups | Step::Gid | Step::Uid => ErrorCode::InvalidOption,
+        Step::Setsid | Step::Dup => ErrorCode::Internal,
+    }
+}
+
+/// Several errors of one request as one: the first one's code, every message.
+fn join_errors(errors: Vec<WireError>) -> WireError {
+    let code = errors.first().map_or(ErrorCode::Internal, |e| e.code);
+    let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    WireError::new(code, msgs.join("; "))
 }
 
 fn internal(m: &str) -> WireError {
