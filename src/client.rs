@@ -409,7 +409,7 @@ impl Client {
                     Ok(p) => p.spec.name,
                     Err(_) => app.get("name").and_then(Value::as_str).unwrap_or("").into(),
                 };
-                if !only.iter().any(|o| *o == name) {
+                if !only.contains(&name) {
                     continue;
                 }
             }
