@@ -42,9 +42,6 @@ use crate::state::{Effect, Exit, Input, Machine, Policy, State};
 
 /// Most connections served at once; more are refused.
 const MAX_CONNS: usize = 256;
-/// A request or answer this large leaves freed heap worth returning to the
-/// kernel (`malloc_trim`), which keeps the daemon's resident memory low.
-const TRIM_AFTER: usize = 64 * 1024;
 /// A memory and CPU reading younger than this (ms) is reused: a CPU
 /// percentage over a shorter window is noise, and /proc reads are most of
 /// the cost of a `list`.
@@ -252,6 +249,8 @@ struct Daemon {
     exit_now: bool,
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
+    /// Pid files of processes that exited in this wake.
+    stale_pid_files: Vec<(u32, PathBuf)>,
     root: bool,
 }
 
@@ -376,6 +375,7 @@ impl Daemon {
             stopping_all: false,
             exit_now: false,
             trim: false,
+            stale_pid_files: Vec::new(),
             // SAFETY: geteuid has no preconditions.
             root: unsafe { libc::geteuid() } == 0,
         })
@@ -440,6 +440,7 @@ impl Daemon {
             }
             self.fire_timers();
             self.finish_pending();
+            self.remove_stale_pid_files();
             if std::mem::take(&mut self.trim) {
                 // SAFETY: malloc_trim only returns free heap pages to the
                 // kernel; nothing else runs meanwhile.
@@ -582,6 +583,15 @@ impl Daemon {
         }
     }
 
+    /// Remove the pid files of apps that exited and did not start again.
+    fn remove_stale_pid_files(&mut self) {
+        for (id, path) in std::mem::take(&mut self.stale_pid_files) {
+            if !self.procs.get(&id).is_some_and(|p| p.m.is_running()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
     fn fire_timers(&mut self) {
         let now = self.now();
         while let Some(&(t, id)) = self.timers.first() {
@@ -646,8 +656,11 @@ impl Daemon {
                 Ok(())
             }
             Effect::ClearPid => {
+                // Removed at the end of the wake, after any restart: the
+                // replacement is not kept waiting for the filesystem, and
+                // rewrites the file anyway.
                 if let Some(p) = self.procs.get(&id) {
-                    let _ = std::fs::remove_file(&p.app.pid_path);
+                    self.stale_pid_files.push((id, p.app.pid_path.clone()));
                 }
                 Ok(())
             }
@@ -712,7 +725,7 @@ impl Daemon {
         if let Some(dir) = pid_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = write_atomic(&pid_path, format!("{pid}\n").as_bytes()) {
+        if let Err(e) = write_atomic(&pid_path, format!("{pid}\n").as_bytes(), false) {
             self.log(&format!(
                 "app {id}: cannot write {}: {e}",
                 pid_path.display()
@@ -948,14 +961,15 @@ impl Daemon {
     }
 
     fn reply(&mut self, t: Token, line: String) {
-        self.trim |= line.len() > TRIM_AFTER;
         if let Some(c) = self.conns.get_mut(&t) {
             c.wbuf.extend_from_slice(line.as_bytes());
         }
     }
 
     fn handle_line(&mut self, t: Token, line: &[u8]) {
-        self.trim |= line.len() > TRIM_AFTER;
+        // Requests are rare next to their cost: give the heap they freed
+        // back to the kernel at the end of the wake.
+        self.trim = true;
         let req = match Request::parse(line) {
             Ok(r) => r,
             Err((id, e)) => return self.reply(t, protocol::err_line(&id, &e)),
@@ -1332,7 +1346,7 @@ impl Daemon {
             crate::app::file_stem(&p.app.spec.name)
         ));
         let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
-        if let Err(e) = write_atomic(&path, text.as_bytes()) {
+        if let Err(e) = write_atomic(&path, text.as_bytes(), false) {
             self.log(&format!("app {id}: cannot write {}: {e}", path.display()));
         }
     }
@@ -1497,8 +1511,10 @@ fn clear_nonblocking(fd: i32) {
     }
 }
 
-/// Write a file through `.tmp` + fsync + rename (STYLE 12).
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Write a file through `.tmp` + rename (STYLE 12), so nobody reads it half
+/// written; `durable` adds an fsync before the rename, for files that must
+/// survive a crash of the machine (pid files need not).
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -1510,6 +1526,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
 }
