@@ -1186,20 +1186,24 @@ impl Daemon {
                 c.wbuf.extend_from_slice(line.as_bytes());
             }
             if self.exit_now {
-                self.flush_all_blocking();
+                self.flush_all();
             } else {
                 self.service_conn(op.conn);
             }
         }
     }
 
-    /// Before exiting: give every reply a last chance to be written.
-    fn flush_all_blocking(&mut self) {
-        for c in self.conns.values_mut() {
-            let fd = c.sock.as_raw_fd();
-            clear_nonblocking(fd);
-            let _ = c.sock.write_all(&c.wbuf);
-            c.wbuf.clear();
+    /// Before exiting: give every reply a last chance to be written, without
+    /// blocking on a client that does not read (its answer is lost, as it
+    /// would be if it had gone).
+    fn flush_all(&mut self) {
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.read_closed = true;
+                c.waiting = false;
+            }
+            self.flush_conn(t);
         }
     }
 
