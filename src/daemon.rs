@@ -171,13 +171,15 @@ enum PendingKind {
 
 /// Start the daemon and serve until told to stop; the exit status.
 pub fn run(mut cfg: Config) -> i32 {
+    mark_inherited_fds_cloexec();
     match Daemon::new(&cfg) {
         Ok(mut d) => {
             if let Some(mut f) = cfg.ready.take() {
                 let _ = f.write_all(b"ready\n");
             }
             if cfg.detach_stdio {
-                redirect_stdio(&cfg.home.join("corral.log"));
+                // Under a lifeline, stdin is the lifeline and stays.
+                redirect_stdio(&cfg.home.join("corral.log"), !cfg.lifeline);
             }
             d.log(&format!(
                 "daemon {} started (pid {}, home {})",
@@ -201,8 +203,44 @@ pub fn run(mut cfg: Config) -> i32 {
     }
 }
 
-/// Point fds 0, 1, 2 at /dev/null and the daemon log.
-fn redirect_stdio(log: &Path) {
+/// Whatever fds the daemon inherited beyond 0, 1 and 2 must not reach the
+/// apps: mark them close-on-exec (the daemon's own are so from birth).
+fn mark_inherited_fds_cloexec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds
+    // of this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: one fcntl per open fd.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: flags only, on an fd number that was open a moment ago;
+        // a closed one makes fcntl fail harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Point fds 1 and 2 at the daemon log, and fd 0 at /dev/null if `stdin`.
+fn redirect_stdio(log: &Path, stdin: bool) {
     let null = File::open("/dev/null");
     let log = OpenOptions::new()
         .append(true)
@@ -213,7 +251,9 @@ fn redirect_stdio(log: &Path) {
     if let (Ok(null), Ok(log)) = (null, log) {
         // SAFETY: dup2 onto the standard fds, which this process owns.
         unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
+            if stdin {
+                libc::dup2(null.as_raw_fd(), 0);
+            }
             libc::dup2(log.as_raw_fd(), 1);
             libc::dup2(log.as_raw_fd(), 2);
         }
@@ -439,8 +479,9 @@ impl Daemon {
                 self.service_conn(t);
             }
             self.fire_timers();
-            self.finish_pending();
+            // Before answers: a stop is answered once its pid file is gone.
             self.remove_stale_pid_files();
+            self.finish_pending();
             if std::mem::take(&mut self.trim) {
                 // SAFETY: malloc_trim only returns free heap pages to the
                 // kernel; nothing else runs meanwhile.

@@ -8,6 +8,11 @@
 
 use crate::protocol::Status;
 
+/// After SIGKILL, how long leftovers of a process group (not the main
+/// process) are waited for before the stop is reported done (ms). SIGKILLed
+/// processes end at once unless stuck in the kernel.
+pub const KILL_GRACE: u64 = 1000;
+
 /// What the process is doing now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -162,11 +167,7 @@ impl Machine {
     /// When the current state wants `Deadline`.
     pub fn deadline(&self) -> Option<u64> {
         match self.state {
-            State::Stopping {
-                deadline,
-                killed: false,
-                ..
-            } => Some(deadline),
+            State::Stopping { deadline, .. } => Some(deadline),
             State::WaitingRestart { until } => Some(until),
             _ => None,
         }
@@ -246,7 +247,16 @@ impl Machine {
                 self.last_exit = Some(exit);
                 fx.push(Effect::ClearPid);
                 fx.push(Effect::Emit("exit"));
-                if group_alive && self.policy.treekill && !killed {
+                if group_alive && self.policy.treekill {
+                    // Wait for the rest of the group: until the kill timeout,
+                    // or, once SIGKILLed, for them to be reaped.
+                    let deadline = if killed {
+                        let d = now + KILL_GRACE;
+                        fx.push(Effect::Timer(d));
+                        d
+                    } else {
+                        deadline
+                    };
                     self.state = State::Stopping {
                         pid: None,
                         pgid,
@@ -271,17 +281,28 @@ impl Machine {
                     pid: pgid,
                     group: self.policy.treekill,
                 });
-                match pid {
-                    // SIGKILL cannot be caught: its exit will be reaped.
-                    Some(_) => {
-                        if let State::Stopping { killed, .. } = &mut self.state {
-                            *killed = true;
-                        }
-                    }
-                    // Only leftovers of the group: they are dead now.
-                    None => self.finish_stop(&mut fx),
+                // SIGKILL cannot be caught: the exits will be reaped. Only
+                // leftovers of the group are waited for no longer than
+                // KILL_GRACE; the main process is always waited for.
+                let deadline = now + KILL_GRACE;
+                self.state = State::Stopping {
+                    pid,
+                    pgid,
+                    deadline,
+                    killed: true,
+                };
+                if pid.is_none() {
+                    fx.push(Effect::Timer(deadline));
                 }
             }
+            (
+                State::Stopping {
+                    pid: None,
+                    killed: true,
+                    ..
+                },
+                Input::Deadline,
+            ) => self.finish_stop(&mut fx),
             (State::WaitingRestart { .. }, Input::Deadline) => {
                 self.restart_time += 1;
                 fx.push(Effect::Spawn);
@@ -551,7 +572,7 @@ mod tests {
                 State::Stopping {
                     pid: Some(10),
                     pgid: 10,
-                    deadline: 2600,
+                    deadline: 3600,
                     killed: true,
                 },
                 Wanted::Down,
@@ -561,19 +582,65 @@ mod tests {
                 }],
             ),
             (
-                "kill timeout with only the group left finishes the stop",
+                "kill timeout with only the group left waits for it to be reaped",
                 stopping(None, Wanted::Down),
                 Input::Deadline,
                 2600,
-                State::Stopped,
+                State::Stopping {
+                    pid: None,
+                    pgid: 10,
+                    deadline: 3600,
+                    killed: true,
+                },
                 Wanted::Down,
                 vec![
                     Kill {
                         pid: 10,
                         group: true,
                     },
-                    Emit("stop"),
+                    Timer(3600),
                 ],
+            ),
+            (
+                "leftovers that outlive KILL_GRACE are given up on",
+                with(stopping(None, Wanted::Down), |m| {
+                    m.state = State::Stopping {
+                        pid: None,
+                        pgid: 10,
+                        deadline: 3600,
+                        killed: true,
+                    }
+                }),
+                Input::Deadline,
+                3600,
+                State::Stopped,
+                Wanted::Down,
+                vec![Emit("stop")],
+            ),
+            (
+                "the main process exits after SIGKILL, its group not yet reaped",
+                with(stopping(Some(10), Wanted::Down), |m| {
+                    m.state = State::Stopping {
+                        pid: Some(10),
+                        pgid: 10,
+                        deadline: 3600,
+                        killed: true,
+                    }
+                }),
+                Input::Exited {
+                    pid: 10,
+                    exit: Exit::Signal(9),
+                    group_alive: true,
+                },
+                2700,
+                State::Stopping {
+                    pid: None,
+                    pgid: 10,
+                    deadline: 3700,
+                    killed: true,
+                },
+                Wanted::Down,
+                vec![ClearPid, Emit("exit"), Timer(3700)],
             ),
             (
                 "exit while stopping for a restart spawns again",

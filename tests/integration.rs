@@ -1,0 +1,16 @@
+//! The integration tests: one binary that runs the real `corral` executable
+//! against a fresh temporary `CORRAL_HOME` per test. Topics live in
+//! `tests/integration/`; shared helpers in `tests/util/`.
+
+mod util;
+
+#[path = "integration/client_api.rs"]
+mod client_api;
+#[path = "integration/lifecycle.rs"]
+mod lifecycle;
+#[path = "integration/options.rs"]
+mod options;
+#[path = "integration/robustness.rs"]
+mod robustness;
+#[path = "integration/supervision.rs"]
+mod supervision;

@@ -1,0 +1,178 @@
+//! Supervision: crash loops, kill escalation, reaping, fd hygiene, and
+//! stopping many apps at once.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::*;
+
+#[test]
+fn a_crash_loop_ends_errored_after_max_restarts() {
+    let h = TestHome::started();
+    h.start(
+        json!({"name": "crashy", "script": "sh", "args": ["-c", "exit 1"],
+                   "max_restarts": 3}),
+    );
+    let d = h.wait_status("crashy", "errored");
+    assert_eq!(env_of(&d, "restart_time"), json!(3), "{d}");
+    assert_eq!(env_of(&d, "exit_code"), json!(1));
+    assert_eq!(d["pid"], json!(0));
+    // Errored is final: a later app's start shows nothing restarted it.
+    h.start(json!({"name": "later", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
+    let d = h.describe("crashy");
+    assert_eq!(env_of(&d, "status"), "errored");
+    assert_eq!(env_of(&d, "restart_time"), json!(3));
+}
+
+#[test]
+fn an_app_ignoring_sigint_is_killed_after_kill_timeout() {
+    let h = TestHome::started();
+    h.script("deaf.sh", "trap '' INT\necho ready\nexec sleep 1000\n");
+    let d = h.start(json!({"name": "deaf", "script": "deaf.sh", "kill_timeout": 500}));
+    let pid = pid_of(&d[0]);
+    h.wait_log("deaf", "ready");
+    wait_until(SOON, "deaf has exec'd sleep", || {
+        read(Path::new(&format!("/proc/{pid}/comm"))).trim() == "sleep"
+    });
+    let t0 = Instant::now();
+    let r = h.ok(json!({"cmd": "stop", "target": "deaf"}));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "stop returned after {took:?}, before kill_timeout"
+    );
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert_eq!(env_of(&r[0], "status"), "stopped");
+    assert_eq!(env_of(&r[0], "exit_signal"), "SIGKILL", "{}", r[0]);
+    assert!(!running(pid), "pid {pid} survived SIGKILL");
+}
+
+/// Children of `ppid` that are zombies.
+fn zombies_of(ppid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| matches!(proc_state(*pid), Some(('Z', p)) if p == ppid))
+        .collect()
+}
+
+#[test]
+fn orphaned_grandchildren_are_reaped() {
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    // A grandchild left behind, and a double-forked great-grandchild.
+    let code = "sleep 0.2 & echo \"gc=$!\"; (sleep 0.3 & echo \"ggc=$!\"); exit 0";
+    h.start(
+        json!({"name": "leaver", "script": "sh", "args": ["-c", code],
+                   "autorestart": false}),
+    );
+    h.wait_status("leaver", "stopped");
+    let log = h.wait_log("leaver", "ggc=");
+    let (gc, ggc) = (logged_pid(&log, "gc"), logged_pid(&log, "ggc"));
+    // Gone from /proc altogether: someone reaped them — the daemon, as
+    // their subreaper.
+    wait_until(SOON, "the orphans are reaped", || {
+        proc_state(gc).is_none() && proc_state(ggc).is_none()
+    });
+    wait_until(SOON, "the daemon has no zombie child", || {
+        zombies_of(daemon).is_empty()
+    });
+    // A crash-looping app that leaves orphans behind: still no zombies.
+    h.start(json!({"name": "loop", "script": "sh",
+                   "args": ["-c", "sleep 0.05 & exit 1"], "max_restarts": 3}));
+    h.wait_status("loop", "errored");
+    wait_until(SOON, "no zombie after the crash loop", || {
+        zombies_of(daemon).is_empty()
+    });
+    assert!(running(daemon));
+}
+
+/// The fds the shell of app `name` has open (listed with lstat, so the
+/// listing opens nothing itself; no script file either, `sh -c`, so the
+/// shell holds no fd of its own), the IPC channel fd if any, and the log.
+fn fds_of_app(h: &TestHome, name: &str) -> (BTreeSet<u32>, Option<u32>, String) {
+    let code = "n=0; while [ $n -lt 1024 ]; do \
+                [ -L /proc/$$/fd/$n ] && echo \"fd=$n $(readlink /proc/$$/fd/$n)\"; \
+                n=$((n+1)); done; echo \"chan=$NODE_CHANNEL_FD\"; echo listed; exec sleep 1000";
+    h.start(json!({"name": name, "script": "sh", "args": ["-c", code],
+                   "kill_timeout": 300}));
+    let log = h.wait_log(name, "listed");
+    let fds = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("fd="))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let chan = log
+        .lines()
+        .find_map(|l| l.strip_prefix("chan="))
+        .and_then(|c| c.trim().parse().ok());
+    (fds, chan, log)
+}
+
+#[test]
+fn an_app_gets_only_the_standard_fds() {
+    // Launched from a clean fd table, so only the daemon's own fds could leak.
+    let h = TestHome::started_with_fds(None);
+    let (fds, chan, log) = fds_of_app(&h, "fds");
+    let mut want: BTreeSet<u32> = [0, 1, 2].into();
+    // The IPC channel of SPEC §7, if the daemon provides one.
+    want.extend(chan);
+    assert_eq!(fds, want, "the app's fds: {log}");
+    assert!(
+        log.contains("fd=0 /dev/null\n"),
+        "stdin is not /dev/null: {log}"
+    );
+}
+
+#[test]
+fn fds_the_daemon_inherited_do_not_reach_apps() {
+    // SPEC §7 "No other fd": an fd left open (without close-on-exec) by
+    // whoever launched the daemon must not end up in every app.
+    let h = TestHome::started_with_fds(Some(50));
+    let (fds, chan, log) = fds_of_app(&h, "inherit");
+    let mut want: BTreeSet<u32> = [0, 1, 2].into();
+    want.extend(chan);
+    assert!(
+        !fds.contains(&50),
+        "fd 50 of the daemon's launcher reaches the app: {log}"
+    );
+    assert_eq!(fds, want, "the app's fds: {log}");
+}
+
+#[test]
+fn stopping_many_apps_runs_their_kill_timeouts_in_parallel() {
+    let h = TestHome::started();
+    let apps: Vec<_> = (0..20)
+        .map(|i| {
+            h.with_cwd(json!({"name": format!("p{i}"), "script": "sh",
+                              "args": ["-c", "trap '' INT; exec sleep 1000"],
+                              "kill_timeout": 400}))
+        })
+        .collect();
+    let started = h.ok(json!({"cmd": "start", "apps": apps}));
+    let pids: Vec<i32> = started.as_array().unwrap().iter().map(pid_of).collect();
+    assert_eq!(pids.len(), 20);
+    // Each has ignored SIGINT once it runs sleep.
+    wait_until(SOON, "all 20 apps run sleep", || {
+        pids.iter()
+            .all(|p| read(Path::new(&format!("/proc/{p}/comm"))).trim() == "sleep")
+    });
+    let t0 = Instant::now();
+    let r = h.ok(json!({"cmd": "stop", "target": "all"}));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "stop all took {took:?}");
+    assert!(took >= Duration::from_millis(380), "stop all took {took:?}");
+    let r = r.as_array().unwrap();
+    assert_eq!(r.len(), 20);
+    for d in r {
+        assert_eq!(env_of(d, "status"), "stopped", "{d}");
+        assert_eq!(env_of(d, "exit_signal"), "SIGKILL", "{d}");
+    }
+    for p in pids {
+        assert!(!running(p), "pid {p} survived");
+    }
+}

@@ -1,0 +1,432 @@
+//! Helpers shared by every integration test: a fresh `CORRAL_HOME` per test
+//! (`TestHome`, cleaned up on drop), running the real `corral` binary, raw
+//! requests over the control socket, and `wait_until` — the only way a test
+//! waits for something.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Pause between two polls of a condition.
+const POLL_PAUSE: Duration = Duration::from_millis(15);
+/// The longest any single CLI invocation may take before the test fails.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a finished command's output pipes may stay open.
+const PIPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a raw request may wait for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The usual patience for a condition that should hold quickly.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// Fds above this are assumed closed when cleaning a child's fd table.
+const MAX_INHERITED_FD: i32 = 1024;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The `corral` executable under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corral"))
+}
+
+/// Poll `cond` every few milliseconds until it holds; panic naming `what`
+/// if it does not within `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting until {what}");
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
+}
+
+/// A fresh temporary directory holding a corral home (`home`) and a work
+/// directory for scripts and app cwds (`work`). Dropping it stops the
+/// daemon (`corral kill`, then SIGKILL of the daemon pid as a last resort)
+/// and removes the directory.
+pub struct TestHome {
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub work: PathBuf,
+}
+
+impl TestHome {
+    /// A new home with no daemon yet.
+    pub fn new() -> TestHome {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // Short on purpose: the socket path must fit in 107 bytes.
+        let root = std::env::temp_dir().join(format!("crl{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let home = root.join("h");
+        let work = root.join("w");
+        std::fs::create_dir_all(&work).expect("create the work directory");
+        TestHome { root, home, work }
+    }
+
+    /// A new home with a daemon running (started by `corral ping`).
+    pub fn started() -> TestHome {
+        let h = TestHome::new();
+        let out = h.corral(&["ping"]);
+        assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
+        h
+    }
+
+    /// A new home whose daemon is launched with no fd open but 0, 1 and 2
+    /// (whatever the test runner left open is closed first), plus `extra`,
+    /// if given: an fd number left open without close-on-exec.
+    pub fn started_with_fds(extra: Option<i32>) -> TestHome {
+        let h = TestHome::new();
+        let null = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let null_fd = null.as_raw_fd();
+        let mut c = h.command(&["ping"]);
+        // SAFETY: between fork and exec the closure only calls dup2(2) and
+        // close(2), which are async-signal-safe.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some(fd) = extra {
+                    // dup2 leaves the new fd without close-on-exec.
+                    libc::dup2(null_fd, fd);
+                }
+                for fd in 3..MAX_INHERITED_FD {
+                    if Some(fd) != extra {
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let out = run(c);
+        drop(null);
+        assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
+        h
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("corral.sock")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.home.join("corral.pid")
+    }
+
+    /// The daemon's pid, from its pid file.
+    pub fn daemon_pid(&self) -> i32 {
+        read(&self.pid_file())
+            .trim()
+            .parse()
+            .expect("the daemon pid file holds a pid")
+    }
+
+    /// `corral <args>` for this home, run from the work directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("CORRAL_HOME", &self.home)
+            .env_remove("CORRAL_SOCKET")
+            .env_remove("CORRAL_BIN")
+            .current_dir(&self.work);
+        c
+    }
+
+    /// Run `corral <args>` to completion.
+    pub fn corral(&self, args: &[&str]) -> Output {
+        run(self.command(args))
+    }
+
+    /// Write an executable file `name` in the work directory.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.work.join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("create the script's directory");
+        }
+        std::fs::write(&path, body).expect("write the script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("make the script executable");
+        path
+    }
+
+    /// A new connection to the daemon's socket.
+    pub fn connect(&self) -> Conn {
+        Conn::open(&self.socket())
+    }
+
+    /// One request on a new connection; the whole response.
+    pub fn request(&self, req: Value) -> Value {
+        self.connect().call(&req)
+    }
+
+    /// One request that must succeed; its `result`.
+    pub fn ok(&self, req: Value) -> Value {
+        let resp = self.request(req.clone());
+        assert_eq!(resp["ok"], json!(true), "request {req} failed: {resp}");
+        resp["result"].clone()
+    }
+
+    /// Start one app (options object) over the socket, its cwd defaulting
+    /// to the work directory; the descriptions started.
+    pub fn start(&self, app: Value) -> Vec<Value> {
+        let result = self.ok(json!({"cmd": "start", "app": self.with_cwd(app)}));
+        result.as_array().expect("start answers an array").clone()
+    }
+
+    /// The app options with `cwd` set to the work directory if absent.
+    pub fn with_cwd(&self, mut app: Value) -> Value {
+        if app.get("cwd").is_none() {
+            app["cwd"] = json!(self.work.display().to_string());
+        }
+        app
+    }
+
+    /// Every description matching `target` (empty if none).
+    pub fn describe_all(&self, target: Value) -> Vec<Value> {
+        let result = self.ok(json!({"cmd": "describe", "target": target}));
+        result
+            .as_array()
+            .expect("describe answers an array")
+            .clone()
+    }
+
+    /// The one description of the app named `name`.
+    pub fn describe(&self, name: &str) -> Value {
+        let all = self.describe_all(json!(name));
+        assert_eq!(all.len(), 1, "expected one app named {name}, got {all:?}");
+        all[0].clone()
+    }
+
+    /// `pm2_env.status` of the app named `name`.
+    pub fn status(&self, name: &str) -> String {
+        self.describe(name)["pm2_env"]["status"]
+            .as_str()
+            .expect("a status string")
+            .to_string()
+    }
+
+    /// Wait until the app named `name` has status `status`; its description.
+    pub fn wait_status(&self, name: &str, status: &str) -> Value {
+        wait_until(SOON, &format!("{name} is {status}"), || {
+            self.status(name) == status
+        });
+        self.describe(name)
+    }
+
+    /// Every description, by `list`.
+    pub fn list(&self) -> Vec<Value> {
+        let result = self.ok(json!({"cmd": "list"}));
+        result.as_array().expect("list answers an array").clone()
+    }
+
+    /// The contents of the default stdout log of `name`.
+    pub fn out_log(&self, name: &str) -> String {
+        read(&self.home.join("logs").join(format!("{name}-out.log")))
+    }
+
+    pub fn err_log(&self, name: &str) -> String {
+        read(&self.home.join("logs").join(format!("{name}-error.log")))
+    }
+
+    /// Wait until the stdout log of `name` contains `needle`.
+    pub fn wait_log(&self, name: &str, needle: &str) -> String {
+        wait_until(
+            SOON,
+            &format!("the log of {name} contains {needle:?}"),
+            || self.out_log(name).contains(needle),
+        );
+        self.out_log(name)
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if self.socket().exists() || self.pid_file().exists() {
+            let mut c = self.command(&["kill"]);
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            if let Ok(mut child) = c.spawn() {
+                let deadline = Instant::now() + COMMAND_TIMEOUT;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() >= deadline => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(POLL_PAUSE),
+                    }
+                }
+            }
+            // Last resort: the daemon is still there (its pid file is only
+            // removed when it exits).
+            if let Ok(pid) = read(&self.pid_file()).trim().parse::<i32>()
+                && pid > 0
+                && read(Path::new(&format!("/proc/{pid}/cmdline"))).contains("corral")
+            {
+                // SAFETY: kill(2) on the pid of the daemon this test started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A connection to the daemon, for several requests in a row.
+pub struct Conn {
+    pub stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Conn {
+    pub fn open(socket: &Path) -> Conn {
+        let stream = UnixStream::connect(socket)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT))
+            .expect("set a read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+        Conn { stream, reader }
+    }
+
+    /// Send raw bytes (a line should end with a newline).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the daemon");
+    }
+
+    /// Read one response line as JSON.
+    pub fn read_response(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .expect("read an answer from the daemon");
+        assert!(n > 0, "the daemon closed the connection without answering");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?} is not JSON: {e}"))
+    }
+
+    /// Send a JSON request as one line and read its answer.
+    pub fn call(&mut self, req: &Value) -> Value {
+        let mut line = req.to_string();
+        line.push('\n');
+        self.send(line.as_bytes());
+        self.read_response()
+    }
+
+    /// Send one raw line (newline added) and read its answer.
+    pub fn call_line(&mut self, line: &str) -> Value {
+        self.send(format!("{line}\n").as_bytes());
+        self.read_response()
+    }
+}
+
+/// Run a command to completion (killing it and failing after a timeout),
+/// collecting its output.
+pub fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run corral");
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for corral") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(POLL_PAUSE);
+    };
+    // A process it left behind may hold its output pipes open.
+    wait_until(
+        PIPE_TIMEOUT,
+        &format!("the output pipes of {cmd:?} close after it exited"),
+        || out_reader.is_finished() && err_reader.is_finished(),
+    );
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// stdout and stderr of a finished command, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A file's contents, or "" if it cannot be read.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `/proc/<pid>/stat` split after the command: (state, ppid).
+pub fn proc_state(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn running(pid: i32) -> bool {
+    matches!(proc_state(pid), Some((s, _)) if s != 'Z' && s != 'X')
+}
+
+/// Wait until `pid` is no longer a live process.
+pub fn wait_gone(pid: i32, what: &str) {
+    wait_until(SOON, &format!("{what} (pid {pid}) has ended"), || {
+        !running(pid)
+    });
+}
+
+/// The pid in a description.
+pub fn pid_of(desc: &Value) -> i32 {
+    desc["pid"].as_i64().expect("a pid") as i32
+}
+
+/// `pm2_env.<key>` of a description.
+pub fn env_of(desc: &Value, key: &str) -> Value {
+    desc["pm2_env"][key].clone()
+}
+
+/// The pid that `NAME=<pid>` on a line of `log` gives.
+pub fn logged_pid(log: &str, name: &str) -> i32 {
+    let prefix = format!("{name}=");
+    log.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}<pid> line in {log:?}"))
+}
