@@ -104,8 +104,11 @@ struct Usage {
 
 impl Usage {
     fn sample(&mut self, pid: i32, since: u64, now: u64) -> Monit {
+        // A reading taken as the program was still being exec'd (no memory
+        // yet) is not worth keeping.
         if let Some((_, at)) = self.last
             && now.saturating_sub(at) < SAMPLE_MAX_AGE
+            && self.monit.memory > 0
         {
             return self.monit.clone();
         }
