@@ -396,6 +396,11 @@ fn show(c: &mut Client, json: bool, descs: &[Description]) -> i32 {
         println!("{}", serde_json::to_string(descs).unwrap_or_default());
         return 0;
     }
+    print_table(c)
+}
+
+/// The table of every app.
+fn print_table(c: &mut Client) -> i32 {
     match c.list() {
         Ok(all) => {
             print!("{}", table(&all));
@@ -590,13 +595,7 @@ fn cmd_list(args: &[String], json: bool) -> i32 {
             Err(e) => report(e),
         };
     }
-    match c.list() {
-        Ok(all) => {
-            print!("{}", table(&all));
-            0
-        }
-        Err(e) => report(e),
-    }
+    print_table(&mut c)
 }
 
 fn cmd_describe(args: &[String]) -> i32 {
