@@ -192,6 +192,38 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
     ("f", "force", "", "start even if an app of that name runs"),
     (
         "",
+        "max-memory-restart",
+        "SIZE",
+        "restart when the app's memory passes this (100M)",
+    ),
+    (
+        "",
+        "exp-backoff-restart-delay",
+        "DUR",
+        "first delay of an exponential restart backoff",
+    ),
+    (
+        "c",
+        "cron-restart",
+        "EXPR",
+        "restart on this cron schedule (5 or 6 fields)",
+    ),
+    ("", "cron", "EXPR", "same as --cron-restart"),
+    ("", "watch", "", "restart when files under cwd change"),
+    (
+        "",
+        "ignore-watch",
+        "LIST",
+        "names or globs not to watch (space-separated)",
+    ),
+    (
+        "",
+        "watch-delay",
+        "DUR",
+        "restart this long after a change (default 1000)",
+    ),
+    (
+        "",
         "no-treekill",
         "",
         "signal the main process only, not its group",
@@ -351,6 +383,12 @@ fn verb_options(verb: &str) -> Options {
         }
         "daemon" => {
             o.optflag("", "no-daemon", "stay in the foreground");
+            o.optopt(
+                "",
+                "sample-interval",
+                "sample the apps' memory and CPU this often (default 1s)",
+                "DUR",
+            );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
         }
         _ => {}
@@ -488,11 +526,25 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("restart-delay", "restart_delay"),
         ("uid", "uid"),
         ("gid", "gid"),
+        ("max-memory-restart", "max_memory_restart"),
+        ("exp-backoff-restart-delay", "exp_backoff_restart_delay"),
+        ("watch-delay", "watch_delay"),
     ];
     for (flag, key) in strings {
         if let Some(v) = m.opt_str(flag) {
             o.insert(key.into(), json!(v));
         }
+    }
+    match (m.opt_str("cron-restart"), m.opt_str("cron")) {
+        (Some(_), Some(_)) => return Err("give --cron-restart or --cron, not both".into()),
+        (Some(c), None) | (None, Some(c)) => {
+            o.insert("cron_restart".into(), json!(c));
+        }
+        (None, None) => {}
+    }
+    if let Some(list) = m.opt_str("ignore-watch") {
+        let names: Vec<&str> = list.split_whitespace().collect();
+        o.insert("ignore_watch".into(), json!(names));
     }
     match (m.opt_str("interpreter-args"), m.opt_str("node-args")) {
         (Some(_), Some(_)) => {
@@ -511,6 +563,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("no-treekill", "treekill", false),
         ("execute-command", "execute_command", true),
         ("write", "write", true),
+        ("watch", "watch", true),
         ("source-map-support", "source_map_support", true),
         (
             "disable-source-map-support",
@@ -728,12 +781,26 @@ fn cmd_daemon(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(e) => return report(e),
     };
+    let sample_interval = match m.opt_str("sample-interval") {
+        None => corral::poll::DEFAULT_INTERVAL,
+        Some(v) => match corral::options::parse_duration(&json!(v)) {
+            Ok(ms) if ms >= corral::poll::MIN_INTERVAL => ms,
+            Ok(_) => {
+                return usage_error(&format!(
+                    "daemon: --sample-interval must be at least {} ms",
+                    corral::poll::MIN_INTERVAL
+                ));
+            }
+            Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),
+        },
+    };
     let cfg = |ready, detach_stdio, lifeline| daemon::Config {
         home: paths.home.clone(),
         socket: paths.socket.clone(),
         ready,
         detach_stdio,
         lifeline,
+        sample_interval,
     };
     if m.opt_present("lifeline") {
         // A daemon of connect_no_daemon: says ready on stdout, lives as long

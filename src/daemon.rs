@@ -29,23 +29,24 @@ use nix::unistd::{Pid, pipe2};
 use serde_json::{Map, Value, json};
 
 use crate::app::{App, Home};
+use crate::cron::Cron;
 use crate::logs::{LogFile, is_null};
+use crate::options::Watch;
 use crate::options::{self, parse_app};
-use crate::procfs;
+use crate::poll::Sampler;
 use crate::protocol::{
     self, Action, Command, Description, ErrorCode, Monit, PROTOCOL, Pm2Env, Request, StartArgs,
     Target, WireError,
 };
 use crate::reaper;
 use crate::spawn::{SpawnError, Step, spawn_child};
-use crate::state::{Effect, Exit, Input, Machine, Policy, State};
+use crate::state::{Effect, Exit, Input, Machine, Policy, State, Wanted};
+use crate::watch::{Ignore, Watcher};
 
 /// Most connections served at once; more are refused.
 const MAX_CONNS: usize = 256;
-/// A memory and CPU reading younger than this (ms) is reused: a CPU
-/// percentage over a shorter window is noise, and /proc reads are most of
-/// the cost of a `list`.
-const SAMPLE_MAX_AGE: u64 = 1000;
+/// `ignore_watch` when none is given (the log directory is always ignored).
+const DEFAULT_IGNORE_WATCH: &[&str] = &["node_modules", ".git"];
 /// About the size of one description as JSON, to size buffers.
 const DESCRIPTION_BYTES: usize = 1024;
 /// Bytes read from a pipe or socket per call.
@@ -63,7 +64,8 @@ const CAUGHT: [i32; 5] = [
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
-const FIRST_DYNAMIC: usize = 3;
+const WATCH: Token = Token(3);
+const FIRST_DYNAMIC: usize = 4;
 /// The "connection" of a request that came as a signal: nobody to answer.
 const NOBODY: Token = Token(usize::MAX);
 
@@ -80,6 +82,8 @@ pub struct Config {
     /// Stop every app and exit when stdin reaches end of file (the caller of
     /// `Client::connect_no_daemon` is gone).
     pub lifeline: bool,
+    /// Time between two samples of the apps' memory and CPU (ms).
+    pub sample_interval: u64,
 }
 
 /// One managed app.
@@ -90,46 +94,24 @@ struct Proc {
     pm_uptime: u64,
     out: LogFile,
     err: LogFile,
-    usage: Usage,
-}
-
-/// Memory and CPU of an app's main process, read from /proc when a
-/// description asks and reused while younger than `SAMPLE_MAX_AGE`.
-#[derive(Default)]
-struct Usage {
-    /// utime + stime ticks and the monotonic ms of the last reading.
-    last: Option<(u64, u64)>,
+    /// Memory and CPU of the process group at the last sample.
     monit: Monit,
+    /// Parsed `cron_restart`, and the deadline of its next firing.
+    cron: Option<Cron>,
+    cron_at: Option<u64>,
+    /// Restart at this deadline: files changed (`watch_delay` debounce).
+    watch_at: Option<u64>,
 }
 
-impl Usage {
-    fn sample(&mut self, pid: i32, since: u64, now: u64) -> Monit {
-        // A reading taken as the program was still being exec'd (no memory
-        // yet) is not worth keeping.
-        if let Some((_, at)) = self.last
-            && now.saturating_sub(at) < SAMPLE_MAX_AGE
-            && self.monit.memory > 0
-        {
-            return self.monit.clone();
-        }
-        let Ok(Some(st)) = procfs::read_stat(pid) else {
-            return Monit::default();
-        };
-        let ticks = st.utime + st.stime;
-        let (t0, m0) = self.last.unwrap_or((0, since));
-        self.last = Some((ticks, now));
-        let secs = now.saturating_sub(m0) as f64 / 1000.0;
-        let cpu = if secs > 0.0 {
-            ticks.saturating_sub(t0) as f64 / procfs::clock_ticks_per_sec() as f64 / secs * 100.0
-        } else {
-            0.0
-        };
-        self.monit = Monit {
-            memory: st.rss_pages.max(0) as u64 * procfs::page_size(),
-            cpu: (cpu * 10.0).round() / 10.0,
-        };
-        self.monit.clone()
-    }
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The deadline of an app's state (kill timeout, restart delay).
+    State(u32),
+    Cron(u32),
+    Watch(u32),
+    /// The next /proc sample.
+    Sample,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -284,7 +266,13 @@ struct Daemon {
     conns: HashMap<Token, Conn>,
     pipes: HashMap<Token, Pipe>,
     next_token: usize,
-    timers: BTreeSet<(u64, u32)>,
+    timers: BTreeSet<(u64, Timer)>,
+    sampler: Sampler,
+    sample_interval: u64,
+    /// The deadline of the next sample, while any app is online.
+    sample_at: Option<u64>,
+    /// inotify, once an app watches files.
+    watcher: Option<Watcher>,
     pending: Vec<Pending>,
     clock: Instant,
     started: Instant,
@@ -412,6 +400,10 @@ impl Daemon {
             pipes: HashMap::new(),
             next_token: FIRST_DYNAMIC,
             timers: BTreeSet::new(),
+            sampler: Sampler::new(),
+            sample_interval: cfg.sample_interval,
+            sample_at: None,
+            watcher: None,
             pending: Vec::new(),
             clock: Instant::now(),
             started: Instant::now(),
@@ -469,6 +461,7 @@ impl Daemon {
                     SIGNALS => self.drain_signals(),
                     LISTENER => self.accept_all(),
                     LIFELINE => self.read_lifeline(),
+                    WATCH => self.read_watch(),
                     t if self.pipes.contains_key(&t) => pipes.push(t),
                     t => conns.push(t),
                 }
@@ -482,6 +475,7 @@ impl Daemon {
                 self.service_conn(t);
             }
             self.fire_timers();
+            self.arm_sampling();
             // Before answers: a stop is answered once its pid file is gone.
             self.remove_stale_pid_files();
             self.finish_pending();
@@ -638,13 +632,201 @@ impl Daemon {
 
     fn fire_timers(&mut self) {
         let now = self.now();
-        while let Some(&(t, id)) = self.timers.first() {
+        while let Some(&(t, timer)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.pop_first();
-            if self.procs.get(&id).and_then(|p| p.m.deadline()) == Some(t) {
-                let _ = self.step(id, Input::Deadline);
+            match timer {
+                Timer::State(id) => {
+                    if self.procs.get(&id).and_then(|p| p.m.deadline()) == Some(t) {
+                        let _ = self.step(id, Input::Deadline);
+                    }
+                }
+                Timer::Cron(id) => {
+                    if self.procs.get(&id).and_then(|p| p.cron_at) == Some(t) {
+                        self.restart_for(id, "cron_restart");
+                        self.arm_cron(id);
+                    }
+                }
+                Timer::Watch(id) => {
+                    if self.procs.get(&id).and_then(|p| p.watch_at) == Some(t) {
+                        if let Some(p) = self.procs.get_mut(&id) {
+                            p.watch_at = None;
+                        }
+                        self.restart_for(id, "files changed (watch)");
+                    }
+                }
+                Timer::Sample => {
+                    if self.sample_at == Some(t) {
+                        self.sample_at = None;
+                        self.sample();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restart an app on the daemon's own initiative (memory limit, cron,
+    /// watch); a stopped app starts (a cron restart does, as in PM2).
+    fn restart_for(&mut self, id: u32, reason: &str) {
+        let Some(p) = self.procs.get(&id) else {
+            return;
+        };
+        if matches!(p.m.state, State::Stopping { .. }) || self.stopping_all {
+            return;
+        }
+        let line = format!("app {} ({id}): restart: {reason}", p.app.spec.name);
+        self.log(&line);
+        let _ = self.step(id, Input::Restart);
+    }
+
+    // ---- sampling --------------------------------------------------------
+
+    /// Keep a sample due while any app is online and none otherwise, so an
+    /// idle daemon does not wake up.
+    fn arm_sampling(&mut self) {
+        let online = self.procs.values().any(|p| p.m.is_running());
+        match (online, self.sample_at) {
+            (true, None) => {
+                let t = self.now() + self.sample_interval;
+                self.sample_at = Some(t);
+                self.timers.insert((t, Timer::Sample));
+            }
+            (false, Some(_)) => {
+                self.sample_at = None;
+                self.sampler.reset();
+            }
+            _ => {}
+        }
+    }
+
+    /// Read every online app's memory and CPU; restart those over their
+    /// memory limit (gracefully: kill signal, then kill timeout).
+    fn sample(&mut self) {
+        let groups: Vec<(u32, i32)> = self
+            .procs
+            .iter()
+            .filter_map(|(id, p)| match p.m.state {
+                State::Online { pid, .. } => Some((*id, pid)),
+                _ => None,
+            })
+            .collect();
+        let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
+        let usage = self.sampler.sample(&pgids, self.now());
+        let mut over = Vec::new();
+        for (id, pgid) in groups {
+            let Some(p) = self.procs.get_mut(&id) else {
+                continue;
+            };
+            p.monit = usage.get(&pgid).cloned().unwrap_or_default();
+            if let Some(limit) = p.app.spec.max_memory_restart
+                && p.monit.memory > limit
+            {
+                over.push((id, p.monit.memory, limit));
+            }
+        }
+        for (id, memory, limit) in over {
+            let reason =
+                format!("memory {memory} bytes over the limit of {limit} (max_memory_restart)");
+            self.restart_for(id, &reason);
+        }
+    }
+
+    // ---- cron and watch --------------------------------------------------
+
+    /// Arm app `id`'s next cron firing.
+    fn arm_cron(&mut self, id: u32) {
+        let now_mono = self.now();
+        let now_wall = wall_ms();
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let Some(cron) = &p.cron else {
+            return;
+        };
+        p.cron_at = cron.next_fire((now_wall / 1000) as i64).map(|at| {
+            let wait = (at.max(0) as u64 * 1000).saturating_sub(now_wall);
+            now_mono + wait
+        });
+        if let Some(t) = p.cron_at {
+            self.timers.insert((t, Timer::Cron(id)));
+        }
+    }
+
+    /// Start watching app `id`'s files, if it asks for it and is not yet.
+    fn watch_app(&mut self, id: u32) -> Result<(), WireError> {
+        let Some(p) = self.procs.get(&id) else {
+            return Ok(());
+        };
+        let roots: Vec<PathBuf> = match &p.app.spec.watch {
+            Watch::Off => return Ok(()),
+            Watch::Cwd => vec![p.app.cwd.clone()],
+            Watch::Paths(paths) => paths.iter().map(|x| p.app.cwd.join(x)).collect(),
+        };
+        if self.watcher.as_ref().is_some_and(|w| w.is_watching(id)) {
+            return Ok(());
+        }
+        let patterns = p
+            .app
+            .spec
+            .ignore_watch
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IGNORE_WATCH.iter().map(|s| s.to_string()).collect());
+        // Never restart for what the daemon itself writes.
+        let exact = vec![
+            self.home.logs(),
+            p.app.out_path.clone(),
+            p.app.err_path.clone(),
+            p.app.pid_path.clone(),
+        ];
+        let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+        let ignore = Ignore::new(&patterns, exact)
+            .map_err(|e| invalid(format!("option `ignore_watch`: {e}")))?;
+        if self.watcher.is_none() {
+            let w = Watcher::new().map_err(|e| internal(&format!("cannot use inotify: {e}")))?;
+            let fd = w.raw_fd();
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), WATCH, Interest::READABLE)
+                .map_err(|e| internal(&format!("cannot poll inotify: {e}")))?;
+            self.watcher = Some(w);
+        }
+        if let Some(w) = self.watcher.as_mut() {
+            w.watch(id, &roots, ignore)
+                .map_err(|e| invalid(format!("option `watch`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn unwatch_app(&mut self, id: u32) {
+        if let Some(w) = self.watcher.as_mut() {
+            w.unwatch(id);
+        }
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.watch_at = None;
+        }
+    }
+
+    /// Files changed: one restart per burst, `watch_delay` after its first
+    /// change.
+    fn read_watch(&mut self) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let changed = w.read_changes();
+        for warning in w.take_warnings() {
+            self.log(&format!("watch: {warning}"));
+        }
+        let now = self.now();
+        for id in changed {
+            let Some(p) = self.procs.get_mut(&id) else {
+                continue;
+            };
+            if p.watch_at.is_none() && p.m.wanted != Wanted::Down {
+                let t = now + p.app.spec.watch_delay;
+                p.watch_at = Some(t);
+                self.timers.insert((t, Timer::Watch(id)));
             }
         }
     }
@@ -696,7 +878,7 @@ impl Daemon {
                 Ok(())
             }
             Effect::Timer(t) => {
-                self.timers.insert((t, id));
+                self.timers.insert((t, Timer::State(id)));
                 Ok(())
             }
             Effect::ClearPid => {
@@ -798,7 +980,7 @@ impl Daemon {
         }
         if let Some(p) = self.procs.get_mut(&id) {
             p.pm_uptime = wall_ms();
-            p.usage = Usage::default();
+            p.monit = Monit::default();
         }
         Ok(pid)
     }
@@ -1180,7 +1362,16 @@ impl Daemon {
         }
         let mut errors = Vec::new();
         for pm_id in &ids {
-            if let Err(e) = self.step(*pm_id, input) {
+            // Watching ends with a stop or delete, and starts again with a
+            // restart, as in PM2.
+            let watched = match input {
+                Input::Stop | Input::Delete => {
+                    self.unwatch_app(*pm_id);
+                    Ok(())
+                }
+                _ => self.watch_app(*pm_id),
+            };
+            if let Err(e) = watched.and_then(|()| self.step(*pm_id, input)) {
                 errors.push(e);
             }
         }
@@ -1264,6 +1455,7 @@ impl Daemon {
             let ids = self.resolve(target)?;
             for id in &ids {
                 if !self.procs[id].m.is_running() {
+                    self.watch_app(*id)?;
                     self.step(*id, Input::Start)?;
                 }
             }
@@ -1334,6 +1526,7 @@ impl Daemon {
                 })
             };
             let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
+            check_watch(&app)?;
             plan.push((pm_id, reuse.is_some(), app, out, err));
         }
         let mut started = Vec::new();
@@ -1342,7 +1535,13 @@ impl Daemon {
             let autostart = app.spec.autostart;
             let write = app.spec.write;
             let policy = policy_of(&app);
+            let cron = app
+                .spec
+                .cron_restart
+                .as_deref()
+                .and_then(|c| Cron::parse(c).ok());
             if reused {
+                self.unwatch_app(pm_id);
                 let p = self
                     .procs
                     .get_mut(&pm_id)
@@ -1351,6 +1550,8 @@ impl Daemon {
                 p.out = out;
                 p.err = err;
                 p.m.policy = policy;
+                p.cron = cron;
+                p.cron_at = None;
             } else {
                 self.next_id = self.next_id.max(pm_id + 1);
                 let now = wall_ms();
@@ -1363,17 +1564,28 @@ impl Daemon {
                         pm_uptime: 0,
                         out,
                         err,
-                        usage: Usage::default(),
+                        monit: Monit::default(),
+                        cron,
+                        cron_at: None,
+                        watch_at: None,
                     },
                 );
             }
-            if autostart && let Err(e) = self.step(pm_id, Input::Start) {
+            let begun = match autostart {
+                true => self
+                    .watch_app(pm_id)
+                    .and_then(|()| self.step(pm_id, Input::Start)),
+                false => Ok(()),
+            };
+            if let Err(e) = begun {
+                self.unwatch_app(pm_id);
                 if !reused {
                     self.procs.remove(&pm_id);
                 }
                 failures.push(e);
                 continue;
             }
+            self.arm_cron(pm_id);
             if write {
                 self.write_app_file(pm_id);
             }
@@ -1402,18 +1614,17 @@ impl Daemon {
     // ---- descriptions ----------------------------------------------------
 
     /// The descriptions of `ids` as JSON text.
-    fn describe_all(&mut self, ids: &[u32]) -> String {
+    fn describe_all(&self, ids: &[u32]) -> String {
         let list: Vec<Description> = ids.iter().filter_map(|id| self.describe(*id)).collect();
         to_json(&list)
     }
 
-    /// The description of app `id`, sampling its memory and CPU.
-    fn describe(&mut self, id: u32) -> Option<Description> {
-        let now = self.now();
-        let p = self.procs.get_mut(&id)?;
+    /// The description of app `id`, with its last sample.
+    fn describe(&self, id: u32) -> Option<Description> {
+        let p = self.procs.get(&id)?;
         let pid = p.m.pid().unwrap_or(0);
         let monit = match p.m.state {
-            State::Online { since, .. } => p.usage.sample(pid, since, now),
+            State::Online { .. } => p.monit.clone(),
             _ => Monit::default(),
         };
         let a = &p.app;
@@ -1451,7 +1662,22 @@ impl Daemon {
                 exit_code,
                 exit_signal,
                 autorestart: a.spec.autorestart,
-                watch: false,
+                watch: match &a.spec.watch {
+                    Watch::Off => json!(false),
+                    Watch::Cwd => json!(true),
+                    Watch::Paths(paths) => json!(paths),
+                },
+                ignore_watch: a.spec.ignore_watch.clone().unwrap_or_else(|| {
+                    DEFAULT_IGNORE_WATCH.iter().map(|s| s.to_string()).collect()
+                }),
+                watch_delay: a.spec.watch_delay,
+                max_memory_restart: a.spec.max_memory_restart,
+                exp_backoff_restart_delay: a.spec.exp_backoff_restart_delay,
+                prev_restart_delay: a
+                    .spec
+                    .exp_backoff_restart_delay
+                    .map(|_| p.m.prev_restart_delay),
+                cron_restart: a.spec.cron_restart.clone(),
                 env: a.shown_env(),
                 min_uptime: a.spec.min_uptime,
                 max_restarts: a.spec.max_restarts,
@@ -1515,6 +1741,27 @@ fn too_long() -> String {
     )
 }
 
+/// The paths `watch` names exist, and `ignore_watch` parses.
+fn check_watch(app: &App) -> Result<(), WireError> {
+    let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+    if let Watch::Paths(paths) = &app.spec.watch {
+        for p in paths {
+            let full = app.cwd.join(p);
+            if !full.exists() {
+                return Err(invalid(format!(
+                    "option `watch`: {} does not exist",
+                    full.display()
+                )));
+            }
+        }
+    }
+    if let Some(patterns) = &app.spec.ignore_watch {
+        Ignore::new(patterns, Vec::new())
+            .map_err(|e| invalid(format!("option `ignore_watch`: {e}")))?;
+    }
+    Ok(())
+}
+
 fn policy_of(app: &App) -> Policy {
     let s = &app.spec;
     Policy {
@@ -1526,6 +1773,7 @@ fn policy_of(app: &App) -> Policy {
         kill_timeout: s.kill_timeout,
         kill_signal: s.kill_signal,
         treekill: s.treekill,
+        exp_backoff: s.exp_backoff_restart_delay,
     }
 }
 

@@ -4,9 +4,11 @@
 
 pub mod app;
 pub mod client;
+pub mod cron;
 pub mod daemon;
 pub mod logs;
 pub mod options;
+pub mod poll;
 pub mod procfs;
 pub mod protocol;
 pub mod reaper;
@@ -14,5 +16,6 @@ pub mod spawn;
 pub mod state;
 pub mod timefmt;
 pub mod users;
+pub mod watch;
 
 pub use client::{Client, Error};

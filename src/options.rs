@@ -30,6 +30,7 @@ pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
 pub const DEFAULT_KILL_SIGNAL: i32 = libc::SIGINT;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
 pub const DEFAULT_NAMESPACE: &str = "default";
+pub const DEFAULT_WATCH_DELAY_MS: u64 = 1000;
 /// The target word meaning "every app"; no name or namespace may take it.
 pub const ALL_TARGET: &str = "all";
 /// The `log_date_format` that `time: true` selects.
@@ -144,6 +145,27 @@ pub struct AppSpec {
     pub write: bool,
     pub source_map_support: bool,
     pub disable_source_map_support: bool,
+    /// Restart when the app's resident memory (its whole process group) is
+    /// above this many bytes.
+    pub max_memory_restart: Option<u64>,
+    /// First delay of the exponential backoff (ms); none = off.
+    pub exp_backoff_restart_delay: Option<u64>,
+    pub watch: Watch,
+    /// `None`: the defaults (`node_modules`, `.git`, the log directory).
+    pub ignore_watch: Option<Vec<String>>,
+    pub watch_delay: u64,
+    /// A cron expression, checked by `cron::Cron::parse`.
+    pub cron_restart: Option<String>,
+}
+
+/// What `watch` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    Off,
+    /// The app's cwd.
+    Cwd,
+    /// These paths (relative to the cwd).
+    Paths(Vec<String>),
 }
 
 /// A parsed app and the warnings about keys accepted without effect.
@@ -187,8 +209,6 @@ enum Harmless {
     ForkMode,
     /// Any boolean (`merge_logs`: meaningless with one instance).
     AnyBool,
-    /// `false` (`watch`).
-    False,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,13 +285,12 @@ const OPTIONS: &[OptionDef] = &[
     later("instances", &[], Harmless::One),
     later("exec_mode", &[], Harmless::ForkMode),
     later("merge_logs", &["combine_logs"], Harmless::AnyBool),
-    later("max_memory_restart", &[], Harmless::Nothing),
-    later("exp_backoff_restart_delay", &[], Harmless::Nothing),
-    later("watch", &[], Harmless::False),
-    later("ignore_watch", &[], Harmless::Nothing),
-    later("watch_delay", &[], Harmless::Nothing),
-    later("watch_options", &[], Harmless::Nothing),
-    later("cron_restart", &["cron"], Harmless::Nothing),
+    yes("max_memory_restart", &[]),
+    yes("exp_backoff_restart_delay", &[]),
+    yes("watch", &[]),
+    yes("ignore_watch", &[]),
+    yes("watch_delay", &[]),
+    yes("cron_restart", &["cron"]),
     later("wait_ready", &[], Harmless::Nothing),
     later("listen_timeout", &[], Harmless::Nothing),
     later("shutdown_with_message", &[], Harmless::Nothing),
@@ -302,6 +321,8 @@ const OPTIONS: &[OptionDef] = &[
     no_effect("name_prefix"),
     no_effect("versioning"),
     no_effect("node_version"),
+    // chokidar's own options: corral watches with inotify.
+    no_effect("watch_options"),
 ];
 
 /// `kill_timeout` -> `killTimeout`.
@@ -492,7 +513,69 @@ fn build_spec(
         disable_source_map_support: given
             .parse("disable_source_map_support", boolean)?
             .unwrap_or(false),
+        max_memory_restart: given.parse("max_memory_restart", size)?.filter(|&n| n > 0),
+        exp_backoff_restart_delay: given
+            .parse("exp_backoff_restart_delay", duration)?
+            .filter(|&n| n > 0),
+        watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
+        ignore_watch: given.parse("ignore_watch", string_list)?,
+        watch_delay: given
+            .parse("watch_delay", duration)?
+            .unwrap_or(DEFAULT_WATCH_DELAY_MS),
+        cron_restart: given.parse("cron_restart", cron)?.flatten(),
     })
+}
+
+fn size(key: &str, v: &Value) -> Result<u64, OptionError> {
+    parse_size(v).map_err(|e| OptionError::new(key, e))
+}
+
+/// `true` (the cwd), `false`, a path, or an array of paths.
+fn watch(key: &str, v: &Value) -> Result<Watch, OptionError> {
+    match v {
+        Value::Bool(true) => Ok(Watch::Cwd),
+        Value::Bool(false) => Ok(Watch::Off),
+        Value::String(s) if s == "true" => Ok(Watch::Cwd),
+        Value::String(s) if s == "false" => Ok(Watch::Off),
+        Value::Array(a) if a.is_empty() => Ok(Watch::Off),
+        _ => string_list(key, v).map(Watch::Paths),
+    }
+}
+
+/// A non-empty string, or an array of them.
+fn string_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
+    let one = |k: &str, v: &Value| nonempty_string(k, v);
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| one(&format!("{key}[{i}]"), item))
+            .collect(),
+        Value::String(_) => one(key, v).map(|s| vec![s]),
+        other => Err(OptionError::new(
+            key,
+            format!(
+                "expected a string or an array of strings, got {}",
+                describe(other)
+            ),
+        )),
+    }
+}
+
+/// A cron expression; `0`, `"0"` and `""` mean none, as in PM2.
+fn cron(key: &str, v: &Value) -> Result<Option<String>, OptionError> {
+    match v {
+        Value::Number(_) if whole(v) == Some(0) => Ok(None),
+        Value::String(s) if s.trim().is_empty() || s.trim() == "0" => Ok(None),
+        Value::String(s) => {
+            crate::cron::Cron::parse(s).map_err(|e| OptionError::new(key, e))?;
+            Ok(Some(s.trim().to_string()))
+        }
+        other => Err(OptionError::new(
+            key,
+            format!("expected a cron expression, got {}", describe(other)),
+        )),
+    }
 }
 
 /// A not-yet-supported option is an error unless its value means the default.
@@ -502,7 +585,6 @@ fn check_later(key: &str, value: &Value, harmless: Harmless) -> Result<(), Optio
         Harmless::One => whole(value) == Some(1),
         Harmless::ForkMode => matches!(value.as_str(), Some("fork" | "fork_mode")),
         Harmless::AnyBool => return boolean(key, value).map(|_| ()),
-        Harmless::False => boolean(key, value).ok() == Some(false),
     };
     if ok {
         Ok(())
@@ -1061,6 +1143,12 @@ mod tests {
             write: false,
             source_map_support: false,
             disable_source_map_support: false,
+            max_memory_restart: None,
+            exp_backoff_restart_delay: None,
+            watch: Watch::Off,
+            ignore_watch: None,
+            watch_delay: DEFAULT_WATCH_DELAY_MS,
+            cron_restart: None,
         }
     }
 
@@ -1394,6 +1482,40 @@ mod tests {
             (json!({"mergeLogs": true}), |_| {}),
             (json!({"combine_logs": true}), |_| {}),
             (json!({"watch": false}), |_| {}),
+            (json!({"watch": true}), |s| s.watch = Watch::Cwd),
+            (json!({"watch": "src"}), |s| {
+                s.watch = Watch::Paths(vec!["src".into()])
+            }),
+            (json!({"watch": ["src", "lib"]}), |s| {
+                s.watch = Watch::Paths(vec!["src".into(), "lib".into()])
+            }),
+            (json!({"ignore_watch": "*.tmp"}), |s| {
+                s.ignore_watch = Some(vec!["*.tmp".into()])
+            }),
+            (json!({"ignoreWatch": ["a", "b/**"]}), |s| {
+                s.ignore_watch = Some(vec!["a".into(), "b/**".into()])
+            }),
+            (json!({"watch_delay": "2s"}), |s| s.watch_delay = 2000),
+            (json!({"max_memory_restart": "100M"}), |s| {
+                s.max_memory_restart = Some(100 * 1024 * 1024)
+            }),
+            (json!({"maxMemoryRestart": 4096}), |s| {
+                s.max_memory_restart = Some(4096)
+            }),
+            (json!({"exp_backoff_restart_delay": 100}), |s| {
+                s.exp_backoff_restart_delay = Some(100)
+            }),
+            (json!({"expBackoffRestartDelay": "1s"}), |s| {
+                s.exp_backoff_restart_delay = Some(1000)
+            }),
+            (json!({"cron_restart": "*/2 * * * * *"}), |s| {
+                s.cron_restart = Some("*/2 * * * * *".into())
+            }),
+            (json!({"cron": "0 3 * * *"}), |s| {
+                s.cron_restart = Some("0 3 * * *".into())
+            }),
+            (json!({"cron_restart": 0}), |_| {}),
+            (json!({"cron": "0"}), |_| {}),
         ];
         for (extra, change) in cases {
             let mut want = base();
@@ -1466,34 +1588,44 @@ mod tests {
                 "is not supported yet",
             ),
             (
-                json!({"script": "a", "watch": true}),
+                json!({"script": "a", "watch": 3}),
                 "watch",
-                "is not supported yet",
+                "expected a string or an array of strings, got 3",
             ),
             (
-                json!({"script": "a", "watch": ["src"]}),
-                "watch",
-                "is not supported yet",
+                json!({"script": "a", "watch": ["src", ""]}),
+                "watch[1]",
+                "must not be empty",
             ),
             (
-                json!({"script": "a", "cronRestart": "* * * * *"}),
+                json!({"script": "a", "cronRestart": "* * *"}),
                 "cronRestart",
-                "is not supported yet",
+                "cron `* * *`: expected 5 or 6 fields, got 3",
             ),
             (
-                json!({"script": "a", "cron": "* * * * *"}),
+                json!({"script": "a", "cron": true}),
                 "cron",
-                "is not supported yet",
+                "expected a cron expression, got true",
             ),
             (
-                json!({"script": "a", "max_memory_restart": "1G"}),
+                json!({"script": "a", "max_memory_restart": "1X"}),
                 "max_memory_restart",
-                "is not supported yet",
+                "expected a size (bytes number or \"100M\"), got \"1X\"",
             ),
             (
-                json!({"script": "a", "maxMemoryRestart": "1G"}),
+                json!({"script": "a", "maxMemoryRestart": -1}),
                 "maxMemoryRestart",
-                "is not supported yet",
+                "expected a size (bytes number or \"100M\"), got -1",
+            ),
+            (
+                json!({"script": "a", "ignore_watch": {}}),
+                "ignore_watch",
+                "expected a string or an array of strings, got an object",
+            ),
+            (
+                json!({"script": "a", "watch_delay": "soon"}),
+                "watch_delay",
+                "expected a duration (ms number or \"5s\"), got \"soon\"",
             ),
             (
                 json!({"script": "a", "log": "x"}),

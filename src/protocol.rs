@@ -481,7 +481,8 @@ pub struct Pm2Env {
     pub exit_code: Option<i32>,
     pub exit_signal: Option<String>,
     pub autorestart: bool,
-    pub watch: bool,
+    /// `false`, `true` (the cwd) or the watched paths, as given.
+    pub watch: Value,
     pub env: BTreeMap<String, String>,
     pub min_uptime: u64,
     pub max_restarts: u32,
@@ -494,6 +495,20 @@ pub struct Pm2Env {
     pub merge_logs: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
+    #[serde(default)]
+    pub ignore_watch: Vec<String>,
+    #[serde(default)]
+    pub watch_delay: u64,
+    /// Bytes; none when unlimited.
+    #[serde(default)]
+    pub max_memory_restart: Option<u64>,
+    #[serde(default)]
+    pub exp_backoff_restart_delay: Option<u64>,
+    /// The last backoff delay (ms), with `exp_backoff_restart_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_restart_delay: Option<u64>,
+    #[serde(default)]
+    pub cron_restart: Option<String>,
     #[serde(default)]
     pub autostart: bool,
     /// The app's version (PM2 reads package.json; corral does not).

@@ -13,6 +13,11 @@ use crate::protocol::Status;
 /// processes end at once unless stuck in the kernel.
 pub const KILL_GRACE: u64 = 1000;
 
+/// The backoff delay grows ×1.5 per restart up to this (ms).
+pub const BACKOFF_MAX: u64 = 15_000;
+/// An app that ran this long (ms) before it exited starts its backoff over.
+pub const BACKOFF_RESET: u64 = 30_000;
+
 /// What the process is doing now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -65,6 +70,8 @@ pub struct Policy {
     pub kill_timeout: u64,
     pub kill_signal: i32,
     pub treekill: bool,
+    /// First delay of the exponential backoff; `None` = off.
+    pub exp_backoff: Option<u64>,
 }
 
 /// What happened to the process.
@@ -127,6 +134,9 @@ pub struct Machine {
     pub restart_time: u32,
     pub unstable_restarts: u32,
     pub last_exit: Option<Exit>,
+    /// The last backoff delay (0 before the first), PM2's
+    /// `prev_restart_delay`.
+    pub prev_restart_delay: u64,
 }
 
 impl Machine {
@@ -138,6 +148,7 @@ impl Machine {
             restart_time: 0,
             unstable_restarts: 0,
             last_exit: None,
+            prev_restart_delay: 0,
         }
     }
 
@@ -208,6 +219,7 @@ impl Machine {
             (_, Input::Restart) => {
                 self.wanted = Wanted::Up;
                 self.unstable_restarts = 0;
+                self.prev_restart_delay = 0;
                 self.restart_time += 1;
                 fx.push(Effect::Spawn);
             }
@@ -335,6 +347,7 @@ impl Machine {
         match self.wanted {
             Wanted::Up => {
                 self.unstable_restarts = 0;
+                self.prev_restart_delay = 0;
                 self.restart_time += 1;
                 self.state = State::Stopped;
                 fx.push(Effect::Emit("restart"));
@@ -375,8 +388,20 @@ impl Machine {
         } else {
             self.unstable_restarts = 0;
         }
-        if p.restart_delay > 0 {
-            let until = now + p.restart_delay;
+        let delay = match p.exp_backoff {
+            None => p.restart_delay,
+            Some(first) => {
+                self.prev_restart_delay = if uptime >= BACKOFF_RESET || self.prev_restart_delay == 0
+                {
+                    first
+                } else {
+                    (self.prev_restart_delay * 3 / 2).min(BACKOFF_MAX)
+                };
+                self.prev_restart_delay.max(p.restart_delay)
+            }
+        };
+        if delay > 0 {
+            let until = now + delay;
             self.state = State::WaitingRestart { until };
             fx.push(Effect::Timer(until));
         } else {
@@ -411,6 +436,7 @@ mod tests {
             kill_timeout: 1600,
             kill_signal: INT,
             treekill: true,
+            exp_backoff: None,
         }
     }
 
@@ -808,6 +834,58 @@ mod tests {
         assert_eq!(m.state, State::Errored);
         assert_eq!(spawns, 2);
         assert_eq!(m.restart_time, 2);
+    }
+
+    #[test]
+    fn backoff_grows_by_half_and_starts_over_after_a_long_run() {
+        let mut m = online(10, 0);
+        m.policy.exp_backoff = Some(100);
+        m.policy.max_restarts = 100;
+        // (uptime before the exit, expected delay)
+        let steps: &[(u64, u64)] = &[
+            (10, 100),
+            (10, 150),
+            (10, 225),
+            (5_000, 337),
+            (10, 505),
+            (BACKOFF_RESET, 100),
+            (10, 150),
+        ];
+        let mut now = 0;
+        for (i, &(uptime, want)) in steps.iter().enumerate() {
+            let pid = 10 + i as i32;
+            m.state = State::Online { pid, since: now };
+            now += uptime;
+            let fx = m.step(
+                Input::Exited {
+                    pid,
+                    exit: Exit::Code(1),
+                    group_alive: false,
+                },
+                now,
+            );
+            assert_eq!(
+                m.state,
+                State::WaitingRestart { until: now + want },
+                "step {i}"
+            );
+            assert_eq!(m.prev_restart_delay, want, "step {i}");
+            assert!(fx.contains(&Effect::Timer(now + want)), "step {i}");
+        }
+        let mut capped = online(10, 0);
+        capped.policy.exp_backoff = Some(14_000);
+        capped.prev_restart_delay = 14_000;
+        capped.step(exited(1), 10);
+        assert_eq!(capped.prev_restart_delay, BACKOFF_MAX);
+        // restart_delay is a floor under the backoff.
+        let mut floor = online(10, 0);
+        floor.policy.exp_backoff = Some(100);
+        floor.policy.restart_delay = 400;
+        floor.step(exited(1), 10);
+        assert_eq!(floor.state, State::WaitingRestart { until: 410 });
+        // A manual restart starts the backoff over.
+        floor.step(Input::Restart, 20);
+        assert_eq!(floor.prev_restart_delay, 0);
     }
 
     #[test]
