@@ -714,6 +714,8 @@ impl Daemon {
             .collect();
         let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
         let usage = self.sampler.sample(&pgids, self.now());
+        // The scan's buffers are freed now: give the pages back.
+        self.trim = true;
         let mut over = Vec::new();
         for (id, pgid) in groups {
             let Some(p) = self.procs.get_mut(&id) else {

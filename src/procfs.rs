@@ -121,7 +121,13 @@ pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
     while len < buf.len() {
         match io::Read::read(&mut f, &mut buf[len..]) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                // The line is whole: no second read to see the end.
+                if buf[len - 1] == b'\n' {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_vanished(&e) => return Ok(None),
             Err(e) => return Err(e),

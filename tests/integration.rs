@@ -10,6 +10,8 @@ mod client_api;
 mod lifecycle;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/resources.rs"]
+mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/supervision.rs"]

@@ -84,6 +84,29 @@ impl TestHome {
         h
     }
 
+    /// A new home whose daemon was started first by `corral daemon <args>`
+    /// (in the background; it must print `ready`), e.g.
+    /// `&["--sample-interval", "200"]`.
+    pub fn with_daemon_args(args: &[&str]) -> TestHome {
+        let h = TestHome::new();
+        let mut all = vec!["daemon"];
+        all.extend_from_slice(args);
+        let out = h.corral(&all);
+        assert_eq!(out.status.code(), Some(0), "corral daemon: {}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ready",
+            "corral daemon: {}",
+            text(&out)
+        );
+        h
+    }
+
+    /// The daemon's own log, `$CORRAL_HOME/corral.log`.
+    pub fn daemon_log(&self) -> String {
+        read(&self.home.join("corral.log"))
+    }
+
     /// A new home whose daemon is launched with no fd open but 0, 1 and 2
     /// (whatever the test runner left open is closed first), plus `extra`,
     /// if given: an fd number left open without close-on-exec.
