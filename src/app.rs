@@ -30,6 +30,14 @@ impl Home {
     }
 }
 
+/// What one spawn is wired to: its standard fds, its end of the IPC
+/// channel, and the sd_notify socket it may report to.
+pub struct Io {
+    pub stdio: [OwnedFd; 3],
+    pub channel: Option<OwnedFd>,
+    pub notify_socket: Option<PathBuf>,
+}
+
 /// An app ready to be spawned, as many times as it restarts.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -204,7 +212,7 @@ impl App {
     }
 
     /// The full environment of a spawn (SPEC §7).
-    pub fn environment(&self, pm_id: u32, home: &Home) -> BTreeMap<String, String> {
+    pub fn environment(&self, pm_id: u32, home: &Home, io: &Io) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = match &self.base_env {
             Some(e) => BTreeMap::clone(e),
             None => std::env::vars().collect(),
@@ -229,6 +237,13 @@ impl App {
         env.insert("namespace".into(), self.spec.namespace.clone());
         env.insert("NODE_APP_INSTANCE".into(), "0".into());
         env.insert("CORRAL_HOME".into(), home.dir.display().to_string());
+        if io.channel.is_some() {
+            env.insert("NODE_CHANNEL_FD".into(), spawn::CHANNEL_FD.to_string());
+            env.insert("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into());
+        }
+        if let Some(n) = &io.notify_socket {
+            env.insert("NOTIFY_SOCKET".into(), n.display().to_string());
+        }
         env
     }
 
@@ -295,12 +310,7 @@ impl App {
     }
 
     /// The command to spawn, with the given standard fds.
-    pub fn command(
-        &self,
-        pm_id: u32,
-        home: &Home,
-        stdio: [OwnedFd; 3],
-    ) -> Result<spawn::Command, WireError> {
+    pub fn command(&self, pm_id: u32, home: &Home, io: Io) -> Result<spawn::Command, WireError> {
         let cstr = |s: &[u8], what: &str| {
             CString::new(s).map_err(|_| invalid(format!("{what} contains a NUL byte")))
         };
@@ -316,11 +326,11 @@ impl App {
             .map(|a| cstr(a.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
         let envp = self
-            .environment(pm_id, home)
+            .environment(pm_id, home, &io)
             .iter()
             .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "an environment variable"))
             .collect::<Result<Vec<_>, _>>()?;
-        let [stdin, stdout, stderr] = stdio;
+        let [stdin, stdout, stderr] = io.stdio;
         Ok(spawn::Command {
             path: cstr(path, "the program path")?,
             argv,
@@ -333,6 +343,7 @@ impl App {
             stdin,
             stdout,
             stderr,
+            channel: io.channel,
         })
     }
 }

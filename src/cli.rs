@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use corral::client::{Client, Error, Paths};
 use corral::daemon;
-use corral::protocol::{Command, Description, Status, Target};
+use corral::protocol::{Command, Description, Event, Status, Target};
 use getopts::{Matches, Options};
 use serde_json::{Map, Value, json};
 
@@ -75,6 +75,31 @@ const VERBS: &[Verb] = &[
         names: &["signal", "sendSignal"],
         usage: "signal <SIGNAL> <name|id|namespace|all>",
         summary: "send a signal to apps (their process group with treekill)",
+    },
+    Verb {
+        names: &["logs"],
+        usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp]",
+        summary: "print the last lines of apps' logs, then follow them",
+    },
+    Verb {
+        names: &["flush"],
+        usage: "flush [name|id|namespace|all]",
+        summary: "empty the log files of apps (of every app without a target)",
+    },
+    Verb {
+        names: &["reload-logs", "reloadLogs"],
+        usage: "reload-logs",
+        summary: "reopen every log file (after logrotate renamed them)",
+    },
+    Verb {
+        names: &["send"],
+        usage: "send <pm_id> <json> [--topic TOPIC]",
+        summary: "send a message to an app's IPC channel (process.on('message'))",
+    },
+    Verb {
+        names: &["bus"],
+        usage: "bus [--events NAMES]",
+        summary: "print the daemon's events as JSON lines",
     },
     Verb {
         names: &["ping"],
@@ -190,6 +215,25 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "exit codes that do not restart (comma-separated)",
     ),
     ("f", "force", "", "start even if an app of that name runs"),
+    (
+        "",
+        "wait-ready",
+        "",
+        "online only when the app says ready (IPC or sd_notify)",
+    ),
+    (
+        "",
+        "listen-timeout",
+        "DUR",
+        "with --wait-ready: wait this long (default 3000)",
+    ),
+    (
+        "",
+        "shutdown-with-message",
+        "",
+        "stop with the shutdown message, not a signal",
+    ),
+    ("", "no-ipc", "", "give the app no IPC channel"),
     (
         "",
         "max-memory-restart",
@@ -316,6 +360,11 @@ pub fn run(args: &[String]) -> i32 {
         "describe" => cmd_describe(rest),
         "signal" => cmd_signal(rest),
         "ping" => cmd_ping(rest),
+        "logs" => cmd_logs(rest),
+        "flush" => cmd_flush(rest),
+        "reload-logs" => cmd_reload_logs(rest),
+        "send" => cmd_send(rest),
+        "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
         "help" => cmd_help(rest),
@@ -380,6 +429,37 @@ fn verb_options(verb: &str) -> Options {
         "list" | "describe" | "stop" | "restart" | "reload" | "delete" | "reset" | "signal"
         | "ping" | "kill" => {
             o.optflag("", "json", "print the result as JSON");
+        }
+        "logs" => {
+            o.optopt(
+                "",
+                "lines",
+                "how many lines of each file first (default 15)",
+                "N",
+            );
+            o.optflag("", "nostream", "print the last lines and exit");
+            o.optflag("", "raw", "the lines only, without app prefixes or headers");
+            o.optflag("", "out", "standard output only");
+            o.optflag("", "err", "standard error only");
+            o.optflag(
+                "",
+                "timestamp",
+                "prefix followed lines with the time they came",
+            );
+        }
+        "flush" | "reload-logs" => {
+            o.optflag("", "json", "print the result as JSON");
+        }
+        "send" => {
+            o.optopt("", "topic", "the packet's topic", "TOPIC");
+        }
+        "bus" => {
+            o.optopt(
+                "",
+                "events",
+                "only these events (comma-separated; log:* is a prefix)",
+                "NAMES",
+            );
         }
         "daemon" => {
             o.optflag("", "no-daemon", "stay in the foreground");
@@ -529,6 +609,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("max-memory-restart", "max_memory_restart"),
         ("exp-backoff-restart-delay", "exp_backoff_restart_delay"),
         ("watch-delay", "watch_delay"),
+        ("listen-timeout", "listen_timeout"),
     ];
     for (flag, key) in strings {
         if let Some(v) = m.opt_str(flag) {
@@ -564,6 +645,9 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("execute-command", "execute_command", true),
         ("write", "write", true),
         ("watch", "watch", true),
+        ("wait-ready", "wait_ready", true),
+        ("shutdown-with-message", "shutdown_with_message", true),
+        ("no-ipc", "ipc", false),
         ("source-map-support", "source_map_support", true),
         (
             "disable-source-map-support",
@@ -708,6 +792,237 @@ fn cmd_signal(args: &[String]) -> i32 {
         }
         Err(e) => report(e),
     }
+}
+
+fn cmd_flush(args: &[String]) -> i32 {
+    let (m, _) = match parse("flush", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let target = match m.free.as_slice() {
+        [] => None,
+        [t] => Some(Target::from_word(t)),
+        _ => return usage_error("flush: give at most one target"),
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.flush(target) {
+        Ok(n) if m.opt_present("json") => {
+            println!("{}", json!({ "files": n }));
+            0
+        }
+        Ok(n) => {
+            println!("emptied {n} log files");
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_reload_logs(args: &[String]) -> i32 {
+    let (m, _) = match parse("reload-logs", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("reload-logs takes no argument");
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.reload_logs() {
+        Ok(n) if m.opt_present("json") => {
+            println!("{}", json!({ "files": n }));
+            0
+        }
+        Ok(n) => {
+            println!("reopened {n} log files");
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_send(args: &[String]) -> i32 {
+    let (m, _) = match parse("send", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [id, data] = m.free.as_slice() else {
+        return usage_error("send: give a pm_id and a JSON value");
+    };
+    let Ok(id) = id.parse::<u32>() else {
+        return usage_error(&format!("send: `{id}` is not a pm_id"));
+    };
+    let data: Value = match serde_json::from_str(data) {
+        Ok(v) => v,
+        Err(e) => return usage_error(&format!("send: the message is not JSON: {e}")),
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.send_data_to_process_id(id, m.opt_str("topic").as_deref(), data) {
+        Ok(()) => 0,
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_bus(args: &[String]) -> i32 {
+    let (m, _) = match parse("bus", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("bus takes no argument");
+    }
+    let events = m
+        .opt_str("events")
+        .map(|e| e.split(',').map(|x| x.trim().to_string()).collect());
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let bus = match c.launch_bus(events) {
+        Ok(b) => b,
+        Err(e) => return report(e),
+    };
+    let mut bus = bus;
+    let mut out = std::io::stdout().lock();
+    while let Some(line) = bus.next_line() {
+        match line {
+            Ok(line) => {
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    return 0;
+                }
+            }
+            Err(e) => return report(e),
+        }
+    }
+    0
+}
+
+/// ANSI colours given to apps by pm_id in `logs`.
+const APP_COLOURS: [&str; 6] = ["36", "32", "35", "33", "34", "31"];
+
+fn cmd_logs(args: &[String]) -> i32 {
+    let (m, _) = match parse("logs", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let target = match m.free.as_slice() {
+        [] => Target::All,
+        [t] => Target::from_word(t),
+        _ => return usage_error("logs: give at most one target"),
+    };
+    let lines = match m.opt_str("lines").map(|n| n.parse::<usize>()) {
+        None => 15,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return usage_error("logs: --lines takes a number"),
+    };
+    if m.opt_present("out") && m.opt_present("err") {
+        return usage_error("logs: give --out or --err, not both");
+    }
+    let (want_out, want_err) = (!m.opt_present("err"), !m.opt_present("out"));
+    let raw = m.opt_present("raw");
+    let colour = std::io::stdout().is_terminal() && !raw;
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let apps = match c.describe(target.clone()) {
+        Ok(a) => a,
+        Err(e) => return report(e),
+    };
+    if apps.is_empty() && target != Target::All {
+        eprintln!("corral: no process named {target}");
+        return EXIT_REFUSED;
+    }
+    let prefix = |pm_id: u32, name: &str| -> String {
+        if raw {
+            return String::new();
+        }
+        let p = format!("{pm_id}|{name}| ");
+        match colour {
+            true => format!(
+                "\x1b[{}m{p}\x1b[0m",
+                APP_COLOURS[pm_id as usize % APP_COLOURS.len()]
+            ),
+            false => p,
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // Each file once, even when out and err are the same file.
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &apps {
+        let e = &d.pm2_env;
+        let files = [
+            (want_out, &e.pm_out_log_path),
+            (want_err, &e.pm_err_log_path),
+        ];
+        for (wanted, path) in files {
+            if !wanted || path == "/dev/null" || !seen.insert(path.clone()) {
+                continue;
+            }
+            let tail = match corral::logs::last_lines(Path::new(path), lines) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    eprintln!("corral: cannot read {path}: {e}");
+                    continue;
+                }
+            };
+            if !raw {
+                let _ = writeln!(out, "{path} last {lines} lines:");
+            }
+            for l in tail {
+                let _ = writeln!(out, "{}{l}", prefix(d.pm_id, &d.name));
+            }
+        }
+    }
+    let _ = out.flush();
+    if m.opt_present("nostream") {
+        return 0;
+    }
+    let ids: Vec<u32> = apps.iter().map(|d| d.pm_id).collect();
+    let names = match (want_out, want_err) {
+        (true, false) => vec!["log:out".to_string()],
+        (false, true) => vec!["log:err".to_string()],
+        _ => vec!["log:*".to_string()],
+    };
+    let bus = match c.launch_bus(Some(names)) {
+        Ok(b) => b,
+        Err(e) => return report(e),
+    };
+    let stamp = corral::timefmt::Format::parse("YYYY-MM-DDTHH:mm:ss");
+    for ev in bus {
+        let Ok(Event::Log {
+            process, line, at, ..
+        }) = ev
+        else {
+            continue;
+        };
+        // A target of all follows apps started later too.
+        if target != Target::All && !ids.contains(&process.pm_id) {
+            continue;
+        }
+        let mut text = prefix(process.pm_id, &process.name);
+        if m.opt_present("timestamp") {
+            let mut buf = Vec::new();
+            stamp.render(&corral::timefmt::local_tm(at as i64), at as i64, &mut buf);
+            text.push_str(&String::from_utf8_lossy(&buf));
+            text.push_str(": ");
+        }
+        text.push_str(line.strip_suffix('\n').unwrap_or(&line));
+        if writeln!(out, "{text}").is_err() {
+            return 0;
+        }
+        let _ = out.flush();
+    }
+    0
 }
 
 fn cmd_ping(args: &[String]) -> i32 {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::options::apps_of_config;
 use crate::protocol::{
-    Action, Command, Description, ErrorCode, Request, Response, StartArgs, Target, WireError,
+    Action, Command, Description, ErrorCode, Event, Request, Response, StartArgs, Target, WireError,
 };
 
 /// How long a launched daemon may take to say it is ready.
@@ -205,9 +205,44 @@ impl StartOptions {
     }
 }
 
+/// The event bus: an iterator of events, ended by `Client::disconnect` or
+/// by the daemon's exit.
+pub struct Bus {
+    reader: BufReader<UnixStream>,
+    _stream: UnixStream,
+    line: String,
+}
+
+impl Bus {
+    /// The next event's line as the daemon sent it (without its newline);
+    /// `None` when the bus ends.
+    pub fn next_line(&mut self) -> Option<Result<&str, Error>> {
+        self.line.clear();
+        match self.reader.read_line(&mut self.line) {
+            Ok(0) => None,
+            Ok(_) => Some(Ok(self.line.trim_end())),
+            Err(e) => Some(Err(Error::Io(e))),
+        }
+    }
+}
+
+impl Iterator for Bus {
+    type Item = Result<Event, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_line()? {
+            Ok(line) => Some(Event::parse(line).map_err(Error::Invalid)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
 /// A connection to the daemon.
 pub struct Client {
     stream: UnixStream,
+    socket: PathBuf,
+    /// Dups of the sockets of the buses launched, to end them.
+    buses: Vec<UnixStream>,
     reader: BufReader<UnixStream>,
     next_id: u64,
     /// The daemon of `connect_no_daemon`, ours to reap after `kill_daemon`.
@@ -232,7 +267,7 @@ impl Client {
     /// Connect to the daemon at `paths`, launching one if `launch`.
     pub fn connect_with(paths: &Paths, launch: bool) -> Result<Client, Error> {
         match UnixStream::connect(&paths.socket) {
-            Ok(s) => Client::over(s),
+            Ok(s) => Client::over(s, paths.socket.clone()),
             Err(e) if !launch => Err(Error::NoDaemon(format!(
                 "cannot connect to {}: {e}",
                 paths.socket.display()
@@ -252,7 +287,7 @@ impl Client {
                 let _ = child.wait();
                 let answer = answer?;
                 match UnixStream::connect(&paths.socket) {
-                    Ok(s) => Client::over(s),
+                    Ok(s) => Client::over(s, paths.socket.clone()),
                     Err(e) => Err(Error::NoDaemon(if answer.is_empty() || answer == "ready" {
                         format!("cannot connect to {}: {e}", paths.socket.display())
                     } else {
@@ -285,16 +320,18 @@ impl Client {
         let stream = UnixStream::connect(&paths.socket).map_err(|e| {
             Error::NoDaemon(format!("cannot connect to {}: {e}", paths.socket.display()))
         })?;
-        let mut c = Client::over(stream)?;
+        let mut c = Client::over(stream, paths.socket.clone())?;
         c.lifeline = child.stdin.take();
         c.child = Some(child);
         Ok(c)
     }
 
-    fn over(stream: UnixStream) -> Result<Client, Error> {
+    fn over(stream: UnixStream, socket: PathBuf) -> Result<Client, Error> {
         let reader = BufReader::new(stream.try_clone().map_err(Error::Io)?);
         Ok(Client {
             stream,
+            socket,
+            buses: Vec::new(),
             reader,
             next_id: 1,
             child: None,
@@ -303,9 +340,12 @@ impl Client {
         })
     }
 
-    /// Close the connection. A daemon of `connect_no_daemon` keeps running
-    /// until this process exits.
+    /// Close the connection and every bus it launched. A daemon of
+    /// `connect_no_daemon` keeps running until this process exits.
     pub fn disconnect(mut self) {
+        for b in self.buses.drain(..) {
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
         if let Some(l) = self.lifeline.take() {
             // Leaked on purpose: the fd (close-on-exec) closes when this
             // process exits, which is what tells the daemon to stop.
@@ -507,6 +547,61 @@ impl Client {
         self.descriptions(Command::SendSignal {
             signal: json!(signal),
             target: Target::from_word(name),
+        })
+    }
+
+    /// Send `data` to app `pm_id`'s IPC channel as PM2's
+    /// `sendDataToProcessId` does: the packet
+    /// `{"id", "type": "process:msg", "topic", "data"}` arrives in the app's
+    /// `process.on('message')`. `no_channel` if the app has none.
+    pub fn send_data_to_process_id(
+        &mut self,
+        pm_id: u32,
+        topic: Option<&str>,
+        data: Value,
+    ) -> Result<(), Error> {
+        let mut packet = json!({"id": pm_id, "type": "process:msg", "data": data});
+        if let Some(t) = topic {
+            packet["topic"] = json!(t);
+        }
+        self.request(Command::SendData { packet }).map(|_| ())
+    }
+
+    /// Empty the log files of `target` (every app's if `None`); how many.
+    pub fn flush(&mut self, target: Option<Target>) -> Result<u64, Error> {
+        let v = self.request(Command::Flush(target))?;
+        Ok(v["files"].as_u64().unwrap_or(0))
+    }
+
+    /// Reopen every log file (after logrotate renamed them); how many.
+    pub fn reload_logs(&mut self) -> Result<u64, Error> {
+        let v = self.request(Command::ReloadLogs)?;
+        Ok(v["files"].as_u64().unwrap_or(0))
+    }
+
+    /// Open the event bus on a connection of its own: every event, or the
+    /// names in `events` (`"log:*"` is a prefix). `disconnect` ends it.
+    pub fn launch_bus(&mut self, events: Option<Vec<String>>) -> Result<Bus, Error> {
+        let mut stream = UnixStream::connect(&self.socket).map_err(Error::Io)?;
+        let line = Request {
+            id: json!(0),
+            cmd: Command::Subscribe { events },
+        }
+        .to_line();
+        stream.write_all(line.as_bytes()).map_err(Error::Io)?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(Error::Io)?);
+        let mut answer = String::new();
+        reader.read_line(&mut answer).map_err(Error::Io)?;
+        let resp: Response = serde_json::from_str(&answer)
+            .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))?;
+        if let Some(e) = resp.error {
+            return Err(Error::from(e));
+        }
+        self.buses.push(stream.try_clone().map_err(Error::Io)?);
+        Ok(Bus {
+            reader,
+            _stream: stream,
+            line: String::new(),
         })
     }
 

@@ -28,12 +28,16 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Pid, pipe2};
 use serde_json::{Map, Value, json};
 
-use crate::app::{App, Home};
+use crate::app::{App, Home, Io};
+use crate::bus::{self, Filter, Subscription};
+use crate::channel::{Channel, Message};
 use crate::cron::Cron;
 use crate::logs::{LogFile, is_null};
+use crate::notify::Notify;
 use crate::options::Watch;
 use crate::options::{self, parse_app};
 use crate::poll::Sampler;
+use crate::procfs;
 use crate::protocol::{
     self, Action, Command, Description, ErrorCode, Monit, PROTOCOL, Pm2Env, Request, StartArgs,
     Target, WireError,
@@ -65,7 +69,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
 const WATCH: Token = Token(3);
-const FIRST_DYNAMIC: usize = 4;
+const NOTIFY: Token = Token(4);
+const FIRST_DYNAMIC: usize = 5;
 /// The "connection" of a request that came as a signal: nobody to answer.
 const NOBODY: Token = Token(usize::MAX);
 
@@ -101,6 +106,21 @@ struct Proc {
     cron_at: Option<u64>,
     /// Restart at this deadline: files changed (`watch_delay` debounce).
     watch_at: Option<u64>,
+    /// The current process's IPC channel, and its token.
+    channel: Option<(Token, Channel)>,
+    /// Why the daemon restarts the app (memory, cron, watch), for the
+    /// `restart` event.
+    restart_reason: Option<String>,
+    /// Why the app went online without saying it was ready.
+    online_warning: Option<String>,
+    /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
+    notify_status: Option<String>,
+    node_version: Option<String>,
+    /// The pid of the last process spawned, for the events that follow it.
+    last_pid: i32,
+    /// Partial lines of stdout and stderr, for `log:*` events.
+    line_out: Vec<u8>,
+    line_err: Vec<u8>,
 }
 
 /// What a deadline is for.
@@ -135,6 +155,8 @@ struct Conn {
     /// A request on this connection waits for apps to settle.
     waiting: bool,
     read_closed: bool,
+    /// A subscriber of the bus: no more requests, events only.
+    sub: Option<Subscription>,
 }
 
 /// A request answered once its apps have settled (stop, restart, delete).
@@ -147,6 +169,8 @@ struct Pending {
     gone: BTreeMap<u32, Description>,
     /// How many of the apps were running when the request came.
     stopped: usize,
+    /// Warnings to send with the answer.
+    warnings: Vec<String>,
 }
 
 enum PendingKind {
@@ -273,6 +297,13 @@ struct Daemon {
     sample_at: Option<u64>,
     /// inotify, once an app watches files.
     watcher: Option<Watcher>,
+    /// The sd_notify socket, when its path fits in a socket address.
+    notify: Option<Notify>,
+    /// Tokens of the apps' channels.
+    channels: HashMap<Token, u32>,
+    /// How many connections subscribed to the bus (publishing is free
+    /// without any).
+    subscribers: usize,
     pending: Vec<Pending>,
     clock: Instant,
     started: Instant,
@@ -378,6 +409,15 @@ impl Daemon {
             reg.register(&mut SourceFd(&0), LIFELINE, Interest::READABLE)
                 .map_err(|e| format!("cannot watch stdin: {e}"))?;
         }
+        let notify = match Notify::bind(&home.dir.join("notify.sock")) {
+            Ok(mut n) => {
+                reg.register(&mut n.sock, NOTIFY, Interest::READABLE)
+                    .map_err(|e| format!("cannot register with the poller: {e}"))?;
+                Some(n)
+            }
+            // A home too deep for a socket path: apps get no NOTIFY_SOCKET.
+            Err(_) => None,
+        };
         let log_file = OpenOptions::new()
             .append(true)
             .create(true)
@@ -404,6 +444,9 @@ impl Daemon {
             sample_interval: cfg.sample_interval,
             sample_at: None,
             watcher: None,
+            notify,
+            channels: HashMap::new(),
+            subscribers: 0,
             pending: Vec::new(),
             clock: Instant::now(),
             started: Instant::now(),
@@ -456,12 +499,15 @@ impl Daemon {
             }
             let mut conns = Vec::new();
             let mut pipes = Vec::new();
+            let mut chans = Vec::new();
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.drain_signals(),
                     LISTENER => self.accept_all(),
                     LIFELINE => self.read_lifeline(),
                     WATCH => self.read_watch(),
+                    NOTIFY => self.read_notify(),
+                    t if self.channels.contains_key(&t) => chans.push(t),
                     t if self.pipes.contains_key(&t) => pipes.push(t),
                     t => conns.push(t),
                 }
@@ -470,6 +516,9 @@ impl Daemon {
             self.handle_exits();
             for t in pipes {
                 self.read_pipe(t);
+            }
+            for t in chans {
+                self.service_channel(t);
             }
             for t in conns {
                 self.service_conn(t);
@@ -558,6 +607,7 @@ impl Daemon {
             pm_ids: ids.clone(),
             gone: BTreeMap::new(),
             stopped,
+            warnings: Vec::new(),
         });
         if self.stopping_all {
             return;
@@ -676,8 +726,9 @@ impl Daemon {
         if matches!(p.m.state, State::Stopping { .. }) || self.stopping_all {
             return;
         }
-        let line = format!("app {} ({id}): restart: {reason}", p.app.spec.name);
-        self.log(&line);
+        if let Some(p) = self.procs.get_mut(&id) {
+            p.restart_reason = Some(reason.to_string());
+        }
         let _ = self.step(id, Input::Restart);
     }
 
@@ -893,20 +944,34 @@ impl Daemon {
                 Ok(())
             }
             Effect::Emit(what) => {
-                if let Some(p) = self.procs.get(&id) {
-                    let msg = match (what, p.m.last_exit) {
-                        ("exit", Some(Exit::Code(c))) => format!("exit code {c}"),
-                        ("exit", Some(Exit::Signal(s))) => {
-                            format!("exit by {}", options::signal_name(s))
-                        }
-                        _ => what.to_string(),
-                    };
-                    let line = format!("app {} ({id}): {msg}", p.app.spec.name);
-                    self.log(&line);
+                self.emit(id, what);
+                Ok(())
+            }
+            Effect::SendShutdown { pid, sig, group } => {
+                let sent = self
+                    .procs
+                    .get_mut(&id)
+                    .and_then(|p| p.channel.as_mut())
+                    .map(|(_, ch)| ch.send(&json!("shutdown")));
+                if !matches!(sent, Some(Ok(()))) {
+                    // No channel to ask through: the kill signal it is.
+                    let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
+                    send(pid, sig, group);
+                    send(pid, Signal::SIGCONT, group);
+                }
+                Ok(())
+            }
+            Effect::ReadyTimeout => {
+                if let Some(p) = self.procs.get_mut(&id) {
+                    p.online_warning = Some(format!(
+                        "no ready message within listen_timeout ({} ms): online anyway",
+                        p.app.spec.listen_timeout
+                    ));
                 }
                 Ok(())
             }
             Effect::Forget => {
+                self.close_channel(id);
                 if self.procs.contains_key(&id) {
                     let desc = self.describe(id);
                     for op in self.pending.iter_mut().filter(|op| op.pm_ids.contains(&id)) {
@@ -917,6 +982,207 @@ impl Daemon {
                     self.procs.remove(&id);
                 }
                 Ok(())
+            }
+        }
+    }
+
+    // ---- the bus -----------------------------------------------------------
+
+    /// `process.name/pm_id/pid/namespace` of bus events.
+    fn process_ref(&self, id: u32) -> Value {
+        match self.procs.get(&id) {
+            Some(p) => json!({
+                "name": p.app.spec.name,
+                "pm_id": id,
+                "pid": p.m.pid().unwrap_or(p.last_pid),
+                "namespace": p.app.spec.namespace,
+            }),
+            None => Value::Null,
+        }
+    }
+
+    /// A `process:event` (and its line in the daemon's log).
+    fn emit(&mut self, id: u32, what: &'static str) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let mut data = json!({"event": what, "at": wall_ms(), "manually": false});
+        let mut words = what.to_string();
+        match (what, p.m.last_exit) {
+            ("exit", Some(Exit::Code(c))) => {
+                data["code"] = json!(c);
+                data["signal"] = Value::Null;
+                words = format!("exit code {c}");
+            }
+            ("exit", Some(Exit::Signal(sig))) => {
+                let name = options::signal_name(sig);
+                data["code"] = Value::Null;
+                data["signal"] = json!(name);
+                words = format!("exit by {name}");
+            }
+            ("restart", _) => {
+                if let Some(r) = p.restart_reason.take() {
+                    words = format!("restart ({r})");
+                    data["reason"] = json!(r);
+                }
+            }
+            ("online", _) => {
+                if let Some(w) = p.online_warning.take() {
+                    words = format!("online ({w})");
+                    data["warning"] = json!(w);
+                }
+            }
+            _ => {}
+        }
+        let line = format!("app {} ({id}): {words}", p.app.spec.name);
+        self.log(&line);
+        if self.subscribers > 0 {
+            data["process"] = self.process_ref(id);
+            self.publish("process:event", data);
+        }
+    }
+
+    /// Queue an event for every subscriber that wants it.
+    fn publish(&mut self, event: &str, data: Value) {
+        if self.subscribers == 0 {
+            return;
+        }
+        let line = bus::line_of(event, data);
+        let mut tokens = Vec::new();
+        for (t, c) in self.conns.iter_mut() {
+            if let Some(sub) = c.sub.as_mut()
+                && sub.filter.wants(event)
+            {
+                sub.offer(&mut c.wbuf, &line);
+                tokens.push(*t);
+            }
+        }
+        for t in tokens {
+            self.flush_conn(t);
+        }
+    }
+
+    /// Whole lines of an app's output, as `log:out` / `log:err` events.
+    fn publish_lines(&mut self, id: u32, stream: Stream, chunk: &[u8]) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let partial = match stream {
+            Stream::Out => &mut p.line_out,
+            Stream::Err => &mut p.line_err,
+        };
+        partial.extend_from_slice(chunk);
+        let cut = match partial.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            // A line longer than a bus event may be goes out in pieces.
+            None if partial.len() > bus::MAX_LINE => partial.len(),
+            None => return,
+        };
+        let whole: Vec<u8> = partial.drain(..cut).collect();
+        let event = match stream {
+            Stream::Out => "log:out",
+            Stream::Err => "log:err",
+        };
+        let process = self.process_ref(id);
+        let at = wall_ms();
+        for line in whole.split_inclusive(|&b| b == b'\n') {
+            let data = json!({
+                "process": process,
+                "data": String::from_utf8_lossy(line),
+                "at": at,
+            });
+            self.publish(event, data);
+        }
+    }
+
+    // ---- IPC channels and sd_notify ----------------------------------------
+
+    /// Close app `id`'s channel (its process is gone or replaced).
+    fn close_channel(&mut self, id: u32) {
+        let Some((t, mut ch)) = self.procs.get_mut(&id).and_then(|p| p.channel.take()) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut ch.sock);
+        self.channels.remove(&t);
+    }
+
+    fn service_channel(&mut self, t: Token) {
+        let Some(&id) = self.channels.get(&t) else {
+            return;
+        };
+        let Some((_, ch)) = self.procs.get_mut(&id).and_then(|p| p.channel.as_mut()) else {
+            return;
+        };
+        let _ = ch.flush();
+        let inbound = ch.read();
+        for w in &inbound.warnings {
+            let line = format!("app {id}: channel: {w}");
+            self.log(&line);
+        }
+        for msg in inbound.messages {
+            self.on_message(id, msg);
+        }
+        if inbound.closed {
+            // The app closed its end: it keeps running without a channel.
+            self.close_channel(id);
+        }
+    }
+
+    fn on_message(&mut self, id: u32, msg: Message) {
+        let at = wall_ms();
+        match msg {
+            Message::Ready => {
+                let _ = self.step(id, Input::Ready);
+                let data = json!({"process": self.process_ref(id), "raw": "ready", "at": at});
+                self.publish("process:msg", data);
+            }
+            Message::NodeVersion(v) => {
+                if let Some(p) = self.procs.get_mut(&id) {
+                    p.node_version = Some(v);
+                }
+            }
+            Message::Typed { kind, data } => {
+                let data = json!({"process": self.process_ref(id), "data": data, "at": at});
+                self.publish(&kind, data);
+            }
+            Message::Raw(raw) => {
+                let data = json!({"process": self.process_ref(id), "raw": raw, "at": at});
+                self.publish("process:msg", data);
+            }
+        }
+    }
+
+    /// sd_notify datagrams: `READY=1` and `STATUS=`, from any process of an
+    /// app's group.
+    fn read_notify(&mut self) {
+        let Some(n) = &self.notify else {
+            return;
+        };
+        for note in n.recv_all() {
+            let pgrp = procfs::read_stat(note.pid).ok().flatten().map(|st| st.pgrp);
+            let found = self
+                .procs
+                .iter()
+                .find(|(_, p)| {
+                    let pid = p.m.pid();
+                    pid == Some(note.pid) || (pid.is_some() && pid == pgrp)
+                })
+                .map(|(id, _)| *id);
+            let Some(id) = found else {
+                continue;
+            };
+            for (k, v) in note.pairs {
+                match k.as_str() {
+                    "READY" if v == "1" => {
+                        let _ = self.step(id, Input::Ready);
+                    }
+                    "STATUS" => {
+                        if let Some(p) = self.procs.get_mut(&id) {
+                            p.notify_status = Some(v);
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -945,7 +1211,22 @@ impl Daemon {
         };
         let (out_r, out_w) = pipe(&p.app.out_path)?;
         let (err_r, err_w) = pipe(&p.app.err_path)?;
-        let cmd = p.app.command(id, &self.home, [null()?, out_w, err_w])?;
+        let (ours, theirs) = match p.app.spec.ipc {
+            true => {
+                let (a, b) = StdStream::pair()
+                    .map_err(|e| internal(&format!("cannot make the IPC channel: {e}")))?;
+                a.set_nonblocking(true)
+                    .map_err(|e| internal(&format!("cannot set up the IPC channel: {e}")))?;
+                (Some(a), Some(OwnedFd::from(b)))
+            }
+            false => (None, None),
+        };
+        let io = Io {
+            stdio: [null()?, out_w, err_w],
+            channel: theirs,
+            notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
+        };
+        let cmd = p.app.command(id, &self.home, io)?;
         let pid =
             spawn_child(&cmd).map_err(|e| WireError::new(spawn_error_code(&e), e.to_string()))?;
         drop(cmd);
@@ -980,9 +1261,29 @@ impl Daemon {
                 }
             }
         }
+        self.close_channel(id);
+        if let Some(sock) = ours {
+            let mut sock = UnixStream::from_std(sock);
+            let t = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                self.channels.insert(t, id);
+                if let Some(p) = self.procs.get_mut(&id) {
+                    p.channel = Some((t, Channel::new(sock)));
+                }
+            }
+        }
         if let Some(p) = self.procs.get_mut(&id) {
             p.pm_uptime = wall_ms();
             p.monit = Monit::default();
+            p.notify_status = None;
+            p.last_pid = pid;
+            p.line_out.clear();
+            p.line_err.clear();
         }
         Ok(pid)
     }
@@ -1009,6 +1310,9 @@ impl Daemon {
                         if let Err(e) = lf.write_chunk(&buf[..n], wall_ms() as i64) {
                             let msg = format!("cannot write {}: {e}", lf.path().display());
                             self.log(&msg);
+                        }
+                        if self.subscribers > 0 {
+                            self.publish_lines(id, stream, &buf[..n]);
                         }
                     }
                 }
@@ -1087,6 +1391,7 @@ impl Daemon {
                     skipping: false,
                     waiting: false,
                     read_closed: false,
+                    sub: None,
                 },
             );
         }
@@ -1097,6 +1402,10 @@ impl Daemon {
         let mut buf = [0u8; 8192];
         loop {
             while let Some(line) = self.next_line(t) {
+                if self.conns.get(&t).is_some_and(|c| c.sub.is_some()) {
+                    // A subscriber's connection carries events only.
+                    continue;
+                }
                 self.handle_line(t, &line);
             }
             let Some(c) = self.conns.get_mut(&t) else {
@@ -1185,6 +1494,9 @@ impl Daemon {
     fn drop_conn(&mut self, t: Token) {
         if let Some(mut c) = self.conns.remove(&t) {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            if c.sub.is_some() {
+                self.subscribers -= 1;
+            }
         }
     }
 
@@ -1241,7 +1553,27 @@ impl Daemon {
                         "the daemon is shutting down",
                     ));
                 }
-                self.start(args).map(Some)
+                let (ids, warnings) = self.start(args)?;
+                if ids
+                    .iter()
+                    .all(|id| self.procs.get(id).is_none_or(|p| p.m.is_settled()))
+                {
+                    return Ok(Some((self.describe_all(&ids), warnings)));
+                }
+                // Some wait to say they are ready: answer then.
+                self.pending.push(Pending {
+                    conn: t,
+                    id: req.id,
+                    kind: PendingKind::Describe,
+                    pm_ids: ids,
+                    gone: BTreeMap::new(),
+                    stopped: 0,
+                    warnings,
+                });
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.waiting = true;
+                }
+                Ok(None)
             }
             Command::Act(action, target) => self.act(t, req.id, action, &target),
             Command::SendSignal { signal, target } => {
@@ -1276,7 +1608,75 @@ impl Daemon {
                 self.stop_everything(t, req.id);
                 Ok(None)
             }
+            Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
+            Command::Subscribe { events } => {
+                if let Some(c) = self.conns.get_mut(&t)
+                    && c.sub.is_none()
+                {
+                    c.sub = Some(Subscription::new(Filter::new(events)));
+                    self.subscribers += 1;
+                }
+                done(json!({"subscribed": true}).to_string())
+            }
+            Command::Flush(target) => {
+                let ids = match &target {
+                    Some(t) => self.resolve(t)?,
+                    None => self.procs.keys().copied().collect(),
+                };
+                let mut files = 0;
+                for id in ids {
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        for lf in [&mut p.out, &mut p.err] {
+                            match lf.truncate() {
+                                Ok(true) => files += 1,
+                                Ok(false) => {}
+                                Err(e) => {
+                                    return Err(internal(&format!(
+                                        "cannot empty {}: {e}",
+                                        lf.path().display()
+                                    )));
+                                }
+                            }
+                        }
+                    }
+                }
+                done(json!({ "files": files }).to_string())
+            }
+            Command::ReloadLogs => {
+                let n = self.reopen_logs();
+                done(json!({ "files": n }).to_string())
+            }
         }
+    }
+
+    /// `send_data`: one packet to an app's channel, as PM2's
+    /// `sendDataToProcessId` sends it.
+    fn send_data(&mut self, packet: Value) -> Result<String, WireError> {
+        let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+        let Value::Object(mut packet) = packet else {
+            return Err(bad("`packet` must be an object"));
+        };
+        let id = packet
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("`packet.id` must be a pm_id"))?;
+        if !packet.contains_key("data") {
+            return Err(bad("`packet.data` is required"));
+        }
+        packet.entry("type").or_insert_with(|| json!("process:msg"));
+        let p = self.procs.get_mut(&id).ok_or_else(|| {
+            WireError::new(ErrorCode::NotFound, format!("no process with pm_id {id}"))
+        })?;
+        let Some((_, ch)) = p.channel.as_mut().filter(|(_, ch)| ch.is_open()) else {
+            return Err(WireError::new(
+                ErrorCode::NoChannel,
+                format!("{} ({id}) has no open IPC channel", p.app.spec.name),
+            ));
+        };
+        ch.send(&Value::Object(packet))
+            .map_err(|e| WireError::new(ErrorCode::NoChannel, e))?;
+        Ok(json!({"delivered": true}).to_string())
     }
 
     /// The pm_ids a target names, in order; `not_found` if none.
@@ -1358,6 +1758,7 @@ impl Daemon {
             pm_ids: ids.clone(),
             gone: BTreeMap::new(),
             stopped: 0,
+            warnings: Vec::new(),
         });
         if let Some(c) = self.conns.get_mut(&t) {
             c.waiting = true;
@@ -1411,9 +1812,12 @@ impl Daemon {
                         .iter()
                         .filter_map(|id| self.describe(*id).or_else(|| op.gone.get(id).cloned()))
                         .collect();
-                    protocol::ok_line(&op.id, &to_json(&list), &[])
+                    protocol::ok_line(&op.id, &to_json(&list), &op.warnings)
                 }
                 PendingKind::KillDaemon => {
+                    if !self.exit_now {
+                        self.publish("daemon:kill", json!({"at": wall_ms()}));
+                    }
                     self.exit_now = true;
                     protocol::ok_line(&op.id, &json!({"stopped": op.stopped}).to_string(), &[])
                 }
@@ -1452,7 +1856,8 @@ impl Daemon {
 
     // ---- start -----------------------------------------------------------
 
-    fn start(&mut self, args: StartArgs) -> Result<(String, Vec<String>), WireError> {
+    /// Start apps; the pm_ids started and the warnings.
+    fn start(&mut self, args: StartArgs) -> Result<(Vec<u32>, Vec<String>), WireError> {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
@@ -1461,7 +1866,7 @@ impl Daemon {
                     self.step(*id, Input::Start)?;
                 }
             }
-            return Ok((self.describe_all(&ids), Vec::new()));
+            return Ok((ids, Vec::new()));
         }
         // Validate everything before changing anything.
         let many = args.apps.len() > 1;
@@ -1570,6 +1975,14 @@ impl Daemon {
                         cron,
                         cron_at: None,
                         watch_at: None,
+                        channel: None,
+                        restart_reason: None,
+                        online_warning: None,
+                        notify_status: None,
+                        node_version: None,
+                        last_pid: 0,
+                        line_out: Vec::new(),
+                        line_err: Vec::new(),
                     },
                 );
             }
@@ -1596,7 +2009,7 @@ impl Daemon {
         if !failures.is_empty() {
             return Err(join_errors(failures));
         }
-        Ok((self.describe_all(&started), warnings))
+        Ok((started, warnings))
     }
 
     /// `write`: the resolved options in `<name>-corral.json` in the cwd.
@@ -1680,6 +2093,12 @@ impl Daemon {
                     .exp_backoff_restart_delay
                     .map(|_| p.m.prev_restart_delay),
                 cron_restart: a.spec.cron_restart.clone(),
+                wait_ready: a.spec.wait_ready,
+                listen_timeout: a.spec.listen_timeout,
+                shutdown_with_message: a.spec.shutdown_with_message,
+                ipc: a.spec.ipc,
+                notify_status: p.notify_status.clone(),
+                node_version: p.node_version.clone(),
                 env: a.shown_env(),
                 min_uptime: a.spec.min_uptime,
                 max_restarts: a.spec.max_restarts,
@@ -1775,6 +2194,8 @@ fn policy_of(app: &App) -> Policy {
         kill_timeout: s.kill_timeout,
         kill_signal: s.kill_signal,
         treekill: s.treekill,
+        wait_ready: s.wait_ready.then_some(s.listen_timeout),
+        shutdown_with_message: s.shutdown_with_message,
         exp_backoff: s.exp_backoff_restart_delay,
     }
 }

@@ -3,10 +3,13 @@
 //! programmatic API the command line is built on.
 
 pub mod app;
+pub mod bus;
+pub mod channel;
 pub mod client;
 pub mod cron;
 pub mod daemon;
 pub mod logs;
+pub mod notify;
 pub mod options;
 pub mod poll;
 pub mod procfs;

@@ -58,6 +58,14 @@ impl LogFile {
         &self.path
     }
 
+    /// Empty the file (`flush`); false for /dev/null.
+    pub fn truncate(&mut self) -> io::Result<bool> {
+        match self.file.as_mut() {
+            Some(f) => f.set_len(0).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Append a chunk read from the app at `now_ms`.
     pub fn write_chunk(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
         let Some(file) = self.file.as_mut() else {
@@ -77,5 +85,79 @@ impl LogFile {
             self.at_line_start = line.ends_with(b"\n");
         }
         file.write_all(&self.buf)
+    }
+}
+
+/// The last `n` lines of the file at `path` (fewer if it has fewer),
+/// reading backwards from its end in blocks.
+pub fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 16 * 1024;
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut pos = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // n lines need n + 1 newlines before them, the last one may be missing.
+    while pos > 0 && tail.iter().filter(|&&b| b == b'\n').count() <= n {
+        let start = pos.saturating_sub(BLOCK);
+        let mut block = vec![0u8; (pos - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut block)?;
+        block.extend_from_slice(&tail);
+        tail = block;
+        pos = start;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let lines: Vec<&str> = text.lines().collect();
+    // The first line is partial unless the read reached the file's start.
+    let skip = usize::from(pos > 0).min(lines.len());
+    let lines = &lines[skip..];
+    Ok(lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_from_a_table() {
+        let dir = std::env::temp_dir().join(format!("corral-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        let cases: &[(&str, usize, &[&str])] = &[
+            ("", 3, &[]),
+            ("a\nb\nc\n", 2, &["b", "c"]),
+            ("a\nb\nc", 2, &["b", "c"]),
+            ("a\nb\n", 5, &["a", "b"]),
+            ("a\n", 0, &[]),
+            (&long, 2, &["line 4998", "line 4999"]),
+        ];
+        for (i, (text, n, want)) in cases.iter().enumerate() {
+            let path = dir.join(format!("{i}.log"));
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(last_lines(&path, *n).unwrap(), *want, "case {i}");
+        }
+        let many = last_lines(&dir.join("5.log"), 3000).unwrap();
+        assert_eq!(many.len(), 3000);
+        assert_eq!(many[0], "line 2000");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stamps_every_line_once_even_across_chunks() {
+        let dir = std::env::temp_dir().join(format!("corral-stamp-{}", std::process::id()));
+        let path = dir.join("a.log");
+        let mut lf = LogFile::open(&path, Some("[T]")).unwrap();
+        for chunk in ["one\ntw", "o\n", "", "three\nfour"] {
+            lf.write_chunk(chunk.as_bytes(), 0).unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "T: one\nT: two\nT: three\nT: four");
+        assert!(lf.truncate().unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,6 +31,7 @@ pub const DEFAULT_KILL_SIGNAL: i32 = libc::SIGINT;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 1000;
+pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3000;
 /// The target word meaning "every app"; no name or namespace may take it.
 pub const ALL_TARGET: &str = "all";
 /// The `log_date_format` that `time: true` selects.
@@ -156,6 +157,14 @@ pub struct AppSpec {
     pub watch_delay: u64,
     /// A cron expression, checked by `cron::Cron::parse`.
     pub cron_restart: Option<String>,
+    /// Online only once the app says it is ready.
+    pub wait_ready: bool,
+    /// With `wait_ready`: how long to wait for it (ms).
+    pub listen_timeout: u64,
+    /// Stop with the `shutdown` message instead of the kill signal.
+    pub shutdown_with_message: bool,
+    /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
+    pub ipc: bool,
 }
 
 /// What `watch` asks for.
@@ -291,15 +300,15 @@ const OPTIONS: &[OptionDef] = &[
     yes("ignore_watch", &[]),
     yes("watch_delay", &[]),
     yes("cron_restart", &["cron"]),
-    later("wait_ready", &[], Harmless::Nothing),
-    later("listen_timeout", &[], Harmless::Nothing),
-    later("shutdown_with_message", &[], Harmless::Nothing),
+    yes("wait_ready", &[]),
+    yes("listen_timeout", &[]),
+    yes("shutdown_with_message", &[]),
+    yes("ipc", &[]),
     later("listen", &[], Harmless::Nothing),
     later("instance_var", &[], Harmless::Nothing),
     later("increment_var", &[], Harmless::Nothing),
     later("max_log_size", &[], Harmless::Nothing),
     later("log_retain", &[], Harmless::Nothing),
-    later("ipc", &[], Harmless::Nothing),
     later("log_file", &["log"], Harmless::Nothing),
     later("log_type", &[], Harmless::Nothing),
     later("filter_env", &[], Harmless::Nothing),
@@ -523,6 +532,14 @@ fn build_spec(
             .parse("watch_delay", duration)?
             .unwrap_or(DEFAULT_WATCH_DELAY_MS),
         cron_restart: given.parse("cron_restart", cron)?.flatten(),
+        wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
+        listen_timeout: given
+            .parse("listen_timeout", duration)?
+            .unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS),
+        shutdown_with_message: given
+            .parse("shutdown_with_message", boolean)?
+            .unwrap_or(false),
+        ipc: given.parse("ipc", boolean)?.unwrap_or(true),
     })
 }
 
@@ -1149,6 +1166,10 @@ mod tests {
             ignore_watch: None,
             watch_delay: DEFAULT_WATCH_DELAY_MS,
             cron_restart: None,
+            wait_ready: false,
+            listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
+            shutdown_with_message: false,
+            ipc: true,
         }
     }
 
@@ -1516,6 +1537,12 @@ mod tests {
             }),
             (json!({"cron_restart": 0}), |_| {}),
             (json!({"cron": "0"}), |_| {}),
+            (json!({"wait_ready": true}), |s| s.wait_ready = true),
+            (json!({"listenTimeout": "5s"}), |s| s.listen_timeout = 5000),
+            (json!({"shutdown_with_message": true}), |s| {
+                s.shutdown_with_message = true
+            }),
+            (json!({"ipc": false}), |s| s.ipc = false),
         ];
         for (extra, change) in cases {
             let mut want = base();
@@ -1633,9 +1660,9 @@ mod tests {
                 "is not supported yet",
             ),
             (
-                json!({"script": "a", "waitReady": false}),
+                json!({"script": "a", "waitReady": "soon"}),
                 "waitReady",
-                "is not supported yet",
+                "expected a boolean, got \"soon\"",
             ),
             (
                 json!({"script": "a", "merge_logs": "yes"}),

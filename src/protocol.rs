@@ -162,6 +162,18 @@ pub enum Command {
         signal: Value,
         target: Target,
     },
+    /// A packet for an app's IPC channel (`sendDataToProcessId`).
+    SendData {
+        packet: Value,
+    },
+    /// Turn this connection into a stream of bus events (all, or these).
+    Subscribe {
+        events: Option<Vec<String>>,
+    },
+    /// Empty the log files (of the target, or of every app).
+    Flush(Option<Target>),
+    /// Reopen every log file (after logrotate renamed them).
+    ReloadLogs,
     KillDaemon,
 }
 
@@ -185,7 +197,7 @@ pub struct Request {
 pub type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, delete, reset, describe, list, \
-                     send_signal, kill_daemon";
+                     send_signal, send_data, subscribe, flush, reload_logs, kill_daemon";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -259,6 +271,16 @@ impl Request {
             Command::Ping => ("ping", vec![]),
             Command::List => ("list", vec![]),
             Command::KillDaemon => ("kill_daemon", vec![]),
+            Command::ReloadLogs => ("reload_logs", vec![]),
+            Command::Flush(t) => (
+                "flush",
+                t.iter().map(|t| ("target", t.to_value())).collect(),
+            ),
+            Command::SendData { packet } => ("send_data", vec![("packet", packet.clone())]),
+            Command::Subscribe { events } => (
+                "subscribe",
+                events.iter().map(|e| ("events", json!(e))).collect(),
+            ),
             Command::Act(a, t) => (a.name(), vec![("target", t.to_value())]),
             Command::SendSignal { signal, target } => (
                 "send_signal",
@@ -316,6 +338,25 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
             "ping" => Command::Ping,
             "list" => Command::List,
             "kill_daemon" => Command::KillDaemon,
+            "reload_logs" => Command::ReloadLogs,
+            "flush" => Command::Flush(match obj.remove("target") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(Target::parse(&v).map_err(bad)?),
+            }),
+            "send_data" => Command::SendData {
+                packet: obj
+                    .remove("packet")
+                    .ok_or_else(|| bad("`send_data` needs a `packet`".into()))?,
+            },
+            "subscribe" => Command::Subscribe {
+                events: match obj.remove("events") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        serde_json::from_value(v)
+                            .map_err(|_| bad("`events` must be an array of names".into()))?,
+                    ),
+                },
+            },
             "send_signal" => {
                 let signal = obj
                     .remove("signal")
@@ -402,6 +443,115 @@ pub struct Response {
     pub error: Option<WireError>,
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// The app an event is about, as bus events name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub name: String,
+    pub pm_id: u32,
+    pub pid: i32,
+    pub namespace: String,
+}
+
+/// A stream of an app's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStream {
+    Out,
+    Err,
+}
+
+/// One bus event, as `subscribe` streams them (PM2's names).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// `process:event`: `kind` is start, online, exit, stop, restart, delete
+    /// or `restart overlimit`; `data` is the whole payload (with `code` or
+    /// `signal` for exit, `reason` for a restart the daemon decided,
+    /// `warning` for an online after `listen_timeout`).
+    Process {
+        kind: String,
+        process: ProcessRef,
+        at: u64,
+        data: Value,
+    },
+    /// `log:out` / `log:err`: one whole line, newline included.
+    Log {
+        stream: LogStream,
+        process: ProcessRef,
+        line: String,
+        at: u64,
+    },
+    /// `process:msg` (`data` is what the app sent, PM2's `raw`) or a typed
+    /// message `{"type": T, "data": D}` (`kind` is T, `data` is D).
+    Message {
+        kind: String,
+        process: ProcessRef,
+        data: Value,
+        at: u64,
+    },
+    /// `daemon:kill`: the daemon is about to exit.
+    DaemonKill { at: u64 },
+    /// `bus:dropped`: this many events were dropped for a slow reader.
+    Dropped { count: u64 },
+}
+
+impl Event {
+    /// Read one event line.
+    pub fn parse(line: &str) -> Result<Event, String> {
+        #[derive(Deserialize)]
+        struct Wire {
+            event: String,
+            #[serde(default)]
+            data: Value,
+        }
+        let w: Wire = serde_json::from_str(line).map_err(|e| format!("unreadable event: {e}"))?;
+        let at = w.data.get("at").and_then(Value::as_u64).unwrap_or(0);
+        let process = || -> Result<ProcessRef, String> {
+            serde_json::from_value(w.data.get("process").cloned().unwrap_or(Value::Null))
+                .map_err(|e| format!("event {} without its process: {e}", w.event))
+        };
+        Ok(match w.event.as_str() {
+            "process:event" => Event::Process {
+                kind: w.data["event"].as_str().unwrap_or("").to_string(),
+                process: process()?,
+                at,
+                data: w.data.clone(),
+            },
+            "log:out" | "log:err" => Event::Log {
+                stream: if w.event == "log:out" {
+                    LogStream::Out
+                } else {
+                    LogStream::Err
+                },
+                process: process()?,
+                line: w.data["data"].as_str().unwrap_or("").to_string(),
+                at,
+            },
+            "daemon:kill" => Event::DaemonKill { at },
+            "bus:dropped" => Event::Dropped {
+                count: w.data["count"].as_u64().unwrap_or(0),
+            },
+            // PM2's `raw` for what the app sent as is, `data` for a typed
+            // message of type process:msg.
+            "process:msg" => Event::Message {
+                kind: w.event.clone(),
+                process: process()?,
+                data: w
+                    .data
+                    .get("raw")
+                    .or_else(|| w.data.get("data"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                at,
+            },
+            _ => Event::Message {
+                kind: w.event.clone(),
+                process: process()?,
+                data: w.data.get("data").cloned().unwrap_or(Value::Null),
+                at,
+            },
+        })
+    }
 }
 
 /// `status` of a description.
@@ -510,6 +660,20 @@ pub struct Pm2Env {
     #[serde(default)]
     pub cron_restart: Option<String>,
     #[serde(default)]
+    pub wait_ready: bool,
+    #[serde(default)]
+    pub listen_timeout: u64,
+    #[serde(default)]
+    pub shutdown_with_message: bool,
+    #[serde(default)]
+    pub ipc: bool,
+    /// The last `STATUS=` an app sent through `NOTIFY_SOCKET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_status: Option<String>,
+    /// What a Node app reported of itself over its channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_version: Option<String>,
+    #[serde(default)]
     pub autostart: bool,
     /// The app's version (PM2 reads package.json; corral does not).
     #[serde(default)]
@@ -579,6 +743,30 @@ mod tests {
             (r#"{"cmd":"start","apps":{}}"#, Err(ErrorCode::BadRequest)),
             ("", Err(ErrorCode::BadRequest)),
             ("[1,2]", Err(ErrorCode::UnknownCommand)),
+            ("flush", Ok(Command::Flush(None))),
+            (
+                "flush api",
+                Ok(Command::Flush(Some(Target::Name("api".into())))),
+            ),
+            ("reload_logs", Ok(Command::ReloadLogs)),
+            ("subscribe", Ok(Command::Subscribe { events: None })),
+            (
+                r#"{"cmd":"subscribe","events":["log:out"]}"#,
+                Ok(Command::Subscribe {
+                    events: Some(vec!["log:out".into()]),
+                }),
+            ),
+            (
+                r#"{"cmd":"subscribe","events":"x"}"#,
+                Err(ErrorCode::BadRequest),
+            ),
+            (
+                r#"{"cmd":"send_data","packet":{"id":1,"data":2}}"#,
+                Ok(Command::SendData {
+                    packet: json!({"id":1,"data":2}),
+                }),
+            ),
+            (r#"{"cmd":"send_data"}"#, Err(ErrorCode::BadRequest)),
         ];
         for (line, want) in cases {
             let got = Request::parse(line.as_bytes())
@@ -586,6 +774,39 @@ mod tests {
                 .map_err(|(_, e)| e.code);
             assert_eq!(&got, want, "line {line:?}");
         }
+    }
+
+    #[test]
+    fn reads_bus_events() {
+        let p = r#""process":{"name":"a","pm_id":1,"pid":5,"namespace":"default"}"#;
+        let line = format!(r#"{{"event":"log:err","data":{{{p},"data":"x\n","at":7}}}}"#);
+        let want = Event::Log {
+            stream: LogStream::Err,
+            process: ProcessRef {
+                name: "a".into(),
+                pm_id: 1,
+                pid: 5,
+                namespace: "default".into(),
+            },
+            line: "x\n".into(),
+            at: 7,
+        };
+        assert_eq!(Event::parse(&line).unwrap(), want);
+        let line = format!(r#"{{"event":"process:msg","data":{{{p},"raw":"ready","at":1}}}}"#);
+        let Event::Message { kind, data, .. } = Event::parse(&line).unwrap() else {
+            panic!("not a message");
+        };
+        assert_eq!((kind.as_str(), data), ("process:msg", json!("ready")));
+        let line = format!(r#"{{"event":"custom","data":{{{p},"data":{{"k":1}},"at":1}}}}"#);
+        let Event::Message { kind, data, .. } = Event::parse(&line).unwrap() else {
+            panic!("not a message");
+        };
+        assert_eq!((kind.as_str(), data), ("custom", json!({"k": 1})));
+        assert_eq!(
+            Event::parse(r#"{"event":"bus:dropped","data":{"count":3}}"#).unwrap(),
+            Event::Dropped { count: 3 }
+        );
+        assert!(Event::parse("{").is_err());
     }
 
     #[test]

@@ -26,7 +26,13 @@ pub struct Command {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The app's end of its IPC channel, given as fd `CHANNEL_FD`.
+    pub channel: Option<OwnedFd>,
 }
+
+/// The fd number of the IPC channel in the child (`NODE_CHANNEL_FD`),
+/// where Node puts it too.
+pub const CHANNEL_FD: i32 = 3;
 
 /// The step of the child's set-up that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +94,20 @@ fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// A close-on-exec copy of `fd` numbered at least `min`.
+fn fd_above(fd: OwnedFd, min: i32) -> Result<OwnedFd, Errno> {
+    if fd.as_raw_fd() >= min {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that nothing else owns.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `n` was just created and is owned here alone.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+}
+
 /// Fork and exec `cmd`; the pid once the exec has succeeded.
 pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
     let fail = |step, errno, object: &CString| SpawnError {
@@ -97,6 +117,9 @@ pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
     };
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    // The child writes to it after placing fds 0..=3: keep it out of the way.
+    let status_w =
+        fd_above(status_w, CHANNEL_FD + 1).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
     let argv = null_terminated(&cmd.argv);
     let envp = null_terminated(&cmd.envp);
     let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
@@ -104,6 +127,7 @@ pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
         cmd.stdin.as_raw_fd(),
         cmd.stdout.as_raw_fd(),
         cmd.stderr.as_raw_fd(),
+        cmd.channel.as_ref().map_or(-1, |c| c.as_raw_fd()),
     ];
     let status_fd = status_w.as_raw_fd();
 
@@ -163,7 +187,7 @@ unsafe fn child_after_fork(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     groups: &[libc::gid_t],
-    fds: [i32; 3],
+    fds: [i32; 4],
     status_fd: i32,
 ) -> ! {
     let report = |step: Step| -> ! {
@@ -191,7 +215,9 @@ unsafe fn child_after_fork(
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        for (target, fd) in fds.iter().enumerate() {
+        // 0, 1, 2 first: the channel's target (3) may be where one of them
+        // sits now.
+        for (target, fd) in fds.iter().enumerate().filter(|(_, fd)| **fd >= 0) {
             // dup2 clears close-on-exec on the copy; a fd already in place
             // needs it cleared by hand.
             let target = target as i32;

@@ -21,6 +21,13 @@ pub const BACKOFF_RESET: u64 = 30_000;
 /// What the process is doing now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// Spawned with `wait_ready`: not online until it says it is ready, or
+    /// until `deadline` (`listen_timeout`).
+    Launching {
+        pid: i32,
+        since: u64,
+        deadline: u64,
+    },
     /// Running since `since`.
     Online {
         pid: i32,
@@ -70,6 +77,11 @@ pub struct Policy {
     pub kill_timeout: u64,
     pub kill_signal: i32,
     pub treekill: bool,
+    /// `listen_timeout` when the app must say it is ready; `None` = online
+    /// at once.
+    pub wait_ready: Option<u64>,
+    /// Stop with the `shutdown` message instead of the kill signal.
+    pub shutdown_with_message: bool,
     /// First delay of the exponential backoff; `None` = off.
     pub exp_backoff: Option<u64>,
 }
@@ -85,6 +97,8 @@ pub enum Input {
     Spawned {
         pid: i32,
     },
+    /// The app said it is ready (`"ready"` on its channel, `READY=1`).
+    Ready,
     /// It could not be spawned (exec failed).
     SpawnFailed,
     /// The main process was reaped; `group_alive` tells whether other
@@ -111,6 +125,13 @@ pub enum Effect {
         sig: i32,
         group: bool,
     },
+    /// Ask the app to stop with the `shutdown` message on its channel (the
+    /// loop falls back to `Signal` when it has no channel).
+    SendShutdown {
+        pid: i32,
+        sig: i32,
+        group: bool,
+    },
     /// SIGKILL the group (or the main pid without treekill).
     Kill {
         pid: i32,
@@ -121,6 +142,8 @@ pub enum Effect {
     /// Remove the pid file.
     ClearPid,
     Emit(&'static str),
+    /// Online because `listen_timeout` passed without a ready message.
+    ReadyTimeout,
     /// Drop the app from the table.
     Forget,
 }
@@ -154,6 +177,7 @@ impl Machine {
 
     pub fn status(&self) -> Status {
         match self.state {
+            State::Launching { .. } => Status::Launching,
             State::Online { .. } => Status::Online,
             State::Stopping { .. } => Status::Stopping,
             State::WaitingRestart { .. } => Status::WaitingRestart,
@@ -165,7 +189,7 @@ impl Machine {
     /// The pid of the main process, if it runs.
     pub fn pid(&self) -> Option<i32> {
         match self.state {
-            State::Online { pid, .. } => Some(pid),
+            State::Launching { pid, .. } | State::Online { pid, .. } => Some(pid),
             State::Stopping { pid, .. } => pid,
             _ => None,
         }
@@ -178,7 +202,7 @@ impl Machine {
     /// When the current state wants `Deadline`.
     pub fn deadline(&self) -> Option<u64> {
         match self.state {
-            State::Stopping { deadline, .. } => Some(deadline),
+            State::Stopping { deadline, .. } | State::Launching { deadline, .. } => Some(deadline),
             State::WaitingRestart { until } => Some(until),
             _ => None,
         }
@@ -187,22 +211,29 @@ impl Machine {
     /// Whether a request waiting on this app can be answered: it is not in
     /// the middle of stopping or restarting.
     pub fn is_settled(&self) -> bool {
-        !matches!(self.state, State::Stopping { .. })
+        !matches!(self.state, State::Stopping { .. } | State::Launching { .. })
     }
 
     /// The one transition function.
     pub fn step(&mut self, input: Input, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
         match (self.state, input) {
-            (State::Online { .. } | State::Stopping { .. }, Input::Start) => {
+            (
+                State::Launching { .. } | State::Online { .. } | State::Stopping { .. },
+                Input::Start,
+            ) => {
                 self.wanted = Wanted::Up;
             }
             (_, Input::Start) => {
                 self.wanted = Wanted::Up;
                 self.unstable_restarts = 0;
+                fx.push(Effect::Emit("start"));
                 fx.push(Effect::Spawn);
             }
-            (State::Online { pid, .. }, Input::Stop | Input::Restart | Input::Delete) => {
+            (
+                State::Launching { pid, .. } | State::Online { pid, .. },
+                Input::Stop | Input::Restart | Input::Delete,
+            ) => {
                 self.wanted = wanted_by(input);
                 self.begin_stop(pid, now, &mut fx);
             }
@@ -221,6 +252,7 @@ impl Machine {
                 self.unstable_restarts = 0;
                 self.prev_restart_delay = 0;
                 self.restart_time += 1;
+                fx.push(Effect::Emit("restart"));
                 fx.push(Effect::Spawn);
             }
             (_, Input::Delete) => {
@@ -228,8 +260,28 @@ impl Machine {
                 fx.push(Effect::Emit("delete"));
                 fx.push(Effect::Forget);
             }
-            (_, Input::Spawned { pid }) => {
-                self.state = State::Online { pid, since: now };
+            (_, Input::Spawned { pid }) => match self.policy.wait_ready {
+                Some(timeout) => {
+                    let deadline = now + timeout;
+                    self.state = State::Launching {
+                        pid,
+                        since: now,
+                        deadline,
+                    };
+                    fx.push(Effect::Timer(deadline));
+                }
+                None => {
+                    self.state = State::Online { pid, since: now };
+                    fx.push(Effect::Emit("online"));
+                }
+            },
+            (State::Launching { pid, since, .. }, Input::Ready) => {
+                self.state = State::Online { pid, since };
+                fx.push(Effect::Emit("online"));
+            }
+            (State::Launching { pid, since, .. }, Input::Deadline) => {
+                self.state = State::Online { pid, since };
+                fx.push(Effect::ReadyTimeout);
                 fx.push(Effect::Emit("online"));
             }
             (_, Input::SpawnFailed) => {
@@ -237,7 +289,10 @@ impl Machine {
                 self.state = State::Errored;
                 fx.push(Effect::Emit("restart overlimit"));
             }
-            (State::Online { pid: p, since }, Input::Exited { pid, exit, .. }) if p == pid => {
+            (
+                State::Launching { pid: p, since, .. } | State::Online { pid: p, since },
+                Input::Exited { pid, exit, .. },
+            ) if p == pid => {
                 self.last_exit = Some(exit);
                 fx.push(Effect::ClearPid);
                 fx.push(Effect::Emit("exit"));
@@ -320,8 +375,8 @@ impl Machine {
                 fx.push(Effect::Spawn);
             }
             // A stale timer, the exit of an older process, an empty group
-            // that nobody waits for.
-            (_, Input::Exited { .. } | Input::GroupEmpty | Input::Deadline) => {}
+            // that nobody waits for, a ready message when not launching.
+            (_, Input::Exited { .. } | Input::GroupEmpty | Input::Deadline | Input::Ready) => {}
         }
         fx
     }
@@ -334,10 +389,11 @@ impl Machine {
             deadline,
             killed: false,
         };
-        fx.push(Effect::Signal {
-            pid,
-            sig: self.policy.kill_signal,
-            group: self.policy.treekill,
+        let (sig, group) = (self.policy.kill_signal, self.policy.treekill);
+        fx.push(if self.policy.shutdown_with_message {
+            Effect::SendShutdown { pid, sig, group }
+        } else {
+            Effect::Signal { pid, sig, group }
         });
         fx.push(Effect::Timer(deadline));
     }
@@ -436,6 +492,8 @@ mod tests {
             kill_timeout: 1600,
             kill_signal: INT,
             treekill: true,
+            wait_ready: None,
+            shutdown_with_message: false,
             exp_backoff: None,
         }
     }
@@ -499,7 +557,7 @@ mod tests {
                 0,
                 State::Stopped,
                 Wanted::Up,
-                vec![Spawn],
+                vec![Emit("start"), Spawn],
             ),
             (
                 "spawned is online",
@@ -787,7 +845,7 @@ mod tests {
                 0,
                 State::Stopped,
                 Wanted::Up,
-                vec![Spawn],
+                vec![Emit("restart"), Spawn],
             ),
             (
                 "delete a stopped app forgets it",
@@ -797,6 +855,99 @@ mod tests {
                 State::Stopped,
                 Wanted::Gone,
                 vec![Emit("delete"), Forget],
+            ),
+            (
+                "with wait_ready a spawned app is launching until ready",
+                with(Machine::new(policy()), |m| m.policy.wait_ready = Some(3000)),
+                Input::Spawned { pid: 10 },
+                5,
+                State::Launching {
+                    pid: 10,
+                    since: 5,
+                    deadline: 3005,
+                },
+                Wanted::Down,
+                vec![Timer(3005)],
+            ),
+            (
+                "ready makes it online",
+                with(online(10, 5), |m| {
+                    m.state = State::Launching {
+                        pid: 10,
+                        since: 5,
+                        deadline: 3005,
+                    }
+                }),
+                Input::Ready,
+                50,
+                State::Online { pid: 10, since: 5 },
+                Wanted::Up,
+                vec![Emit("online")],
+            ),
+            (
+                "listen_timeout makes it online with a warning",
+                with(online(10, 5), |m| {
+                    m.state = State::Launching {
+                        pid: 10,
+                        since: 5,
+                        deadline: 3005,
+                    }
+                }),
+                Input::Deadline,
+                3005,
+                State::Online { pid: 10, since: 5 },
+                Wanted::Up,
+                vec![ReadyTimeout, Emit("online")],
+            ),
+            (
+                "ready when online changes nothing",
+                online(10, 0),
+                Input::Ready,
+                50,
+                State::Online { pid: 10, since: 0 },
+                Wanted::Up,
+                vec![],
+            ),
+            (
+                "stop while launching",
+                with(online(10, 5), |m| {
+                    m.state = State::Launching {
+                        pid: 10,
+                        since: 5,
+                        deadline: 3005,
+                    }
+                }),
+                Input::Stop,
+                100,
+                State::Stopping {
+                    pid: Some(10),
+                    pgid: 10,
+                    deadline: 1700,
+                    killed: false,
+                },
+                Wanted::Down,
+                vec![sig(10), Timer(1700)],
+            ),
+            (
+                "shutdown_with_message stops with the message",
+                with(online(10, 0), |m| m.policy.shutdown_with_message = true),
+                Input::Stop,
+                0,
+                State::Stopping {
+                    pid: Some(10),
+                    pgid: 10,
+                    deadline: 1600,
+                    killed: false,
+                },
+                Wanted::Down,
+                vec![
+                    SendShutdown {
+                        pid: 10,
+                        sig: INT,
+                        group: true,
+                    },
+                    Timer(1600),
+                ],
             ),
             (
                 "exec failure is errored",
