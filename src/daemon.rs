@@ -53,6 +53,8 @@ const MAX_CONNS: usize = 256;
 const DEFAULT_IGNORE_WATCH: &[&str] = &["node_modules", ".git"];
 /// About the size of one description as JSON, to size buffers.
 const DESCRIPTION_BYTES: usize = 1024;
+/// Reads of one output pipe in one wake, before the others get a turn.
+const READS_PER_WAKE: usize = 16;
 /// Bytes read from a pipe or socket per call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -301,6 +303,8 @@ struct Daemon {
     notify: Option<Notify>,
     /// Tokens of the apps' channels.
     channels: HashMap<Token, u32>,
+    /// Output pipes with data left after their share of a wake.
+    busy_pipes: Vec<Token>,
     /// How many connections subscribed to the bus (publishing is free
     /// without any).
     subscribers: usize,
@@ -446,6 +450,7 @@ impl Daemon {
             watcher: None,
             notify,
             channels: HashMap::new(),
+            busy_pipes: Vec::new(),
             subscribers: 0,
             pending: Vec::new(),
             clock: Instant::now(),
@@ -487,10 +492,14 @@ impl Daemon {
     fn serve(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = self
-                .timers
-                .first()
-                .map(|(t, _)| Duration::from_millis(t.saturating_sub(self.now())));
+            let timeout = match self.busy_pipes.is_empty() {
+                // Output left unread: look at the other fds, then come back.
+                false => Some(Duration::ZERO),
+                true => self
+                    .timers
+                    .first()
+                    .map(|(t, _)| Duration::from_millis(t.saturating_sub(self.now()))),
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != ErrorKind::Interrupted
             {
@@ -498,7 +507,7 @@ impl Daemon {
                 return 1;
             }
             let mut conns = Vec::new();
-            let mut pipes = Vec::new();
+            let mut pipes = std::mem::take(&mut self.busy_pipes);
             let mut chans = Vec::new();
             for ev in events.iter() {
                 match ev.token() {
@@ -508,7 +517,11 @@ impl Daemon {
                     WATCH => self.read_watch(),
                     NOTIFY => self.read_notify(),
                     t if self.channels.contains_key(&t) => chans.push(t),
-                    t if self.pipes.contains_key(&t) => pipes.push(t),
+                    t if self.pipes.contains_key(&t) => {
+                        if !pipes.contains(&t) {
+                            pipes.push(t);
+                        }
+                    }
                     t => conns.push(t),
                 }
             }
@@ -744,7 +757,8 @@ impl Daemon {
                 self.sample_at = Some(t);
                 self.timers.insert((t, Timer::Sample));
             }
-            (false, Some(_)) => {
+            (false, Some(t)) => {
+                self.timers.remove(&(t, Timer::Sample));
                 self.sample_at = None;
                 self.sampler.reset();
             }
@@ -1083,6 +1097,24 @@ impl Daemon {
             Stream::Out => "log:out",
             Stream::Err => "log:err",
         };
+        // Subscribers whose queues are full only count what they miss: no
+        // need to build events nobody can take.
+        let room = self.conns.values().any(|c| {
+            c.sub
+                .as_ref()
+                .is_some_and(|s| s.filter.wants(event) && c.wbuf.len() < bus::MAX_QUEUE / 2)
+        });
+        if !room {
+            let lines = whole.split_inclusive(|&b| b == b'\n').count() as u64;
+            for c in self.conns.values_mut() {
+                if let Some(sub) = c.sub.as_mut()
+                    && sub.filter.wants(event)
+                {
+                    sub.dropped += lines;
+                }
+            }
+            return;
+        }
         let process = self.process_ref(id);
         let at = wall_ms();
         for line in whole.split_inclusive(|&b| b == b'\n') {
@@ -1288,10 +1320,19 @@ impl Daemon {
         Ok(pid)
     }
 
+    /// Read an app's output, at most `READS_PER_WAKE` chunks: an app that
+    /// writes without pause must not keep the loop from everything else.
+    /// A pipe left with data is read again in the next wake (`busy_pipes`).
     fn read_pipe(&mut self, t: Token) {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut closed = false;
+        let mut reads = 0;
         loop {
+            if reads == READS_PER_WAKE {
+                self.busy_pipes.push(t);
+                break;
+            }
+            reads += 1;
             let Some(pipe) = self.pipes.get_mut(&t) else {
                 return;
             };
