@@ -18,6 +18,10 @@ pub struct LogFile {
     stamp: Option<Format>,
     at_line_start: bool,
     buf: Vec<u8>,
+    /// The last rendered prefix and the time slot it is good for: local
+    /// time is computed and rendered once per slot, not once per line.
+    prefix: Vec<u8>,
+    prefix_slot: Option<i64>,
 }
 
 /// Whether this path discards output (no pipe, no file).
@@ -51,6 +55,8 @@ impl LogFile {
             stamp: date_format.map(Format::parse),
             at_line_start: true,
             buf: Vec::new(),
+            prefix: Vec::new(),
+            prefix_slot: None,
         })
     }
 
@@ -74,12 +80,17 @@ impl LogFile {
         let Some(stamp) = &self.stamp else {
             return file.write_all(chunk);
         };
+        let slot = now_ms.div_euclid(stamp.resolution_ms());
+        if self.prefix_slot != Some(slot) {
+            self.prefix.clear();
+            stamp.render(&local_tm(now_ms), now_ms, &mut self.prefix);
+            self.prefix.extend_from_slice(b": ");
+            self.prefix_slot = Some(slot);
+        }
         self.buf.clear();
-        let tm = local_tm(now_ms);
         for line in chunk.split_inclusive(|&b| b == b'\n') {
             if self.at_line_start {
-                stamp.render(&tm, now_ms, &mut self.buf);
-                self.buf.extend_from_slice(b": ");
+                self.buf.extend_from_slice(&self.prefix);
             }
             self.buf.extend_from_slice(line);
             self.at_line_start = line.ends_with(b"\n");

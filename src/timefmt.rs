@@ -204,6 +204,16 @@ impl Format {
         Format { items }
     }
 
+    /// How long (ms) a rendering stays the same: 1 with fractions of a
+    /// second or `x`, else 1000 — what a caller may cache it for.
+    pub fn resolution_ms(&self) -> i64 {
+        let fine = self
+            .items
+            .iter()
+            .any(|i| matches!(i, Item::Frac(_) | Item::UnixMs));
+        if fine { 1 } else { 1000 }
+    }
+
     /// Appends the rendering of `tm` to `out`. `epoch_ms` is only used by `X` and `x`
     /// (it should be the instant `tm` was made from). Allocates nothing beyond `out`'s growth.
     pub fn render(&self, tm: &Tm, epoch_ms: i64, out: &mut Vec<u8>) {
