@@ -106,6 +106,8 @@ struct Proc {
     /// Parsed `cron_restart`, and the deadline of its next firing.
     cron: Option<Cron>,
     cron_at: Option<u64>,
+    /// The epoch second of the firing `cron_at` stands for.
+    cron_fired: Option<i64>,
     /// Restart at this deadline: files changed (`watch_delay` debounce).
     watch_at: Option<u64>,
     /// The current process's IPC channel, and its token.
@@ -812,7 +814,13 @@ impl Daemon {
         let Some(cron) = &p.cron else {
             return;
         };
-        p.cron_at = cron.next_fire((now_wall / 1000) as i64).map(|at| {
+        // After a firing, the next one is after the second that fired, even
+        // if the monotonic deadline came a hair before the wall clock's
+        // second turned.
+        let after = ((now_wall / 1000) as i64).max(p.cron_fired.unwrap_or(i64::MIN));
+        let next = cron.next_fire(after);
+        p.cron_fired = next;
+        p.cron_at = next.map(|at| {
             let wait = (at.max(0) as u64 * 1000).saturating_sub(now_wall);
             now_mono + wait
         });
@@ -1200,6 +1208,19 @@ impl Daemon {
                     pid == Some(note.pid) || (pid.is_some() && pid == pgrp)
                 })
                 .map(|(id, _)| *id);
+            // A sender that exited at once (systemd-notify) cannot be
+            // looked up: MAINPID= names the app's process instead.
+            let found = found.or_else(|| {
+                let main: i32 = note
+                    .pairs
+                    .iter()
+                    .find(|(k, _)| k == "MAINPID")
+                    .and_then(|(_, v)| v.parse().ok())?;
+                self.procs
+                    .iter()
+                    .find(|(_, p)| p.m.pid() == Some(main))
+                    .map(|(id, _)| *id)
+            });
             let Some(id) = found else {
                 continue;
             };
@@ -1838,7 +1859,8 @@ impl Daemon {
                 None => true,
                 Some(p) => match op.kind {
                     PendingKind::Describe => p.m.is_settled(),
-                    PendingKind::KillDaemon => !p.m.is_running(),
+                    // Not running, and not waiting for the rest of its group.
+                    PendingKind::KillDaemon => !p.m.is_running() && p.m.is_settled(),
                 },
             });
             if !settled {
@@ -2000,6 +2022,7 @@ impl Daemon {
                 p.m.policy = policy;
                 p.cron = cron;
                 p.cron_at = None;
+                p.cron_fired = None;
             } else {
                 self.next_id = self.next_id.max(pm_id + 1);
                 let now = wall_ms();
@@ -2015,6 +2038,7 @@ impl Daemon {
                         monit: Monit::default(),
                         cron,
                         cron_at: None,
+                        cron_fired: None,
                         watch_at: None,
                         channel: None,
                         restart_reason: None,

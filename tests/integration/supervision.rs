@@ -176,3 +176,20 @@ fn stopping_many_apps_runs_their_kill_timeouts_in_parallel() {
         assert!(!running(p), "pid {p} survived");
     }
 }
+
+#[test]
+fn kill_waits_for_the_rest_of_each_group() {
+    let h = TestHome::started();
+    // The background sleep ignores SIGINT (an async list in sh): only the
+    // group SIGKILL after kill_timeout ends it.
+    h.script("tree.sh", "sleep 1000 &\necho \"child=$!\"\nwait\n");
+    h.start(json!({"name": "tree", "script": "tree.sh", "kill_timeout": 300}));
+    let child = logged_pid(&h.wait_log("tree", "child="), "child");
+    let daemon = h.daemon_pid();
+    let out = h.corral(&["kill"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !running(child),
+        "grandchild {child} survived corral kill (daemon {daemon})"
+    );
+}

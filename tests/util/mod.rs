@@ -453,3 +453,156 @@ pub fn logged_pid(log: &str, name: &str) -> i32 {
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {prefix}<pid> line in {log:?}"))
 }
+
+/// A bus subscriber on a connection of its own: a thread reads its event
+/// lines into a channel, so that waiting for an event has a deadline.
+/// Every event read is kept in `seen`, in order.
+pub struct Subscriber {
+    stream: UnixStream,
+    rx: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub seen: Vec<Value>,
+}
+
+impl TestHome {
+    /// Subscribe to the bus (every event, or the names in `events`); the
+    /// daemon has answered `{"subscribed":true}` when this returns.
+    pub fn subscribe(&self, events: Option<&[&str]>) -> Subscriber {
+        let mut req = json!({"cmd": "subscribe"});
+        if let Some(e) = events {
+            req["events"] = json!(e);
+        }
+        let stream = UnixStream::connect(self.socket()).expect("connect to subscribe");
+        stream
+            .set_read_timeout(None)
+            .expect("clear the read timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+        let mut w = stream.try_clone().expect("clone the stream");
+        w.write_all(format!("{req}\n").as_bytes())
+            .expect("send subscribe");
+        let mut answer = String::new();
+        reader
+            .read_line(&mut answer)
+            .expect("read the subscribe answer");
+        let v: Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("subscribe answer {answer:?} is not JSON: {e}"));
+        assert_eq!(v["ok"], json!(true), "subscribe refused: {v}");
+        assert_eq!(v["result"], json!({"subscribed": true}), "{v}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Subscriber {
+            stream,
+            rx,
+            reader: Some(thread),
+            seen: Vec::new(),
+        }
+    }
+
+    /// `send_data` of `packet`; the whole response.
+    pub fn send_data(&self, packet: Value) -> Value {
+        self.request(json!({"cmd": "send_data", "packet": packet}))
+    }
+
+    /// The path of the default log file of `name` (`out` or `error`).
+    pub fn log_path(&self, name: &str, stream: &str) -> PathBuf {
+        self.home.join("logs").join(format!("{name}-{stream}.log"))
+    }
+}
+
+/// What the next bus read brought.
+pub enum Next {
+    Event(Value),
+    /// Nothing came within the limit.
+    Quiet,
+    /// The daemon closed the connection.
+    Closed,
+}
+
+impl Subscriber {
+    /// The next event, waiting at most `limit`.
+    pub fn next_within(&mut self, limit: Duration) -> Next {
+        match self.rx.recv_timeout(limit) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("event line {line:?} is not JSON: {e}"));
+                self.seen.push(v.clone());
+                Next::Event(v)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Next::Quiet,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+
+    /// Read events until one satisfies `pred`; that one. Panics, listing
+    /// what was seen, if none comes within `SOON` or the bus ends.
+    pub fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_within(left) {
+                Next::Event(v) if pred(&v) => return v,
+                Next::Event(_) => {}
+                Next::Quiet => panic!(
+                    "timed out after {SOON:?} waiting for the event {what}; seen: {:#?}",
+                    self.seen
+                ),
+                Next::Closed => panic!(
+                    "the bus ended before the event {what}; seen: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Wait until the daemon closes the bus (it exits), within `SOON`.
+    pub fn wait_closed(&mut self) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_within(left) {
+                Next::Event(_) => {}
+                Next::Closed => return,
+                Next::Quiet => panic!("the bus did not end within {SOON:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.reader.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `event` of a bus event, and for a `process:event` its kind:
+/// `("process:event", "online")`, `("log:out", "")`.
+pub fn event_kind(ev: &Value) -> (String, String) {
+    let name = ev["event"].as_str().unwrap_or("").to_string();
+    let kind = match name.as_str() {
+        "process:event" => ev["data"]["event"].as_str().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    (name, kind)
+}
+
+/// Whether `ev` is the `process:event` `kind` of the app named `name`.
+pub fn is_process_event(ev: &Value, name: &str, kind: &str) -> bool {
+    ev["event"] == "process:event"
+        && ev["data"]["event"] == kind
+        && ev["data"]["process"]["name"] == name
+}
