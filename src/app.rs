@@ -15,6 +15,15 @@ use crate::protocol::{ErrorCode, WireError};
 use crate::spawn;
 use crate::users;
 
+/// Variables of the caller's environment an app must not inherit: they
+/// describe the caller's own channel and readiness socket.
+const INHERITED_NOT: &[&str] = &[
+    "NODE_CHANNEL_FD",
+    "NODE_CHANNEL_SERIALIZATION_MODE",
+    "NODE_UNIQUE_ID",
+    "NOTIFY_SOCKET",
+];
+
 /// Where the daemon keeps its files.
 #[derive(Clone, Debug)]
 pub struct Home {
@@ -217,7 +226,13 @@ impl App {
             Some(e) => BTreeMap::clone(e),
             None => std::env::vars().collect(),
         };
-        env.retain(|k, _| !k.starts_with("CORRAL_") || k == "CORRAL_HOME");
+        // What the caller had of these belongs to its own manager, not to
+        // this app: a stale NODE_CHANNEL_FD would point at a wrong fd.
+        env.retain(|k, _| {
+            (!k.starts_with("CORRAL_") || k == "CORRAL_HOME")
+                && !INHERITED_NOT.contains(&k.as_str())
+                && !k.starts_with("LISTEN_")
+        });
         env.extend(self.shown_env());
         if let Some(c) = &self.creds {
             if let Some(h) = &c.home {

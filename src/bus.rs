@@ -7,6 +7,15 @@ use serde_json::{Value, json};
 
 /// The most bytes queued for one subscriber.
 pub const MAX_QUEUE: usize = 1 << 20;
+/// Event names only the daemon publishes; an app's typed message with one
+/// of them goes out as `process:msg`.
+pub const RESERVED: &[&str] = &[
+    "process:event",
+    "log:out",
+    "log:err",
+    "daemon:kill",
+    "bus:dropped",
+];
 /// The longest piece of a line a `log:*` event carries.
 pub const MAX_LINE: usize = 64 * 1024;
 

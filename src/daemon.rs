@@ -634,18 +634,25 @@ impl Daemon {
         }
     }
 
+    /// Reopen every log file (logrotate renamed them); how many files.
     fn reopen_logs(&mut self) -> usize {
-        let mut n = 0;
+        let mut files = BTreeSet::new();
+        let mut failed = Vec::new();
         for p in self.procs.values_mut() {
-            let fmt = p.app.spec.log_date_format.clone();
             for lf in [&mut p.out, &mut p.err] {
-                if let Ok(f) = LogFile::open(lf.path(), fmt.as_deref()) {
-                    *lf = f;
-                    n += 1;
+                match lf.reopen() {
+                    Ok(true) => {
+                        files.insert(lf.path().to_path_buf());
+                    }
+                    Ok(false) => {}
+                    Err(e) => failed.push(format!("cannot reopen {}: {e}", lf.path().display())),
                 }
             }
         }
-        n
+        for f in failed {
+            self.log(&f);
+        }
+        files.len()
     }
 
     // ---- exits and timers ------------------------------------------------
@@ -775,7 +782,7 @@ impl Daemon {
             .procs
             .iter()
             .filter_map(|(id, p)| match p.m.state {
-                State::Online { pid, .. } => Some((*id, pid)),
+                State::Online { pid, .. } | State::Launching { pid, .. } => Some((*id, pid)),
                 _ => None,
             })
             .collect();
@@ -1181,9 +1188,16 @@ impl Daemon {
                     p.node_version = Some(v);
                 }
             }
-            Message::Typed { kind, data } => {
+            // An app may not speak as the daemon: its messages named like
+            // the daemon's own events go out as process:msg.
+            Message::Typed { kind, data } if !bus::RESERVED.contains(&kind.as_str()) => {
                 let data = json!({"process": self.process_ref(id), "data": data, "at": at});
                 self.publish(&kind, data);
+            }
+            Message::Typed { kind, data } => {
+                let raw = json!({"type": kind, "data": data});
+                let data = json!({"process": self.process_ref(id), "raw": raw, "at": at});
+                self.publish("process:msg", data);
             }
             Message::Raw(raw) => {
                 let data = json!({"process": self.process_ref(id), "raw": raw, "at": at});
@@ -1334,6 +1348,7 @@ impl Daemon {
             p.pm_uptime = wall_ms();
             p.monit = Monit::default();
             p.notify_status = None;
+            p.node_version = None;
             p.last_pid = pid;
             p.line_out.clear();
             p.line_err.clear();
@@ -1685,24 +1700,27 @@ impl Daemon {
                     Some(t) => self.resolve(t)?,
                     None => self.procs.keys().copied().collect(),
                 };
-                let mut files = 0;
+                // Every file, even past one that fails; then the failures.
+                let mut files = BTreeSet::new();
+                let mut failed = Vec::new();
                 for id in ids {
                     if let Some(p) = self.procs.get_mut(&id) {
                         for lf in [&mut p.out, &mut p.err] {
                             match lf.truncate() {
-                                Ok(true) => files += 1,
-                                Ok(false) => {}
-                                Err(e) => {
-                                    return Err(internal(&format!(
-                                        "cannot empty {}: {e}",
-                                        lf.path().display()
-                                    )));
+                                Ok(true) => {
+                                    files.insert(lf.path().to_path_buf());
                                 }
+                                Ok(false) => {}
+                                Err(e) => failed
+                                    .push(format!("cannot empty {}: {e}", lf.path().display())),
                             }
                         }
                     }
                 }
-                done(json!({ "files": files }).to_string())
+                if !failed.is_empty() {
+                    return Err(internal(&failed.join("; ")));
+                }
+                done(json!({ "files": files.len() }).to_string())
             }
             Command::ReloadLogs => {
                 let n = self.reopen_logs();
@@ -2104,7 +2122,7 @@ impl Daemon {
         let p = self.procs.get(&id)?;
         let pid = p.m.pid().unwrap_or(0);
         let monit = match p.m.state {
-            State::Online { .. } => p.monit.clone(),
+            State::Online { .. } | State::Launching { .. } => p.monit.clone(),
             _ => Monit::default(),
         };
         let a = &p.app;

@@ -64,6 +64,16 @@ impl LogFile {
         &self.path
     }
 
+    /// Open the path again (after logrotate renamed the file), keeping
+    /// where the current line stands; false for /dev/null.
+    pub fn reopen(&mut self) -> io::Result<bool> {
+        if self.file.is_none() {
+            return Ok(false);
+        }
+        self.file = Some(open_append(&self.path)?);
+        Ok(true)
+    }
+
     /// Empty the file (`flush`); false for /dev/null.
     pub fn truncate(&mut self) -> io::Result<bool> {
         match self.file.as_mut() {
