@@ -65,6 +65,33 @@ pub struct App {
     pub creds: Option<users::Credentials>,
     /// `script` is a command line run with `sh -c`.
     pub shell: bool,
+    /// Which instance of its app this is.
+    pub slot: Slot,
+    /// `increment_var` and its value for this instance.
+    pub increment: Option<(String, i64)>,
+}
+
+/// One instance of an app: its pm_id, its index among the instances of the
+/// name (0..n-1, `NODE_APP_INSTANCE`), how many were asked for, and its mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub pm_id: u32,
+    pub instance: u32,
+    pub count: u32,
+    pub cluster: bool,
+}
+
+/// `dir/app-out.log` -> `dir/app-out-3.log`.
+fn with_id(path: &Path, pm_id: u32) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{pm_id}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{pm_id}"),
+    };
+    path.with_file_name(name)
 }
 
 /// File-name-safe form of an app name.
@@ -108,7 +135,7 @@ impl App {
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
         spec: AppSpec,
-        pm_id: u32,
+        slot: Slot,
         home: &Home,
         base_env: Option<Rc<BTreeMap<String, String>>>,
         env_name: Option<String>,
@@ -172,12 +199,33 @@ impl App {
                     invalid(format!("option `interpreter`: {i} not found on PATH"))
                 })?),
             };
+        let pm_id = slot.pm_id;
         let stem = file_stem(&spec.name);
         let in_cwd = |p: &Option<String>| p.as_ref().map(|p| cwd.join(p));
         let out_path =
             in_cwd(&spec.output).unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
         let err_path =
             in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
+        // Several instances write files of their own unless merge_logs.
+        let own_files = (slot.cluster || slot.count > 1) && !spec.merge_logs;
+        let (out_path, err_path) = match own_files {
+            true => (with_id(&out_path, pm_id), with_id(&err_path, pm_id)),
+            false => (out_path, err_path),
+        };
+        let increment = match &spec.increment_var {
+            None => None,
+            Some(var) => {
+                let base = match spec.env.get(var) {
+                    Some(v) => v.trim().parse::<i64>().map_err(|_| {
+                        invalid(format!(
+                            "option `increment_var`: env {var}={v} is not a number"
+                        ))
+                    })?,
+                    None => 0,
+                };
+                Some((var.clone(), base + i64::from(slot.instance)))
+            }
+        };
         let pid_path = in_cwd(&spec.pid_file)
             .unwrap_or_else(|| home.pids().join(format!("{stem}-{pm_id}.pid")));
         let creds = match (&spec.uid, &spec.gid) {
@@ -204,6 +252,8 @@ impl App {
             env_name,
             creds,
             shell,
+            slot,
+            increment,
         })
     }
 
@@ -250,7 +300,13 @@ impl App {
         env.insert("pm_id".into(), pm_id.to_string());
         env.insert("name".into(), self.spec.name.clone());
         env.insert("namespace".into(), self.spec.namespace.clone());
-        env.insert("NODE_APP_INSTANCE".into(), "0".into());
+        env.insert(
+            self.spec.instance_var.clone(),
+            self.slot.instance.to_string(),
+        );
+        if let Some((var, value)) = &self.increment {
+            env.insert(var.clone(), value.to_string());
+        }
         env.insert("CORRAL_HOME".into(), home.dir.display().to_string());
         if io.channel.is_some() {
             env.insert("NODE_CHANNEL_FD".into(), spawn::CHANNEL_FD.to_string());

@@ -77,6 +77,11 @@ const VERBS: &[Verb] = &[
         summary: "send a signal to apps (their process group with treekill)",
     },
     Verb {
+        names: &["scale"],
+        usage: "scale <name> <n|+n|-n>",
+        summary: "grow or shrink the number of instances of an app",
+    },
+    Verb {
         names: &["logs"],
         usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp]",
         summary: "print the last lines of apps' logs, then follow them",
@@ -130,6 +135,24 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "name",
         "NAME",
         "name of the app (default: script file name)",
+    ),
+    (
+        "i",
+        "instances",
+        "N",
+        "run N instances (max: one per CPU), in cluster mode",
+    ),
+    (
+        "",
+        "merge-logs",
+        "",
+        "all instances write the same log files",
+    ),
+    (
+        "",
+        "instance-var",
+        "VAR",
+        "variable with the instance index (NODE_APP_INSTANCE)",
     ),
     (
         "",
@@ -361,6 +384,7 @@ pub fn run(args: &[String]) -> i32 {
         "signal" => cmd_signal(rest),
         "ping" => cmd_ping(rest),
         "logs" => cmd_logs(rest),
+        "scale" => cmd_scale(rest),
         "flush" => cmd_flush(rest),
         "reload-logs" => cmd_reload_logs(rest),
         "send" => cmd_send(rest),
@@ -427,7 +451,7 @@ fn verb_options(verb: &str) -> Options {
             }
         }
         "list" | "describe" | "stop" | "restart" | "reload" | "delete" | "reset" | "signal"
-        | "ping" | "kill" => {
+        | "ping" | "kill" | "scale" => {
             o.optflag("", "json", "print the result as JSON");
         }
         "logs" => {
@@ -609,6 +633,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("max-memory-restart", "max_memory_restart"),
         ("exp-backoff-restart-delay", "exp_backoff_restart_delay"),
         ("watch-delay", "watch_delay"),
+        ("instance-var", "instance_var"),
         ("listen-timeout", "listen_timeout"),
     ];
     for (flag, key) in strings {
@@ -645,6 +670,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("execute-command", "execute_command", true),
         ("write", "write", true),
         ("watch", "watch", true),
+        ("merge-logs", "merge_logs", true),
         ("wait-ready", "wait_ready", true),
         ("shutdown-with-message", "shutdown_with_message", true),
         ("no-ipc", "ipc", false),
@@ -658,6 +684,20 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
     for (flag, key, value) in switches {
         if m.opt_present(flag) {
             o.insert(key.into(), json!(value));
+        }
+    }
+    if let Some(n) = m.opt_str("instances") {
+        let n = match n.as_str() {
+            "max" => json!("max"),
+            n => json!(
+                n.parse::<i64>()
+                    .map_err(|_| { format!("--instances: expected a number or max, got {n}") })?
+            ),
+        };
+        o.insert("instances".into(), n);
+        // As in PM2: -i means cluster mode, unless -x says fork.
+        if !m.opt_present("execute-command") {
+            o.insert("exec_mode".into(), json!("cluster"));
         }
     }
     if let Some(codes) = m.opt_str("stop-exit-codes") {
@@ -790,6 +830,28 @@ fn cmd_signal(args: &[String]) -> i32 {
             }
             0
         }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_scale(args: &[String]) -> i32 {
+    let (m, _) = match parse("scale", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [name, n] = m.free.as_slice() else {
+        return usage_error("scale: give an app name and a number of instances");
+    };
+    let valid = n.trim_start_matches(['+', '-']).parse::<u32>().is_ok();
+    if !valid {
+        return usage_error(&format!("scale: `{n}` is not a number, +N or -N"));
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.scale(name, json!(n)) {
+        Ok(descs) => show(&mut c, m.opt_present("json"), &descs),
         Err(e) => report(e),
     }
 }

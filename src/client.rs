@@ -567,6 +567,15 @@ impl Client {
         self.request(Command::SendData { packet }).map(|_| ())
     }
 
+    /// Grow or shrink the instances of app `name`: `json!(4)`, `json!("+2")`
+    /// or `json!("-1")`; the instances after scaling.
+    pub fn scale(&mut self, name: &str, instances: Value) -> Result<Vec<Description>, Error> {
+        self.descriptions(Command::Scale {
+            name: name.to_string(),
+            instances,
+        })
+    }
+
     /// Empty the log files of `target` (every app's if `None`); how many.
     pub fn flush(&mut self, target: Option<Target>) -> Result<u64, Error> {
         let v = self.request(Command::Flush(target))?;

@@ -28,14 +28,14 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Pid, pipe2};
 use serde_json::{Map, Value, json};
 
-use crate::app::{App, Home, Io};
+use crate::app::{App, Home, Io, Slot};
 use crate::bus::{self, Filter, Subscription};
 use crate::channel::{Channel, Message};
 use crate::cron::Cron;
 use crate::logs::{LogFile, is_null};
 use crate::notify::Notify;
 use crate::options::Watch;
-use crate::options::{self, parse_app};
+use crate::options::{self, instance_count, parse_app};
 use crate::poll::Sampler;
 use crate::procfs;
 use crate::protocol::{
@@ -127,6 +127,32 @@ struct Proc {
     line_err: Vec<u8>,
 }
 
+impl Proc {
+    fn new(app: App, m: Machine, out: LogFile, err: LogFile, cron: Option<Cron>) -> Proc {
+        Proc {
+            app,
+            m,
+            created_at: wall_ms(),
+            pm_uptime: 0,
+            out,
+            err,
+            monit: Monit::default(),
+            cron,
+            cron_at: None,
+            cron_fired: None,
+            watch_at: None,
+            channel: None,
+            restart_reason: None,
+            online_warning: None,
+            notify_status: None,
+            node_version: None,
+            last_pid: 0,
+            line_out: Vec::new(),
+            line_err: Vec::new(),
+        }
+    }
+}
+
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -179,6 +205,8 @@ struct Pending {
 
 enum PendingKind {
     Describe,
+    /// Describe only the apps still there (scale).
+    Present,
     KillDaemon,
 }
 
@@ -1722,6 +1750,31 @@ impl Daemon {
                 }
                 done(json!({ "files": files.len() }).to_string())
             }
+            Command::Scale { name, instances } => {
+                if self.stopping_all {
+                    return Err(internal("the daemon is shutting down"));
+                }
+                let (keep, drop) = self.scale(&name, &instances)?;
+                for id in &drop {
+                    self.unwatch_app(*id);
+                    let _ = self.step(*id, Input::Delete);
+                }
+                let mut ids = keep;
+                ids.extend(drop);
+                self.pending.push(Pending {
+                    conn: t,
+                    id: req.id,
+                    kind: PendingKind::Present,
+                    pm_ids: ids,
+                    gone: BTreeMap::new(),
+                    stopped: 0,
+                    warnings: Vec::new(),
+                });
+                if let Some(c) = self.conns.get_mut(&t) {
+                    c.waiting = true;
+                }
+                Ok(None)
+            }
             Command::ReloadLogs => {
                 let n = self.reopen_logs();
                 done(json!({ "files": n }).to_string())
@@ -1757,6 +1810,15 @@ impl Daemon {
         ch.send(&Value::Object(packet))
             .map_err(|e| WireError::new(ErrorCode::NoChannel, e))?;
         Ok(json!({"delivered": true}).to_string())
+    }
+
+    /// The instance indexes of the apps named `name`.
+    fn instances_of(&self, name: &str) -> Vec<u32> {
+        self.procs
+            .values()
+            .filter(|p| p.app.spec.name == name)
+            .map(|p| p.app.slot.instance)
+            .collect()
     }
 
     /// The pm_ids a target names, in order; `not_found` if none.
@@ -1876,7 +1938,7 @@ impl Daemon {
             let settled = op.pm_ids.iter().all(|id| match self.procs.get(id) {
                 None => true,
                 Some(p) => match op.kind {
-                    PendingKind::Describe => p.m.is_settled(),
+                    PendingKind::Describe | PendingKind::Present => p.m.is_settled(),
                     // Not running, and not waiting for the rest of its group.
                     PendingKind::KillDaemon => !p.m.is_running() && p.m.is_settled(),
                 },
@@ -1887,11 +1949,16 @@ impl Daemon {
             }
             let op = self.pending.remove(i);
             let line = match op.kind {
-                PendingKind::Describe => {
+                PendingKind::Describe | PendingKind::Present => {
+                    let present = matches!(op.kind, PendingKind::Present);
                     let list: Vec<Description> = op
                         .pm_ids
                         .iter()
-                        .filter_map(|id| self.describe(*id).or_else(|| op.gone.get(id).cloned()))
+                        .filter_map(|id| match self.describe(*id) {
+                            Some(d) => Some(d),
+                            None if present => None,
+                            None => op.gone.get(id).cloned(),
+                        })
                         .collect();
                     protocol::ok_line(&op.id, &to_json(&list), &op.warnings)
                 }
@@ -1975,7 +2042,9 @@ impl Daemon {
         }
         let caller_env = args.caller_env.map(Rc::new);
         let mut plan = Vec::new();
-        for (i, spec) in specs.into_iter().enumerate() {
+        let mut next_id = self.next_id;
+        let mut replaced = Vec::new();
+        for spec in specs {
             let same: Vec<u32> = self
                 .procs
                 .iter()
@@ -1991,18 +2060,199 @@ impl Daemon {
                     ),
                 ));
             }
-            let reuse = if spec.force {
-                None
-            } else {
-                same.first().copied()
+            let count = instance_count(spec.instances, cpu_count());
+            let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
+            // Stopped apps of that name: one is started again with the new
+            // options, as PM2 does; several are replaced by fresh instances.
+            let reuse = match (spec.force, same.as_slice(), count) {
+                (false, [one], 1) => Some(*one),
+                _ => None,
             };
-            let pm_id = reuse.unwrap_or(self.next_id + i as u32);
-            let app = App::resolve(
-                spec,
+            if !spec.force && reuse.is_none() {
+                replaced.extend(same.iter().copied());
+            }
+            let taken: Vec<u32> = match spec.force {
+                true => self.instances_of(&spec.name),
+                false => Vec::new(),
+            };
+            let indexes = free_indexes(&taken, count);
+            for instance in indexes {
+                let pm_id = match reuse {
+                    Some(id) => id,
+                    None => {
+                        next_id += 1;
+                        next_id - 1
+                    }
+                };
+                let slot = Slot {
+                    pm_id,
+                    instance,
+                    count: count as u32,
+                    cluster,
+                };
+                let app = App::resolve(
+                    spec.clone(),
+                    slot,
+                    &self.home,
+                    caller_env.clone(),
+                    args.env_name.clone(),
+                    self.root,
+                )?;
+                let open = |path: &Path| {
+                    LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+                        WireError::new(
+                            ErrorCode::InvalidOption,
+                            format!("cannot open log {}: {e}", path.display()),
+                        )
+                    })
+                };
+                let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
+                check_watch(&app)?;
+                plan.push((pm_id, reuse.is_some(), app, out, err));
+            }
+        }
+        for id in replaced {
+            self.unwatch_app(id);
+            self.close_channel(id);
+            self.procs.remove(&id);
+        }
+        let mut started = Vec::new();
+        let mut failures = Vec::new();
+        for (pm_id, reused, app, out, err) in plan {
+            match self.install(pm_id, reused, app, out, err) {
+                Ok(()) => started.push(pm_id),
+                Err(e) => failures.push(e),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(join_errors(failures));
+        }
+        Ok((started, warnings))
+    }
+
+    /// Put app `pm_id` in the table (or give a known one its new options),
+    /// start it unless `autostart` is false, arm its cron. A start that
+    /// fails leaves nothing behind.
+    fn install(
+        &mut self,
+        pm_id: u32,
+        reused: bool,
+        app: App,
+        out: LogFile,
+        err: LogFile,
+    ) -> Result<(), WireError> {
+        let autostart = app.spec.autostart;
+        let write = app.spec.write;
+        let policy = policy_of(&app);
+        let cron = app
+            .spec
+            .cron_restart
+            .as_deref()
+            .and_then(|c| Cron::parse(c).ok());
+        if reused {
+            self.unwatch_app(pm_id);
+            let p = self
+                .procs
+                .get_mut(&pm_id)
+                .ok_or_else(|| internal("vanished"))?;
+            p.app = app;
+            p.out = out;
+            p.err = err;
+            p.m.policy = policy;
+            p.cron = cron;
+            p.cron_at = None;
+            p.cron_fired = None;
+        } else {
+            self.next_id = self.next_id.max(pm_id + 1);
+            self.procs
+                .insert(pm_id, Proc::new(app, Machine::new(policy), out, err, cron));
+        }
+        let begun = match autostart {
+            true => self
+                .watch_app(pm_id)
+                .and_then(|()| self.step(pm_id, Input::Start)),
+            false => Ok(()),
+        };
+        if let Err(e) = begun {
+            self.unwatch_app(pm_id);
+            if !reused {
+                self.close_channel(pm_id);
+                self.procs.remove(&pm_id);
+            }
+            return Err(e);
+        }
+        self.arm_cron(pm_id);
+        if write {
+            self.write_app_file(pm_id);
+        }
+        Ok(())
+    }
+
+    /// `scale`: grow or shrink the instances of the app `name` to `want`;
+    /// the pm_ids of those that stay or come.
+    fn scale(&mut self, name: &str, want: &Value) -> Result<(Vec<u32>, Vec<u32>), WireError> {
+        let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+        let ids: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.app.spec.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(&first) = ids.first() else {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no process named {name}"),
+            ));
+        };
+        let have = ids.len() as i64;
+        let target = match want {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) if s.starts_with('+') || s.starts_with('-') => {
+                s[1..].parse::<i64>().ok().map(|d| {
+                    if s.starts_with('+') {
+                        have + d
+                    } else {
+                        have - d
+                    }
+                })
+            }
+            Value::String(s) => s.parse::<i64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            bad(format!(
+                "`instances` must be a number, +N or -N, got {want}"
+            ))
+        })?;
+        if target < 1 || target as usize > options::MAX_INSTANCES {
+            return Err(bad(format!(
+                "cannot scale {name} to {target} instances (1 to {})",
+                options::MAX_INSTANCES
+            )));
+        }
+        let target = target as usize;
+        if target <= ids.len() {
+            // The newest go first.
+            let (keep, drop) = ids.split_at(target);
+            return Ok((keep.to_vec(), drop.to_vec()));
+        }
+        let template = self.procs[&first].app.clone();
+        let taken = self.instances_of(name);
+        let mut kept = ids.clone();
+        for instance in free_indexes(&taken, target - ids.len()) {
+            let pm_id = self.next_id;
+            let slot = Slot {
                 pm_id,
+                instance,
+                count: target as u32,
+                cluster: template.slot.cluster,
+            };
+            let app = App::resolve(
+                template.spec.clone(),
+                slot,
                 &self.home,
-                caller_env.clone(),
-                args.env_name.clone(),
+                template.base_env.clone(),
+                template.env_name.clone(),
                 self.root,
             )?;
             let open = |path: &Path| {
@@ -2014,85 +2264,10 @@ impl Daemon {
                 })
             };
             let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
-            check_watch(&app)?;
-            plan.push((pm_id, reuse.is_some(), app, out, err));
+            self.install(pm_id, false, app, out, err)?;
+            kept.push(pm_id);
         }
-        let mut started = Vec::new();
-        let mut failures = Vec::new();
-        for (pm_id, reused, app, out, err) in plan {
-            let autostart = app.spec.autostart;
-            let write = app.spec.write;
-            let policy = policy_of(&app);
-            let cron = app
-                .spec
-                .cron_restart
-                .as_deref()
-                .and_then(|c| Cron::parse(c).ok());
-            if reused {
-                self.unwatch_app(pm_id);
-                let p = self
-                    .procs
-                    .get_mut(&pm_id)
-                    .ok_or_else(|| internal("vanished"))?;
-                p.app = app;
-                p.out = out;
-                p.err = err;
-                p.m.policy = policy;
-                p.cron = cron;
-                p.cron_at = None;
-                p.cron_fired = None;
-            } else {
-                self.next_id = self.next_id.max(pm_id + 1);
-                let now = wall_ms();
-                self.procs.insert(
-                    pm_id,
-                    Proc {
-                        app,
-                        m: Machine::new(policy),
-                        created_at: now,
-                        pm_uptime: 0,
-                        out,
-                        err,
-                        monit: Monit::default(),
-                        cron,
-                        cron_at: None,
-                        cron_fired: None,
-                        watch_at: None,
-                        channel: None,
-                        restart_reason: None,
-                        online_warning: None,
-                        notify_status: None,
-                        node_version: None,
-                        last_pid: 0,
-                        line_out: Vec::new(),
-                        line_err: Vec::new(),
-                    },
-                );
-            }
-            let begun = match autostart {
-                true => self
-                    .watch_app(pm_id)
-                    .and_then(|()| self.step(pm_id, Input::Start)),
-                false => Ok(()),
-            };
-            if let Err(e) = begun {
-                self.unwatch_app(pm_id);
-                if !reused {
-                    self.procs.remove(&pm_id);
-                }
-                failures.push(e);
-                continue;
-            }
-            self.arm_cron(pm_id);
-            if write {
-                self.write_app_file(pm_id);
-            }
-            started.push(pm_id);
-        }
-        if !failures.is_empty() {
-            return Err(join_errors(failures));
-        }
-        Ok((started, warnings))
+        Ok((kept, Vec::new()))
     }
 
     /// `write`: the resolved options in `<name>-corral.json` in the cwd.
@@ -2146,10 +2321,15 @@ impl Daemon {
                 exec_interpreter: a.interpreter_name(),
                 node_args: a.spec.interpreter_args.clone(),
                 args: a.spec.args.clone(),
-                exec_mode: "fork_mode".into(),
-                instances: 1,
-                instance_var: "NODE_APP_INSTANCE".into(),
-                node_app_instance: 0,
+                exec_mode: if a.slot.cluster {
+                    "cluster_mode"
+                } else {
+                    "fork_mode"
+                }
+                .into(),
+                instances: a.slot.count,
+                instance_var: a.spec.instance_var.clone(),
+                node_app_instance: a.slot.instance,
                 pm_out_log_path: a.out_path.display().to_string(),
                 pm_err_log_path: a.err_path.display().to_string(),
                 pm_pid_path: a.pid_path.display().to_string(),
@@ -2191,7 +2371,7 @@ impl Daemon {
                 stop_exit_codes: a.spec.stop_exit_codes.clone(),
                 treekill: a.spec.treekill,
                 log_date_format: a.spec.log_date_format.clone(),
-                merge_logs: true,
+                merge_logs: a.spec.merge_logs,
                 uid: a.spec.uid.clone(),
                 gid: a.spec.gid.clone(),
                 autostart: a.spec.autostart,
@@ -2243,6 +2423,16 @@ fn too_long() -> String {
             format!("request line longer than {} bytes", protocol::MAX_LINE),
         ),
     )
+}
+
+/// How many CPUs this process may use (`instances: "max"`).
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The `count` lowest instance indexes not in `taken`.
+fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
+    (0..).filter(|i| !taken.contains(i)).take(count).collect()
 }
 
 /// The paths `watch` names exist, and `ignore_watch` parses.

@@ -32,6 +32,9 @@ pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 1000;
 pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3000;
+pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+/// The most instances of one app.
+pub const MAX_INSTANCES: usize = 1024;
 /// The target word meaning "every app"; no name or namespace may take it.
 pub const ALL_TARGET: &str = "all";
 /// The `log_date_format` that `time: true` selects.
@@ -165,6 +168,28 @@ pub struct AppSpec {
     pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
+    /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
+    /// that many (at least 1).
+    pub instances: i64,
+    /// `exec_mode`: cluster (true) or fork (false); `None` = fork.
+    pub cluster: Option<bool>,
+    /// All instances write the same two log files.
+    pub merge_logs: bool,
+    /// The variable carrying the instance index (`NODE_APP_INSTANCE`).
+    pub instance_var: String,
+    /// A variable of `env` incremented for each instance (`PORT`).
+    pub increment_var: Option<String>,
+}
+
+/// The number of processes `instances` asks for on a machine of `cpus`.
+pub fn instance_count(instances: i64, cpus: usize) -> usize {
+    let cpus = cpus.max(1) as i64;
+    let n = match instances {
+        n if n > 0 => n,
+        0 => cpus,
+        n => cpus + n,
+    };
+    n.clamp(1, MAX_INSTANCES as i64) as usize
 }
 
 /// What `watch` asks for.
@@ -208,22 +233,10 @@ impl fmt::Display for OptionError {
 
 impl std::error::Error for OptionError {}
 
-/// Which values of a not-yet-supported option are harmless (mean the default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Harmless {
-    Nothing,
-    /// The number 1 (`instances`).
-    One,
-    /// `"fork"` or `"fork_mode"` (`exec_mode`).
-    ForkMode,
-    /// Any boolean (`merge_logs`: meaningless with one instance).
-    AnyBool,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Support {
     Yes,
-    Later(Harmless),
+    Later,
     NoEffect,
 }
 
@@ -243,11 +256,11 @@ const fn yes(name: &'static str, aliases: &'static [&'static str]) -> OptionDef 
     }
 }
 
-const fn later(name: &'static str, aliases: &'static [&'static str], ok: Harmless) -> OptionDef {
+const fn later(name: &'static str, aliases: &'static [&'static str]) -> OptionDef {
     OptionDef {
         name,
         aliases,
-        support: Support::Later(ok),
+        support: Support::Later,
     }
 }
 
@@ -291,9 +304,9 @@ const OPTIONS: &[OptionDef] = &[
     yes("port", &[]),
     yes("disable_logs", &[]),
     yes("time", &[]),
-    later("instances", &[], Harmless::One),
-    later("exec_mode", &[], Harmless::ForkMode),
-    later("merge_logs", &["combine_logs"], Harmless::AnyBool),
+    yes("instances", &[]),
+    yes("exec_mode", &[]),
+    yes("merge_logs", &["combine_logs"]),
     yes("max_memory_restart", &[]),
     yes("exp_backoff_restart_delay", &[]),
     yes("watch", &[]),
@@ -304,15 +317,15 @@ const OPTIONS: &[OptionDef] = &[
     yes("listen_timeout", &[]),
     yes("shutdown_with_message", &[]),
     yes("ipc", &[]),
-    later("listen", &[], Harmless::Nothing),
-    later("instance_var", &[], Harmless::Nothing),
-    later("increment_var", &[], Harmless::Nothing),
-    later("max_log_size", &[], Harmless::Nothing),
-    later("log_retain", &[], Harmless::Nothing),
-    later("log_file", &["log"], Harmless::Nothing),
-    later("log_type", &[], Harmless::Nothing),
-    later("filter_env", &[], Harmless::Nothing),
-    later("append_env_to_name", &[], Harmless::Nothing),
+    later("listen", &[]),
+    yes("instance_var", &[]),
+    yes("increment_var", &[]),
+    later("max_log_size", &[]),
+    later("log_retain", &[]),
+    later("log_file", &["log"]),
+    later("log_type", &[]),
+    later("filter_env", &[]),
+    later("append_env_to_name", &[]),
     no_effect("vizion"),
     no_effect("pmx"),
     no_effect("automation"),
@@ -403,7 +416,9 @@ pub fn parse_app(v: &Value) -> Result<Parsed, OptionError> {
             }
             match def.support {
                 Support::Yes => {}
-                Support::Later(harmless) => check_later(key, value, harmless)?,
+                Support::Later => {
+                    return Err(OptionError::new(key.as_str(), "is not supported yet"));
+                }
                 Support::NoEffect => {
                     warnings.push(format!("option `{key}` has no effect in corral"));
                 }
@@ -540,7 +555,58 @@ fn build_spec(
             .parse("shutdown_with_message", boolean)?
             .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
+        instances: given.parse("instances", instances)?.unwrap_or(1),
+        cluster: given.parse("exec_mode", exec_mode)?,
+        merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
+        instance_var: given
+            .parse("instance_var", env_name_string)?
+            .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
+        increment_var: given.parse("increment_var", env_name_string)?,
     })
+}
+
+/// A number, `"max"` (one per CPU) or a numeric string.
+fn instances(key: &str, v: &Value) -> Result<i64, OptionError> {
+    if v.as_str() == Some("max") {
+        return Ok(0);
+    }
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n.unsigned_abs() as usize <= MAX_INSTANCES => Ok(n),
+        Some(_) => Err(OptionError::new(
+            key,
+            format!("at most {MAX_INSTANCES} instances"),
+        )),
+        None => Err(OptionError::new(
+            key,
+            format!("expected a number or \"max\", got {}", describe(v)),
+        )),
+    }
+}
+
+/// `fork`/`fork_mode` (false) or `cluster`/`cluster_mode` (true).
+fn exec_mode(key: &str, v: &Value) -> Result<bool, OptionError> {
+    match v.as_str() {
+        Some("fork" | "fork_mode") => Ok(false),
+        Some("cluster" | "cluster_mode") => Ok(true),
+        _ => Err(OptionError::new(
+            key,
+            format!("expected fork or cluster, got {}", describe(v)),
+        )),
+    }
+}
+
+/// The name of an environment variable.
+fn env_name_string(key: &str, v: &Value) -> Result<String, OptionError> {
+    let s = nonempty_string(key, v)?;
+    if s.contains('=') {
+        return Err(OptionError::new(key, "must not contain `=`"));
+    }
+    Ok(s)
 }
 
 fn size(key: &str, v: &Value) -> Result<u64, OptionError> {
@@ -592,21 +658,6 @@ fn cron(key: &str, v: &Value) -> Result<Option<String>, OptionError> {
             key,
             format!("expected a cron expression, got {}", describe(other)),
         )),
-    }
-}
-
-/// A not-yet-supported option is an error unless its value means the default.
-fn check_later(key: &str, value: &Value, harmless: Harmless) -> Result<(), OptionError> {
-    let ok = match harmless {
-        Harmless::Nothing => false,
-        Harmless::One => whole(value) == Some(1),
-        Harmless::ForkMode => matches!(value.as_str(), Some("fork" | "fork_mode")),
-        Harmless::AnyBool => return boolean(key, value).map(|_| ()),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(OptionError::new(key, "is not supported yet"))
     }
 }
 
@@ -1170,6 +1221,11 @@ mod tests {
             listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
             shutdown_with_message: false,
             ipc: true,
+            instances: 1,
+            cluster: None,
+            merge_logs: false,
+            instance_var: DEFAULT_INSTANCE_VAR.into(),
+            increment_var: None,
         }
     }
 
@@ -1497,11 +1553,25 @@ mod tests {
             (json!({"disableLogs": false}), |_| {}),
             (json!({"instances": 1}), |_| {}),
             (json!({"instances": "1"}), |_| {}),
-            (json!({"exec_mode": "fork"}), |_| {}),
-            (json!({"execMode": "fork_mode"}), |_| {}),
+            (json!({"instances": 4}), |s| s.instances = 4),
+            (json!({"instances": "max"}), |s| s.instances = 0),
+            (json!({"instances": -1}), |s| s.instances = -1),
+            (json!({"exec_mode": "fork"}), |s| s.cluster = Some(false)),
+            (json!({"execMode": "fork_mode"}), |s| {
+                s.cluster = Some(false)
+            }),
+            (json!({"exec_mode": "cluster_mode"}), |s| {
+                s.cluster = Some(true)
+            }),
             (json!({"merge_logs": false}), |_| {}),
-            (json!({"mergeLogs": true}), |_| {}),
-            (json!({"combine_logs": true}), |_| {}),
+            (json!({"mergeLogs": true}), |s| s.merge_logs = true),
+            (json!({"combine_logs": true}), |s| s.merge_logs = true),
+            (json!({"instance_var": "INSTANCE_ID"}), |s| {
+                s.instance_var = "INSTANCE_ID".into()
+            }),
+            (json!({"increment_var": "PORT"}), |s| {
+                s.increment_var = Some("PORT".into())
+            }),
             (json!({"watch": false}), |_| {}),
             (json!({"watch": true}), |s| s.watch = Watch::Cwd),
             (json!({"watch": "src"}), |s| {
@@ -1600,19 +1670,19 @@ mod tests {
                 "unknown option",
             ),
             (
-                json!({"script": "a", "instances": 2}),
+                json!({"script": "a", "instances": "many"}),
                 "instances",
-                "is not supported yet",
+                "expected a number or \"max\", got \"many\"",
             ),
             (
-                json!({"script": "a", "instances": "max"}),
+                json!({"script": "a", "instances": 5000}),
                 "instances",
-                "is not supported yet",
+                "at most 1024 instances",
             ),
             (
-                json!({"script": "a", "exec_mode": "cluster"}),
+                json!({"script": "a", "exec_mode": "threads"}),
                 "exec_mode",
-                "is not supported yet",
+                "expected fork or cluster, got \"threads\"",
             ),
             (
                 json!({"script": "a", "watch": 3}),

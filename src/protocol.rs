@@ -170,6 +170,11 @@ pub enum Command {
     Subscribe {
         events: Option<Vec<String>>,
     },
+    /// Grow or shrink an app's instances: a number, `"+N"` or `"-N"`.
+    Scale {
+        name: String,
+        instances: Value,
+    },
     /// Empty the log files (of the target, or of every app).
     Flush(Option<Target>),
     /// Reopen every log file (after logrotate renamed them).
@@ -197,7 +202,7 @@ pub struct Request {
 pub type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, delete, reset, describe, list, \
-                     send_signal, send_data, subscribe, flush, reload_logs, kill_daemon";
+                     send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -272,6 +277,10 @@ impl Request {
             Command::List => ("list", vec![]),
             Command::KillDaemon => ("kill_daemon", vec![]),
             Command::ReloadLogs => ("reload_logs", vec![]),
+            Command::Scale { name, instances } => (
+                "scale",
+                vec![("target", json!(name)), ("instances", instances.clone())],
+            ),
             Command::Flush(t) => (
                 "flush",
                 t.iter().map(|t| ("target", t.to_value())).collect(),
@@ -339,6 +348,15 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
             "list" => Command::List,
             "kill_daemon" => Command::KillDaemon,
             "reload_logs" => Command::ReloadLogs,
+            "scale" => Command::Scale {
+                name: match obj.remove("target") {
+                    Some(Value::String(n)) => n,
+                    _ => return Err(bad("`scale` needs a `target` name".into())),
+                },
+                instances: obj
+                    .remove("instances")
+                    .ok_or_else(|| bad("`scale` needs `instances`".into()))?,
+            },
             "flush" => Command::Flush(match obj.remove("target") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(Target::parse(&v).map_err(bad)?),
@@ -749,6 +767,17 @@ mod tests {
                 Ok(Command::Flush(Some(Target::Name("api".into())))),
             ),
             ("reload_logs", Ok(Command::ReloadLogs)),
+            (
+                r#"{"cmd":"scale","target":"api","instances":"+2"}"#,
+                Ok(Command::Scale {
+                    name: "api".into(),
+                    instances: json!("+2"),
+                }),
+            ),
+            (
+                r#"{"cmd":"scale","instances":2}"#,
+                Err(ErrorCode::BadRequest),
+            ),
             ("subscribe", Ok(Command::Subscribe { events: None })),
             (
                 r#"{"cmd":"subscribe","events":["log:out"]}"#,
