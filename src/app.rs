@@ -43,8 +43,12 @@ impl Home {
 /// channel, and the sd_notify socket it may report to.
 pub struct Io {
     pub stdio: [OwnedFd; 3],
+    /// Listening sockets (`listen`) with their `LISTEN_FDNAMES` names.
+    pub listen: Vec<(std::os::fd::RawFd, String)>,
     pub channel: Option<OwnedFd>,
     pub notify_socket: Option<PathBuf>,
+    /// `NODE_UNIQUE_ID` of a Node cluster worker.
+    pub cluster_id: Option<String>,
 }
 
 /// An app ready to be spawned, as many times as it restarts.
@@ -309,8 +313,17 @@ impl App {
         }
         env.insert("CORRAL_HOME".into(), home.dir.display().to_string());
         if io.channel.is_some() {
-            env.insert("NODE_CHANNEL_FD".into(), spawn::CHANNEL_FD.to_string());
+            let fd = spawn::channel_fd(io.listen.len());
+            env.insert("NODE_CHANNEL_FD".into(), fd.to_string());
             env.insert("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into());
+        }
+        if !io.listen.is_empty() {
+            env.insert("LISTEN_FDS".into(), io.listen.len().to_string());
+            let names: Vec<&str> = io.listen.iter().map(|(_, n)| n.as_str()).collect();
+            env.insert("LISTEN_FDNAMES".into(), names.join(":"));
+        }
+        if let Some(id) = &io.cluster_id {
+            env.insert("NODE_UNIQUE_ID".into(), id.clone());
         }
         if let Some(n) = &io.notify_socket {
             env.insert("NOTIFY_SOCKET".into(), n.display().to_string());
@@ -396,11 +409,22 @@ impl App {
             .iter()
             .map(|a| cstr(a.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
-        let envp = self
+        let mut envp = self
             .environment(pm_id, home, &io)
             .iter()
             .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "an environment variable"))
             .collect::<Result<Vec<_>, _>>()?;
+        // LISTEN_PID is the exec'd process's pid: the child fills it in.
+        let listen_pid_env = match io.listen.is_empty() {
+            true => None,
+            false => {
+                envp.push(cstr(
+                    spawn::LISTEN_PID_PLACEHOLDER.as_bytes(),
+                    "LISTEN_PID",
+                )?);
+                Some(envp.len() - 1)
+            }
+        };
         let [stdin, stdout, stderr] = io.stdio;
         Ok(spawn::Command {
             path: cstr(path, "the program path")?,
@@ -414,7 +438,9 @@ impl App {
             stdin,
             stdout,
             stderr,
+            listen: io.listen.iter().map(|(fd, _)| *fd).collect(),
             channel: io.channel,
+            listen_pid_env,
         })
     }
 }

@@ -32,6 +32,7 @@ use crate::app::{App, Home, Io, Slot};
 use crate::bus::{self, Filter, Subscription};
 use crate::channel::{Channel, Message};
 use crate::cron::Cron;
+use crate::listen;
 use crate::logs::{LogFile, is_null};
 use crate::notify::Notify;
 use crate::options::Watch;
@@ -333,6 +334,9 @@ struct Daemon {
     notify: Option<Notify>,
     /// Tokens of the apps' channels.
     channels: HashMap<Token, u32>,
+    /// The `listen` sockets of each app name, shared by its instances and
+    /// kept across restarts and reloads.
+    listeners: HashMap<String, Vec<(listen::Addr, OwnedFd)>>,
     /// Output pipes with data left after their share of a wake.
     busy_pipes: Vec<Token>,
     /// How many connections subscribed to the bus (publishing is free
@@ -480,6 +484,7 @@ impl Daemon {
             watcher: None,
             notify,
             channels: HashMap::new(),
+            listeners: HashMap::new(),
             busy_pipes: Vec::new(),
             subscribers: 0,
             pending: Vec::new(),
@@ -1029,6 +1034,15 @@ impl Daemon {
             }
             Effect::Forget => {
                 self.close_channel(id);
+                if let Some(name) = self.procs.get(&id).map(|p| p.app.spec.name.clone()) {
+                    let others = self
+                        .procs
+                        .iter()
+                        .any(|(other, p)| *other != id && p.app.spec.name == name);
+                    if !others {
+                        self.listeners.remove(&name);
+                    }
+                }
                 if self.procs.contains_key(&id) {
                     let desc = self.describe(id);
                     for op in self.pending.iter_mut().filter(|op| op.pm_ids.contains(&id)) {
@@ -1211,6 +1225,9 @@ impl Daemon {
                 let data = json!({"process": self.process_ref(id), "raw": "ready", "at": at});
                 self.publish("process:msg", data);
             }
+            // The cluster protocol (and handle acks, which the channel
+            // keeps for itself): never bus events.
+            Message::Internal(_) => {}
             Message::NodeVersion(v) => {
                 if let Some(p) = self.procs.get_mut(&id) {
                     p.node_version = Some(v);
@@ -1316,10 +1333,21 @@ impl Daemon {
             }
             false => (None, None),
         };
+        let listen = self
+            .listeners
+            .get(&p.app.spec.name)
+            .map(|l| {
+                l.iter()
+                    .map(|(a, fd)| (fd.as_raw_fd(), a.fd_name()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let io = Io {
             stdio: [null()?, out_w, err_w],
+            listen,
             channel: theirs,
             notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
+            cluster_id: None,
         };
         let cmd = p.app.command(id, &self.home, io)?;
         let pid =
@@ -2042,6 +2070,7 @@ impl Daemon {
         }
         let caller_env = args.caller_env.map(Rc::new);
         let mut plan = Vec::new();
+        let mut binds = Vec::new();
         let mut next_id = self.next_id;
         let mut replaced = Vec::new();
         for spec in specs {
@@ -2061,6 +2090,31 @@ impl Daemon {
                 ));
             }
             let count = instance_count(spec.instances, cpu_count());
+            if !spec.listen.is_empty() {
+                let addrs: Vec<listen::Addr> = spec
+                    .listen
+                    .iter()
+                    .filter_map(|a| listen::parse(a).ok())
+                    .collect();
+                let held: Vec<&listen::Addr> = self
+                    .listeners
+                    .get(&spec.name)
+                    .map(|l| l.iter().map(|(a, _)| a).collect())
+                    .unwrap_or_default();
+                if held != addrs.iter().collect::<Vec<_>>() {
+                    let mut socks = Vec::new();
+                    for a in addrs {
+                        let fd = a.bind().map_err(|e| {
+                            WireError::new(
+                                ErrorCode::InvalidOption,
+                                format!("option `listen`: {e}"),
+                            )
+                        })?;
+                        socks.push((a, fd));
+                    }
+                    binds.push((spec.name.clone(), socks));
+                }
+            }
             let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
             // Stopped apps of that name: one is started again with the new
             // options, as PM2 does; several are replaced by fresh instances.
@@ -2115,6 +2169,9 @@ impl Daemon {
             self.unwatch_app(id);
             self.close_channel(id);
             self.procs.remove(&id);
+        }
+        for (name, socks) in binds {
+            self.listeners.insert(name, socks);
         }
         let mut started = Vec::new();
         let mut failures = Vec::new();

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod client;
 pub mod cron;
 pub mod daemon;
+pub mod listen;
 pub mod logs;
 pub mod notify;
 pub mod options;

@@ -179,6 +179,8 @@ pub struct AppSpec {
     pub instance_var: String,
     /// A variable of `env` incremented for each instance (`PORT`).
     pub increment_var: Option<String>,
+    /// Addresses corral binds and passes to every instance (`listen.rs`).
+    pub listen: Vec<String>,
 }
 
 /// The number of processes `instances` asks for on a machine of `cpus`.
@@ -317,7 +319,7 @@ const OPTIONS: &[OptionDef] = &[
     yes("listen_timeout", &[]),
     yes("shutdown_with_message", &[]),
     yes("ipc", &[]),
-    later("listen", &[]),
+    yes("listen", &[]),
     yes("instance_var", &[]),
     yes("increment_var", &[]),
     later("max_log_size", &[]),
@@ -562,7 +564,20 @@ fn build_spec(
             .parse("instance_var", env_name_string)?
             .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
         increment_var: given.parse("increment_var", env_name_string)?,
+        listen: given.parse("listen", listen_list)?.unwrap_or_default(),
     })
+}
+
+/// One address or an array of them, each checked by `listen::parse`.
+fn listen_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
+    let list = match v {
+        Value::Number(_) => vec![v.to_string()],
+        _ => string_list(key, v)?,
+    };
+    for a in &list {
+        crate::listen::parse(a).map_err(|e| OptionError::new(key, e))?;
+    }
+    Ok(list)
 }
 
 /// A number, `"max"` (one per CPU) or a numeric string.
@@ -1226,6 +1241,7 @@ mod tests {
             merge_logs: false,
             instance_var: DEFAULT_INSTANCE_VAR.into(),
             increment_var: None,
+            listen: Vec::new(),
         }
     }
 
@@ -1572,6 +1588,14 @@ mod tests {
             (json!({"increment_var": "PORT"}), |s| {
                 s.increment_var = Some("PORT".into())
             }),
+            (json!({"listen": "tcp:8080"}), |s| {
+                s.listen = vec!["tcp:8080".into()]
+            }),
+            (json!({"listen": 8080}), |s| s.listen = vec!["8080".into()]),
+            (
+                json!({"listen": ["127.0.0.1:81", "unix:/tmp/a.sock"]}),
+                |s| s.listen = vec!["127.0.0.1:81".into(), "unix:/tmp/a.sock".into()],
+            ),
             (json!({"watch": false}), |_| {}),
             (json!({"watch": true}), |s| s.watch = Watch::Cwd),
             (json!({"watch": "src"}), |s| {

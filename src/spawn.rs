@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -26,13 +26,28 @@ pub struct Command {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
-    /// The app's end of its IPC channel, given as fd `CHANNEL_FD`.
+    /// Listening sockets given as fds 3, 4, … (socket activation); the
+    /// daemon keeps them.
+    pub listen: Vec<RawFd>,
+    /// The app's end of its IPC channel, given as the fd after them
+    /// (`channel_fd`).
     pub channel: Option<OwnedFd>,
+    /// Which `envp` entry is the `LISTEN_PID=` placeholder the child fills
+    /// with its own pid.
+    pub listen_pid_env: Option<usize>,
 }
 
-/// The fd number of the IPC channel in the child (`NODE_CHANNEL_FD`),
-/// where Node puts it too.
-pub const CHANNEL_FD: i32 = 3;
+/// The first fd after stdin, stdout and stderr.
+pub const FIRST_PASSED_FD: i32 = 3;
+
+/// The fd number of the IPC channel in a child given `listen` sockets:
+/// right after them (3 without any, where Node puts it too).
+pub fn channel_fd(listen: usize) -> i32 {
+    FIRST_PASSED_FD + listen as i32
+}
+
+/// `LISTEN_PID=` and room for any pid and its NUL.
+pub const LISTEN_PID_PLACEHOLDER: &str = "LISTEN_PID=                    ";
 
 /// The step of the child's set-up that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,17 +133,22 @@ pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
     let (status_r, status_w) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
     // The child writes to it after placing fds 0..=3: keep it out of the way.
-    let status_w =
-        fd_above(status_w, CHANNEL_FD + 1).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
-    let argv = null_terminated(&cmd.argv);
-    let envp = null_terminated(&cmd.envp);
-    let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
-    let fds = [
+    // The fds the child gets, in order: 0, 1, 2, the listening sockets, the
+    // channel. The status pipe stays above them.
+    let mut fds: Vec<i32> = vec![
         cmd.stdin.as_raw_fd(),
         cmd.stdout.as_raw_fd(),
         cmd.stderr.as_raw_fd(),
-        cmd.channel.as_ref().map_or(-1, |c| c.as_raw_fd()),
     ];
+    fds.extend(&cmd.listen);
+    if let Some(c) = &cmd.channel {
+        fds.push(c.as_raw_fd());
+    }
+    let status_w =
+        fd_above(status_w, fds.len() as i32).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    let argv = null_terminated(&cmd.argv);
+    let envp = null_terminated(&cmd.envp);
+    let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
     let status_fd = status_w.as_raw_fd();
 
     // SAFETY: the daemon is single-threaded, and the child below only calls
@@ -139,7 +159,7 @@ pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
     }
     if pid == 0 {
         // SAFETY: in the child, only async-signal-safe calls; never returns.
-        unsafe { child_after_fork(cmd, &argv, &envp, &groups, fds, status_fd) }
+        unsafe { child_after_fork(cmd, &argv, &envp, &groups, &mut fds, status_fd) }
     }
     drop(status_w);
     let mut buf = [0u8; 5];
@@ -187,7 +207,7 @@ unsafe fn child_after_fork(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     groups: &[libc::gid_t],
-    fds: [i32; 4],
+    fds: &mut [i32],
     status_fd: i32,
 ) -> ! {
     let report = |step: Step| -> ! {
@@ -215,20 +235,44 @@ unsafe fn child_after_fork(
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        // 0, 1, 2 first: the channel's target (3) may be where one of them
-        // sits now.
-        for (target, fd) in fds.iter().enumerate().filter(|(_, fd)| **fd >= 0) {
-            // dup2 clears close-on-exec on the copy; a fd already in place
-            // needs it cleared by hand.
-            let target = target as i32;
-            if *fd == target {
-                let flags = libc::fcntl(target, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+        // Move every source below the targets' range out of the way first,
+        // so that placing one never overwrites another; dup2 then clears
+        // close-on-exec on each target.
+        let top = fds.len() as i32;
+        for fd in fds.iter_mut() {
+            if *fd < top {
+                let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+                if moved < 0 {
                     report(Step::Dup);
                 }
-            } else if libc::dup2(*fd, target) < 0 {
+                *fd = moved;
+            }
+        }
+        for (target, fd) in fds.iter().enumerate() {
+            if libc::dup2(*fd, target as i32) < 0 {
                 report(Step::Dup);
             }
+        }
+        if let Some(i) = cmd.listen_pid_env {
+            // The placeholder is this process's own copy of the string:
+            // write our pid (the one exec keeps) into it, then a NUL.
+            let entry = envp[i] as *mut u8;
+            let start = "LISTEN_PID=".len();
+            let mut digits = [0u8; 20];
+            let mut n = libc::getpid() as u64;
+            let mut len = 0;
+            loop {
+                digits[len] = b'0' + (n % 10) as u8;
+                len += 1;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for k in 0..len {
+                *entry.add(start + k) = digits[len - 1 - k];
+            }
+            *entry.add(start + len) = 0;
         }
         if libc::chdir(cmd.cwd.as_ptr()) < 0 {
             report(Step::Chdir);
