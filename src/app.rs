@@ -355,7 +355,7 @@ impl App {
         }
     }
 
-    fn is_node(&self) -> bool {
+    pub fn is_node(&self) -> bool {
         self.interpreter_name().starts_with("node")
     }
 

@@ -519,6 +519,12 @@ impl Client {
         self.descriptions(Command::Act(Action::Reload, target))
     }
 
+    /// A rolling reload in which each old process first gets the
+    /// `shutdown` message (PM2's gracefulReload).
+    pub fn graceful_reload(&mut self, target: Target) -> Result<Vec<Description>, Error> {
+        self.descriptions(Command::Act(Action::GracefulReload, target))
+    }
+
     pub fn delete(&mut self, target: Target) -> Result<Vec<Description>, Error> {
         self.descriptions(Command::Act(Action::Delete, target))
     }

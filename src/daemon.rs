@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::app::{App, Home, Io, Slot};
 use crate::bus::{self, Filter, Subscription};
 use crate::channel::{Channel, Message};
+use crate::cluster::{Cluster, WorkerEvent};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::{LogFile, is_null};
@@ -111,8 +112,12 @@ struct Proc {
     cron_fired: Option<i64>,
     /// Restart at this deadline: files changed (`watch_delay` debounce).
     watch_at: Option<u64>,
-    /// The current process's IPC channel, and its token.
-    channel: Option<(Token, Channel)>,
+    /// The current process's IPC channel.
+    channel: Option<Link>,
+    /// A reload's replacement, started beside the current process.
+    candidate: Option<Candidate>,
+    /// Why the last replacement failed.
+    candidate_failure: Option<String>,
     /// Why the daemon restarts the app (memory, cron, watch), for the
     /// `restart` event.
     restart_reason: Option<String>,
@@ -143,6 +148,8 @@ impl Proc {
             cron_fired: None,
             watch_at: None,
             channel: None,
+            candidate: None,
+            candidate_failure: None,
             restart_reason: None,
             online_warning: None,
             notify_status: None,
@@ -154,6 +161,61 @@ impl Proc {
     }
 }
 
+/// Which process of an app a channel belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Main,
+    Candidate,
+    Drain,
+}
+
+/// A process just spawned for an app.
+struct Child {
+    pid: i32,
+    channel: Option<Link>,
+}
+
+/// The daemon's end of one process's channel, with its cluster identity.
+struct Link {
+    token: Token,
+    ch: Channel,
+    /// `NODE_UNIQUE_ID` of a Node cluster worker, 0 otherwise.
+    worker: u32,
+    /// Our message counter towards that worker.
+    seq: u64,
+}
+
+/// A reload's replacement, not yet the app's process.
+struct Candidate {
+    pid: i32,
+    since: u64,
+    deadline: u64,
+    /// It must say it is ready (wait_ready, or a Node worker's
+    /// `listening`); otherwise staying up until `deadline` is enough.
+    signals: bool,
+    ready: bool,
+    link: Option<Link>,
+}
+
+/// An old process after a reload's swap, stopping under its kill timer.
+struct Drain {
+    pm_id: u32,
+    pid: i32,
+    deadline: u64,
+    treekill: bool,
+    link: Option<Link>,
+}
+
+/// A rolling reload: one instance at a time.
+struct Reload {
+    conn: Token,
+    id: Value,
+    queue: std::collections::VecDeque<u32>,
+    current: Option<u32>,
+    done: Vec<u32>,
+    graceful: bool,
+}
+
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -161,6 +223,10 @@ enum Timer {
     State(u32),
     Cron(u32),
     Watch(u32),
+    /// A reload's replacement is due to be ready.
+    Candidate(u32),
+    /// A draining old process is due to be gone (its pid).
+    Drain(i32),
     /// The next /proc sample.
     Sample,
 }
@@ -337,6 +403,11 @@ struct Daemon {
     /// The `listen` sockets of each app name, shared by its instances and
     /// kept across restarts and reloads.
     listeners: HashMap<String, Vec<(listen::Addr, OwnedFd)>>,
+    /// Node cluster mode: the listening sockets workers share.
+    cluster: Cluster,
+    next_worker: u32,
+    drains: Vec<Drain>,
+    reloads: Vec<Reload>,
     /// Output pipes with data left after their share of a wake.
     busy_pipes: Vec<Token>,
     /// How many connections subscribed to the bus (publishing is free
@@ -486,6 +557,10 @@ impl Daemon {
             channels: HashMap::new(),
             listeners: HashMap::new(),
             busy_pipes: Vec::new(),
+            cluster: Cluster::new(),
+            next_worker: 0,
+            drains: Vec::new(),
+            reloads: Vec::new(),
             subscribers: 0,
             pending: Vec::new(),
             clock: Instant::now(),
@@ -575,6 +650,7 @@ impl Daemon {
             self.arm_sampling();
             // Before answers: a stop is answered once its pid file is gone.
             self.remove_stale_pid_files();
+            self.drive_reloads();
             self.finish_pending();
             if std::mem::take(&mut self.trim) {
                 // SAFETY: malloc_trim only returns free heap pages to the
@@ -662,6 +738,7 @@ impl Daemon {
         }
         self.stopping_all = true;
         for id in &ids {
+            self.drop_candidate(*id, "was cancelled: the daemon is stopping");
             // A failure is logged where it happens (apply).
             let _ = self.step(*id, Input::Stop);
         }
@@ -697,7 +774,11 @@ impl Daemon {
                 .iter()
                 .find(|(_, p)| p.m.pid() == Some(pid))
                 .map(|(id, p)| (*id, p.app.spec.treekill));
-            if let Some((id, treekill)) = found {
+            let Some((id, treekill)) = found else {
+                self.reap_other(pid, exit);
+                continue;
+            };
+            {
                 let group_alive = treekill && reaper::group_alive(pid);
                 let _ = self.step(
                     id,
@@ -760,6 +841,21 @@ impl Daemon {
                             p.watch_at = None;
                         }
                         self.restart_for(id, "files changed (watch)");
+                    }
+                }
+                Timer::Candidate(id) => {
+                    let due = self
+                        .procs
+                        .get(&id)
+                        .and_then(|p| p.candidate.as_ref())
+                        .map(|c| c.deadline);
+                    if due == Some(t) {
+                        self.candidate_due(id);
+                    }
+                }
+                Timer::Drain(pid) => {
+                    if self.drains.iter().any(|d| d.pid == pid && d.deadline == t) {
+                        self.drain_due(pid);
                     }
                 }
                 Timer::Sample => {
@@ -1014,7 +1110,7 @@ impl Daemon {
                     .procs
                     .get_mut(&id)
                     .and_then(|p| p.channel.as_mut())
-                    .map(|(_, ch)| ch.send(&json!("shutdown")));
+                    .map(|l| l.ch.send(&json!("shutdown")));
                 if !matches!(sent, Some(Ok(()))) {
                     // No channel to ask through: the kill signal it is.
                     let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
@@ -1033,6 +1129,7 @@ impl Daemon {
                 Ok(())
             }
             Effect::Forget => {
+                self.drop_candidate(id, "was cancelled: the app was deleted");
                 self.close_channel(id);
                 if let Some(name) = self.procs.get(&id).map(|p| p.app.spec.name.clone()) {
                     let others = self
@@ -1188,32 +1285,126 @@ impl Daemon {
 
     /// Close app `id`'s channel (its process is gone or replaced).
     fn close_channel(&mut self, id: u32) {
-        let Some((t, mut ch)) = self.procs.get_mut(&id).and_then(|p| p.channel.take()) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut ch.sock);
-        self.channels.remove(&t);
+        if let Some(link) = self.procs.get_mut(&id).and_then(|p| p.channel.take()) {
+            self.drop_link(link);
+        }
+    }
+
+    /// The channel behind token `t`: an app's main process, its reload
+    /// replacement, or an old process draining.
+    fn link_of(&mut self, t: Token) -> Option<(u32, Owner, &mut Link)> {
+        let id = *self.channels.get(&t)?;
+        if let Some(i) = self
+            .drains
+            .iter()
+            .position(|d| d.link.as_ref().is_some_and(|l| l.token == t))
+        {
+            let d = &mut self.drains[i];
+            return d.link.as_mut().map(|l| (d.pm_id, Owner::Drain, l));
+        }
+        let p = self.procs.get_mut(&id)?;
+        if p.channel.as_ref().is_some_and(|l| l.token == t) {
+            return p.channel.as_mut().map(|l| (id, Owner::Main, l));
+        }
+        let c = p.candidate.as_mut()?;
+        c.link
+            .as_mut()
+            .filter(|l| l.token == t)
+            .map(|l| (id, Owner::Candidate, l))
     }
 
     fn service_channel(&mut self, t: Token) {
-        let Some(&id) = self.channels.get(&t) else {
+        // Out of `self` while a link of `self` is borrowed.
+        let mut cluster = std::mem::take(&mut self.cluster);
+        let Some((id, owner, link)) = self.link_of(t) else {
+            self.cluster = cluster;
             return;
         };
-        let Some((_, ch)) = self.procs.get_mut(&id).and_then(|p| p.channel.as_mut()) else {
-            return;
-        };
-        let _ = ch.flush();
-        let inbound = ch.read();
+        let _ = link.ch.flush();
+        let inbound = link.ch.read();
+        // The cluster protocol is answered right here, on the same link.
+        let mut events = Vec::new();
+        let mut others = Vec::new();
+        for msg in inbound.messages {
+            match msg {
+                Message::Internal(v) if link.worker > 0 && Cluster::is_cluster_message(&v) => {
+                    let (outs, ev) = cluster.handle(link.worker, &v, &mut link.seq);
+                    for out in outs {
+                        let sent = match out.fd {
+                            Some(fd) => link.ch.send_handle(&out.msg, fd),
+                            None => link.ch.send(&out.msg),
+                        };
+                        if let Err(e) = sent {
+                            events.push(Err(e));
+                        }
+                    }
+                    if let Some(ev) = ev {
+                        events.push(Ok(ev));
+                    }
+                }
+                other => others.push(other),
+            }
+        }
+        self.cluster = cluster;
         for w in &inbound.warnings {
             let line = format!("app {id}: channel: {w}");
             self.log(&line);
         }
-        for msg in inbound.messages {
-            self.on_message(id, msg);
+        for ev in events {
+            match ev {
+                Ok(WorkerEvent::Listening) => self.on_message_from(id, owner, Message::Ready),
+                Ok(_) => {}
+                Err(e) => self.log(&format!("app {id}: cluster: {e}")),
+            }
+        }
+        for msg in others {
+            self.on_message_from(id, owner, msg);
         }
         if inbound.closed {
-            // The app closed its end: it keeps running without a channel.
-            self.close_channel(id);
+            // The process closed its end: it keeps running without a
+            // channel (a draining Node worker is on its way out).
+            match owner {
+                Owner::Main => self.close_channel(id),
+                Owner::Candidate => {
+                    if let Some(link) = self
+                        .procs
+                        .get_mut(&id)
+                        .and_then(|p| p.candidate.as_mut())
+                        .and_then(|c| c.link.take())
+                    {
+                        self.drop_link(link);
+                    }
+                }
+                Owner::Drain => {
+                    let link = self
+                        .drains
+                        .iter_mut()
+                        .find(|d| d.link.as_ref().is_some_and(|l| l.token == t))
+                        .and_then(|d| d.link.take());
+                    if let Some(link) = link {
+                        self.drop_link(link);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message from one of app `id`'s processes: a replacement's ready
+    /// makes it swappable; the rest is as from the main process.
+    fn on_message_from(&mut self, id: u32, owner: Owner, msg: Message) {
+        if owner == Owner::Candidate && msg == Message::Ready {
+            if let Some(c) = self.procs.get_mut(&id).and_then(|p| p.candidate.as_mut()) {
+                c.ready = true;
+            }
+            return;
+        }
+        if owner == Owner::Main {
+            self.on_message(id, msg);
+            return;
+        }
+        // A draining process's readiness means nothing any more.
+        if msg != Message::Ready {
+            self.on_message(id, msg);
         }
     }
 
@@ -1299,8 +1490,12 @@ impl Daemon {
         }
     }
 
-    /// Fork and exec app `id` with fresh pipes; its pid.
-    fn spawn_proc(&mut self, id: u32) -> Result<i32, WireError> {
+    // ---- processes, candidates and drains ----------------------------------
+
+    /// Fork and exec a process of app `id` with fresh pipes and channel;
+    /// the caller decides whether it is the app's main process or a
+    /// reload's replacement.
+    fn spawn_process(&mut self, id: u32) -> Result<Child, WireError> {
         let p = self.procs.get(&id).ok_or_else(|| internal("no such app"))?;
         let null = || -> Result<OwnedFd, WireError> {
             File::options()
@@ -1342,27 +1537,29 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default();
+        // A Node app in cluster mode is a worker of corral, its primary.
+        let worker = match p.app.slot.cluster && p.app.is_node() && p.app.spec.ipc {
+            true => {
+                self.next_worker += 1;
+                self.next_worker
+            }
+            false => 0,
+        };
         let io = Io {
             stdio: [null()?, out_w, err_w],
             listen,
             channel: theirs,
             notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
-            cluster_id: None,
+            cluster_id: (worker > 0).then(|| worker.to_string()),
         };
         let cmd = p.app.command(id, &self.home, io)?;
+        if worker > 0 {
+            let owner = p.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
+            self.cluster.register(worker, &p.app.cwd, owner);
+        }
         let pid =
             spawn_child(&cmd).map_err(|e| WireError::new(spawn_error_code(&e), e.to_string()))?;
         drop(cmd);
-        let pid_path = p.app.pid_path.clone();
-        if let Some(dir) = pid_path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = write_atomic(&pid_path, format!("{pid}\n").as_bytes(), false) {
-            self.log(&format!(
-                "app {id}: cannot write {}: {e}",
-                pid_path.display()
-            ));
-        }
         for (r, stream) in [(out_r, Stream::Out), (err_r, Stream::Err)] {
             if let Some(r) = r {
                 let mut rx = Receiver::from(r);
@@ -1384,7 +1581,7 @@ impl Daemon {
                 }
             }
         }
-        self.close_channel(id);
+        let mut channel = None;
         if let Some(sock) = ours {
             let mut sock = UnixStream::from_std(sock);
             let t = self.token();
@@ -1395,12 +1592,24 @@ impl Daemon {
                 .is_ok()
             {
                 self.channels.insert(t, id);
-                if let Some(p) = self.procs.get_mut(&id) {
-                    p.channel = Some((t, Channel::new(sock)));
-                }
+                channel = Some(Link {
+                    token: t,
+                    ch: Channel::new(sock),
+                    worker,
+                    seq: 0,
+                });
             }
         }
+        Ok(Child { pid, channel })
+    }
+
+    /// Fork and exec app `id`'s main process; its pid.
+    fn spawn_proc(&mut self, id: u32) -> Result<i32, WireError> {
+        let child = self.spawn_process(id)?;
+        self.close_channel(id);
+        let pid = child.pid;
         if let Some(p) = self.procs.get_mut(&id) {
+            p.channel = child.channel;
             p.pm_uptime = wall_ms();
             p.monit = Monit::default();
             p.notify_status = None;
@@ -1409,7 +1618,329 @@ impl Daemon {
             p.line_out.clear();
             p.line_err.clear();
         }
+        self.write_pid_file(id, pid);
         Ok(pid)
+    }
+
+    fn write_pid_file(&mut self, id: u32, pid: i32) {
+        let Some(path) = self.procs.get(&id).map(|p| p.app.pid_path.clone()) else {
+            return;
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = write_atomic(&path, format!("{pid}\n").as_bytes(), false) {
+            self.log(&format!("app {id}: cannot write {}: {e}", path.display()));
+        }
+    }
+
+    /// Whether `reload` replaces app `id` one instance at a time rather
+    /// than restarting it: several instances, cluster mode, or `listen`
+    /// sockets that keep connections waiting meanwhile.
+    fn rolls(&self, id: u32) -> bool {
+        self.procs.get(&id).is_some_and(|p| {
+            p.app.slot.cluster || p.app.slot.count > 1 || !p.app.spec.listen.is_empty()
+        })
+    }
+
+    /// Move the rolling reloads on: replace the next instance, swap in a
+    /// ready replacement, or give up on one that failed.
+    fn drive_reloads(&mut self) {
+        let mut i = 0;
+        while i < self.reloads.len() {
+            match self.step_reload(i) {
+                Some(outcome) => {
+                    let r = self.reloads.remove(i);
+                    let line = match outcome {
+                        Ok(()) => {
+                            let list: Vec<Description> =
+                                r.done.iter().filter_map(|id| self.describe(*id)).collect();
+                            protocol::ok_line(&r.id, &to_json(&list), &[])
+                        }
+                        Err(e) => protocol::err_line(&r.id, &e),
+                    };
+                    if let Some(c) = self.conns.get_mut(&r.conn) {
+                        c.waiting = false;
+                        c.wbuf.extend_from_slice(line.as_bytes());
+                    }
+                    self.service_conn(r.conn);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// One move of reload `i`; `Some` when it is over.
+    fn step_reload(&mut self, i: usize) -> Option<Result<(), WireError>> {
+        loop {
+            let r = &mut self.reloads[i];
+            if let Some(id) = r.current {
+                let Some(p) = self.procs.get(&id) else {
+                    r.current = None;
+                    continue;
+                };
+                match &p.candidate {
+                    Some(c) if c.ready => {
+                        let graceful = r.graceful;
+                        r.done.push(id);
+                        r.current = None;
+                        self.swap(id, graceful);
+                        continue;
+                    }
+                    Some(_) => return None,
+                    None => {
+                        let why = p
+                            .candidate_failure
+                            .clone()
+                            .unwrap_or_else(|| "it was stopped".to_string());
+                        let name = p.app.spec.name.clone();
+                        return Some(Err(WireError::new(
+                            ErrorCode::Internal,
+                            format!(
+                                "reload of {name} stopped at pm_id {id}: the replacement {why}; \
+                                 the old process keeps serving"
+                            ),
+                        )));
+                    }
+                }
+            }
+            let Some(id) = r.queue.pop_front() else {
+                return Some(Ok(()));
+            };
+            r.current = Some(id);
+            let Some(p) = self.procs.get(&id) else {
+                r.current = None;
+                continue;
+            };
+            if !matches!(p.m.state, State::Online { .. }) || !self.rolls(id) {
+                // Nothing serves: a plain restart loses nothing.
+                let r = &mut self.reloads[i];
+                r.current = None;
+                r.done.push(id);
+                if let Err(e) = self.step(id, Input::Restart) {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if let Err(e) = self.start_candidate(id) {
+                return Some(Err(e));
+            }
+            return None;
+        }
+    }
+
+    /// Queue a rolling reload of `ids`, answered when it is over.
+    fn begin_reload(
+        &mut self,
+        t: Token,
+        id: Value,
+        ids: Vec<u32>,
+        graceful: bool,
+    ) -> Result<Option<(String, Vec<String>)>, WireError> {
+        if self.stopping_all {
+            return Err(internal("the daemon is shutting down"));
+        }
+        let busy = ids.iter().find(|x| {
+            self.reloads
+                .iter()
+                .any(|r| r.current == Some(**x) || r.queue.contains(x))
+        });
+        if let Some(x) = busy {
+            let name = self.procs.get(x).map(|p| p.app.spec.name.clone());
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "a reload of {} (pm_id {x}) is already running",
+                    name.unwrap_or_default()
+                ),
+            ));
+        }
+        self.reloads.push(Reload {
+            conn: t,
+            id,
+            queue: ids.into_iter().collect(),
+            current: None,
+            done: Vec::new(),
+            graceful,
+        });
+        if let Some(c) = self.conns.get_mut(&t) {
+            c.waiting = true;
+        }
+        Ok(None)
+    }
+
+    /// Start the replacement of app `id` beside its running process.
+    fn start_candidate(&mut self, id: u32) -> Result<(), WireError> {
+        let child = self.spawn_process(id)?;
+        let now = self.now();
+        let Some(p) = self.procs.get_mut(&id) else {
+            return Ok(());
+        };
+        // Told ready (wait_ready, a Node worker's `listening`) within
+        // listen_timeout; otherwise ready once it ran min_uptime.
+        let signals = p.app.spec.wait_ready || child.channel.as_ref().is_some_and(|l| l.worker > 0);
+        let wait = match signals {
+            true => p.app.spec.listen_timeout,
+            false => p.app.spec.min_uptime,
+        };
+        p.candidate_failure = None;
+        p.candidate = Some(Candidate {
+            pid: child.pid,
+            since: now,
+            deadline: now + wait,
+            signals,
+            ready: false,
+            link: child.channel,
+        });
+        self.timers.insert((now + wait, Timer::Candidate(id)));
+        let line = format!(
+            "app {} ({id}): reload: replacement pid {}",
+            p.app.spec.name, child.pid
+        );
+        self.log(&line);
+        Ok(())
+    }
+
+    /// The replacement's deadline: ready if it only had to stay up, failed
+    /// if it had to say so.
+    fn candidate_due(&mut self, id: u32) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = p.candidate.as_mut() else {
+            return;
+        };
+        if !c.signals {
+            c.ready = true;
+            return;
+        }
+        let timeout = p.app.spec.listen_timeout;
+        self.drop_candidate(
+            id,
+            &format!("was not ready within listen_timeout ({timeout} ms)"),
+        );
+    }
+
+    /// Kill the replacement of app `id`: the reload fails with `why`.
+    fn drop_candidate(&mut self, id: u32, why: &str) {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = p.candidate.take() else {
+            return;
+        };
+        p.candidate_failure = Some(why.to_string());
+        let treekill = p.app.spec.treekill;
+        send(c.pid, Signal::SIGKILL, treekill);
+        if let Some(link) = c.link {
+            self.drop_link(link);
+        }
+    }
+
+    /// The replacement of app `id` is ready: it becomes the app's process,
+    /// and the old one drains — the cluster `disconnect`, or the shutdown
+    /// message with graceful_reload, or the kill signal — under its kill
+    /// timer.
+    fn swap(&mut self, id: u32, graceful: bool) {
+        let now = self.now();
+        let Some(p) = self.procs.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = p.candidate.take() else {
+            return;
+        };
+        let State::Online { pid: old, .. } = p.m.state else {
+            // The old process is gone meanwhile: the replacement just takes over.
+            p.m.state = State::Online {
+                pid: c.pid,
+                since: c.since,
+            };
+            return;
+        };
+        p.m.state = State::Online {
+            pid: c.pid,
+            since: c.since,
+        };
+        p.m.restart_time += 1;
+        p.pm_uptime = wall_ms();
+        p.last_pid = c.pid;
+        p.monit = Monit::default();
+        let old_link = std::mem::replace(&mut p.channel, c.link);
+        let (sig, treekill, deadline) = (
+            p.m.policy.kill_signal,
+            p.app.spec.treekill,
+            now + p.app.spec.kill_timeout,
+        );
+        let mut drain = Drain {
+            pm_id: id,
+            pid: old,
+            deadline,
+            treekill,
+            link: old_link,
+        };
+        let asked = match drain.link.as_mut() {
+            Some(l) if l.worker > 0 => {
+                let msg = Cluster::disconnect(&mut l.seq);
+                l.ch.send(&msg).is_ok()
+            }
+            Some(l) if graceful => l.ch.send(&json!("shutdown")).is_ok(),
+            _ => false,
+        };
+        if !asked {
+            let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
+            send(old, sig, treekill);
+            send(old, Signal::SIGCONT, treekill);
+        }
+        self.timers.insert((deadline, Timer::Drain(old)));
+        self.drains.push(drain);
+        self.write_pid_file(id, c.pid);
+        self.emit(id, "restart");
+        self.emit(id, "online");
+    }
+
+    /// Close a channel that no process of the table owns any more.
+    fn drop_link(&mut self, mut link: Link) {
+        let _ = self.poll.registry().deregister(&mut link.ch.sock);
+        self.channels.remove(&link.token);
+        if link.worker > 0 {
+            self.cluster.forget(link.worker);
+        }
+    }
+
+    /// A process reaped that is not an app's main process: a reload's
+    /// replacement that died, or an old process that finished draining.
+    fn reap_other(&mut self, pid: i32, exit: Exit) {
+        if let Some(i) = self.drains.iter().position(|d| d.pid == pid) {
+            let d = self.drains.remove(i);
+            if let Some(link) = d.link {
+                self.drop_link(link);
+            }
+            return;
+        }
+        let found = self
+            .procs
+            .iter()
+            .find(|(_, p)| p.candidate.as_ref().is_some_and(|c| c.pid == pid))
+            .map(|(id, _)| *id);
+        if let Some(id) = found {
+            let how = match exit {
+                Exit::Code(c) => format!("exited with code {c} before it was ready"),
+                Exit::Signal(s) => {
+                    format!(
+                        "was killed by {} before it was ready",
+                        options::signal_name(s)
+                    )
+                }
+            };
+            self.drop_candidate(id, &how);
+        }
+    }
+
+    /// An old process has not drained within its kill timeout.
+    fn drain_due(&mut self, pid: i32) {
+        if let Some(d) = self.drains.iter().find(|d| d.pid == pid) {
+            send(d.pid, Signal::SIGKILL, d.treekill);
+        }
     }
 
     /// Read an app's output, at most `READS_PER_WAKE` chunks: an app that
@@ -1829,7 +2360,12 @@ impl Daemon {
         let p = self.procs.get_mut(&id).ok_or_else(|| {
             WireError::new(ErrorCode::NotFound, format!("no process with pm_id {id}"))
         })?;
-        let Some((_, ch)) = p.channel.as_mut().filter(|(_, ch)| ch.is_open()) else {
+        let Some(ch) = p
+            .channel
+            .as_mut()
+            .map(|l| &mut l.ch)
+            .filter(|ch| ch.is_open())
+        else {
             return Err(WireError::new(
                 ErrorCode::NoChannel,
                 format!("{} ({id}) has no open IPC channel", p.app.spec.name),
@@ -1898,9 +2434,14 @@ impl Daemon {
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;
+        let graceful = action == Action::GracefulReload;
+        let reload = matches!(action, Action::Reload | Action::GracefulReload);
+        if reload && ids.iter().any(|id| self.rolls(*id)) {
+            return self.begin_reload(t, id, ids, graceful);
+        }
         let input = match action {
             Action::Stop => Input::Stop,
-            Action::Restart | Action::Reload => Input::Restart,
+            Action::Restart | Action::Reload | Action::GracefulReload => Input::Restart,
             Action::Delete => Input::Delete,
             Action::Reset => {
                 for id in &ids {
@@ -1935,6 +2476,7 @@ impl Daemon {
         }
         let mut errors = Vec::new();
         for pm_id in &ids {
+            self.drop_candidate(*pm_id, "was cancelled by a stop, restart or delete");
             // Watching ends with a stop or delete, and starts again with a
             // restart, as in PM2.
             let watched = match input {
@@ -1968,9 +2510,14 @@ impl Daemon {
                 Some(p) => match op.kind {
                     PendingKind::Describe | PendingKind::Present => p.m.is_settled(),
                     // Not running, and not waiting for the rest of its group.
-                    PendingKind::KillDaemon => !p.m.is_running() && p.m.is_settled(),
+                    PendingKind::KillDaemon => {
+                        !p.m.is_running() && p.m.is_settled() && p.candidate.is_none()
+                    }
                 },
             });
+            // The daemon leaves no draining process behind either.
+            let settled =
+                settled && (!matches!(op.kind, PendingKind::KillDaemon) || self.drains.is_empty());
             if !settled {
                 i += 1;
                 continue;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bus;
 pub mod channel;
 pub mod client;
+pub mod cluster;
 pub mod cron;
 pub mod daemon;
 pub mod listen;

@@ -132,6 +132,7 @@ pub enum Action {
     Stop,
     Restart,
     Reload,
+    GracefulReload,
     Delete,
     Reset,
     Describe,
@@ -143,6 +144,7 @@ impl Action {
             Action::Stop => "stop",
             Action::Restart => "restart",
             Action::Reload => "reload",
+            Action::GracefulReload => "graceful_reload",
             Action::Delete => "delete",
             Action::Reset => "reset",
             Action::Describe => "describe",
@@ -201,7 +203,7 @@ pub struct Request {
 /// A refused line: the id (if one could be read) and why.
 pub type Refusal = (Value, WireError);
 
-const VERBS: &str = "ping, start, stop, restart, reload, delete, reset, describe, list, \
+const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
                      send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon";
 
 impl Request {
@@ -335,6 +337,7 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
         "stop" => Some(Action::Stop),
         "restart" => Some(Action::Restart),
         "reload" => Some(Action::Reload),
+        "graceful_reload" => Some(Action::GracefulReload),
         "delete" => Some(Action::Delete),
         "reset" => Some(Action::Reset),
         "describe" => Some(Action::Describe),
