@@ -85,8 +85,11 @@ pub struct Slot {
     pub cluster: bool,
 }
 
-/// `dir/app-out.log` -> `dir/app-out-3.log`.
+/// `dir/app-out.log` -> `dir/app-out-3.log`; `/dev/null` stays.
 fn with_id(path: &Path, pm_id: u32) -> PathBuf {
+    if crate::logs::is_null(path) {
+        return path.to_path_buf();
+    }
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -205,7 +208,13 @@ impl App {
             };
         let pm_id = slot.pm_id;
         let stem = file_stem(&spec.name);
-        let in_cwd = |p: &Option<String>| p.as_ref().map(|p| cwd.join(p));
+        // `/dev/null` and PM2's `NULL` discard; other paths are relative to cwd.
+        let in_cwd = |p: &Option<String>| {
+            p.as_ref().map(|p| match p.as_str() {
+                "NULL" | "/dev/null" => PathBuf::from("/dev/null"),
+                p => cwd.join(p),
+            })
+        };
         let out_path =
             in_cwd(&spec.output).unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
         let err_path =
@@ -219,7 +228,11 @@ impl App {
         let increment = match &spec.increment_var {
             None => None,
             Some(var) => {
-                let base = match spec.env.get(var) {
+                let overlay = env_name.as_ref().and_then(|n| spec.env_overlays.get(n));
+                let value = overlay
+                    .and_then(|o| o.get(var))
+                    .or_else(|| spec.env.get(var));
+                let base = match value {
                     Some(v) => v.trim().parse::<i64>().map_err(|_| {
                         invalid(format!(
                             "option `increment_var`: env {var}={v} is not a number"

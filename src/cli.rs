@@ -835,11 +835,19 @@ fn cmd_signal(args: &[String]) -> i32 {
 }
 
 fn cmd_scale(args: &[String]) -> i32 {
-    let (m, _) = match parse("scale", args) {
+    // `-2` is a count here, not a flag.
+    let is_count = |a: &String| {
+        let digits = a.strip_prefix(['+', '-']).unwrap_or(a);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    let flags: Vec<String> = args.iter().filter(|a| !is_count(a)).cloned().collect();
+    let (m, _) = match parse("scale", &flags) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let [name, n] = m.free.as_slice() else {
+    let mut free = m.free.clone();
+    free.extend(args.iter().filter(|a| is_count(a)).cloned());
+    let [name, n] = free.as_slice() else {
         return usage_error("scale: give an app name and a number of instances");
     };
     let valid = n.trim_start_matches(['+', '-']).parse::<u32>().is_ok();

@@ -1450,6 +1450,21 @@ impl Daemon {
         };
         for note in n.recv_all() {
             let pgrp = procfs::read_stat(note.pid).ok().flatten().map(|st| st.pgrp);
+            // A reload's replacement (or a process of its group) says it
+            // is ready: it may take over.
+            let main_of = |pid: i32| Some(pid) == Some(note.pid) || Some(pid) == pgrp;
+            let candidate = self
+                .procs
+                .iter()
+                .find(|(_, p)| p.candidate.as_ref().is_some_and(|c| main_of(c.pid)))
+                .map(|(id, _)| *id);
+            if let Some(id) = candidate {
+                let ready = note.pairs.iter().any(|(k, v)| k == "READY" && v == "1");
+                if let Some(c) = self.procs.get_mut(&id).and_then(|p| p.candidate.as_mut()) {
+                    c.ready |= ready;
+                }
+                continue;
+            }
             let found = self
                 .procs
                 .iter()
@@ -1682,9 +1697,12 @@ impl Daemon {
                 match &p.candidate {
                     Some(c) if c.ready => {
                         let graceful = r.graceful;
+                        if !self.swap(id, graceful) {
+                            continue;
+                        }
+                        let r = &mut self.reloads[i];
                         r.done.push(id);
                         r.current = None;
-                        self.swap(id, graceful);
                         continue;
                     }
                     Some(_) => return None,
@@ -1705,7 +1723,12 @@ impl Daemon {
                 }
             }
             let Some(id) = r.queue.pop_front() else {
-                return Some(Ok(()));
+                // Apps that were restarted instead answer once back.
+                let done = r.done.clone();
+                let settled = done
+                    .iter()
+                    .all(|id| self.procs.get(id).is_none_or(|p| p.m.is_settled()));
+                return settled.then_some(Ok(()));
             };
             r.current = Some(id);
             let Some(p) = self.procs.get(&id) else {
@@ -1841,21 +1864,20 @@ impl Daemon {
     /// and the old one drains — the cluster `disconnect`, or the shutdown
     /// message with graceful_reload, or the kill signal — under its kill
     /// timer.
-    fn swap(&mut self, id: u32, graceful: bool) {
+    fn swap(&mut self, id: u32, graceful: bool) -> bool {
         let now = self.now();
         let Some(p) = self.procs.get_mut(&id) else {
-            return;
+            return false;
         };
         let Some(c) = p.candidate.take() else {
-            return;
+            return false;
         };
         let State::Online { pid: old, .. } = p.m.state else {
-            // The old process is gone meanwhile: the replacement just takes over.
-            p.m.state = State::Online {
-                pid: c.pid,
-                since: c.since,
-            };
-            return;
+            // The old process died meanwhile and is being restarted: the
+            // replacement is one too many.
+            p.candidate = Some(c);
+            self.drop_candidate(id, "lost its predecessor, which crashed meanwhile");
+            return false;
         };
         p.m.state = State::Online {
             pid: c.pid,
@@ -1896,6 +1918,7 @@ impl Daemon {
         self.write_pid_file(id, c.pid);
         self.emit(id, "restart");
         self.emit(id, "online");
+        true
     }
 
     /// Close a channel that no process of the table owns any more.
@@ -2651,12 +2674,22 @@ impl Daemon {
                 if held != addrs.iter().collect::<Vec<_>>() {
                     let mut socks = Vec::new();
                     for a in addrs {
-                        let fd = a.bind().map_err(|e| {
-                            WireError::new(
-                                ErrorCode::InvalidOption,
-                                format!("option `listen`: {e}"),
-                            )
-                        })?;
+                        // An address already held is kept (a copy of it):
+                        // binding it again would find it in use.
+                        let held_fd = self
+                            .listeners
+                            .get(&spec.name)
+                            .and_then(|l| l.iter().find(|(h, _)| *h == a))
+                            .and_then(|(_, fd)| fd.try_clone().ok());
+                        let fd = match held_fd {
+                            Some(fd) => fd,
+                            None => a.bind().map_err(|e| {
+                                WireError::new(
+                                    ErrorCode::InvalidOption,
+                                    format!("option `listen`: {e}"),
+                                )
+                            })?,
+                        };
                         socks.push((a, fd));
                     }
                     binds.push((spec.name.clone(), socks));
@@ -2835,6 +2868,12 @@ impl Daemon {
             )));
         }
         let target = target as usize;
+        // Every instance knows how many there are (descriptions, reload).
+        for id in &ids {
+            if let Some(p) = self.procs.get_mut(id) {
+                p.app.slot.count = target as u32;
+            }
+        }
         if target <= ids.len() {
             // The newest go first.
             let (keep, drop) = ids.split_at(target);

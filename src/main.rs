@@ -5,6 +5,15 @@ mod cli;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("daemon") {
+        // A command line whose output is cut off (`corral jlist | head`)
+        // ends quietly, as other tools do, instead of panicking on EPIPE.
+        // The daemon keeps Rust's default (SIGPIPE ignored, EPIPE handled).
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = cli::run(&args);
     std::process::exit(code);
 }

@@ -6,6 +6,8 @@ mod util;
 
 #[path = "integration/client_api.rs"]
 mod client_api;
+#[path = "integration/cluster.rs"]
+mod cluster;
 #[path = "integration/ipc.rs"]
 mod ipc;
 #[path = "integration/lifecycle.rs"]

@@ -5,14 +5,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -360,7 +363,9 @@ pub fn run(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run corral");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {:?}: {e}", cmd.get_program()));
     let mut out = child.stdout.take().expect("stdout is piped");
     let mut err = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
@@ -605,4 +610,208 @@ pub fn is_process_event(ev: &Value, name: &str, kind: &str) -> bool {
     ev["event"] == "process:event"
         && ev["data"]["event"] == kind
         && ev["data"]["process"]["name"] == name
+}
+
+// ---------------------------------------------------------------------
+// Loopback HTTP: ports, single requests, and a steady request loop.
+// Everything here talks to 127.0.0.1 only.
+
+/// How long one request of a loop may take before it counts as failed.
+pub const REQUEST_PATIENCE: Duration = Duration::from_secs(2);
+/// The most requests one `Load` makes before it stops by itself.
+const LOAD_MAX_REQUESTS: usize = 50_000;
+/// The longest a `Load` runs before it stops by itself.
+const LOAD_MAX_TIME: Duration = Duration::from_secs(40);
+
+/// A TCP port of 127.0.0.1 that was free a moment ago (the kernel picked
+/// it for a listener that is closed again at once), so that tests running
+/// in parallel do not share ports.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    l.local_addr().expect("the listener's address").port()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// One `GET <path> HTTP/1.0` to 127.0.0.1:`port`, at most `patience` per
+/// step; the body of a 200 answer, or what went wrong.
+pub fn http_get(port: u16, path: &str, patience: Duration) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&loopback(port), patience)
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(patience))
+        .and_then(|()| s.set_write_timeout(Some(patience)))
+        .map_err(|e| format!("timeouts: {e}"))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete answer: {text:?}"))?;
+    let status = head.lines().next().unwrap_or("");
+    if !(status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200")) {
+        return Err(format!("status {status:?}"));
+    }
+    Ok(body.to_string())
+}
+
+/// Whether a connection to 127.0.0.1:`port` is refused right now.
+pub fn refused(port: u16) -> bool {
+    matches!(
+        TcpStream::connect_timeout(&loopback(port), REQUEST_PATIENCE),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// The pid of a `pid N` body.
+pub fn body_pid(body: &str) -> Option<i32> {
+    body.trim().strip_prefix("pid ")?.trim().parse().ok()
+}
+
+/// Sequential requests to `/` until `want` distinct pids answered (at most
+/// `max_requests` and `limit`); the pids seen, and every failure.
+pub fn pids_answering(
+    port: u16,
+    want: usize,
+    max_requests: usize,
+    limit: Duration,
+) -> (BTreeSet<i32>, Vec<String>) {
+    let deadline = Instant::now() + limit;
+    let mut pids = BTreeSet::new();
+    let mut failures = Vec::new();
+    for _ in 0..max_requests {
+        if pids.len() >= want || Instant::now() >= deadline {
+            break;
+        }
+        match http_get(port, "/", REQUEST_PATIENCE) {
+            Ok(b) => match body_pid(&b) {
+                Some(p) => {
+                    pids.insert(p);
+                }
+                None => failures.push(format!("unexpected body {b:?}")),
+            },
+            Err(e) => failures.push(e),
+        }
+    }
+    (pids, failures)
+}
+
+/// What a `Load` saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: usize,
+    /// Every failed request, in order (an error, or an unexpected body).
+    pub failed: Vec<String>,
+    /// The pids that answered.
+    pub pids: BTreeSet<i32>,
+    /// The loop ended by its own bounds, not by `stop`.
+    pub ran_out: bool,
+}
+
+impl LoadReport {
+    /// Fail unless every request succeeded, some did, and the loop was
+    /// stopped rather than running out; `during` names what happened
+    /// meanwhile. The message shows the first few failures only.
+    pub fn assert_clean(&self, during: &str) {
+        assert!(self.ok > 0, "no request succeeded during {during}");
+        assert!(
+            self.failed.is_empty(),
+            "{} of {} requests failed during {during}; the first: {:?}",
+            self.failed.len(),
+            self.failed.len() + self.ok,
+            &self.failed[..self.failed.len().min(5)]
+        );
+        assert!(!self.ran_out, "the request loop ran out during {during}");
+    }
+}
+
+/// A thread making sequential requests to `/` on 127.0.0.1:`port`, each
+/// with a short timeout, counting what succeeded and what failed, until
+/// `stop` (or its own bounds: `LOAD_MAX_REQUESTS`, `LOAD_MAX_TIME`).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<BTreeSet<i32>>>,
+    thread: Option<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let (stop2, ok2, seen2) = (stop.clone(), ok.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + LOAD_MAX_TIME;
+            let mut report = LoadReport::default();
+            for _ in 0..LOAD_MAX_REQUESTS {
+                if stop2.load(Ordering::SeqCst) {
+                    return report;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match http_get(port, "/", REQUEST_PATIENCE) {
+                    Ok(b) => match body_pid(&b) {
+                        Some(p) => {
+                            report.ok += 1;
+                            report.pids.insert(p);
+                            seen2.lock().expect("the pids seen").insert(p);
+                            ok2.fetch_add(1, Ordering::SeqCst);
+                        }
+                        None => report.failed.push(format!("unexpected body {b:?}")),
+                    },
+                    Err(e) => report.failed.push(e),
+                }
+            }
+            report.ran_out = true;
+            report
+        });
+        Load {
+            stop,
+            ok,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many requests succeeded so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// The pids that answered so far.
+    pub fn seen(&self) -> BTreeSet<i32> {
+        self.seen.lock().expect("the pids seen").clone()
+    }
+
+    /// Wait until one of `pids` has answered a request of the loop.
+    pub fn wait_answer_from(&self, pids: &BTreeSet<i32>, what: &str) {
+        wait_until(SOON, what, || self.seen().iter().any(|p| pids.contains(p)));
+    }
+
+    /// Wait until `n` more requests than now have succeeded.
+    pub fn wait_more(&self, n: usize, what: &str) {
+        let target = self.ok() + n;
+        wait_until(SOON, what, || self.ok() >= target);
+    }
+
+    /// Stop the loop; what it saw.
+    pub fn stop(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let t = self.thread.take().expect("stopped once");
+        t.join().expect("the request loop panicked")
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
