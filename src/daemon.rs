@@ -2732,15 +2732,7 @@ impl Daemon {
                     args.env_name.clone(),
                     self.root,
                 )?;
-                let open = |path: &Path| {
-                    LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
-                        WireError::new(
-                            ErrorCode::InvalidOption,
-                            format!("cannot open log {}: {e}", path.display()),
-                        )
-                    })
-                };
-                let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
+                let (out, err) = open_logs(&app)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, out, err));
             }
@@ -2898,15 +2890,7 @@ impl Daemon {
                 template.env_name.clone(),
                 self.root,
             )?;
-            let open = |path: &Path| {
-                LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
-                    WireError::new(
-                        ErrorCode::InvalidOption,
-                        format!("cannot open log {}: {e}", path.display()),
-                    )
-                })
-            };
-            let (out, err) = (open(&app.out_path)?, open(&app.err_path)?);
+            let (out, err) = open_logs(&app)?;
             self.install(pm_id, false, app, out, err)?;
             kept.push(pm_id);
         }
@@ -3066,6 +3050,19 @@ fn too_long() -> String {
             format!("request line longer than {} bytes", protocol::MAX_LINE),
         ),
     )
+}
+
+/// The two log files of an app, open for appending.
+fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
+    let open = |path: &Path| {
+        LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+            WireError::new(
+                ErrorCode::InvalidOption,
+                format!("cannot open log {}: {e}", path.display()),
+            )
+        })
+    };
+    Ok((open(&app.out_path)?, open(&app.err_path)?))
 }
 
 /// How many CPUs this process may use (`instances: "max"`).
