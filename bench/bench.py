@@ -1,0 +1,1191 @@
+#!/usr/bin/env python3
+"""corral against PM2 7: the same workloads on both managers, on this machine,
+in one run.
+
+    python3 bench/bench.py                 # the full run (~10 min): corral and PM2 7
+    python3 bench/bench.py --quick         # smoke mode: corral only, tiny sizes, seconds
+    python3 bench/bench.py --no-pm2        # full sizes, corral only
+    python3 bench/bench.py --only crash,logs --markdown out.md
+
+Options:
+    --quick           corral only, a few apps and one repetition of each
+                      workload (the tests run this so the script does not rot)
+    --no-pm2          do not install or run PM2
+    --corral PATH     the corral binary to measure (default: build the release
+                      binary with `cargo build --release` and use it)
+    --only LIST       run only these workloads (comma-separated names, below)
+    --scale F         multiply every repetition count by F (at least 1 each)
+    --markdown FILE   also write the results as Markdown to FILE
+
+PM2 is installed from the npm registry (`npm install pm2@7`) into a temporary
+prefix, with a temporary npm cache and its own PM2_HOME; corral gets its own
+CORRAL_HOME. Nothing of the user's (~/.pm2, ~/.npm, ~/.corral) is read or
+written. Every workload starts from a fresh home with no daemon and ends by
+stopping the manager; whatever the manager leaves behind is SIGKILLed by pid.
+The script makes itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so
+the daemons the managers detach stay its descendants and the final cleanup
+(on success, failure, Ctrl-C or SIGTERM) kills every process it started.
+
+Workloads are functions taking a manager (an object with start / stop /
+delete / jlist / reload / kill / daemon_pid); adding a manager is a class.
+The apps are tiny static C programs compiled here with gcc (`stamp` prints
+CLOCK_REALTIME at exec, so times are measured inside the new process), and
+a Node http app for the cluster workload. Only 127.0.0.1 is used.
+"""
+
+import ctypes
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/corral")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+APPS_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    long long t = now_ns();   /* first thing: the moment the process runs */
+#if defined(FLOOD)
+    /* flood BYTES STAMPFILE: write STAMPFILE "ns pid", then BYTES of
+       100-byte lines to stdout in 100 kB writes, then exit. */
+    FILE *s = fopen(argv[2], "w");
+    fprintf(s, "%lld %d\n", t, (int)getpid());
+    fclose(s);
+    long long left = atoll(argv[1]);
+    static char block[100000];
+    for (int i = 0; i < 100000; i += 100) {
+        memset(block + i, 'x', 99);
+        block[i + 99] = '\n';
+    }
+    while (left > 0) {
+        long long n = left < (long long)sizeof block ? left : (long long)sizeof block;
+        ssize_t w = write(1, block, (size_t)n);
+        if (w <= 0) return 1;
+        left -= w;
+    }
+    return 0;
+#elif defined(SUPERVISOR)
+    /* supervisor APP: run APP, and whenever it dies, run it again at once:
+       the floor of any manager's crash-restart latency. */
+    (void)t;
+    for (;;) {
+        pid_t p = fork();
+        if (p == 0) {
+            execl(argv[1], argv[1], (char *)0);
+            _exit(127);
+        }
+        if (p < 0) return 1;
+        int st;
+        while (waitpid(p, &st, 0) < 0) {}
+    }
+#else
+#  if defined(STUBBORN)
+    signal(SIGINT, SIG_IGN);   /* only SIGKILL stops it */
+#  endif
+    printf("%lld %d\n", t, (int)getpid());
+    fflush(stdout);
+    for (;;) pause();          /* sleep-like: no CPU, no output */
+#endif
+}
+"""
+
+CLUSTER_APP = "require('http').createServer((q,s)=>s.end('pid '+process.pid)).listen({port},'127.0.0.1')\n"
+
+
+# ---------------------------------------------------------------- processes
+
+def set_subreaper():
+    """Orphans of our children (the detached daemons and their apps) are
+    re-parented to us instead of init, so we can always find and end them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def proc_stat(pid):
+    """(state, ppid, utime+stime in ticks, starttime) or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[19])
+
+
+def alive(pid):
+    st = proc_stat(pid) if pid else None
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def descendants(root):
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st:
+                children.setdefault(st[1], []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def reap():
+    """Collect zombies re-parented to us (we are their subreaper)."""
+    me = os.getpid()
+    for pid in descendants(me):
+        st = proc_stat(pid)
+        if st and st[1] == me and st[0] == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def kill_descendants(grace=0.0):
+    """SIGKILL every process we started that is still there, after letting
+    them go on their own for `grace` seconds; return the names of those
+    killed."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p) for p in descendants(os.getpid())):
+        reap()
+        time.sleep(0.02)
+    n = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        reap()
+        left = [p for p in descendants(os.getpid()) if alive(p)]
+        if not left and not descendants(os.getpid()):
+            break
+        for pid in left:
+            if pid not in n:
+                n[pid] = comm(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    reap()
+    return [f"{name}[{pid}]" for pid, name in n.items()]
+
+
+def cpu_seconds(pid):
+    st = proc_stat(pid)
+    return st[2] / CLK_TCK if st else float("nan")
+
+
+def memory_kib(pid):
+    """(RSS, PSS) of one process in KiB; PSS None where smaps is unreadable."""
+    rss = pss = None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def wait_until(cond, what, limit=30.0, pause=0.0005):
+    deadline = time.monotonic() + limit
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {limit:.0f} s waiting for {what}")
+        time.sleep(pause)
+
+
+def stamps(path):
+    """The (ns, pid) lines an app wrote at exec."""
+    try:
+        with open(path) as f:
+            return [tuple(int(x) for x in line.split()) for line in f if len(line.split()) == 2]
+    except (OSError, ValueError):
+        return []
+
+
+# ---------------------------------------------------------------- managers
+
+class Manager:
+    """One process manager under test, with a fresh home per workload."""
+
+    name = "?"
+    version = "?"
+
+    def __init__(self, work):
+        self.work = work
+        self.homes = 0
+        self.home = None
+
+    # Each manager supplies: exe, home_var, pid_file, and maybe fixups.
+    def env(self):
+        return dict(os.environ, **{self.home_var: self.home})
+
+    def fresh(self):
+        """A new empty home, no daemon."""
+        self.homes += 1
+        self.home = os.path.join(self.work, f"{self.name.lower()}-home-{self.homes}")
+        os.makedirs(self.home)
+
+    def cli(self, *args, timeout=300, check=True):
+        r = subprocess.run([*self.exe, *map(str, args)], env=self.env(), capture_output=True,
+                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.work)
+        if check and r.returncode != 0:
+            tail = (r.stderr.strip() or r.stdout.strip())[-400:]
+            raise RuntimeError(f"{self.name} {' '.join(map(str, args))} exited {r.returncode}: {tail}")
+        return r
+
+    def timed(self, *args, **kw):
+        t0 = time.monotonic()
+        self.cli(*args, **kw)
+        return time.monotonic() - t0
+
+    def daemon_pid(self):
+        try:
+            with open(os.path.join(self.home, self.pid_file)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def ping(self):
+        """Start the daemon (if needed) and return its pid."""
+        self.cli("ping")
+        return wait_until(self.daemon_pid, f"the {self.name} daemon's pid file")
+
+    def start(self, script, name, interpreter="none", instances=None, kill_timeout=None,
+              autorestart=True, output=None, error="/dev/null", args=(), max_restarts=None):
+        a = ["start", script, "--name", name]
+        if interpreter:
+            a += ["--interpreter", interpreter]
+        if instances:
+            a += ["-i", instances]
+        if kill_timeout is not None:
+            a += ["--kill-timeout", kill_timeout]
+        if not autorestart:
+            a.append("--no-autorestart")
+        if output:
+            a += ["-o", output]
+        if error:
+            a += ["-e", error]
+        if max_restarts is not None:
+            a += ["--max-restarts", max_restarts]
+        if args:
+            a += ["--", *args]
+        return self.cli(*a)
+
+    def start_config(self, path):
+        return self.cli("start", path, timeout=900)
+
+    def stop(self, target):
+        return self.cli("stop", target, timeout=900)
+
+    def delete(self, target):
+        return self.cli("delete", target, timeout=900)
+
+    def reload(self, target):
+        return self.cli("reload", target, timeout=300)
+
+    def jlist(self):
+        out = self.cli("jlist", timeout=300).stdout
+        try:
+            return json.loads(out)
+        except ValueError:
+            for line in reversed(out.splitlines()):  # skip any banner
+                if line.startswith("["):
+                    return json.loads(line)
+            raise
+
+    def online(self):
+        return [a for a in self.jlist() if a.get("pm2_env", {}).get("status") == "online"]
+
+    def kill(self):
+        """Stop every app and the daemon (the manager's own way), then SIGKILL
+        whatever is left of what we started."""
+        if self.home and self.daemon_pid():  # `pm2 kill` would start a daemon
+            try:
+                self.cli("kill", timeout=180, check=False)
+            except subprocess.TimeoutExpired:
+                pass
+        return kill_descendants(grace=3.0)
+
+
+class Corral(Manager):
+    name = "corral"
+    home_var = "CORRAL_HOME"
+    pid_file = "corral.pid"
+
+    def __init__(self, work, binary):
+        super().__init__(work)
+        self.exe = [binary]
+        r = subprocess.run([binary, "--version"], capture_output=True, text=True)
+        self.version = (r.stdout.strip() or "?").split()[-1]
+
+
+class Pm2(Manager):
+    name = "PM2"
+    home_var = "PM2_HOME"
+    pid_file = "pm2.pid"
+
+    def __init__(self, work, spec="pm2@7"):
+        super().__init__(work)
+        prefix = os.path.join(work, "pm2-prefix")
+        env = dict(os.environ, npm_config_cache=os.path.join(work, "npm-cache"),
+                   npm_config_update_notifier="false", npm_config_userconfig=os.path.join(work, "npmrc"))
+        print(f"installing {spec} from the npm registry into {prefix} ...", flush=True)
+        subprocess.run(["npm", "install", spec, "--prefix", prefix, "--no-audit", "--no-fund",
+                        "--silent"], env=env, check=True, stdin=subprocess.DEVNULL, timeout=600)
+        self.exe = [os.path.join(prefix, "node_modules", ".bin", "pm2")]
+        with open(os.path.join(prefix, "node_modules", "pm2", "package.json")) as f:
+            self.version = json.load(f)["version"]
+        self.name = "PM2"
+
+    def env(self):
+        return dict(os.environ, PM2_HOME=self.home)
+
+
+def config(apps, path):
+    """An ecosystem file both managers read: {"apps": [...]}."""
+    with open(path, "w") as f:
+        json.dump({"apps": apps}, f)
+    return path
+
+
+def sleeper(ctx, name, **extra):
+    return dict(name=name, script=ctx.stamp, interpreter="none", out_file="/dev/null",
+                error_file="/dev/null", **extra)
+
+
+# ---------------------------------------------------------------- results
+
+class Stat:
+    def __init__(self, values):
+        self.values = [v for v in values if v is not None]
+
+    @property
+    def ok(self):
+        return bool(self.values)
+
+    @property
+    def med(self):
+        return statistics.median(self.values)
+
+
+class Row:
+    """One measured figure: per manager a Stat; `better` is lower/higher."""
+
+    def __init__(self, section, metric, unit, better="lower"):
+        self.section, self.metric, self.unit, self.better = section, metric, unit, better
+        self.by = {}
+        self.note = ""
+
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit == "s":
+        if v < 0.001:
+            return f"{v * 1e6:.0f} µs"
+        if v < 1:
+            return f"{v * 1000:.3g} ms"
+        return f"{v:.3g} s"
+    if unit == "KiB":
+        return f"{v / 1024:.2f} MiB" if v >= 10240 else f"{v:.0f} KiB"
+    if unit == "cpu":
+        return f"{v:.3g} s" if v >= 0.1 else f"{v * 1000:.3g} ms"
+    if unit == "MB/s":
+        return f"{v:.0f} MB/s"
+    if unit == "rps":
+        return f"{v:,.0f}/s"
+    return f"{v:.0f}{(' ' + unit) if unit else ''}"
+
+
+def cell(st, unit):
+    if st is None:
+        return "—"
+    if isinstance(st, str):
+        return st
+    if not st.ok:
+        return "—"
+    m = fmt(st.med, unit)
+    if len(st.values) > 1 and max(st.values) != min(st.values):
+        lo, hi = fmt(min(st.values), unit), fmt(max(st.values), unit)
+        u = lo.split(" ")[-1]
+        if hi.endswith(" " + u) and lo.endswith(" " + u):
+            lo = lo[: -len(u) - 1]
+        return f"{m} ({lo}–{hi})"
+    return m
+
+
+def ratio(row, a, b):
+    """How many times better manager a is than manager b on this row."""
+    sa, sb = row.by.get(a), row.by.get(b)
+    if not (isinstance(sa, Stat) and isinstance(sb, Stat) and sa.ok and sb.ok):
+        return None
+    x, y = sa.med, sb.med
+    if row.better == "lower":
+        return y / x if x > 0 else None
+    return x / y if y > 0 else None
+
+
+class Ctx:
+    pass
+
+
+# ---------------------------------------------------------------- workloads
+
+def settle_samples(pid, n, pause=0.2):
+    rss, pss = [], []
+    for _ in range(n):
+        r, p = memory_kib(pid)
+        rss.append(r)
+        pss.append(p)
+        time.sleep(pause)
+    return rss, pss
+
+
+def w_memory(m, ctx):
+    """1. Daemon RSS / PSS idle and with 1, 10, 100, 1000 sleeping apps;
+    also `jlist` with the largest count (a figure of workload 3)."""
+    out = {}
+    dpid = m.ping()
+    time.sleep(1)
+    out[("1", "daemon RSS, idle", "KiB")], out[("1", "daemon PSS, idle", "KiB")] = settle_samples(dpid, ctx.samples)
+    have = 0
+    for n in ctx.mem_counts:
+        apps = [sleeper(ctx, f"m{i}") for i in range(have, n)]
+        m.start_config(config(apps, os.path.join(ctx.work, f"mem-{m.name}-{n}.json")))
+        wait_until(lambda: len(m.online()) >= n, f"{n} apps online", limit=600, pause=0.5)
+        have = n
+        time.sleep(1)
+        rss, pss = settle_samples(dpid, ctx.samples)
+        apps_ = f"{n} app" + ("s" if n > 1 else "")
+        out[("1", f"daemon RSS, {apps_}", "KiB")] = rss
+        out[("1", f"daemon PSS, {apps_}", "KiB")] = pss
+    times = []
+    for _ in range(ctx.reps_jlist_big):
+        times.append(m.timed("jlist"))
+    out[("3", f"jlist, {have} apps", "s")] = times
+    return out
+
+
+def w_cpu(m, ctx):
+    """2. Daemon CPU seconds over a window with 100 idle apps."""
+    m.ping()
+    n = ctx.n_apps
+    m.start_config(config([sleeper(ctx, f"c{i}") for i in range(n)],
+                          os.path.join(ctx.work, f"cpu-{m.name}.json")))
+    wait_until(lambda: len(m.online()) >= n, f"{n} apps online", limit=300, pause=0.5)
+    time.sleep(2)
+    dpid = m.daemon_pid()
+    c0 = cpu_seconds(dpid)
+    time.sleep(ctx.cpu_window)
+    c1 = cpu_seconds(dpid)
+    return {("2", f"daemon CPU, {ctx.cpu_window:g} s idle, {n} apps", "cpu"): [c1 - c0]}
+
+
+def start_and_wait(m, ctx, name):
+    """Seconds from just before `start` until the command has returned and
+    the app has exec'd (its own clock), whichever is later."""
+    log = os.path.join(ctx.work, f"{m.name}-{name}.log")
+    t0 = time.time_ns()
+    m.start(ctx.stamp, name, output=log)
+    t_cli = time.time_ns()
+    (ts, _), = wait_until(lambda: stamps(log)[:1], f"{name} to exec")
+    return (max(t_cli, ts) - t0) / 1e9, (ts - t0) / 1e9
+
+
+def w_start(m, ctx):
+    """3. Cold start (no daemon) to one app online; warm start of one more."""
+    out = {}
+    cold, warm = [], []
+    for i in range(ctx.reps_cold):
+        if i:
+            m.kill()
+            m.fresh()
+        cold.append(start_and_wait(m, ctx, f"cold{i}")[0])
+    for i in range(ctx.reps_warm):
+        warm.append(start_and_wait(m, ctx, f"warm{i}")[0])
+    out[("3", "cold start (no daemon) → 1 app online", "s")] = cold
+    out[("3", "warm start of 1 more app → online", "s")] = warm
+    return out
+
+
+def w_many(m, ctx):
+    """3. 100 apps: start from one config file, jlist, stop all, delete all."""
+    m.ping()
+    n = ctx.n_apps
+    cfg = config([sleeper(ctx, f"a{i}") for i in range(n)], os.path.join(ctx.work, f"many-{m.name}.json"))
+    start, jl, stop, delete = [], [], [], []
+    for _ in range(ctx.reps_many):
+        t0 = time.monotonic()
+        m.start_config(cfg)
+        t1 = time.monotonic()
+        if len(m.online()) < n:  # both return with the apps online; if not, wait
+            wait_until(lambda: len(m.online()) >= n, f"{n} apps online", limit=300, pause=0.05)
+            t1 = time.monotonic()
+        start.append(t1 - t0)
+        for _ in range(ctx.reps_jlist):
+            jl.append(m.timed("jlist"))
+        stop.append(m.timed("stop", "all", timeout=900))
+        delete.append(m.timed("delete", "all", timeout=900))
+    return {("3", f"start {n} apps from one config file", "s"): start,
+            ("3", f"jlist, {n} apps", "s"): jl,
+            ("3", f"stop all, {n} apps", "s"): stop,
+            ("3", f"delete all, {n} apps", "s"): delete}
+
+
+def kill_and_time(log, ctx):
+    """SIGKILL the app (pid from its last stamp) reps times; the seconds from
+    each kill until the replacement's own clock at exec."""
+    wait_until(lambda: stamps(log), "the first exec")
+    lat = []
+    for _ in range(ctx.reps_crash):
+        before = stamps(log)
+        pid = before[-1][1]
+        time.sleep(ctx.crash_gap)
+        t0 = time.time_ns()
+        os.kill(pid, signal.SIGKILL)
+        new = wait_until(lambda: stamps(log)[len(before):], "the replacement's exec", limit=60)
+        lat.append((new[0][0] - t0) / 1e9)
+    return lat
+
+
+def w_crash(m, ctx):
+    """4. SIGKILL the app; time until its replacement has exec'd; beside a
+    minimal C supervisor (waitpid, then fork and exec at once: the floor)."""
+    if ctx.crash_floor is None:
+        log = os.path.join(ctx.work, "floor-victim.log")
+        with open(log, "w") as f:
+            # A session of its own: its group (it and its victim) is ended
+            # at once below, leaving no orphan behind.
+            sup = subprocess.Popen([ctx.supervisor, ctx.stamp], stdout=f, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        try:
+            ctx.crash_floor = kill_and_time(log, ctx)
+        finally:
+            try:
+                os.killpg(sup.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            sup.wait()
+    m.ping()
+    log = os.path.join(ctx.work, f"{m.name}-victim.log")
+    m.start(ctx.stamp, "victim", output=log, max_restarts=10000)
+    return {("4", "SIGKILL → replacement exec'd", "s"): kill_and_time(log, ctx),
+            ("4", "  (a minimal C supervisor: waitpid → fork → exec)", "s"): ctx.crash_floor}
+
+
+def w_logs(m, ctx):
+    """5. An app writes N MB of lines to stdout: time from its exec until the
+    log file holds all of it, and the daemon's CPU; beside the same app
+    writing straight to a file (the limit, measured once per run)."""
+    size = ctx.log_mb * 1000 * 1000
+    out = {}
+    if not ctx.direct_logs:
+        secs = []
+        for i in range(ctx.reps_logs):
+            path, sp = os.path.join(ctx.work, "direct.log"), os.path.join(ctx.work, "direct.stamp")
+            with open(path, "wb") as f:
+                subprocess.run([ctx.flood, str(size), sp], stdout=f, check=True, timeout=600)
+            t1 = time.time_ns()
+            assert os.path.getsize(path) == size
+            secs.append((t1 - stamps(sp)[0][0]) / 1e9)
+            os.remove(path)
+        ctx.direct_logs = secs
+        secs = []
+        for i in range(ctx.reps_logs):
+            path, sp = os.path.join(ctx.work, "piped.log"), os.path.join(ctx.work, "piped.stamp")
+            with open(path, "wb") as f:
+                subprocess.run(f"{ctx.flood} {size} {sp} | cat", shell=True, stdout=f, check=True, timeout=600)
+            t1 = time.time_ns()
+            assert os.path.getsize(path) == size
+            secs.append((t1 - stamps(sp)[0][0]) / 1e9)
+            os.remove(path)
+        ctx.piped_logs = secs
+    m.ping()
+    secs, cpu = [], []
+    for i in range(ctx.reps_logs):
+        path, sp = os.path.join(ctx.work, f"{m.name}-flood{i}.log"), os.path.join(ctx.work, f"{m.name}-flood{i}.stamp")
+        dpid = m.daemon_pid()
+        c0 = cpu_seconds(dpid)
+        m.start(ctx.flood, f"flood{i}", output=path, autorestart=False, args=(size, sp))
+        got, t1, deadline = 0, time.time_ns(), time.monotonic() + 600
+        while got < size and time.monotonic() < deadline:
+            now = os.path.getsize(path) if os.path.exists(path) else 0
+            if now != got:
+                got, t1 = now, time.time_ns()
+            elif (stamps(sp) and not alive(stamps(sp)[0][1])
+                  and time.time_ns() - t1 > 5e9):
+                break  # the app is gone and the file has not grown for 5 s
+            time.sleep(0.002)
+        c1 = cpu_seconds(dpid)
+        if got < size:
+            ctx.notes.append(f"logs on {m.name}, run {i + 1}: the log file holds {got} of {size} bytes "
+                             f"({size - got} lost) 5 s after the app exited; timed to its last growth")
+        secs.append((t1 - stamps(sp)[0][0]) / 1e9 * size / max(got, 1))
+        cpu.append(c1 - c0)
+        m.delete(f"flood{i}")
+        os.remove(path)
+    mb = size / 1e6
+    out[("5", f"log throughput, {ctx.log_mb} MB to stdout", "MB/s")] = [mb / s for s in secs]
+    out[("5", f"daemon CPU while logging {ctx.log_mb} MB", "cpu")] = cpu
+    out[("5", "  (the same app writing straight to a file)", "MB/s")] = [mb / s for s in ctx.direct_logs]
+    out[("5", "  (the same app through a pipe: `app | cat > file`)", "MB/s")] = [mb / s for s in ctx.piped_logs]
+    return out
+
+
+def w_stop(m, ctx):
+    """6. Stop an app that ignores SIGINT, kill_timeout 1600 ms."""
+    m.ping()
+    secs = []
+    for i in range(ctx.reps_stop):
+        log = os.path.join(ctx.work, f"{m.name}-stubborn{i}.log")
+        m.start(ctx.stubborn, f"stubborn{i}", output=log, kill_timeout=ctx.kill_timeout)
+        (_, pid), = wait_until(lambda: stamps(log)[:1], "the stubborn app to exec")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        m.stop(f"stubborn{i}")
+        t1 = time.monotonic()
+        if alive(pid):
+            wait_until(lambda: not alive(pid), "the stubborn app to go", limit=30)
+            t1 = time.monotonic()
+        secs.append(t1 - t0)
+        m.delete(f"stubborn{i}")
+    return {("6", f"stop an app ignoring SIGINT, kill_timeout {ctx.kill_timeout}", "s"): secs}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port, timeout=5.0):
+    """One request on a new connection; the body, or raise."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", "/", headers={"Connection": "close"})
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200 or not body.startswith(b"pid "):
+            raise RuntimeError(f"status {r.status}")
+        return body
+    finally:
+        c.close()
+
+
+def load_rps(port, seconds, ctx):
+    """Requests per second: wrk if present, else Python keep-alive threads."""
+    if ctx.wrk:
+        r = subprocess.run([ctx.wrk, "-t2", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, text=True, timeout=seconds + 30, stdin=subprocess.DEVNULL)
+        mt = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+        if not mt:
+            raise RuntimeError(f"wrk: {r.stdout.strip()} {r.stderr.strip()}")
+        errs = re.search(r"Socket errors: (.*)", r.stdout)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", r.stdout)
+        if non2xx:
+            raise RuntimeError(f"wrk: {non2xx.group(0)}")
+        return float(mt.group(1)), (errs.group(1) if errs else "")
+    counts, stop_at = [], time.monotonic() + seconds
+
+    def worker():
+        n = 0
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        while time.monotonic() < stop_at and n < 10_000_000:
+            c.request("GET", "/")
+            c.getresponse().read()
+            n += 1
+        c.close()
+        counts.append(n)
+    ts = [threading.Thread(target=worker) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(seconds + 30)
+    return sum(counts) / seconds, ""
+
+
+def w_cluster(m, ctx):
+    """7. 4 instances of a Node http app on one port: requests per second,
+    and failed requests during a rolling reload under a bounded loop."""
+    port = free_port()
+    app = os.path.join(ctx.work, f"http-{m.name}.js")
+    with open(app, "w") as f:
+        f.write(CLUSTER_APP.replace("{port}", str(port)))
+    m.ping()
+    m.start(app, "web", interpreter=None, instances=4, output="/dev/null")
+    wait_until(lambda: len(m.online()) >= 4, "4 instances online", limit=60, pause=0.2)
+
+    def answers():
+        try:
+            get(port, 1)
+            return True
+        except Exception:
+            return False
+    wait_until(answers, f"127.0.0.1:{port} to answer", limit=30, pause=0.05)
+    rps, notes = [], []
+    for _ in range(ctx.reps_rps):
+        r, errs = load_rps(port, ctx.rps_seconds, ctx)
+        rps.append(r)
+        if errs:
+            notes.append(errs)
+    failed, ok_counts, reload_secs = [], [], []
+    for _ in range(ctx.reps_reload):
+        before = sorted(a["pid"] for a in m.online())
+        stop = threading.Event()
+        tally = []
+
+        def loop():
+            ok = bad = 0
+            end = time.monotonic() + 120  # bounded in time ...
+            while not stop.is_set() and time.monotonic() < end and ok + bad < 200_000:  # ... and count
+                try:
+                    get(port)
+                    ok += 1
+                except Exception:
+                    bad += 1
+            tally.append((ok, bad))
+        threads = [threading.Thread(target=loop) for _ in range(ctx.reload_loops)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        m.reload("web")
+        reload_secs.append(time.monotonic() - t0)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        after = sorted(a["pid"] for a in m.online())
+        if len(after) != 4 or set(before) & set(after):
+            notes.append(f"reload left pids {after} (before {before})")
+        failed.append(sum(b for _, b in tally))
+        ok_counts.append(sum(o for o, _ in tally))
+    row_notes = "; ".join(notes)
+    out = {("7", f"requests/s, 4 instances, one port ({'wrk -t2 -c32' if ctx.wrk else 'python, 4 conns'})", "rps"): rps,
+           ("7", "failed requests during a rolling reload", ""): failed,
+           ("7", "  requests served during the reload", ""): ok_counts,
+           ("7", "  reload command duration", "s"): reload_secs}
+    if row_notes:
+        ctx.notes.append(f"{m.name} cluster: {row_notes}")
+    return out
+
+
+WORKLOADS = [
+    ("memory", w_memory),
+    ("cpu", w_cpu),
+    ("start", w_start),
+    ("many", w_many),
+    ("crash", w_crash),
+    ("logs", w_logs),
+    ("stop", w_stop),
+    ("cluster", w_cluster),
+]
+
+BETTER_HIGHER = {"MB/s", "rps"}
+
+SECTIONS = {
+    "1": "1. daemon memory",
+    "2": "2. daemon CPU",
+    "3": "3. start, list, stop",
+    "4": "4. crash restart",
+    "5": "5. logs",
+    "6": "6. stop timeout",
+    "7": "7. cluster",
+}
+
+METHODS = """\
+Method (all times wall clock on this machine, medians with min–max over n runs):
+ - Every workload runs on one manager at a time, from a fresh home with no
+   daemon; the managers alternate workload by workload.
+ - The daemon is the process in corral.pid / pm2.pid (PM2's "God" daemon).
+   RSS is VmRSS, PSS is Pss of /proc/PID/smaps_rollup; both sampled {samples}
+   times 0.2 s apart, 1 s after the apps are online. CPU is utime+stime of
+   the daemon (all its threads) from /proc/PID/stat.
+ - Apps are static C programs (`stamp`: prints CLOCK_REALTIME and its pid at
+   the first line of main(), then pause()s; interpreter none; output
+   /dev/null for the many-app workloads).
+ - Start → online: from just before the start command until the command has
+   returned AND the app has exec'd (read from the app's own clock).
+ - Crash restart: the app's pid is read from its own stamp line; t0 is
+   CLOCK_REALTIME just before kill(pid, SIGKILL); t1 is the CLOCK_REALTIME
+   the replacement process read as the first thing in main() — so the figure
+   is "until the replacement process exists and runs", exec included.
+   {crash_gap:g} s between kills; max_restarts 10000 so no manager gives up.
+   The floor is a 15-line C supervisor (waitpid, then fork + execl at once)
+   measured the same way.
+ - Logs: a static C app writes N bytes of 100-byte lines to stdout in 100 kB
+   write()s; from the app's exec (its own clock) until the log file (-o)
+   holds all N bytes (if a manager loses bytes: until the file last grew,
+   rate = bytes that arrived / time). The limit is the same app with stdout on a file; the
+   same app piped through `cat` to the file shows what one pipe costs.
+ - Stop timeout: `stop` of an app with SIGINT ignored and kill_timeout set;
+   from the command's start until it has returned and the process is gone.
+ - Cluster: `start app.js -i 4`, the same unmodified Node http app for both
+   (listen(PORT,'127.0.0.1')). Requests/s by wrk (or Python threads) on
+   loopback. Reload: {loops} threads each run a sequential loop of GET on a new
+   connection (timeout 5 s, bounded to 120 s and 200k requests) from 0.5 s
+   before `reload` until 0.5 s after it returned; failed = refused, reset,
+   timed out or not 200.
+ - "advantage" is how many times better corral's median is (PM2 ÷ corral
+   for times, memory and CPU; corral ÷ PM2 for throughput)."""
+
+
+# ---------------------------------------------------------------- running
+
+def build_apps(work):
+    src = os.path.join(work, "apps.c")
+    with open(src, "w") as f:
+        f.write(APPS_C)
+    out = {}
+    for name, flag in (("stamp", None), ("stubborn", "-DSTUBBORN"), ("flood", "-DFLOOD"),
+                       ("supervisor", "-DSUPERVISOR")):
+        exe = os.path.join(work, name)
+        cmd = ["gcc", "-O2", "-static", "-o", exe, src]
+        if flag:
+            cmd.insert(1, flag)
+        subprocess.run(cmd, check=True)
+        out[name] = exe
+    return out
+
+
+def find_wrk(quick):
+    w = shutil.which("wrk")
+    if w or quick:
+        return w
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk with apt-get ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=300)
+    return shutil.which("wrk")
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / 1024 / 1024
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += " (src/ modified)"
+    except OSError:
+        commit = "?"
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("node") else "none"
+    return {"cores": os.cpu_count(), "cpu": model, "memory": f"{mem:.1f} GiB",
+            "kernel": os.uname().release, "node": node, "commit": commit}
+
+
+def goals(rows, corral, pm2):
+    """The goals of the issue, evaluated: (text, met, detail)."""
+    find = {(r.section, r.metric): r for r in rows}
+    out = []
+
+    def med(sec, metric, who):
+        r = find.get((sec, metric))
+        st = r.by.get(who) if r else None
+        return st.med if isinstance(st, Stat) and st.ok else None
+
+    rss = [r for r in rows if r.metric.startswith("daemon RSS") and r.metric.endswith(" 100 apps")]
+    v = med("1", rss[0].metric, corral) if rss else None
+    if v is not None:
+        out.append(("daemon RSS < 2 MiB with 100 apps", v < 2048, f"{v:.0f} KiB = {v / 1024:.2f} MiB"))
+    for sec, metric in (("3", "cold start (no daemon) → 1 app online"),
+                        ("3", "warm start of 1 more app → online"),
+                        ("4", "SIGKILL → replacement exec'd")):
+        r = find.get((sec, metric))
+        x = ratio(r, corral, pm2) if r and pm2 else None
+        if x is not None:
+            out.append((f"{metric}: ≥ 20× faster than PM2", x >= 20, f"{x:.1f}×"))
+    lr = [r for r in rows if r.metric.startswith("log throughput")]
+    if lr and ratio_direct(lr[0], rows, corral) is not None:
+        x = ratio_direct(lr[0], rows, corral)
+        out.append(("log throughput within 2× of writing the file directly", x <= 2,
+                    f"direct is {x:.2f}× corral"))
+    f = med("7", "failed requests during a rolling reload", corral)
+    if f is not None:
+        r = find[("7", "failed requests during a rolling reload")]
+        mx = max(r.by[corral].values)
+        out.append(("zero failed requests during reload", mx == 0, f"max {mx:.0f} failed over {len(r.by[corral].values)} reloads"))
+    return out
+
+
+def ratio_direct(row, rows, who):
+    direct = [r for r in rows if "straight to a file" in r.metric]
+    st = row.by.get(who)
+    if not direct or not isinstance(st, Stat) or not st.ok:
+        return None
+    d = direct[0].by.get(who)
+    return d.med / st.med if isinstance(d, Stat) and d.ok else None
+
+
+def render(rows, managers, info, goal_list, elapsed, markdown):
+    names = [m.name for m in managers]
+    head = ["figure", *[f"{m.name} {m.version}" for m in managers]]
+    if len(managers) > 1:
+        head.append(f"{names[0]} advantage")
+    table = []
+    for r in rows:
+        line = [f"{r.metric}" + (f"  (n={max(len(s.values) for s in r.by.values() if isinstance(s, Stat))})"
+                                 if any(isinstance(s, Stat) and len(s.values) > 1 for s in r.by.values()) else "")]
+        for n in names:
+            line.append(cell(r.by.get(n), r.unit))
+        if len(managers) > 1:
+            x = ratio(r, names[0], names[1])
+            line.append("—" if x is None or r.metric.startswith("  ") else (f"{x:.1f}×" if x < 100 else f"{x:.0f}×"))
+        table.append((r.section, line))
+    lines = []
+    if markdown:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        last = None
+        for sec, line in table:
+            if sec != last:
+                lines.append(f"| **{SECTIONS[sec]}** |" + " |" * (len(head) - 1))
+                last = sec
+            line = [c.replace("|", "\\|") for c in [line[0].replace("  (", " (").strip()] + line[1:]]
+            lines.append("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(head[i]), *(len(l[i]) for _, l in table)) for i in range(len(head))]
+        sep = "  "
+        lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths)))
+        lines.append(sep.join("-" * w for w in widths))
+        last = None
+        for sec, line in table:
+            if sec != last:
+                lines.append(SECTIONS[sec])
+                last = sec
+            lines.append(sep.join([("  " + line[0]).ljust(widths[0] + 2)[:widths[0] + 2]] +
+                                  [c.rjust(w) for c, w in zip(line[1:], widths[1:])]))
+    gl = []
+    for text, met, detail in goal_list:
+        gl.append(("- " if markdown else "  ") + f"{'met   ' if met else 'MISSED'}  {text}: {detail}")
+    return lines, gl
+
+
+def arg(name, default=None):
+    if name in sys.argv:
+        i = sys.argv.index(name)
+        if i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        raise SystemExit(f"{name} needs a value")
+    return default
+
+
+def main():
+    known = {"--quick", "--no-pm2", "--corral", "--only", "--scale", "--markdown", "-h", "--help"}
+    for a in sys.argv[1:]:
+        if a.startswith("-") and a not in known:
+            raise SystemExit(f"unknown option {a}\n\n{__doc__}")
+    if "-h" in sys.argv or "--help" in sys.argv:
+        print(__doc__)
+        return 0
+    quick = "--quick" in sys.argv
+    use_pm2 = not quick and "--no-pm2" not in sys.argv
+    only = arg("--only")
+    selected = [w for w in WORKLOADS if not only or w[0] in only.split(",")]
+    if only and len(selected) != len(only.split(",")):
+        raise SystemExit(f"--only: workloads are {', '.join(n for n, _ in WORKLOADS)}")
+    scale = float(arg("--scale", "1"))
+
+    def reps(n):
+        return max(1, round(n * scale))
+
+    ctx = Ctx()
+    ctx.quick = quick
+    ctx.samples = 2 if quick else 5
+    ctx.mem_counts = [1, 10] if quick else [1, 10, 100, 1000]
+    ctx.n_apps = 10 if quick else 100
+    ctx.cpu_window = 1 if quick else 30
+    ctx.reps_cold = 1 if quick else reps(5)
+    ctx.reps_warm = 1 if quick else reps(10)
+    ctx.reps_many = 1 if quick else reps(3)
+    ctx.reps_jlist = 1 if quick else reps(10)
+    ctx.reps_jlist_big = 1 if quick else reps(5)
+    ctx.reps_crash = 2 if quick else reps(20)
+    ctx.crash_gap = 0.05 if quick else 0.25
+    ctx.log_mb = 5 if quick else 200
+    ctx.reps_logs = 1 if quick else reps(3)
+    ctx.reps_stop = 1 if quick else reps(3)
+    ctx.kill_timeout = 300 if quick else 1600
+    ctx.reps_rps = 1 if quick else reps(3)
+    ctx.rps_seconds = 1 if quick else 5
+    ctx.reps_reload = 1 if quick else reps(3)
+    ctx.reload_loops = 2
+    ctx.direct_logs = None
+    ctx.crash_floor = None
+    ctx.notes = []
+
+    set_subreaper()
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    binary = arg("--corral")
+    if not binary:
+        print("building the release binary (cargo build --release) ...", flush=True)
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        binary = RELEASE
+    binary = os.path.abspath(binary)
+
+    t_start = time.monotonic()
+    work = tempfile.mkdtemp(prefix="corral-bench-")
+    ctx.work = work
+    managers = []
+    failures = []
+    rows = {}
+    try:
+        apps = build_apps(work)
+        ctx.stamp, ctx.stubborn, ctx.flood = apps["stamp"], apps["stubborn"], apps["flood"]
+        ctx.supervisor = apps["supervisor"]
+        if any(n == "cluster" for n, _ in selected) and not shutil.which("node"):
+            selected = [w for w in selected if w[0] != "cluster"]
+            ctx.notes.append("no `node` on PATH: the cluster workload was skipped")
+        ctx.wrk = find_wrk(quick) if any(n == "cluster" for n, _ in selected) else None
+        managers.append(Corral(work, binary))
+        if use_pm2:
+            managers.append(Pm2(work))
+        for wname, fn in selected:
+            for m in managers:
+                print(f"[{time.monotonic() - t_start:6.1f} s] {wname}: {m.name}", flush=True)
+                m.fresh()
+                try:
+                    res = fn(m, ctx)
+                    for (sec, metric, unit), vals in res.items():
+                        if metric.startswith("  (") and (sec, metric) in rows:
+                            continue  # a reference figure (no manager): shown once
+                        r = rows.setdefault((sec, metric), Row(sec, metric, unit,
+                                                               "higher" if unit in BETTER_HIGHER else "lower"))
+                        r.by[m.name] = Stat(vals)
+                except (Exception, subprocess.TimeoutExpired) as e:
+                    failures.append(f"{wname} on {m.name}: {e}")
+                    print(f"  FAILED: {e}", flush=True)
+                finally:
+                    left = m.kill()
+                    if left:
+                        ctx.notes.append(f"{wname} on {m.name}: still there 3 s after `kill`, "
+                                         f"SIGKILLed: {', '.join(left)}")
+    finally:
+        for m in managers:
+            try:
+                if m.home:
+                    m.kill()
+            except Exception:
+                pass
+        kill_descendants()
+        shutil.rmtree(work, ignore_errors=True)
+
+    order = {k: i for i, k in enumerate(rows)}
+    first = ["daemon RSS", "daemon PSS", "cold", "warm", "start ", "jlist", "stop", "delete"]
+
+    def key(r):
+        rank = next((i for i, p in enumerate(first) if r.metric.startswith(p)), len(first))
+        if r.section == "3" and r.metric.startswith("jlist"):
+            rank = (rank, int(re.search(r"(\d+) app", r.metric).group(1)))
+        elif r.section != "3" or rank >= len(first):
+            rank = (len(first), order[(r.section, r.metric)])
+        else:
+            rank = (rank, 0)
+        if r.section == "1":
+            rank = (0, order[(r.section, r.metric)])
+        return r.section, rank
+    row_list = sorted(rows.values(), key=key)
+    info = machine()
+    info["corral binary"] = binary
+    elapsed = time.monotonic() - t_start
+    names = [m.name for m in managers]
+    gl = goals(row_list, names[0], names[1] if len(names) > 1 else None)
+    header = (f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {info['cores']} cores ({info['cpu']}), "
+              f"{info['memory']} memory, Linux {info['kernel']}, node {info['node']}; corral {info['commit']}; "
+              + ", ".join(f"{m.name} {m.version}" for m in managers) + f"; {elapsed:.0f} s"
+              + (" (quick smoke mode: tiny sizes, one repetition; not a measurement)" if quick else ""))
+    table, glines = render(row_list, managers, info, gl, elapsed, markdown=False)
+    print()
+    print(header)
+    print()
+    print("\n".join(table))
+    print()
+    if glines:
+        print("Goals (corral):")
+        print("\n".join(glines))
+        print()
+    print(METHODS.format(samples=ctx.samples, crash_gap=ctx.crash_gap, loops=ctx.reload_loops))
+    for n in ctx.notes:
+        print(f"note: {n}")
+    for f in failures:
+        print(f"FAILED: {f}")
+    md = arg("--markdown")
+    if md:
+        mtable, mgoals = render(row_list, managers, info, gl, elapsed, markdown=True)
+        with open(md, "w") as f:
+            f.write(header + "\n\n" + "\n".join(mtable) + "\n\n")
+            if mgoals:
+                f.write("Goals (corral):\n\n" + "\n".join(mgoals) + "\n\n")
+            f.write("```\n" + METHODS.format(samples=ctx.samples, crash_gap=ctx.crash_gap,
+                                             loops=ctx.reload_loops) + "\n```\n")
+            for n in ctx.notes:
+                f.write(f"\nnote: {n}\n")
+            for x in failures:
+                f.write(f"\nFAILED: {x}\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
