@@ -61,7 +61,10 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "6. stop timeout",
         "7. cluster",
     ] {
-        assert!(stdout.contains(heading), "no `{heading}` in the table:\n{stdout}");
+        assert!(
+            stdout.contains(heading),
+            "no `{heading}` in the table:\n{stdout}"
+        );
     }
     for figure in [
         "daemon RSS, idle",
