@@ -204,6 +204,11 @@ struct Drain {
     deadline: u64,
     treekill: bool,
     link: Option<Link>,
+    /// The kill signal it gets at `deadline` if asked by message only;
+    /// `None` once signalled (SIGKILL next).
+    then_signal: Option<i32>,
+    /// Its main process was reaped; the rest of its group is waited for.
+    reaped: bool,
 }
 
 /// A rolling reload: one instance at a time.
@@ -800,6 +805,7 @@ impl Daemon {
                 _ => None,
             })
             .collect();
+        self.settle_drains();
         for (id, pgid) in lingering {
             if !reaper::group_alive(pgid) {
                 let _ = self.step(id, Input::GroupEmpty);
@@ -877,6 +883,7 @@ impl Daemon {
         if matches!(p.m.state, State::Stopping { .. }) || self.stopping_all {
             return;
         }
+        self.drop_candidate(id, &format!("was cancelled by a restart ({reason})"));
         if let Some(p) = self.procs.get_mut(&id) {
             p.restart_reason = Some(reason.to_string());
         }
@@ -1568,13 +1575,15 @@ impl Daemon {
             cluster_id: (worker > 0).then(|| worker.to_string()),
         };
         let cmd = p.app.command(id, &self.home, io)?;
-        if worker > 0 {
-            let owner = p.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
-            self.cluster.register(worker, &p.app.cwd, owner);
-        }
+        let owner = p.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
+        let cwd = p.app.cwd.clone();
         let pid =
             spawn_child(&cmd).map_err(|e| WireError::new(spawn_error_code(&e), e.to_string()))?;
         drop(cmd);
+        // Its messages are read in a later wake: registered in time.
+        if worker > 0 {
+            self.cluster.register(worker, &cwd, owner);
+        }
         for (r, stream) in [(out_r, Stream::Out), (err_r, Stream::Err)] {
             if let Some(r) = r {
                 let mut rx = Receiver::from(r);
@@ -1846,6 +1855,13 @@ impl Daemon {
 
     /// Kill the replacement of app `id`: the reload fails with `why`.
     fn drop_candidate(&mut self, id: u32, why: &str) {
+        self.end_candidate(id, why, false);
+    }
+
+    /// Kill the replacement of app `id` (or what is left of its group once
+    /// `reaped`: a reaped pid is never signalled, but a live group keeps
+    /// its id from being reused).
+    fn end_candidate(&mut self, id: u32, why: &str, reaped: bool) {
         let Some(p) = self.procs.get_mut(&id) else {
             return;
         };
@@ -1854,7 +1870,11 @@ impl Daemon {
         };
         p.candidate_failure = Some(why.to_string());
         let treekill = p.app.spec.treekill;
-        send(c.pid, Signal::SIGKILL, treekill);
+        if !reaped {
+            send(c.pid, Signal::SIGKILL, treekill);
+        } else if treekill && reaper::group_alive(c.pid) {
+            send(c.pid, Signal::SIGKILL, true);
+        }
         if let Some(link) = c.link {
             self.drop_link(link);
         }
@@ -1899,16 +1919,25 @@ impl Daemon {
             deadline,
             treekill,
             link: old_link,
+            then_signal: None,
+            reaped: false,
         };
-        let asked = match drain.link.as_mut() {
-            Some(l) if l.worker > 0 => {
-                let msg = Cluster::disconnect(&mut l.seq);
-                l.ch.send(&msg).is_ok()
+        // graceful_reload: the shutdown message first; a Node worker then
+        // gets the cluster disconnect. Asked by message, it gets the kill
+        // signal at the deadline and SIGKILL after KILL_GRACE.
+        let mut asked = false;
+        if let Some(l) = drain.link.as_mut() {
+            if graceful {
+                asked |= l.ch.send(&json!("shutdown")).is_ok();
             }
-            Some(l) if graceful => l.ch.send(&json!("shutdown")).is_ok(),
-            _ => false,
-        };
-        if !asked {
+            if l.worker > 0 {
+                let msg = Cluster::disconnect(&mut l.seq);
+                asked |= l.ch.send(&msg).is_ok();
+            }
+        }
+        if asked {
+            drain.then_signal = Some(sig);
+        } else {
             let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
             send(old, sig, treekill);
             send(old, Signal::SIGCONT, treekill);
@@ -1934,9 +1963,15 @@ impl Daemon {
     /// replacement that died, or an old process that finished draining.
     fn reap_other(&mut self, pid: i32, exit: Exit) {
         if let Some(i) = self.drains.iter().position(|d| d.pid == pid) {
-            let d = self.drains.remove(i);
-            if let Some(link) = d.link {
-                self.drop_link(link);
+            let d = &mut self.drains[i];
+            d.reaped = true;
+            // The rest of its group is waited for, then killed at the
+            // deadline, as a stop does.
+            if !(d.treekill && reaper::group_alive(pid)) {
+                let d = self.drains.remove(i);
+                if let Some(link) = d.link {
+                    self.drop_link(link);
+                }
             }
             return;
         }
@@ -1955,14 +1990,53 @@ impl Daemon {
                     )
                 }
             };
-            self.drop_candidate(id, &how);
+            self.end_candidate(id, &how, true);
         }
     }
 
     /// An old process has not drained within its kill timeout.
     fn drain_due(&mut self, pid: i32) {
-        if let Some(d) = self.drains.iter().find(|d| d.pid == pid) {
-            send(d.pid, Signal::SIGKILL, d.treekill);
+        let now = self.now();
+        let Some(i) = self.drains.iter().position(|d| d.pid == pid) else {
+            return;
+        };
+        let d = &mut self.drains[i];
+        match d.then_signal.take() {
+            // Asked by message and still there: the kill signal, then
+            // SIGKILL after KILL_GRACE.
+            Some(sig) if !d.reaped => {
+                let sig = Signal::try_from(sig).unwrap_or(Signal::SIGINT);
+                send(d.pid, sig, d.treekill);
+                send(d.pid, Signal::SIGCONT, d.treekill);
+                d.deadline = now + crate::state::KILL_GRACE;
+                self.timers.insert((d.deadline, Timer::Drain(pid)));
+            }
+            _ => {
+                // A reaped leader's group is signalled only while it lives.
+                if !d.reaped || reaper::group_alive(d.pid) {
+                    send(d.pid, Signal::SIGKILL, d.treekill || d.reaped);
+                }
+                if d.reaped {
+                    let d = self.drains.remove(i);
+                    if let Some(link) = d.link {
+                        self.drop_link(link);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains whose main process was reaped and whose group is now empty.
+    fn settle_drains(&mut self) {
+        let gone: Vec<usize> = (0..self.drains.len())
+            .rev()
+            .filter(|&i| self.drains[i].reaped && !reaper::group_alive(self.drains[i].pid))
+            .collect();
+        for i in gone {
+            let d = self.drains.remove(i);
+            if let Some(link) = d.link {
+                self.drop_link(link);
+            }
         }
     }
 
@@ -2650,7 +2724,9 @@ impl Daemon {
                 .filter(|(_, p)| p.app.spec.name == spec.name)
                 .map(|(id, _)| *id)
                 .collect();
-            if !spec.force && same.iter().any(|id| self.procs[id].m.is_running()) {
+            // Still stopping (its group lingering) counts as running.
+            let busy = |p: &Proc| p.m.is_running() || !p.m.is_settled();
+            if !spec.force && same.iter().any(|id| busy(&self.procs[id])) {
                 return Err(WireError::new(
                     ErrorCode::AlreadyRunning,
                     format!(
@@ -2738,6 +2814,7 @@ impl Daemon {
             }
         }
         for id in replaced {
+            self.drop_candidate(id, "was cancelled: the app was replaced");
             self.unwatch_app(id);
             self.close_channel(id);
             self.procs.remove(&id);

@@ -713,3 +713,27 @@ fn cli_instances_imply_cluster_mode_and_max_is_one_per_cpu() {
     assert_eq!(indexes(&many), want);
     assert_eq!(h.describe_all(json!("many")).len(), cpus);
 }
+
+#[test]
+fn a_reload_kills_what_is_left_of_the_old_process_group() {
+    let h = TestHome::started();
+    let port = free_port();
+    // A child that ignores the kill signal outlives the old main process:
+    // the drain must wait for it and SIGKILL it at the kill timeout.
+    h.script(
+        "stubborn.sh",
+        "sh -c 'trap \"\" INT TERM; exec sleep 1000' &\necho \"child=$!\"\nwait\n",
+    );
+    h.start(
+        json!({"name": "stub", "script": "stubborn.sh", "min_uptime": 200,
+                   "kill_timeout": 300, "listen": format!("127.0.0.1:{port}")}),
+    );
+    let child = logged_pid(&h.wait_log("stub", "child="), "child");
+    let r = h.ok(json!({"cmd": "reload", "target": "stub"}));
+    assert_eq!(env_of(&r[0], "restart_time"), json!(1), "{r}");
+    wait_until(SOON, "the old process's child is killed", || {
+        !running(child)
+    });
+    let out = h.corral(&["kill"]);
+    assert_eq!(out.status.code(), Some(0));
+}
