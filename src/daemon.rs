@@ -405,8 +405,8 @@ struct Daemon {
     notify: Option<Notify>,
     /// Tokens of the apps' channels.
     channels: HashMap<Token, u32>,
-    /// The `listen` sockets of each app name, shared by its instances and
-    /// kept across restarts and reloads.
+    /// The `listen` sockets of each app (`listen_key`), shared by its
+    /// instances and kept across restarts and reloads.
     listeners: HashMap<String, Vec<(listen::Addr, OwnedFd)>>,
     /// Node cluster mode: the listening sockets workers share.
     cluster: Cluster,
@@ -1138,13 +1138,13 @@ impl Daemon {
             Effect::Forget => {
                 self.drop_candidate(id, "was cancelled: the app was deleted");
                 self.close_channel(id);
-                if let Some(name) = self.procs.get(&id).map(|p| p.app.spec.name.clone()) {
+                if let Some(key) = self.procs.get(&id).map(|p| listen_key(&p.app.spec)) {
                     let others = self
                         .procs
                         .iter()
-                        .any(|(other, p)| *other != id && p.app.spec.name == name);
+                        .any(|(other, p)| *other != id && listen_key(&p.app.spec) == key);
                     if !others {
-                        self.listeners.remove(&name);
+                        self.listeners.remove(&key);
                     }
                 }
                 if self.procs.contains_key(&id) {
@@ -1550,9 +1550,11 @@ impl Daemon {
             }
             false => (None, None),
         };
+        // Only an app that asked for sockets gets them.
         let listen = self
             .listeners
-            .get(&p.app.spec.name)
+            .get(&listen_key(&p.app.spec))
+            .filter(|_| !p.app.spec.listen.is_empty())
             .map(|l| {
                 l.iter()
                     .map(|(a, fd)| (fd.as_raw_fd(), a.fd_name()))
@@ -2742,9 +2744,10 @@ impl Daemon {
                     .iter()
                     .filter_map(|a| listen::parse(a).ok())
                     .collect();
+                let key = listen_key(&spec);
                 let held: Vec<&listen::Addr> = self
                     .listeners
-                    .get(&spec.name)
+                    .get(&key)
                     .map(|l| l.iter().map(|(a, _)| a).collect())
                     .unwrap_or_default();
                 if held != addrs.iter().collect::<Vec<_>>() {
@@ -2754,7 +2757,7 @@ impl Daemon {
                         // binding it again would find it in use.
                         let held_fd = self
                             .listeners
-                            .get(&spec.name)
+                            .get(&key)
                             .and_then(|l| l.iter().find(|(h, _)| *h == a))
                             .and_then(|(_, fd)| fd.try_clone().ok());
                         let fd = match held_fd {
@@ -2768,7 +2771,7 @@ impl Daemon {
                         };
                         socks.push((a, fd));
                     }
-                    binds.push((spec.name.clone(), socks));
+                    binds.push((key, socks));
                 }
             }
             let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
@@ -3127,6 +3130,12 @@ fn too_long() -> String {
             format!("request line longer than {} bytes", protocol::MAX_LINE),
         ),
     )
+}
+
+/// Whose `listen` sockets these are: the instances of one name in one
+/// namespace share them.
+fn listen_key(spec: &options::AppSpec) -> String {
+    format!("{}/{}", spec.namespace, spec.name)
 }
 
 /// The two log files of an app, open for appending.
