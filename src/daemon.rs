@@ -389,7 +389,7 @@ struct Daemon {
     _lock: Flock<File>,
     pid_file: PathBuf,
     log_file: Option<File>,
-    procs: BTreeMap<u32, Proc>,
+    procs: BTreeMap<u32, Box<Proc>>,
     next_id: u32,
     conns: HashMap<Token, Conn>,
     pipes: HashMap<Token, Pipe>,
@@ -2873,8 +2873,10 @@ impl Daemon {
             p.cron_fired = None;
         } else {
             self.next_id = self.next_id.max(pm_id + 1);
-            self.procs
-                .insert(pm_id, Proc::new(app, Machine::new(policy), out, err, cron));
+            self.procs.insert(
+                pm_id,
+                Box::new(Proc::new(app, Machine::new(policy), out, err, cron)),
+            );
         }
         let begun = match autostart {
             true => self
