@@ -8,8 +8,6 @@
 //! `localtime_r` / `mktime`, including the DST gap and fold handling used by
 //! [`Cron::next_fire`]). It does not own timers or the restarts themselves.
 
-use std::sync::Once;
-
 use libc::c_int;
 
 /// Longest cron expression accepted, in bytes.
@@ -27,9 +25,8 @@ pub const MAX_FIRE_RETRIES: u32 = 8;
 /// `tm_year` counts years from this one.
 const TM_YEAR_BASE: i32 = 1900;
 
-const SECS_PER_DAY: i64 = 86_400;
-
 /// Days in a 400-year Gregorian cycle.
+#[cfg(test)]
 const DAYS_PER_400_YEARS: i64 = 146_097;
 
 /// 1970-01-01 was a Thursday (Sunday = 0).
@@ -295,27 +292,19 @@ impl Cron {
     }
 }
 
-/// Local civil time of an epoch second (`localtime_r`, after `tzset` once).
-///
-/// If the platform cannot represent `epoch` (out of `time_t` or `tm_year`
-/// range), the UTC civil time is returned instead, with the year saturated
-/// to the `i32` range. A leap second (`tm_sec` = 60) reads as second 59.
+/// Local civil time of an epoch second (`timefmt::local_tm`, which falls
+/// back to UTC where the C library cannot convert it). A leap second
+/// (second 60) reads as second 59.
 pub fn local_civil(epoch: i64) -> Civil {
-    ensure_tzset();
-    // `time_t` is 32 bits on some targets, where `epoch` may not fit.
-    let Some(t) = libc::time_t::try_from(epoch).ok() else {
-        return utc_civil(epoch);
-    };
-    // SAFETY: `libc::tm` holds only integers and (on some platforms) a
-    // `tm_zone` pointer; all-zero bits are a valid value for every field.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers refer to live locals for the whole call and
-    // `localtime_r` writes only into `tm`.
-    let result = unsafe { libc::localtime_r(&t, &mut tm) };
-    if result.is_null() {
-        return utc_civil(epoch);
+    let t = crate::timefmt::local_tm(epoch.saturating_mul(1000));
+    Civil {
+        year: t.year,
+        month: t.month,
+        day: t.day,
+        hour: t.hour,
+        min: t.min,
+        sec: t.sec.min(59),
     }
-    civil_from_tm(&tm).unwrap_or_else(|| utc_civil(epoch))
 }
 
 /// Epoch second of a local civil time (`mktime` with `tm_isdst = -1`).
@@ -334,7 +323,7 @@ fn mktime_with(c: Civil, isdst: c_int) -> Option<i64> {
     if !c.is_valid() {
         return None;
     }
-    ensure_tzset();
+    crate::timefmt::init();
     // SAFETY: `libc::tm` holds only integers and (on some platforms) a
     // `tm_zone` pointer; all-zero bits are a valid value for every field.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -398,53 +387,6 @@ fn choose_epoch(now: i64, readings: &[Option<Reading>], guess: Option<i64>) -> O
         .map(|r| r.epoch)
         .max()
         .filter(|&e| e > now)
-}
-
-unsafe extern "C" {
-    /// POSIX `tzset`: loads the time zone from `TZ` / the system default.
-    fn tzset();
-}
-
-static TZSET: Once = Once::new();
-
-/// Calls `tzset` once per process; `localtime_r` need not do it itself.
-fn ensure_tzset() {
-    TZSET.call_once(|| {
-        // SAFETY: `tzset` takes no arguments and only initializes the C
-        // library's time zone state; `Once` keeps this to a single call.
-        unsafe { tzset() }
-    });
-}
-
-/// Civil time of a `tm` filled in by `localtime_r`, or `None` if a field is
-/// outside the ranges `localtime_r` documents.
-fn civil_from_tm(tm: &libc::tm) -> Option<Civil> {
-    let c = Civil {
-        year: tm.tm_year.checked_add(TM_YEAR_BASE)?,
-        month: u32::try_from(tm.tm_mon).ok()? + 1,
-        day: u32::try_from(tm.tm_mday).ok()?,
-        hour: u32::try_from(tm.tm_hour).ok()?,
-        min: u32::try_from(tm.tm_min).ok()?,
-        sec: u32::try_from(tm.tm_sec).ok()?.min(59),
-    };
-    c.is_valid().then_some(c)
-}
-
-/// UTC civil time of an epoch second, the year saturated to `i32`.
-fn utc_civil(epoch: i64) -> Civil {
-    let days = epoch.div_euclid(SECS_PER_DAY);
-    // rem_euclid keeps this in 0..86_400, so the casts below cannot truncate.
-    let secs = epoch.rem_euclid(SECS_PER_DAY) as u32;
-    let (year, month, day) = civil_from_days(days);
-    let year = i32::try_from(year).unwrap_or(if year < 0 { i32::MIN } else { i32::MAX });
-    Civil {
-        year,
-        month,
-        day,
-        hour: secs / 3600,
-        min: secs / 60 % 60,
-        sec: secs % 60,
-    }
 }
 
 impl Civil {
@@ -558,7 +500,9 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
     days_before_month(year, month) + i64::from(day) - 1
 }
 
-/// The date `days` days after 1970-01-01, as (year, month, day).
+/// The date `days` days after 1970-01-01, as (year, month, day): the
+/// inverse of `days_from_civil`, which the tests check it against.
+#[cfg(test)]
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Estimate the year from the mean Gregorian year, then correct it.
     let mut year = 1970 + (days.saturating_mul(400)).div_euclid(DAYS_PER_400_YEARS);
@@ -1238,19 +1182,6 @@ mod tests {
         ];
         for &(y, want) in table {
             assert_eq!(is_leap(y), want, "is_leap({y})");
-        }
-    }
-
-    #[test]
-    fn utc_civil_cases() {
-        let table: &[(i64, Civil)] = &[
-            (0, civ(1970, 1, 1, 0, 0, 0)),
-            (-1, civ(1969, 12, 31, 23, 59, 59)),
-            (1_704_067_200 + 3_723, civ(2024, 1, 1, 1, 2, 3)),
-            (951_782_400, civ(2000, 2, 29, 0, 0, 0)),
-        ];
-        for &(epoch, want) in table {
-            assert_eq!(utc_civil(epoch), want, "utc_civil({epoch})");
         }
     }
 

@@ -388,7 +388,7 @@ struct Daemon {
     signals: UnixStream,
     _lock: Flock<File>,
     pid_file: PathBuf,
-    log_file: Option<File>,
+    log_file: Option<LogFile>,
     procs: BTreeMap<u32, Box<Proc>>,
     next_id: u32,
     conns: HashMap<Token, Conn>,
@@ -532,13 +532,12 @@ impl Daemon {
             // A home too deep for a socket path: apps get no NOTIFY_SOCKET.
             Err(_) => None,
         };
-        let log_file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(home.dir.join("corral.log"))
-            .ok();
+        // The daemon's own log is stamped like an app's (`log_date_format`).
+        let log_file = LogFile::open(
+            &home.dir.join("corral.log"),
+            Some(options::TIME_LOG_DATE_FORMAT),
+        )
+        .ok();
         Ok(Daemon {
             poll,
             home,
@@ -581,15 +580,7 @@ impl Daemon {
 
     fn log(&mut self, msg: &str) {
         if let Some(f) = self.log_file.as_mut() {
-            let mut line = Vec::new();
-            let now = wall_ms() as i64;
-            crate::timefmt::Format::parse("YYYY-MM-DDTHH:mm:ss").render(
-                &crate::timefmt::local_tm(now),
-                now,
-                &mut line,
-            );
-            line.extend_from_slice(format!(" {msg}\n").as_bytes());
-            let _ = f.write_all(&line);
+            let _ = f.write_chunk(format!("{msg}\n").as_bytes(), wall_ms() as i64);
         }
     }
 

@@ -1,6 +1,6 @@
-//! Linux `/proc` access for process monitoring: pure parsers of `/proc/<pid>/stat`,
-//! `/proc/<pid>/statm` and `/proc/stat`, the `sysconf` units needed to interpret them,
-//! and thin readers (one process's stat, all members of a process group).
+//! Linux `/proc` access for process monitoring: the pure parser of `/proc/<pid>/stat`,
+//! the `sysconf` units needed to interpret it, and a thin reader of one process's stat
+//! (the scan of every process is `poll.rs`'s).
 
 use std::io;
 
@@ -70,22 +70,6 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// Resident pages from the text of `/proc/<pid>/statm` (its second field).
-pub fn parse_statm_rss_pages(text: &str) -> Option<u64> {
-    text.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
-/// Total jiffies since boot from the text of `/proc/stat`: the sum of all columns of the
-/// first `cpu ` (aggregate) line. `None` if there is no such line or a column is not a number.
-pub fn parse_cpu_total_jiffies(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let mut total: u64 = 0;
-    for col in line.split_ascii_whitespace().skip(1) {
-        total = total.checked_add(col.parse().ok()?)?;
-    }
-    Some(total)
-}
-
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `utime`/`stime`/`starttime`;
 /// 100 if unavailable.
 pub fn clock_ticks_per_sec() -> u64 {
@@ -144,23 +128,6 @@ pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
 
 fn is_vanished(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
-}
-
-/// Every process whose process group is `pgid`, by scanning `/proc/[0-9]*/stat`, sorted by
-/// pid. Entries that vanish or cannot be read during the scan are skipped; if `/proc` cannot
-/// be listed the result is empty.
-pub fn group_members(pgid: i32) -> Vec<Stat> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut members: Vec<Stat> = dir
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| read_stat(pid).ok().flatten())
-        .filter(|stat| stat.pgrp == pgid)
-        .collect();
-    members.sort_by_key(|s| s.pid);
-    members
 }
 
 #[cfg(test)]
@@ -256,36 +223,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_statm() {
-        let cases: &[(&str, Option<u64>)] = &[
-            ("765 423 394 5 0 123 0\n", Some(423)),
-            ("1 0 0 0 0 0 0", Some(0)),
-            ("765", None),
-            ("765 x 1", None),
-            ("", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_statm_rss_pages(text), *want, "text {text:?}");
-        }
-    }
-
-    #[test]
-    fn parses_cpu_total() {
-        let cases: &[(&str, Option<u64>)] = &[
-            (
-                "cpu  10 20 30 40 5 0 1 0 0 0\ncpu0 5 10 15 20 2 0 1 0 0 0\nintr 1\n",
-                Some(106),
-            ),
-            ("cpu0 1 2\n", None),
-            ("cpu  1 x\n", None),
-            ("", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_cpu_total_jiffies(text), *want, "text {text:?}");
-        }
-    }
-
-    #[test]
     fn sysconf_units_are_sane() {
         let cases: &[(u64, u64, u64)] = &[
             (clock_ticks_per_sec(), 1, 10_000),
@@ -302,7 +239,6 @@ mod tests {
         let own = read_stat(me).unwrap().unwrap();
         assert_eq!(own.pid, me);
         assert!(own.rss_pages > 0);
-        assert!(group_members(own.pgrp).iter().any(|s| s.pid == me));
 
         // pid_max is at most 2^22, so these never exist.
         let cases: &[i32] = &[1 << 30, -1, 0];
