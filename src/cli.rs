@@ -44,7 +44,7 @@ const VERBS: &[Verb] = &[
     Verb {
         names: &["reload"],
         usage: "reload <name|id|namespace|all>",
-        summary: "reload apps (in fork mode: restart)",
+        summary: "replace apps one instance at a time, without downtime (others: restart)",
     },
     Verb {
         names: &["delete", "del"],

@@ -2037,6 +2037,8 @@ impl Daemon {
     /// writes without pause must not keep the loop from everything else.
     /// A pipe left with data is read again in the next wake (`busy_pipes`).
     fn read_pipe(&mut self, t: Token) {
+        // Not kept between calls: an idle daemon should not hold 64 KiB of
+        // buffer (freed heap goes back to the kernel, see `trim`).
         let mut buf = vec![0u8; READ_CHUNK];
         let mut closed = false;
         let mut reads = 0;
