@@ -403,7 +403,7 @@ impl App {
     }
 
     pub fn kill_signal_name(&self) -> String {
-        signal_name(self.spec.kill_signal)
+        signal_name(self.spec.kill_signal.number())
     }
 
     /// The command to spawn, with the given standard fds.

@@ -14,12 +14,15 @@ pub mod logs;
 pub mod notify;
 pub mod options;
 pub mod poll;
+pub mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod reaper;
 pub mod spawn;
 pub mod state;
+pub mod sys;
 pub mod timefmt;
+pub mod timers;
 pub mod users;
 pub mod watch;
 

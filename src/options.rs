@@ -13,12 +13,13 @@ use std::path::Path;
 
 use serde_json::{Number, Value};
 
+use crate::sys::Signal;
+
 /// Longest app name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 256;
-/// Highest signal number accepted (Linux `SIGRTMAX`).
-pub const MAX_SIGNAL: i32 = 64;
+use crate::sys::MAX_SIGNAL;
 /// Highest process exit code.
 pub const MAX_EXIT_CODE: u64 = 255;
 /// Highest TCP port.
@@ -27,7 +28,7 @@ pub const MAX_PORT: u64 = 65_535;
 pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
 pub const DEFAULT_MAX_RESTARTS: u32 = 16;
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
-pub const DEFAULT_KILL_SIGNAL: i32 = libc::SIGINT;
+pub const DEFAULT_KILL_SIGNAL: Signal = Signal::INT;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 1000;
@@ -135,7 +136,7 @@ pub struct AppSpec {
     pub min_uptime: u64,
     pub max_restarts: u32,
     pub kill_timeout: u64,
-    pub kill_signal: i32,
+    pub kill_signal: Signal,
     pub restart_delay: u64,
     pub autorestart: bool,
     pub autostart: bool,
@@ -828,7 +829,7 @@ fn duration(key: &str, v: &Value) -> Result<u64, OptionError> {
     parse_duration(v).map_err(|message| OptionError::new(key, message))
 }
 
-fn signal(key: &str, v: &Value) -> Result<i32, OptionError> {
+fn signal(key: &str, v: &Value) -> Result<Signal, OptionError> {
     parse_signal(v).map_err(|message| OptionError::new(key, message))
 }
 
@@ -1106,8 +1107,13 @@ fn signal_number(n: u64) -> Option<i32> {
         .filter(|n| (1..=MAX_SIGNAL).contains(n))
 }
 
-/// "SIGINT", "INT", "sigint", "2" or a JSON number 2 -> 2. Numbers 1..=64.
-pub fn parse_signal(v: &Value) -> Result<i32, String> {
+/// "SIGINT", "INT", "sigint", "2" or a JSON number 2 -> SIGINT. Numbers
+/// 1..=64.
+pub fn parse_signal(v: &Value) -> Result<Signal, String> {
+    parse_signal_number(v).and_then(|n| Signal::new(n).ok_or_else(|| format!("no signal {n}")))
+}
+
+fn parse_signal_number(v: &Value) -> Result<i32, String> {
     let out_of_range = || {
         format!(
             "signal number {} is out of range 1..={MAX_SIGNAL}",
@@ -1212,7 +1218,7 @@ mod tests {
             min_uptime: 1000,
             max_restarts: 16,
             kill_timeout: 1600,
-            kill_signal: libc::SIGINT,
+            kill_signal: Signal::INT,
             restart_delay: 0,
             autorestart: true,
             autostart: true,
@@ -1390,7 +1396,11 @@ mod tests {
             (json!(null), None),
         ];
         for (input, expected) in cases {
-            assert_eq!(parse_signal(input).ok(), *expected, "input {input}");
+            assert_eq!(
+                parse_signal(input).ok().map(Signal::number),
+                *expected,
+                "input {input}"
+            );
         }
         assert_eq!(
             parse_signal(&json!("SIGFOO")),
@@ -1416,7 +1426,7 @@ mod tests {
         for n in 1..=31 {
             let name = signal_name(n);
             assert_ne!(name, format!("SIG{n}"), "signal {n} has no name");
-            assert_eq!(parse_signal(&json!(name)), Ok(n));
+            assert_eq!(parse_signal(&json!(name)).map(Signal::number), Ok(n));
         }
     }
 
@@ -1523,9 +1533,9 @@ mod tests {
             (json!({"killTimeout": "5s"}), |s| s.kill_timeout = 5000),
             (json!({"kill_timeout": "3000"}), |s| s.kill_timeout = 3000),
             (json!({"killSignal": "SIGTERM"}), |s| {
-                s.kill_signal = libc::SIGTERM
+                s.kill_signal = Signal::TERM
             }),
-            (json!({"kill_signal": 1}), |s| s.kill_signal = libc::SIGHUP),
+            (json!({"kill_signal": 1}), |s| s.kill_signal = Signal::HUP),
             (json!({"restartDelay": "1.5s"}), |s| s.restart_delay = 1500),
             (json!({"autorestart": "false"}), |s| s.autorestart = false),
             (json!({"autostart": false}), |s| s.autostart = false),

@@ -3,11 +3,10 @@
 //! child is left to report.
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::state::Exit;
+use crate::process::Exit;
 
 /// Ask the kernel to re-parent orphaned descendants to this process.
 pub fn become_subreaper() -> nix::Result<()> {
@@ -32,13 +31,4 @@ pub fn reap_all() -> Vec<(i32, Exit)> {
         }
     }
     out
-}
-
-/// Whether any process still belongs to the group `pgid`.
-pub fn group_alive(pgid: i32) -> bool {
-    // Signal 0 checks for existence only; EPERM still means it exists.
-    !matches!(
-        killpg(Pid::from_raw(pgid), None::<Signal>),
-        Err(Errno::ESRCH)
-    )
 }

@@ -4,7 +4,8 @@
 //! before `fork`. The child only calls async-signal-safe functions: `setsid`,
 //! signal reset, `dup2`, `chdir`, credentials, `execve`. If one fails it
 //! writes the step and errno to the status pipe and `_exit`s; EOF on the pipe
-//! in the parent means the exec succeeded.
+//! means the exec succeeded. The parent does not wait for it: the loop
+//! watches the pipe (`Pending`).
 
 use std::ffi::CString;
 use std::fmt;
@@ -13,6 +14,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
+
+use crate::sys;
 
 /// Everything needed to run one program.
 pub struct Command {
@@ -109,30 +112,78 @@ fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// A close-on-exec copy of `fd` numbered at least `min`.
-fn fd_above(fd: OwnedFd, min: i32) -> Result<OwnedFd, Errno> {
-    if fd.as_raw_fd() >= min {
-        return Ok(fd);
-    }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd that nothing else owns.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if n < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: `n` was just created and is owned here alone.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
+/// A child forked and on its way to `execve`: its pid, and the read end of
+/// its status pipe, which the loop watches (non-blocking) instead of
+/// waiting on it, so a child stuck in `chdir` or `execve` on a hung mount
+/// never freezes the daemon.
+#[derive(Debug)]
+pub struct Pending {
+    pub pid: i32,
+    pub status: OwnedFd,
+    path: String,
+    cwd: String,
 }
 
-/// Fork and exec `cmd`; the pid once the exec has succeeded.
-pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
+/// What the status pipe says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExecStatus {
+    /// Nothing yet: the child has not reached `execve`.
+    Waiting,
+    /// End of file: the program runs.
+    Running,
+    /// The step that failed, and why.
+    Failed(SpawnError),
+}
+
+impl Pending {
+    /// Read the status pipe without blocking.
+    pub fn check(&self) -> ExecStatus {
+        let mut buf = [0u8; 5];
+        match sys::read(self.status.as_raw_fd(), &mut buf) {
+            Ok(0) => ExecStatus::Running,
+            // The child writes its five bytes at once (less than
+            // PIPE_BUF), so a read gets all of them or none.
+            Ok(n) if n == buf.len() => {
+                let step = Step::from_byte(buf[0]);
+                let errno = Errno::from_raw(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]));
+                let object = match step {
+                    Step::Chdir => self.cwd.clone(),
+                    _ => self.path.clone(),
+                };
+                ExecStatus::Failed(SpawnError {
+                    step,
+                    errno,
+                    object,
+                })
+            }
+            Ok(_) => ExecStatus::Failed(SpawnError {
+                step: Step::Exec,
+                errno: Errno::EIO,
+                object: self.path.clone(),
+            }),
+            Err(Errno::EAGAIN) => ExecStatus::Waiting,
+            Err(errno) => ExecStatus::Failed(SpawnError {
+                step: Step::Exec,
+                errno,
+                object: self.path.clone(),
+            }),
+        }
+    }
+}
+
+/// Fork `cmd`'s child; it execs on its own, and says how that went on the
+/// status pipe (`Pending::check`).
+pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     let fail = |step, errno, object: &CString| SpawnError {
         step,
         errno,
         object: object.to_string_lossy().into_owned(),
     };
     let (status_r, status_w) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
-    // The child writes to it after placing fds 0..=3: keep it out of the way.
+        pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    // The child's end blocks, so its report is never lost.
+    sys::set_nonblocking(status_w.as_raw_fd(), false)
+        .map_err(|e| fail(Step::Exec, e, &cmd.path))?;
     // The fds the child gets, in order: 0, 1, 2, the listening sockets, the
     // channel. The status pipe stays above them.
     let mut fds: Vec<i32> = vec![
@@ -144,58 +195,51 @@ pub fn spawn_child(cmd: &Command) -> Result<i32, SpawnError> {
     if let Some(c) = &cmd.channel {
         fds.push(c.as_raw_fd());
     }
-    let status_w =
-        fd_above(status_w, fds.len() as i32).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    let status_w = match status_w.as_raw_fd() >= fds.len() as i32 {
+        true => status_w,
+        false => sys::dup_cloexec(status_w.as_raw_fd(), fds.len() as i32)
+            .map_err(|e| fail(Step::Exec, e, &cmd.path))?,
+    };
     let argv = null_terminated(&cmd.argv);
     let envp = null_terminated(&cmd.envp);
     let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
     let status_fd = status_w.as_raw_fd();
 
+    // Every signal is blocked across the fork: until the child has reset
+    // the daemon's handlers, a signal must not run one of them in it (they
+    // write to the daemon's signal pipe).
+    // SAFETY: sigset_t is plain data; sigfillset and sigprocmask only touch
+    // this thread's mask and the sets given.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+    }
     // SAFETY: the daemon is single-threaded, and the child below only calls
     // async-signal-safe functions on memory prepared before the fork.
     let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(fail(Step::Exec, Errno::last(), &cmd.path));
-    }
     if pid == 0 {
         // SAFETY: in the child, only async-signal-safe calls; never returns.
         unsafe { child_after_fork(cmd, &argv, &envp, &groups, &mut fds, status_fd) }
     }
+    let errno = Errno::last();
+    // SAFETY: restores this thread's mask saved above.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(fail(Step::Exec, errno, &cmd.path));
+    }
     drop(status_w);
-    let mut buf = [0u8; 5];
-    let mut got = 0;
-    loop {
-        // SAFETY: reading into a live buffer of the stated length.
-        let n = unsafe {
-            libc::read(
-                status_r.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-            )
-        };
-        match n {
-            0 => break,
-            n if n > 0 => {
-                got += n as usize;
-                if got == buf.len() {
-                    break;
-                }
-            }
-            _ if Errno::last() == Errno::EINTR => continue,
-            _ => break,
-        }
-    }
-    if got == 0 {
-        return Ok(pid);
-    }
-    // The child failed before exec and has exited; the reaper collects it.
-    let step = Step::from_byte(buf[0]);
-    let errno = Errno::from_raw(i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]));
-    let object = match step {
-        Step::Chdir => &cmd.cwd,
-        _ => &cmd.path,
-    };
-    Err(fail(step, errno, object))
+    Ok(Pending {
+        pid,
+        status: status_r,
+        path: cmd.path.to_string_lossy().into_owned(),
+        cwd: cmd.cwd.to_string_lossy().into_owned(),
+    })
 }
 
 /// The child's side. Never returns.
@@ -225,16 +269,17 @@ unsafe fn child_after_fork(
         if libc::setsid() < 0 {
             report(Step::Setsid);
         }
-        // Empty the mask and reset every disposition: ignored signals (SIGPIPE
-        // above all) survive exec, handlers do not but are reset here too.
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // Reset every disposition, then empty the mask (blocked by the
+        // parent across the fork): ignored signals (SIGPIPE above all)
+        // survive exec, and the daemon's handlers must never run here.
         for sig in 1..libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         // Move every source below the targets' range out of the way first,
         // so that placing one never overwrites another; dup2 then clears
         // close-on-exec on each target.

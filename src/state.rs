@@ -1,54 +1,34 @@
-//! One state machine per managed process (STYLE 4): the actual state, the
-//! wanted state kept apart from it, the restart counters, and `step`, the one
-//! transition function. `step` is pure: it returns the actions the daemon's
-//! loop performs (spawn, signal, arm a timer, emit an event, forget the app),
-//! so it is tested from a table without forking.
+//! One state machine per app (STYLE 4): the *wanted* state kept apart from
+//! what runs, the restart counters and backoff, the restart policy, and the
+//! app's processes — its main one, a reload's replacement, old ones
+//! draining — each a `process::Process`. `step` is the one transition
+//! function; it is pure and returns the effects the daemon's loop performs
+//! (spawn, signal, arm a timer, emit an event, swap, forget), so a whole
+//! rolling reload is tested from a table without forking. Nothing outside
+//! this module writes its fields.
 //!
 //! Times are milliseconds on the daemon's monotonic clock.
 
+use crate::process::{Event, Launch, OnTimeout, Out, Phase, Process, Stop};
+pub use crate::process::{Exit, KILL_GRACE};
 use crate::protocol::Status;
-
-/// After SIGKILL, how long leftovers of a process group (not the main
-/// process) are waited for before the stop is reported done (ms). SIGKILLed
-/// processes end at once unless stuck in the kernel.
-pub const KILL_GRACE: u64 = 1000;
+use crate::sys::Signal;
 
 /// The backoff delay grows ×1.5 per restart up to this (ms).
 pub const BACKOFF_MAX: u64 = 15_000;
 /// An app that ran this long (ms) before it exited starts its backoff over.
 pub const BACKOFF_RESET: u64 = 30_000;
 
-/// What the process is doing now.
+/// What the app is doing while it has no main process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Spawned with `wait_ready`: not online until it says it is ready, or
-    /// until `deadline` (`listen_timeout`).
-    Launching {
-        pid: i32,
-        since: u64,
-        deadline: u64,
-    },
-    /// Running since `since`.
-    Online {
-        pid: i32,
-        since: u64,
-    },
-    /// Sent the stop signal; SIGKILL at `deadline` unless `killed` already.
-    /// `pid` is `None` once the main process is gone but members of its
-    /// group still run.
-    Stopping {
-        pid: Option<i32>,
-        pgid: i32,
-        deadline: u64,
-        killed: bool,
-    },
+pub enum Rest {
+    Stopped,
+    /// Gave up: too many unstable restarts, or the program cannot be run.
+    Errored,
     /// Exited; starts again at `until`.
     WaitingRestart {
         until: u64,
     },
-    Stopped,
-    /// Gave up: too many unstable restarts, or the program cannot be run.
-    Errored,
 }
 
 /// What the user asked for.
@@ -59,11 +39,30 @@ pub enum Wanted {
     Gone,
 }
 
-/// How a process ended.
+/// What one of the app's processes is to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
+pub enum Role {
+    /// The app's process.
+    Main,
+    /// A reload's replacement, started beside the main one.
+    Candidate,
+    /// An old process on its way out (after a swap, or given up on).
+    Drain,
+}
+
+/// Why a reload's replacement did not take over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// It had to say it was ready within this many ms and did not.
+    NotReady(u64),
+    /// It ended before it was ready.
+    Exited(Exit),
+    /// It could not be started.
+    SpawnFailed,
+    /// A stop, restart or delete came first.
+    Cancelled,
+    /// The process it was to replace crashed meanwhile.
+    LostPredecessor,
 }
 
 /// The restart and stop rules of one app (its options).
@@ -75,75 +74,105 @@ pub struct Policy {
     pub autorestart: bool,
     pub stop_exit_codes: Vec<i32>,
     pub kill_timeout: u64,
-    pub kill_signal: i32,
+    pub kill_signal: Signal,
     pub treekill: bool,
-    /// `listen_timeout` when the app must say it is ready; `None` = online
-    /// at once.
-    pub wait_ready: Option<u64>,
+    /// The app must say it is ready (online until then: `launching`).
+    pub wait_ready: bool,
+    /// How long it has to say so.
+    pub listen_timeout: u64,
     /// Stop with the `shutdown` message instead of the kill signal.
     pub shutdown_with_message: bool,
     /// First delay of the exponential backoff; `None` = off.
     pub exp_backoff: Option<u64>,
 }
 
-/// What happened to the process.
+/// What happened, fed by the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
     Start,
     Stop,
     Restart,
     Delete,
-    /// The main process was spawned (exec succeeded).
+    /// Zero the counters.
+    Reset,
+    /// Replace the running process by a new one started beside it (`rolls`:
+    /// several instances, cluster mode, `listen`), else restart. A
+    /// replacement that `must_signal` (wait_ready, a Node worker) has
+    /// `listen_timeout` to say it is ready; another is ready after
+    /// `min_uptime` up. `graceful`: the old one gets `shutdown` first.
+    Reload {
+        graceful: bool,
+        rolls: bool,
+        must_signal: bool,
+    },
+    /// The loop forked the process `Effect::Spawn` asked for.
     Spawned {
+        role: Role,
         pid: i32,
     },
-    /// The app said it is ready (`"ready"` on its channel, `READY=1`).
-    Ready,
-    /// It could not be spawned (exec failed).
-    SpawnFailed,
-    /// The main process was reaped; `group_alive` tells whether other
-    /// members of its process group still run.
-    Exited {
-        pid: i32,
-        exit: Exit,
-        group_alive: bool,
+    /// It could not even fork it (no pipe, no process).
+    SpawnFailed {
+        role: Role,
     },
-    /// The last member of a stopping process group was reaped.
-    GroupEmpty,
-    /// The deadline of the current state is due.
-    Deadline,
+    /// Something happened to the process `pid` (any role).
+    Proc {
+        pid: i32,
+        event: Event,
+    },
+    /// A deadline is due: the app's own (`pid` None: the restart delay) or
+    /// a process's. Stale ones are ignored here.
+    Deadline {
+        pid: Option<i32>,
+        at: u64,
+    },
 }
 
 /// What the loop must do, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
-    Spawn,
-    /// Send this signal (then SIGCONT) to the group, or to the main pid
-    /// without treekill.
+    /// Fork and exec a process for this role, then feed `Spawned`.
+    Spawn(Role),
+    /// Send this signal, then SIGCONT, to the group (or the pid alone).
     Signal {
         pid: i32,
-        sig: i32,
+        sig: Signal,
         group: bool,
     },
-    /// Ask the app to stop with the `shutdown` message on its channel (the
-    /// loop falls back to `Signal` when it has no channel).
-    SendShutdown {
+    /// Send `shutdown` and/or (to a Node worker) `disconnect` on the
+    /// channel of `pid`; feed `Event::AskFailed` if nothing could be sent.
+    Ask {
         pid: i32,
-        sig: i32,
-        group: bool,
+        shutdown: bool,
+        disconnect: bool,
     },
-    /// SIGKILL the group (or the main pid without treekill).
+    /// SIGKILL `pid`'s group (or the pid alone); once its `leader` is
+    /// reaped, only while the group still has members.
     Kill {
         pid: i32,
         group: bool,
+        leader: bool,
     },
-    /// Call `step(Deadline)` at this time.
-    Timer(u64),
-    /// Remove the pid file.
+    /// Feed `Deadline { pid, at }` at `at`.
+    Timer {
+        pid: Option<i32>,
+        at: u64,
+    },
+    /// The main process `pid` started: record it (pid file, uptime).
+    MainStarted(i32),
+    /// The main process ended: remove its pid file.
     ClearPid,
     Emit(&'static str),
     /// Online because `listen_timeout` passed without a ready message.
     ReadyTimeout,
+    /// The replacement `new` took over from `old`.
+    Swapped {
+        old: i32,
+        new: i32,
+    },
+    /// The reload of this app is over.
+    Reloaded(Result<(), Failure>),
+    /// Nothing of process `pid` is left: forget its pid and channel.
+    Released(i32),
     /// Drop the app from the table.
     Forget,
 }
@@ -151,277 +180,546 @@ pub enum Effect {
 /// The state of one app.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
-    pub state: State,
-    pub wanted: Wanted,
-    pub policy: Policy,
-    pub restart_time: u32,
-    pub unstable_restarts: u32,
-    pub last_exit: Option<Exit>,
+    wanted: Wanted,
+    policy: Policy,
+    restart_time: u32,
+    unstable_restarts: u32,
+    last_exit: Option<Exit>,
     /// The last backoff delay (0 before the first), PM2's
     /// `prev_restart_delay`.
-    pub prev_restart_delay: u64,
+    prev_restart_delay: u64,
+    rest: Rest,
+    main: Option<Process>,
+    candidate: Option<Process>,
+    /// How the replacement being started must be ready and how the old
+    /// process is to be asked to go.
+    must_signal: bool,
+    graceful: bool,
+    drains: Vec<Process>,
+    /// Deleted, waiting for draining processes to go before it is forgotten.
+    forget_when_quiet: bool,
 }
 
 impl Machine {
+    /// A stopped app.
     pub fn new(policy: Policy) -> Machine {
         Machine {
-            state: State::Stopped,
             wanted: Wanted::Down,
             policy,
             restart_time: 0,
             unstable_restarts: 0,
             last_exit: None,
             prev_restart_delay: 0,
+            rest: Rest::Stopped,
+            main: None,
+            candidate: None,
+            must_signal: false,
+            graceful: false,
+            drains: Vec::new(),
+            forget_when_quiet: false,
         }
+    }
+
+    /// New options for an app that is not running.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn wanted(&self) -> Wanted {
+        self.wanted
+    }
+
+    pub fn restart_time(&self) -> u32 {
+        self.restart_time
+    }
+
+    pub fn unstable_restarts(&self) -> u32 {
+        self.unstable_restarts
+    }
+
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last_exit
+    }
+
+    pub fn prev_restart_delay(&self) -> u64 {
+        self.prev_restart_delay
     }
 
     pub fn status(&self) -> Status {
-        match self.state {
-            State::Launching { .. } => Status::Launching,
-            State::Online { .. } => Status::Online,
-            State::Stopping { .. } => Status::Stopping,
-            State::WaitingRestart { .. } => Status::WaitingRestart,
-            State::Stopped => Status::Stopped,
-            State::Errored => Status::Errored,
+        match &self.main {
+            Some(p) => match p.phase() {
+                Phase::Spawning | Phase::Launching { .. } => Status::Launching,
+                Phase::Online => Status::Online,
+                _ => Status::Stopping,
+            },
+            None => match self.rest {
+                Rest::Stopped => Status::Stopped,
+                Rest::Errored => Status::Errored,
+                Rest::WaitingRestart { .. } => Status::WaitingRestart,
+            },
         }
     }
 
-    /// The pid of the main process, if it runs.
+    /// The pid of the main process while it is not reaped.
     pub fn pid(&self) -> Option<i32> {
-        match self.state {
-            State::Launching { pid, .. } | State::Online { pid, .. } => Some(pid),
-            State::Stopping { pid, .. } => pid,
-            _ => None,
-        }
+        self.main
+            .as_ref()
+            .filter(|p| p.leader_alive())
+            .map(Process::pid)
     }
 
+    /// Whether the main process runs (and may be signalled).
     pub fn is_running(&self) -> bool {
         self.pid().is_some()
     }
 
-    /// When the current state wants `Deadline`.
-    pub fn deadline(&self) -> Option<u64> {
-        match self.state {
-            State::Stopping { deadline, .. } | State::Launching { deadline, .. } => Some(deadline),
-            State::WaitingRestart { until } => Some(until),
-            _ => None,
-        }
+    /// Whether the main process is up and ready.
+    pub fn is_online(&self) -> bool {
+        self.main
+            .as_ref()
+            .is_some_and(|p| p.phase() == Phase::Online)
     }
 
     /// Whether a request waiting on this app can be answered: it is not in
-    /// the middle of stopping or restarting.
+    /// the middle of starting, stopping or restarting.
     pub fn is_settled(&self) -> bool {
-        !matches!(self.state, State::Stopping { .. } | State::Launching { .. })
+        !self.forget_when_quiet
+            && self
+                .main
+                .as_ref()
+                .is_none_or(|p| p.phase() == Phase::Online)
+    }
+
+    /// Whether no replacement or draining process is left.
+    pub fn is_quiet(&self) -> bool {
+        self.candidate.is_none() && self.drains.is_empty()
+    }
+
+    /// Whether a reload's replacement is being started.
+    pub fn is_reloading(&self) -> bool {
+        self.candidate.is_some()
+    }
+
+    /// What process `pid` is to this app.
+    pub fn role_of(&self, pid: i32) -> Option<Role> {
+        if self.main.as_ref().is_some_and(|p| p.pid() == pid) {
+            Some(Role::Main)
+        } else if self.candidate.as_ref().is_some_and(|p| p.pid() == pid) {
+            Some(Role::Candidate)
+        } else if self.drains.iter().any(|p| p.pid() == pid) {
+            Some(Role::Drain)
+        } else {
+            None
+        }
+    }
+
+    /// The phase of process `pid`.
+    pub fn phase_of(&self, pid: i32) -> Option<Phase> {
+        self.process(pid).map(Process::phase)
+    }
+
+    /// Processes whose leader was reaped while members of their group may
+    /// remain: the loop checks them after every reap (`GroupEmpty`).
+    pub fn lingering(&self) -> Vec<i32> {
+        self.processes()
+            .filter(|p| matches!(p.phase(), Phase::Stopping { leader: false, .. }))
+            .map(Process::pid)
+            .collect()
+    }
+
+    /// The pids of every process of the app that has not been released.
+    pub fn pids(&self) -> Vec<i32> {
+        self.processes().map(Process::pid).collect()
+    }
+
+    fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.main
+            .iter()
+            .chain(self.candidate.iter())
+            .chain(self.drains.iter())
+    }
+
+    fn process(&self, pid: i32) -> Option<&Process> {
+        self.processes().find(|p| p.pid() == pid)
+    }
+
+    /// The time the app's own deadline is due (the restart delay).
+    pub fn deadline(&self) -> Option<u64> {
+        match (&self.main, self.rest) {
+            (None, Rest::WaitingRestart { until }) => Some(until),
+            _ => None,
+        }
     }
 
     /// The one transition function.
     pub fn step(&mut self, input: Input, now: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
-        match (self.state, input) {
-            (
-                State::Launching { .. } | State::Online { .. } | State::Stopping { .. },
-                Input::Start,
-            ) => {
+        match input {
+            Input::Start => {
                 self.wanted = Wanted::Up;
+                if self.main.is_none() {
+                    self.unstable_restarts = 0;
+                    fx.push(Effect::Emit("start"));
+                    fx.push(Effect::Spawn(Role::Main));
+                }
             }
-            (_, Input::Start) => {
-                self.wanted = Wanted::Up;
+            Input::Stop => self.ask_down(Wanted::Down, now, &mut fx),
+            Input::Restart => self.ask_down(Wanted::Up, now, &mut fx),
+            Input::Delete => self.ask_down(Wanted::Gone, now, &mut fx),
+            Input::Reset => {
+                self.restart_time = 0;
                 self.unstable_restarts = 0;
-                fx.push(Effect::Emit("start"));
-                fx.push(Effect::Spawn);
             }
-            (
-                State::Launching { pid, .. } | State::Online { pid, .. },
-                Input::Stop | Input::Restart | Input::Delete,
-            ) => {
-                self.wanted = wanted_by(input);
-                self.begin_stop(pid, now, &mut fx);
-            }
-            (State::Stopping { .. }, Input::Stop | Input::Restart | Input::Delete) => {
-                self.wanted = wanted_by(input);
-            }
-            (_, Input::Stop) => {
-                self.wanted = Wanted::Down;
-                if self.state != State::Stopped {
-                    self.state = State::Stopped;
-                    fx.push(Effect::Emit("stop"));
+            Input::Reload {
+                graceful,
+                rolls,
+                must_signal,
+            } => {
+                if self.candidate.is_some() {
+                    return fx;
                 }
-            }
-            (_, Input::Restart) => {
-                self.wanted = Wanted::Up;
-                self.unstable_restarts = 0;
-                self.prev_restart_delay = 0;
-                self.restart_time += 1;
-                fx.push(Effect::Emit("restart"));
-                fx.push(Effect::Spawn);
-            }
-            (_, Input::Delete) => {
-                self.wanted = Wanted::Gone;
-                fx.push(Effect::Emit("delete"));
-                fx.push(Effect::Forget);
-            }
-            (_, Input::Spawned { pid }) => match self.policy.wait_ready {
-                Some(timeout) => {
-                    let deadline = now + timeout;
-                    self.state = State::Launching {
-                        pid,
-                        since: now,
-                        deadline,
-                    };
-                    fx.push(Effect::Timer(deadline));
-                }
-                None => {
-                    self.state = State::Online { pid, since: now };
-                    fx.push(Effect::Emit("online"));
-                }
-            },
-            (State::Launching { pid, since, .. }, Input::Ready) => {
-                self.state = State::Online { pid, since };
-                fx.push(Effect::Emit("online"));
-            }
-            (State::Launching { pid, since, .. }, Input::Deadline) => {
-                self.state = State::Online { pid, since };
-                fx.push(Effect::ReadyTimeout);
-                fx.push(Effect::Emit("online"));
-            }
-            (_, Input::SpawnFailed) => {
-                self.wanted = Wanted::Down;
-                self.state = State::Errored;
-                fx.push(Effect::Emit("restart overlimit"));
-            }
-            (
-                State::Launching { pid: p, since, .. } | State::Online { pid: p, since },
-                Input::Exited { pid, exit, .. },
-            ) if p == pid => {
-                self.last_exit = Some(exit);
-                fx.push(Effect::ClearPid);
-                fx.push(Effect::Emit("exit"));
-                self.after_crash(exit, now.saturating_sub(since), now, &mut fx);
-            }
-            (
-                State::Stopping {
-                    pid: Some(p),
-                    pgid,
-                    deadline,
-                    killed,
-                },
-                Input::Exited {
-                    pid,
-                    exit,
-                    group_alive,
-                },
-            ) if p == pid => {
-                self.last_exit = Some(exit);
-                fx.push(Effect::ClearPid);
-                fx.push(Effect::Emit("exit"));
-                if group_alive && self.policy.treekill {
-                    // Wait for the rest of the group: until the kill timeout,
-                    // or, once SIGKILLed, for them to be reaped.
-                    let deadline = if killed {
-                        let d = now + KILL_GRACE;
-                        fx.push(Effect::Timer(d));
-                        d
-                    } else {
-                        deadline
-                    };
-                    self.state = State::Stopping {
-                        pid: None,
-                        pgid,
-                        deadline,
-                        killed,
-                    };
+                if rolls && self.is_online() {
+                    self.graceful = graceful;
+                    self.must_signal = must_signal;
+                    fx.push(Effect::Spawn(Role::Candidate));
                 } else {
-                    self.finish_stop(&mut fx);
+                    // Nothing serves: a plain restart loses nothing.
+                    self.ask_down(Wanted::Up, now, &mut fx);
+                    fx.push(Effect::Reloaded(Ok(())));
                 }
             }
-            (State::Stopping { pid: None, .. }, Input::GroupEmpty) => self.finish_stop(&mut fx),
-            (
-                State::Stopping {
-                    pid,
-                    pgid,
-                    killed: false,
-                    ..
-                },
-                Input::Deadline,
-            ) => {
-                fx.push(Effect::Kill {
-                    pid: pgid,
-                    group: self.policy.treekill,
-                });
-                // SIGKILL cannot be caught: the exits will be reaped. Only
-                // leftovers of the group are waited for no longer than
-                // KILL_GRACE; the main process is always waited for.
-                let deadline = now + KILL_GRACE;
-                self.state = State::Stopping {
-                    pid,
-                    pgid,
-                    deadline,
-                    killed: true,
-                };
-                if pid.is_none() {
-                    fx.push(Effect::Timer(deadline));
+            Input::Spawned { role, pid } => self.spawned(role, pid, now, &mut fx),
+            Input::SpawnFailed { role: Role::Main } => self.give_up(&mut fx),
+            Input::SpawnFailed { .. } => fx.push(Effect::Reloaded(Err(Failure::SpawnFailed))),
+            Input::Proc { pid, event } => self.feed(pid, event, now, &mut fx),
+            Input::Deadline { pid: None, at } => {
+                if self.deadline() == Some(at) {
+                    self.restart_time += 1;
+                    fx.push(Effect::Spawn(Role::Main));
                 }
             }
-            (
-                State::Stopping {
-                    pid: None,
-                    killed: true,
-                    ..
-                },
-                Input::Deadline,
-            ) => self.finish_stop(&mut fx),
-            (State::WaitingRestart { .. }, Input::Deadline) => {
-                self.restart_time += 1;
-                fx.push(Effect::Spawn);
+            Input::Deadline { pid: Some(pid), at } => {
+                if self.process(pid).and_then(Process::deadline) == Some(at) {
+                    self.feed(pid, Event::Deadline, now, &mut fx);
+                }
             }
-            // A stale timer, the exit of an older process, an empty group
-            // that nobody waits for, a ready message when not launching.
-            (_, Input::Exited { .. } | Input::GroupEmpty | Input::Deadline | Input::Ready) => {}
         }
         fx
     }
 
-    fn begin_stop(&mut self, pid: i32, now: u64, fx: &mut Vec<Effect>) {
-        let deadline = now + self.policy.kill_timeout;
-        self.state = State::Stopping {
-            pid: Some(pid),
-            pgid: pid,
-            deadline,
-            killed: false,
+    /// Stop, restart (`Up`) or delete (`Gone`): stop the main process if it
+    /// runs; act at once if none does.
+    fn ask_down(&mut self, wanted: Wanted, now: u64, fx: &mut Vec<Effect>) {
+        self.cancel_candidate(Failure::Cancelled, now, fx);
+        self.wanted = wanted;
+        match &self.main {
+            Some(p) if p.is_leaving() => {}
+            Some(p) => {
+                let pid = p.pid();
+                let how = match self.policy.shutdown_with_message {
+                    true => Stop::Ask {
+                        shutdown: true,
+                        disconnect: false,
+                        signal: self.policy.kill_signal,
+                        signal_at_deadline: false,
+                    },
+                    false => Stop::Signal(self.policy.kill_signal),
+                };
+                let timeout = self.policy.kill_timeout;
+                self.feed(pid, Event::Stop { how, timeout }, now, fx);
+            }
+            None => match wanted {
+                Wanted::Down => {
+                    if self.rest != Rest::Stopped {
+                        self.rest = Rest::Stopped;
+                        fx.push(Effect::Emit("stop"));
+                    }
+                }
+                Wanted::Up => {
+                    self.unstable_restarts = 0;
+                    self.prev_restart_delay = 0;
+                    self.restart_time += 1;
+                    fx.push(Effect::Emit("restart"));
+                    fx.push(Effect::Spawn(Role::Main));
+                }
+                Wanted::Gone => {
+                    fx.push(Effect::Emit("delete"));
+                    self.forget(fx);
+                }
+            },
+        }
+    }
+
+    fn spawned(&mut self, role: Role, pid: i32, now: u64, fx: &mut Vec<Effect>) {
+        let group = self.policy.treekill;
+        match role {
+            Role::Main => {
+                let launch = match self.policy.wait_ready {
+                    true => Launch::Wait {
+                        timeout: self.policy.listen_timeout,
+                        on_timeout: OnTimeout::Warn,
+                    },
+                    false => Launch::Now,
+                };
+                self.rest = Rest::Stopped;
+                self.main = Some(Process::spawned(pid, now, group, launch));
+                fx.push(Effect::MainStarted(pid));
+            }
+            Role::Candidate | Role::Drain => {
+                let launch = match self.must_signal {
+                    true => Launch::Wait {
+                        timeout: self.policy.listen_timeout,
+                        on_timeout: OnTimeout::Fail,
+                    },
+                    false => Launch::Wait {
+                        timeout: self.policy.min_uptime,
+                        on_timeout: OnTimeout::Accept,
+                    },
+                };
+                self.candidate = Some(Process::spawned(pid, now, group, launch));
+            }
+        }
+    }
+
+    /// Feed `event` to process `pid` and act on what it says, by its role.
+    fn feed(&mut self, pid: i32, event: Event, now: u64, fx: &mut Vec<Effect>) {
+        let Some(role) = self.role_of(pid) else {
+            // The exit of a process already forgotten, a stale event.
+            return;
         };
-        let (sig, group) = (self.policy.kill_signal, self.policy.treekill);
-        fx.push(if self.policy.shutdown_with_message {
-            Effect::SendShutdown { pid, sig, group }
-        } else {
-            Effect::Signal { pid, sig, group }
+        let slot = match role {
+            Role::Main => self.main.as_mut(),
+            Role::Candidate => self.candidate.as_mut(),
+            Role::Drain => self.drains.iter_mut().find(|p| p.pid() == pid),
+        };
+        let Some(p) = slot else {
+            return;
+        };
+        let was_leaving = p.is_leaving();
+        let since = p.since();
+        let outs = p.step(event, now);
+        let (group, leader) = (p.group(), p.leader_alive());
+        let mut exited = None;
+        let mut gone = false;
+        let mut online = false;
+        let mut failed = false;
+        let mut not_ready = false;
+        for out in outs {
+            match out {
+                Out::Signal(sig) => fx.push(Effect::Signal { pid, sig, group }),
+                Out::Ask {
+                    shutdown,
+                    disconnect,
+                } => fx.push(Effect::Ask {
+                    pid,
+                    shutdown,
+                    disconnect,
+                }),
+                Out::Kill => fx.push(Effect::Kill { pid, group, leader }),
+                Out::Timer(at) => fx.push(Effect::Timer { pid: Some(pid), at }),
+                Out::Online => online = true,
+                Out::ReadyTimeout => fx.push(Effect::ReadyTimeout),
+                Out::NotReady => not_ready = true,
+                Out::ExecFailed => failed = true,
+                Out::Exited(exit) => exited = Some(exit),
+                Out::Gone => gone = true,
+            }
+        }
+        match role {
+            Role::Main => {
+                if online {
+                    fx.push(Effect::Emit("online"));
+                }
+                if let Some(exit) = exited {
+                    self.last_exit = Some(exit);
+                    fx.push(Effect::ClearPid);
+                    fx.push(Effect::Emit("exit"));
+                }
+                if failed {
+                    // Never ran: it goes when reaped, as a drain.
+                    if let Some(p) = self.main.take().filter(|_| !gone) {
+                        self.drains.push(p);
+                    }
+                }
+                if gone {
+                    self.main = None;
+                    fx.push(Effect::Released(pid));
+                }
+                if failed {
+                    self.cancel_candidate(Failure::LostPredecessor, now, fx);
+                    self.give_up(fx);
+                } else if gone && was_leaving {
+                    self.finish_stop(fx);
+                } else if let (Some(exit), false) = (exited, was_leaving) {
+                    self.cancel_candidate(Failure::LostPredecessor, now, fx);
+                    self.after_crash(exit, now.saturating_sub(since), now, fx);
+                }
+            }
+            Role::Candidate => {
+                if online {
+                    self.swap(now, fx);
+                } else if failed || not_ready || exited.is_some() {
+                    let why = match (failed, exited) {
+                        (true, _) => Failure::SpawnFailed,
+                        (false, Some(exit)) => Failure::Exited(exit),
+                        (false, None) => Failure::NotReady(self.policy.listen_timeout),
+                    };
+                    if let (Some(_), Event::Exited { group_alive, .. }) = (exited, event)
+                        && group_alive
+                        && group
+                    {
+                        // Its leftovers go with it.
+                        fx.push(Effect::Kill {
+                            pid,
+                            group: true,
+                            leader: false,
+                        });
+                    }
+                    self.retire_candidate(gone, now, fx);
+                    fx.push(Effect::Reloaded(Err(why)));
+                } else if gone {
+                    self.candidate = None;
+                    fx.push(Effect::Released(pid));
+                }
+            }
+            Role::Drain => {
+                if gone {
+                    self.drains.retain(|p| p.pid() != pid);
+                    fx.push(Effect::Released(pid));
+                    if self.forget_when_quiet && self.main.is_none() && self.is_quiet() {
+                        self.forget_when_quiet = false;
+                        fx.push(Effect::Forget);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Give up on the replacement (a stop, restart or delete came, or the
+    /// process it replaces crashed): SIGKILL it and report `why`.
+    fn cancel_candidate(&mut self, why: Failure, now: u64, fx: &mut Vec<Effect>) {
+        let Some(pid) = self.candidate.as_ref().map(Process::pid) else {
+            return;
+        };
+        let mut outs = Vec::new();
+        if let Some(c) = self.candidate.as_mut() {
+            outs = c.step(Event::Kill, now);
+        }
+        self.emit_outs(pid, &outs, fx);
+        self.retire_candidate(false, now, fx);
+        fx.push(Effect::Reloaded(Err(why)));
+    }
+
+    /// The replacement is no longer one: gone, or a drain until reaped
+    /// (SIGKILLed if it still runs).
+    fn retire_candidate(&mut self, gone: bool, now: u64, fx: &mut Vec<Effect>) {
+        let Some(mut c) = self.candidate.take() else {
+            return;
+        };
+        let pid = c.pid();
+        if gone || c.phase() == Phase::Gone {
+            fx.push(Effect::Released(pid));
+            return;
+        }
+        if !c.is_leaving() {
+            let outs = c.step(Event::Kill, now);
+            self.emit_outs(pid, &outs, fx);
+        }
+        self.drains.push(c);
+    }
+
+    /// The signal, kill and timer outs of a process, as effects.
+    fn emit_outs(&self, pid: i32, outs: &[Out], fx: &mut Vec<Effect>) {
+        let (group, leader) = self.process(pid).map_or((self.policy.treekill, true), |p| {
+            (p.group(), p.leader_alive())
         });
-        fx.push(Effect::Timer(deadline));
+        for out in outs {
+            match *out {
+                Out::Signal(sig) => fx.push(Effect::Signal { pid, sig, group }),
+                Out::Ask {
+                    shutdown,
+                    disconnect,
+                } => fx.push(Effect::Ask {
+                    pid,
+                    shutdown,
+                    disconnect,
+                }),
+                Out::Kill => fx.push(Effect::Kill { pid, group, leader }),
+                Out::Timer(at) => fx.push(Effect::Timer { pid: Some(pid), at }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The replacement is ready: it becomes the main process and the old
+    /// one drains — asked to go (`shutdown` with graceful_reload, a Node
+    /// worker's `disconnect`), the kill signal at its kill timeout, SIGKILL
+    /// `KILL_GRACE` later.
+    fn swap(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let (Some(new), Some(mut old)) = (self.candidate.take(), self.main.take()) else {
+            return;
+        };
+        let (old_pid, new_pid) = (old.pid(), new.pid());
+        self.main = Some(new);
+        self.restart_time += 1;
+        fx.push(Effect::Swapped {
+            old: old_pid,
+            new: new_pid,
+        });
+        let how = Stop::Ask {
+            shutdown: self.graceful,
+            disconnect: true,
+            signal: self.policy.kill_signal,
+            signal_at_deadline: true,
+        };
+        let timeout = self.policy.kill_timeout;
+        let outs = old.step(Event::Stop { how, timeout }, now);
+        self.drains.push(old);
+        self.emit_outs(old_pid, &outs, fx);
+        fx.push(Effect::Emit("restart"));
+        fx.push(Effect::Emit("online"));
+        fx.push(Effect::Reloaded(Ok(())));
+    }
+
+    /// The main process cannot be started: errored.
+    fn give_up(&mut self, fx: &mut Vec<Effect>) {
+        self.wanted = Wanted::Down;
+        self.rest = Rest::Errored;
+        fx.push(Effect::Emit("restart overlimit"));
+    }
+
+    fn forget(&mut self, fx: &mut Vec<Effect>) {
+        if self.is_quiet() {
+            fx.push(Effect::Forget);
+        } else {
+            self.forget_when_quiet = true;
+        }
     }
 
     /// The process (and its group) is gone after a stop, restart or delete.
     fn finish_stop(&mut self, fx: &mut Vec<Effect>) {
+        self.rest = Rest::Stopped;
         match self.wanted {
             Wanted::Up => {
                 self.unstable_restarts = 0;
                 self.prev_restart_delay = 0;
                 self.restart_time += 1;
-                self.state = State::Stopped;
                 fx.push(Effect::Emit("restart"));
-                fx.push(Effect::Spawn);
+                fx.push(Effect::Spawn(Role::Main));
             }
-            Wanted::Down => {
-                self.state = State::Stopped;
-                fx.push(Effect::Emit("stop"));
-            }
+            Wanted::Down => fx.push(Effect::Emit("stop")),
             Wanted::Gone => {
-                self.state = State::Stopped;
                 fx.push(Effect::Emit("delete"));
-                fx.push(Effect::Forget);
+                self.forget(fx);
             }
         }
     }
 
-    /// The process exited on its own while online.
+    /// The main process exited on its own after `uptime` ms.
     fn after_crash(&mut self, exit: Exit, uptime: u64, now: u64, fx: &mut Vec<Effect>) {
         let p = &self.policy;
         let wanted_stop = match exit {
@@ -430,14 +728,12 @@ impl Machine {
         };
         if self.wanted != Wanted::Up || !p.autorestart || wanted_stop {
             self.wanted = Wanted::Down;
-            self.state = State::Stopped;
+            self.rest = Rest::Stopped;
             return;
         }
         if uptime < p.min_uptime {
             if self.unstable_restarts >= p.max_restarts {
-                self.wanted = Wanted::Down;
-                self.state = State::Errored;
-                fx.push(Effect::Emit("restart overlimit"));
+                self.give_up(fx);
                 return;
             }
             self.unstable_restarts += 1;
@@ -458,29 +754,29 @@ impl Machine {
         };
         if delay > 0 {
             let until = now + delay;
-            self.state = State::WaitingRestart { until };
-            fx.push(Effect::Timer(until));
+            self.rest = Rest::WaitingRestart { until };
+            fx.push(Effect::Timer {
+                pid: None,
+                at: until,
+            });
         } else {
-            self.state = State::Stopped;
+            self.rest = Rest::Stopped;
             self.restart_time += 1;
-            fx.push(Effect::Spawn);
+            fx.push(Effect::Spawn(Role::Main));
         }
-    }
-}
-
-fn wanted_by(input: Input) -> Wanted {
-    match input {
-        Input::Restart | Input::Start => Wanted::Up,
-        Input::Delete => Wanted::Gone,
-        _ => Wanted::Down,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::Effect::*;
+    use super::{
+        BACKOFF_MAX, BACKOFF_RESET, Effect, Event, Exit, Failure, Input, Machine, Policy, Role,
+        Status, Wanted,
+    };
+    use crate::sys::Signal as Sig;
 
-    const INT: i32 = 2;
+    const INT: Sig = Sig::INT;
 
     fn policy() -> Policy {
         Policy {
@@ -492,37 +788,44 @@ mod tests {
             kill_timeout: 1600,
             kill_signal: INT,
             treekill: true,
-            wait_ready: None,
+            wait_ready: false,
+            listen_timeout: 3000,
             shutdown_with_message: false,
             exp_backoff: None,
         }
     }
 
-    fn online(pid: i32, since: u64) -> Machine {
-        let mut m = Machine::new(policy());
-        m.wanted = Wanted::Up;
-        m.state = State::Online { pid, since };
-        m
+    fn proc_(pid: i32, event: Event) -> Input {
+        Input::Proc { pid, event }
     }
 
-    fn stopping(pid: Option<i32>, wanted: Wanted) -> Machine {
-        let mut m = online(10, 0);
-        m.wanted = wanted;
-        m.state = State::Stopping {
+    fn exited(pid: i32, code: i32) -> Input {
+        proc_(
             pid,
-            pgid: 10,
-            deadline: 2600,
-            killed: false,
-        };
+            Event::Exited {
+                exit: Exit::Code(code),
+                group_alive: false,
+            },
+        )
+    }
+
+    /// An app whose main process `pid` went online at `since`.
+    fn online_with(policy: Policy, pid: i32, since: u64) -> Machine {
+        let mut m = Machine::new(policy);
+        m.step(Input::Start, since);
+        m.step(
+            Input::Spawned {
+                role: Role::Main,
+                pid,
+            },
+            since,
+        );
+        m.step(proc_(pid, Event::Execd), since);
         m
     }
 
-    fn exited(code: i32) -> Input {
-        Input::Exited {
-            pid: 10,
-            exit: Exit::Code(code),
-            group_alive: false,
-        }
+    fn online(pid: i32, since: u64) -> Machine {
+        online_with(policy(), pid, since)
     }
 
     fn with<F: FnOnce(&mut Machine)>(mut m: Machine, f: F) -> Machine {
@@ -530,24 +833,33 @@ mod tests {
         m
     }
 
-    /// (name, machine before, input, now, state after, wanted after, effects)
+    fn stopping(wanted: Input) -> Machine {
+        with(online(10, 0), |m| {
+            m.step(wanted, 1000);
+        })
+    }
+
+    /// (name, machine before, input, now, status after, wanted after, effects)
     type Case = (
         &'static str,
         Machine,
         Input,
         u64,
-        State,
+        Status,
         Wanted,
         Vec<Effect>,
     );
 
     #[test]
     fn transitions_from_a_table() {
-        use Effect::*;
         let sig = |pid| Signal {
             pid,
             sig: INT,
             group: true,
+        };
+        let main = |pid| Input::Spawned {
+            role: Role::Main,
+            pid,
         };
         let cases: Vec<Case> = vec![
             (
@@ -555,17 +867,31 @@ mod tests {
                 Machine::new(policy()),
                 Input::Start,
                 0,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Up,
-                vec![Emit("start"), Spawn],
+                vec![Emit("start"), Spawn(Role::Main)],
             ),
             (
-                "spawned is online",
-                Machine::new(policy()),
-                Input::Spawned { pid: 10 },
+                "spawned is launching until exec'd",
+                with(Machine::new(policy()), |m| {
+                    m.step(Input::Start, 0);
+                }),
+                main(10),
                 5,
-                State::Online { pid: 10, since: 5 },
-                Wanted::Down,
+                Status::Launching,
+                Wanted::Up,
+                vec![MainStarted(10)],
+            ),
+            (
+                "exec'd is online",
+                with(Machine::new(policy()), |m| {
+                    m.step(Input::Start, 0);
+                    m.step(main(10), 0);
+                }),
+                proc_(10, Event::Execd),
+                5,
+                Status::Online,
+                Wanted::Up,
                 vec![Emit("online")],
             ),
             (
@@ -573,7 +899,7 @@ mod tests {
                 online(10, 0),
                 Input::Start,
                 9,
-                State::Online { pid: 10, since: 0 },
+                Status::Online,
                 Wanted::Up,
                 vec![],
             ),
@@ -582,26 +908,29 @@ mod tests {
                 online(10, 0),
                 Input::Stop,
                 1000,
-                State::Stopping {
-                    pid: Some(10),
-                    pgid: 10,
-                    deadline: 2600,
-                    killed: false,
-                },
+                Status::Stopping,
                 Wanted::Down,
-                vec![sig(10), Timer(2600)],
+                vec![
+                    sig(10),
+                    Timer {
+                        pid: Some(10),
+                        at: 2600,
+                    },
+                ],
             ),
             (
                 "stop without treekill signals the pid",
-                with(online(10, 0), |m| m.policy.treekill = false),
+                online_with(
+                    Policy {
+                        treekill: false,
+                        ..policy()
+                    },
+                    10,
+                    0,
+                ),
                 Input::Stop,
                 0,
-                State::Stopping {
-                    pid: Some(10),
-                    pgid: 10,
-                    deadline: 1600,
-                    killed: false,
-                },
+                Status::Stopping,
                 Wanted::Down,
                 vec![
                     Signal {
@@ -609,232 +938,240 @@ mod tests {
                         sig: INT,
                         group: false,
                     },
-                    Timer(1600),
+                    Timer {
+                        pid: Some(10),
+                        at: 1600,
+                    },
                 ],
             ),
             (
                 "exit while stopping is stopped",
-                stopping(Some(10), Wanted::Down),
-                exited(0),
-                100,
-                State::Stopped,
+                stopping(Input::Stop),
+                exited(10, 0),
+                1100,
+                Status::Stopped,
                 Wanted::Down,
-                vec![ClearPid, Emit("exit"), Emit("stop")],
+                vec![ClearPid, Emit("exit"), Released(10), Emit("stop")],
             ),
             (
                 "exit while stopping with the group alive waits for it",
-                stopping(Some(10), Wanted::Down),
-                Input::Exited {
-                    pid: 10,
-                    exit: Exit::Code(0),
-                    group_alive: true,
-                },
-                100,
-                State::Stopping {
-                    pid: None,
-                    pgid: 10,
-                    deadline: 2600,
-                    killed: false,
-                },
+                stopping(Input::Stop),
+                proc_(
+                    10,
+                    Event::Exited {
+                        exit: Exit::Code(0),
+                        group_alive: true,
+                    },
+                ),
+                1100,
+                Status::Stopping,
                 Wanted::Down,
                 vec![ClearPid, Emit("exit")],
             ),
             (
                 "the group empties: stopped",
-                stopping(None, Wanted::Down),
-                Input::GroupEmpty,
-                200,
-                State::Stopped,
+                with(stopping(Input::Stop), |m| {
+                    m.step(
+                        proc_(
+                            10,
+                            Event::Exited {
+                                exit: Exit::Code(0),
+                                group_alive: true,
+                            },
+                        ),
+                        1100,
+                    );
+                }),
+                proc_(10, Event::GroupEmpty),
+                1200,
+                Status::Stopped,
                 Wanted::Down,
-                vec![Emit("stop")],
+                vec![Released(10), Emit("stop")],
             ),
             (
                 "kill timeout sends SIGKILL and waits for the exit",
-                stopping(Some(10), Wanted::Down),
-                Input::Deadline,
-                2600,
-                State::Stopping {
+                stopping(Input::Stop),
+                Input::Deadline {
                     pid: Some(10),
-                    pgid: 10,
-                    deadline: 3600,
-                    killed: true,
+                    at: 2600,
                 },
+                2600,
+                Status::Stopping,
                 Wanted::Down,
                 vec![Kill {
                     pid: 10,
                     group: true,
+                    leader: true,
                 }],
             ),
             (
-                "kill timeout with only the group left waits for it to be reaped",
-                stopping(None, Wanted::Down),
-                Input::Deadline,
+                "a stale deadline is ignored",
+                stopping(Input::Stop),
+                Input::Deadline {
+                    pid: Some(10),
+                    at: 2000,
+                },
                 2600,
-                State::Stopping {
-                    pid: None,
-                    pgid: 10,
-                    deadline: 3600,
-                    killed: true,
-                },
+                Status::Stopping,
                 Wanted::Down,
-                vec![
-                    Kill {
-                        pid: 10,
-                        group: true,
-                    },
-                    Timer(3600),
-                ],
-            ),
-            (
-                "leftovers that outlive KILL_GRACE are given up on",
-                with(stopping(None, Wanted::Down), |m| {
-                    m.state = State::Stopping {
-                        pid: None,
-                        pgid: 10,
-                        deadline: 3600,
-                        killed: true,
-                    }
-                }),
-                Input::Deadline,
-                3600,
-                State::Stopped,
-                Wanted::Down,
-                vec![Emit("stop")],
-            ),
-            (
-                "the main process exits after SIGKILL, its group not yet reaped",
-                with(stopping(Some(10), Wanted::Down), |m| {
-                    m.state = State::Stopping {
-                        pid: Some(10),
-                        pgid: 10,
-                        deadline: 3600,
-                        killed: true,
-                    }
-                }),
-                Input::Exited {
-                    pid: 10,
-                    exit: Exit::Signal(9),
-                    group_alive: true,
-                },
-                2700,
-                State::Stopping {
-                    pid: None,
-                    pgid: 10,
-                    deadline: 3700,
-                    killed: true,
-                },
-                Wanted::Down,
-                vec![ClearPid, Emit("exit"), Timer(3700)],
+                vec![],
             ),
             (
                 "exit while stopping for a restart spawns again",
-                stopping(Some(10), Wanted::Up),
-                exited(0),
-                100,
-                State::Stopped,
+                stopping(Input::Restart),
+                exited(10, 0),
+                1100,
+                Status::Stopped,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Emit("restart"), Spawn],
+                vec![
+                    ClearPid,
+                    Emit("exit"),
+                    Released(10),
+                    Emit("restart"),
+                    Spawn(Role::Main),
+                ],
             ),
             (
                 "exit while deleting forgets",
-                stopping(Some(10), Wanted::Gone),
-                exited(0),
-                100,
-                State::Stopped,
+                stopping(Input::Delete),
+                exited(10, 0),
+                1100,
+                Status::Stopped,
                 Wanted::Gone,
-                vec![ClearPid, Emit("exit"), Emit("delete"), Forget],
+                vec![ClearPid, Emit("exit"), Released(10), Emit("delete"), Forget],
             ),
             (
                 "stable crash restarts at once",
                 online(10, 0),
-                exited(1),
+                exited(10, 1),
                 5000,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Spawn],
+                vec![ClearPid, Emit("exit"), Released(10), Spawn(Role::Main)],
             ),
             (
                 "crash with restart_delay waits",
-                with(online(10, 0), |m| m.policy.restart_delay = 500),
-                exited(1),
+                online_with(
+                    Policy {
+                        restart_delay: 500,
+                        ..policy()
+                    },
+                    10,
+                    0,
+                ),
+                exited(10, 1),
                 5000,
-                State::WaitingRestart { until: 5500 },
+                Status::WaitingRestart,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Timer(5500)],
+                vec![
+                    ClearPid,
+                    Emit("exit"),
+                    Released(10),
+                    Timer {
+                        pid: None,
+                        at: 5500,
+                    },
+                ],
             ),
             (
                 "waiting restart is due",
-                with(online(10, 0), |m| {
-                    m.state = State::WaitingRestart { until: 9 }
-                }),
-                Input::Deadline,
-                9,
-                State::WaitingRestart { until: 9 },
+                with(
+                    online_with(
+                        Policy {
+                            restart_delay: 500,
+                            ..policy()
+                        },
+                        10,
+                        0,
+                    ),
+                    |m| {
+                        m.step(exited(10, 1), 5000);
+                    },
+                ),
+                Input::Deadline {
+                    pid: None,
+                    at: 5500,
+                },
+                5500,
+                Status::WaitingRestart,
                 Wanted::Up,
-                vec![Spawn],
+                vec![Spawn(Role::Main)],
             ),
             (
                 "stop while waiting restart",
-                with(online(10, 0), |m| {
-                    m.state = State::WaitingRestart { until: 9 }
-                }),
+                with(
+                    online_with(
+                        Policy {
+                            restart_delay: 500,
+                            ..policy()
+                        },
+                        10,
+                        0,
+                    ),
+                    |m| {
+                        m.step(exited(10, 1), 5000);
+                    },
+                ),
                 Input::Stop,
-                5,
-                State::Stopped,
+                5100,
+                Status::Stopped,
                 Wanted::Down,
                 vec![Emit("stop")],
             ),
             (
                 "an exit code in stop_exit_codes stays stopped",
                 online(10, 0),
-                exited(3),
+                exited(10, 3),
                 5000,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Down,
-                vec![ClearPid, Emit("exit")],
+                vec![ClearPid, Emit("exit"), Released(10)],
             ),
             (
                 "autorestart false stays stopped",
-                with(online(10, 0), |m| m.policy.autorestart = false),
-                exited(1),
+                online_with(
+                    Policy {
+                        autorestart: false,
+                        ..policy()
+                    },
+                    10,
+                    0,
+                ),
+                exited(10, 1),
                 5000,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Down,
-                vec![ClearPid, Emit("exit")],
+                vec![ClearPid, Emit("exit"), Released(10)],
             ),
             (
                 "unstable crash under the limit restarts",
-                with(online(10, 0), |m| m.unstable_restarts = 1),
-                exited(1),
+                online(10, 0),
+                exited(10, 1),
                 10,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Spawn],
+                vec![ClearPid, Emit("exit"), Released(10), Spawn(Role::Main)],
             ),
             (
                 "unstable crash at the limit is errored",
                 with(online(10, 0), |m| m.unstable_restarts = 2),
-                exited(1),
+                exited(10, 1),
                 10,
-                State::Errored,
+                Status::Errored,
                 Wanted::Down,
-                vec![ClearPid, Emit("exit"), Emit("restart overlimit")],
+                vec![
+                    ClearPid,
+                    Emit("exit"),
+                    Released(10),
+                    Emit("restart overlimit"),
+                ],
             ),
             (
-                "the exit of an older pid is ignored",
+                "the exit of an unknown pid is ignored",
                 online(11, 0),
-                exited(1),
+                exited(10, 1),
                 10,
-                State::Online { pid: 11, since: 0 },
-                Wanted::Up,
-                vec![],
-            ),
-            (
-                "a stale deadline is ignored",
-                online(10, 0),
-                Input::Deadline,
-                10,
-                State::Online { pid: 10, since: 0 },
+                Status::Online,
                 Wanted::Up,
                 vec![],
             ),
@@ -843,128 +1180,136 @@ mod tests {
                 Machine::new(policy()),
                 Input::Restart,
                 0,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Up,
-                vec![Emit("restart"), Spawn],
+                vec![Emit("restart"), Spawn(Role::Main)],
             ),
             (
                 "delete a stopped app forgets it",
                 Machine::new(policy()),
                 Input::Delete,
                 0,
-                State::Stopped,
+                Status::Stopped,
                 Wanted::Gone,
                 vec![Emit("delete"), Forget],
             ),
             (
-                "with wait_ready a spawned app is launching until ready",
-                with(Machine::new(policy()), |m| m.policy.wait_ready = Some(3000)),
-                Input::Spawned { pid: 10 },
+                "with wait_ready an exec'd app is launching until ready",
+                with(
+                    Machine::new(Policy {
+                        wait_ready: true,
+                        ..policy()
+                    }),
+                    |m| {
+                        m.step(Input::Start, 0);
+                        m.step(main(10), 0);
+                    },
+                ),
+                proc_(10, Event::Execd),
                 5,
-                State::Launching {
-                    pid: 10,
-                    since: 5,
-                    deadline: 3005,
-                },
-                Wanted::Down,
-                vec![Timer(3005)],
-            ),
-            (
-                "ready makes it online",
-                with(online(10, 5), |m| {
-                    m.state = State::Launching {
-                        pid: 10,
-                        since: 5,
-                        deadline: 3005,
-                    }
-                }),
-                Input::Ready,
-                50,
-                State::Online { pid: 10, since: 5 },
+                Status::Launching,
                 Wanted::Up,
-                vec![Emit("online")],
+                vec![Timer {
+                    pid: Some(10),
+                    at: 3005,
+                }],
             ),
             (
                 "listen_timeout makes it online with a warning",
-                with(online(10, 5), |m| {
-                    m.state = State::Launching {
-                        pid: 10,
-                        since: 5,
-                        deadline: 3005,
-                    }
-                }),
-                Input::Deadline,
+                with(
+                    Machine::new(Policy {
+                        wait_ready: true,
+                        ..policy()
+                    }),
+                    |m| {
+                        m.step(Input::Start, 0);
+                        m.step(main(10), 0);
+                        m.step(proc_(10, Event::Execd), 5);
+                    },
+                ),
+                Input::Deadline {
+                    pid: Some(10),
+                    at: 3005,
+                },
                 3005,
-                State::Online { pid: 10, since: 5 },
+                Status::Online,
                 Wanted::Up,
                 vec![ReadyTimeout, Emit("online")],
             ),
             (
-                "ready when online changes nothing",
-                online(10, 0),
-                Input::Ready,
-                50,
-                State::Online { pid: 10, since: 0 },
-                Wanted::Up,
-                vec![],
-            ),
-            (
-                "stop while launching",
-                with(online(10, 5), |m| {
-                    m.state = State::Launching {
-                        pid: 10,
-                        since: 5,
-                        deadline: 3005,
-                    }
-                }),
-                Input::Stop,
-                100,
-                State::Stopping {
-                    pid: Some(10),
-                    pgid: 10,
-                    deadline: 1700,
-                    killed: false,
-                },
-                Wanted::Down,
-                vec![sig(10), Timer(1700)],
-            ),
-            (
                 "shutdown_with_message stops with the message",
-                with(online(10, 0), |m| m.policy.shutdown_with_message = true),
+                online_with(
+                    Policy {
+                        shutdown_with_message: true,
+                        ..policy()
+                    },
+                    10,
+                    0,
+                ),
                 Input::Stop,
                 0,
-                State::Stopping {
-                    pid: Some(10),
-                    pgid: 10,
-                    deadline: 1600,
-                    killed: false,
-                },
+                Status::Stopping,
                 Wanted::Down,
                 vec![
-                    SendShutdown {
+                    Ask {
                         pid: 10,
-                        sig: INT,
-                        group: true,
+                        shutdown: true,
+                        disconnect: false,
                     },
-                    Timer(1600),
+                    Timer {
+                        pid: Some(10),
+                        at: 1600,
+                    },
                 ],
             ),
             (
                 "exec failure is errored",
-                Machine::new(policy()),
-                Input::SpawnFailed,
-                0,
-                State::Errored,
+                with(Machine::new(policy()), |m| {
+                    m.step(Input::Start, 0);
+                    m.step(main(10), 0);
+                }),
+                proc_(10, Event::ExecFailed),
+                1,
+                Status::Errored,
+                Wanted::Down,
+                vec![Emit("restart overlimit")],
+            ),
+            (
+                "a fork failure is errored",
+                with(Machine::new(policy()), |m| {
+                    m.step(Input::Start, 0);
+                }),
+                Input::SpawnFailed { role: Role::Main },
+                1,
+                Status::Errored,
                 Wanted::Down,
                 vec![Emit("restart overlimit")],
             ),
         ];
-        for (name, mut m, input, now, state, wanted, effects) in cases {
+        for (name, mut m, input, now, status, wanted, effects) in cases {
             let fx = m.step(input, now);
             assert_eq!(fx, effects, "{name}: effects");
-            assert_eq!(m.state, state, "{name}: state");
+            assert_eq!(m.status(), status, "{name}: status");
             assert_eq!(m.wanted, wanted, "{name}: wanted");
         }
+    }
+
+    #[test]
+    fn a_failed_exec_is_released_when_reaped() {
+        let mut m = Machine::new(policy());
+        m.step(Input::Start, 0);
+        m.step(
+            Input::Spawned {
+                role: Role::Main,
+                pid: 10,
+            },
+            0,
+        );
+        m.step(proc_(10, Event::ExecFailed), 1);
+        assert_eq!(m.role_of(10), Some(Role::Drain));
+        assert_eq!(m.pid(), None);
+        assert_eq!(m.step(exited(10, 127), 2), vec![Released(10)]);
+        assert!(m.is_quiet());
     }
 
     #[test]
@@ -973,25 +1318,38 @@ mod tests {
         let mut spawns = 0;
         let mut now = 0;
         m.step(Input::Start, now);
+        let mut pid = 10;
         loop {
-            m.step(Input::Spawned { pid: 10 }, now);
+            m.step(
+                Input::Spawned {
+                    role: Role::Main,
+                    pid,
+                },
+                now,
+            );
+            m.step(proc_(pid, Event::Execd), now);
             now += 10;
-            let fx = m.step(exited(1), now);
-            if !fx.contains(&Effect::Spawn) {
+            let fx = m.step(exited(pid, 1), now);
+            if !fx.contains(&Spawn(Role::Main)) {
                 break;
             }
             spawns += 1;
+            pid += 1;
         }
-        assert_eq!(m.state, State::Errored);
+        assert_eq!(m.status(), Status::Errored);
         assert_eq!(spawns, 2);
         assert_eq!(m.restart_time, 2);
     }
 
     #[test]
     fn backoff_grows_by_half_and_starts_over_after_a_long_run() {
-        let mut m = online(10, 0);
-        m.policy.exp_backoff = Some(100);
-        m.policy.max_restarts = 100;
+        let backoff = |first, delay| Policy {
+            exp_backoff: Some(first),
+            restart_delay: delay,
+            max_restarts: 100,
+            ..policy()
+        };
+        let mut m = Machine::new(backoff(100, 0));
         // (uptime before the exit, expected delay)
         let steps: &[(u64, u64)] = &[
             (10, 100),
@@ -1003,37 +1361,37 @@ mod tests {
             (10, 150),
         ];
         let mut now = 0;
+        m.step(Input::Start, now);
         for (i, &(uptime, want)) in steps.iter().enumerate() {
             let pid = 10 + i as i32;
-            m.state = State::Online { pid, since: now };
-            now += uptime;
-            let fx = m.step(
-                Input::Exited {
+            m.step(
+                Input::Spawned {
+                    role: Role::Main,
                     pid,
-                    exit: Exit::Code(1),
-                    group_alive: false,
                 },
                 now,
             );
-            assert_eq!(
-                m.state,
-                State::WaitingRestart { until: now + want },
+            m.step(proc_(pid, Event::Execd), now);
+            now += uptime;
+            let fx = m.step(exited(pid, 1), now);
+            assert_eq!(m.deadline(), Some(now + want), "step {i}");
+            assert_eq!(m.prev_restart_delay, want, "step {i}");
+            assert!(
+                fx.contains(&Timer {
+                    pid: None,
+                    at: now + want
+                }),
                 "step {i}"
             );
-            assert_eq!(m.prev_restart_delay, want, "step {i}");
-            assert!(fx.contains(&Effect::Timer(now + want)), "step {i}");
         }
-        let mut capped = online(10, 0);
-        capped.policy.exp_backoff = Some(14_000);
+        let mut capped = online_with(backoff(14_000, 0), 10, 0);
         capped.prev_restart_delay = 14_000;
-        capped.step(exited(1), 10);
+        capped.step(exited(10, 1), 10);
         assert_eq!(capped.prev_restart_delay, BACKOFF_MAX);
         // restart_delay is a floor under the backoff.
-        let mut floor = online(10, 0);
-        floor.policy.exp_backoff = Some(100);
-        floor.policy.restart_delay = 400;
-        floor.step(exited(1), 10);
-        assert_eq!(floor.state, State::WaitingRestart { until: 410 });
+        let mut floor = online_with(backoff(100, 400), 10, 0);
+        floor.step(exited(10, 1), 10);
+        assert_eq!(floor.deadline(), Some(410));
         // A manual restart starts the backoff over.
         floor.step(Input::Restart, 20);
         assert_eq!(floor.prev_restart_delay, 0);
@@ -1042,18 +1400,444 @@ mod tests {
     #[test]
     fn counters_move_with_restarts() {
         let mut m = online(10, 0);
-        m.step(exited(1), 10);
+        m.step(exited(10, 1), 10);
         assert_eq!((m.restart_time, m.unstable_restarts), (1, 1));
-        m.step(Input::Spawned { pid: 11 }, 10);
         m.step(
-            Input::Exited {
+            Input::Spawned {
+                role: Role::Main,
                 pid: 11,
-                exit: Exit::Signal(9),
-                group_alive: false,
             },
+            10,
+        );
+        m.step(proc_(11, Event::Execd), 10);
+        m.step(
+            proc_(
+                11,
+                Event::Exited {
+                    exit: Exit::Signal(9),
+                    group_alive: false,
+                },
+            ),
             5000,
         );
         assert_eq!((m.restart_time, m.unstable_restarts), (2, 0));
         assert_eq!(m.last_exit, Some(Exit::Signal(9)));
+        m.step(Input::Reset, 5001);
+        assert_eq!((m.restart_time, m.unstable_restarts), (0, 0));
+    }
+
+    // ---- rolling reload, driven without forking ----------------------------
+
+    fn reload(must_signal: bool, graceful: bool) -> Input {
+        Input::Reload {
+            graceful,
+            rolls: true,
+            must_signal,
+        }
+    }
+
+    fn candidate(pid: i32) -> Input {
+        Input::Spawned {
+            role: Role::Candidate,
+            pid,
+        }
+    }
+
+    /// One reload scenario: steps fed in order, each with the effects it
+    /// must give; then the status and the roles of pids 10 and 20.
+    struct Scenario {
+        name: &'static str,
+        policy: Policy,
+        steps: Vec<(Input, u64, Vec<Effect>)>,
+        status: Status,
+        roles: [Option<Role>; 2],
+        main_pid: Option<i32>,
+    }
+
+    #[test]
+    fn rolling_reloads_from_a_table() {
+        let ask = |pid, shutdown| Ask {
+            pid,
+            shutdown,
+            disconnect: true,
+        };
+        let timer = |pid, at| Timer { pid: Some(pid), at };
+        let kill = |pid| Kill {
+            pid,
+            group: true,
+            leader: true,
+        };
+        let scenarios = vec![
+            Scenario {
+                name: "the replacement says ready: swapped, the old one asked to go",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (proc_(20, Event::Execd), 101, vec![timer(20, 3101)]),
+                    (
+                        proc_(20, Event::Ready),
+                        150,
+                        vec![
+                            Swapped { old: 10, new: 20 },
+                            ask(10, false),
+                            timer(10, 1750),
+                            Emit("restart"),
+                            Emit("online"),
+                            Reloaded(Ok(())),
+                        ],
+                    ),
+                    (exited(10, 0), 200, vec![Released(10)]),
+                ],
+                status: Status::Online,
+                roles: [None, Some(Role::Main)],
+                main_pid: Some(20),
+            },
+            Scenario {
+                name: "graceful: shutdown first; an app that cannot say is ready after min_uptime",
+                policy: policy(),
+                steps: vec![
+                    (reload(false, true), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (proc_(20, Event::Execd), 100, vec![timer(20, 1100)]),
+                    (
+                        Input::Deadline {
+                            pid: Some(20),
+                            at: 1100,
+                        },
+                        1100,
+                        vec![
+                            Swapped { old: 10, new: 20 },
+                            ask(10, true),
+                            timer(10, 2700),
+                            Emit("restart"),
+                            Emit("online"),
+                            Reloaded(Ok(())),
+                        ],
+                    ),
+                ],
+                status: Status::Online,
+                roles: [Some(Role::Drain), Some(Role::Main)],
+                main_pid: Some(20),
+            },
+            Scenario {
+                name: "the old one ignores everything: kill signal at its timeout, SIGKILL after the grace",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (proc_(20, Event::Execd), 100, vec![timer(20, 3100)]),
+                    (
+                        proc_(20, Event::Ready),
+                        200,
+                        vec![
+                            Swapped { old: 10, new: 20 },
+                            ask(10, false),
+                            timer(10, 1800),
+                            Emit("restart"),
+                            Emit("online"),
+                            Reloaded(Ok(())),
+                        ],
+                    ),
+                    (
+                        Input::Deadline {
+                            pid: Some(10),
+                            at: 1800,
+                        },
+                        1800,
+                        vec![
+                            Signal {
+                                pid: 10,
+                                sig: INT,
+                                group: true,
+                            },
+                            timer(10, 2800),
+                        ],
+                    ),
+                    (
+                        Input::Deadline {
+                            pid: Some(10),
+                            at: 2800,
+                        },
+                        2800,
+                        vec![kill(10)],
+                    ),
+                    (
+                        proc_(
+                            10,
+                            Event::Exited {
+                                exit: Exit::Signal(9),
+                                group_alive: false,
+                            },
+                        ),
+                        2801,
+                        vec![Released(10)],
+                    ),
+                ],
+                status: Status::Online,
+                roles: [None, Some(Role::Main)],
+                main_pid: Some(20),
+            },
+            Scenario {
+                name: "no channel to ask through: the kill signal at once",
+                policy: policy(),
+                steps: vec![
+                    (reload(false, false), 0, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 0, vec![]),
+                    (proc_(20, Event::Ready), 0, vec![]),
+                    (proc_(20, Event::Execd), 0, vec![timer(20, 1000)]),
+                    (
+                        Input::Deadline {
+                            pid: Some(20),
+                            at: 1000,
+                        },
+                        1000,
+                        vec![
+                            Swapped { old: 10, new: 20 },
+                            ask(10, false),
+                            timer(10, 2600),
+                            Emit("restart"),
+                            Emit("online"),
+                            Reloaded(Ok(())),
+                        ],
+                    ),
+                    (
+                        proc_(10, Event::AskFailed),
+                        1000,
+                        vec![Signal {
+                            pid: 10,
+                            sig: INT,
+                            group: true,
+                        }],
+                    ),
+                    (
+                        Input::Deadline {
+                            pid: Some(10),
+                            at: 2600,
+                        },
+                        2600,
+                        vec![kill(10)],
+                    ),
+                ],
+                status: Status::Online,
+                roles: [Some(Role::Drain), Some(Role::Main)],
+                main_pid: Some(20),
+            },
+            Scenario {
+                name: "the replacement is not ready in time: killed, the old one keeps serving",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (proc_(20, Event::Execd), 100, vec![timer(20, 3100)]),
+                    (
+                        Input::Deadline {
+                            pid: Some(20),
+                            at: 3100,
+                        },
+                        3100,
+                        vec![kill(20), Reloaded(Err(Failure::NotReady(3000)))],
+                    ),
+                    (exited(20, 0), 3101, vec![Released(20)]),
+                ],
+                status: Status::Online,
+                roles: [Some(Role::Main), None],
+                main_pid: Some(10),
+            },
+            Scenario {
+                name: "the replacement crashes before ready; its group is killed",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (proc_(20, Event::Execd), 100, vec![timer(20, 3100)]),
+                    (
+                        proc_(
+                            20,
+                            Event::Exited {
+                                exit: Exit::Code(1),
+                                group_alive: true,
+                            },
+                        ),
+                        200,
+                        vec![
+                            Kill {
+                                pid: 20,
+                                group: true,
+                                leader: false,
+                            },
+                            Released(20),
+                            Reloaded(Err(Failure::Exited(Exit::Code(1)))),
+                        ],
+                    ),
+                ],
+                status: Status::Online,
+                roles: [Some(Role::Main), None],
+                main_pid: Some(10),
+            },
+            Scenario {
+                name: "the replacement cannot be executed",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (
+                        proc_(20, Event::ExecFailed),
+                        101,
+                        vec![Reloaded(Err(Failure::SpawnFailed))],
+                    ),
+                    (exited(20, 127), 102, vec![Released(20)]),
+                ],
+                status: Status::Online,
+                roles: [Some(Role::Main), None],
+                main_pid: Some(10),
+            },
+            Scenario {
+                name: "a stop while the replacement starts cancels it",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (
+                        Input::Stop,
+                        200,
+                        vec![
+                            kill(20),
+                            Reloaded(Err(Failure::Cancelled)),
+                            Signal {
+                                pid: 10,
+                                sig: INT,
+                                group: true,
+                            },
+                            timer(10, 1800),
+                        ],
+                    ),
+                ],
+                status: Status::Stopping,
+                roles: [Some(Role::Main), Some(Role::Drain)],
+                main_pid: Some(10),
+            },
+            Scenario {
+                name: "the old one crashes while its replacement starts",
+                policy: policy(),
+                steps: vec![
+                    (reload(true, false), 100, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 100, vec![]),
+                    (
+                        exited(10, 1),
+                        5000,
+                        vec![
+                            ClearPid,
+                            Emit("exit"),
+                            Released(10),
+                            kill(20),
+                            Reloaded(Err(Failure::LostPredecessor)),
+                            Spawn(Role::Main),
+                        ],
+                    ),
+                ],
+                status: Status::Stopped,
+                roles: [None, Some(Role::Drain)],
+                main_pid: None,
+            },
+            Scenario {
+                name: "a stop during a drain stops the new process; the drain goes on",
+                policy: policy(),
+                steps: vec![
+                    (reload(false, false), 0, vec![Spawn(Role::Candidate)]),
+                    (candidate(20), 0, vec![]),
+                    (proc_(20, Event::Execd), 0, vec![timer(20, 1000)]),
+                    (
+                        Input::Deadline {
+                            pid: Some(20),
+                            at: 1000,
+                        },
+                        1000,
+                        vec![
+                            Swapped { old: 10, new: 20 },
+                            ask(10, false),
+                            timer(10, 2600),
+                            Emit("restart"),
+                            Emit("online"),
+                            Reloaded(Ok(())),
+                        ],
+                    ),
+                    (
+                        Input::Stop,
+                        1100,
+                        vec![
+                            Signal {
+                                pid: 20,
+                                sig: INT,
+                                group: true,
+                            },
+                            timer(20, 2700),
+                        ],
+                    ),
+                    (
+                        exited(20, 0),
+                        1200,
+                        vec![ClearPid, Emit("exit"), Released(20), Emit("stop")],
+                    ),
+                ],
+                status: Status::Stopped,
+                roles: [Some(Role::Drain), None],
+                main_pid: None,
+            },
+            Scenario {
+                name: "an app that does not roll restarts instead",
+                policy: policy(),
+                steps: vec![(
+                    Input::Reload {
+                        graceful: false,
+                        rolls: false,
+                        must_signal: false,
+                    },
+                    100,
+                    vec![
+                        Signal {
+                            pid: 10,
+                            sig: INT,
+                            group: true,
+                        },
+                        timer(10, 1700),
+                        Reloaded(Ok(())),
+                    ],
+                )],
+                status: Status::Stopping,
+                roles: [Some(Role::Main), None],
+                main_pid: Some(10),
+            },
+        ];
+        for s in scenarios {
+            let mut m = online_with(s.policy, 10, 0);
+            for (i, (input, now, want)) in s.steps.into_iter().enumerate() {
+                assert_eq!(m.step(input, now), want, "{}: step {i}", s.name);
+            }
+            assert_eq!(m.status(), s.status, "{}: status", s.name);
+            assert_eq!([m.role_of(10), m.role_of(20)], s.roles, "{}: roles", s.name);
+            assert_eq!(m.pid(), s.main_pid, "{}: main pid", s.name);
+        }
+    }
+
+    #[test]
+    fn a_delete_during_a_drain_forgets_once_the_drain_is_gone() {
+        let mut m = online(10, 0);
+        m.step(reload(false, false), 0);
+        m.step(candidate(20), 0);
+        m.step(proc_(20, Event::Execd), 0);
+        m.step(
+            Input::Deadline {
+                pid: Some(20),
+                at: 1000,
+            },
+            1000,
+        );
+        m.step(Input::Delete, 1100);
+        let fx = m.step(exited(20, 0), 1200);
+        assert!(!fx.contains(&Forget), "forgotten with a drain alive");
+        assert!(!m.is_settled());
+        let fx = m.step(exited(10, 0), 1300);
+        assert_eq!(fx, vec![Released(10), Forget]);
     }
 }

@@ -1,0 +1,246 @@
+//! The relay: the apps' stdout/stderr pipes to their log files and to
+//! `log:out`/`log:err` events, and every event to the bus subscribers
+//! (`process:event` included, with its line in the daemon's log). Reads at
+//! most `READS_PER_WAKE` chunks of a pipe per wake so one chatty app cannot
+//! starve the loop. Never changes an app's state.
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read};
+
+use mio::Token;
+use mio::unix::pipe::Receiver;
+use serde_json::{Value, json};
+
+use crate::bus;
+use crate::options;
+use crate::state::Exit;
+
+use super::{Daemon, wall_ms};
+
+/// Reads of one output pipe in one wake, before the others get a turn.
+const READS_PER_WAKE: usize = 16;
+/// Bytes read from a pipe per call.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Out,
+    Err,
+}
+
+/// One output pipe of one process of an app.
+pub(crate) struct Pipe {
+    pub pm_id: u32,
+    pub stream: Stream,
+    pub rx: Receiver,
+}
+
+impl Daemon {
+    /// Read an app's output, at most `READS_PER_WAKE` chunks: an app that
+    /// writes without pause must not keep the loop from everything else.
+    /// A pipe left with data is read again in the next wake (`busy_pipes`).
+    pub(super) fn read_pipe(&mut self, t: Token) {
+        // Not kept between calls: an idle daemon should not hold 64 KiB of
+        // buffer (freed heap goes back to the kernel, see `trim`).
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut closed = false;
+        let mut reads = 0;
+        loop {
+            if reads == READS_PER_WAKE {
+                self.busy_pipes.push(t);
+                break;
+            }
+            reads += 1;
+            let Some(pipe) = self.pipes.get_mut(&t) else {
+                return;
+            };
+            let n = match pipe.rx.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            };
+            let (id, stream) = (pipe.pm_id, pipe.stream);
+            let chunk = buf.get(..n).unwrap_or_default();
+            let failed = self.table.get_mut(id).and_then(|e| {
+                let lf = match stream {
+                    Stream::Out => &mut e.out,
+                    Stream::Err => &mut e.err,
+                };
+                lf.write_chunk(chunk, wall_ms() as i64)
+                    .err()
+                    .map(|err| format!("cannot write {}: {err}", lf.path().display()))
+            });
+            if let Some(msg) = failed {
+                self.log(&msg);
+            }
+            if self.subscribers > 0 {
+                self.publish_lines(id, stream, chunk);
+            }
+        }
+        if closed && let Some(mut pipe) = self.pipes.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut pipe.rx);
+        }
+    }
+
+    /// Reopen every log file (logrotate renamed them); how many files.
+    pub(super) fn reopen_logs(&mut self) -> usize {
+        let mut files = BTreeSet::new();
+        let mut failed = Vec::new();
+        for (_, e) in self.table.iter_mut() {
+            for lf in [&mut e.out, &mut e.err] {
+                match lf.reopen() {
+                    Ok(true) => {
+                        files.insert(lf.path().to_path_buf());
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        failed.push(format!("cannot reopen {}: {err}", lf.path().display()))
+                    }
+                }
+            }
+        }
+        for f in failed {
+            self.log(&f);
+        }
+        files.len()
+    }
+
+    /// `process.name/pm_id/pid/namespace` of bus events.
+    pub(super) fn process_ref(&self, id: u32) -> Value {
+        match self.table.get(id) {
+            Some(e) => json!({
+                "name": e.app.spec.name,
+                "pm_id": id,
+                "pid": e.m().pid().unwrap_or(e.last_pid),
+                "namespace": e.app.spec.namespace,
+            }),
+            None => Value::Null,
+        }
+    }
+
+    /// A `process:event` (and its line in the daemon's log).
+    pub(super) fn emit(&mut self, id: u32, what: &'static str) {
+        let Some(e) = self.table.get_mut(id) else {
+            return;
+        };
+        let mut data = json!({"event": what, "at": wall_ms(), "manually": false});
+        let mut words = what.to_string();
+        match (what, e.m().last_exit()) {
+            ("exit", Some(Exit::Code(c))) => {
+                data["code"] = json!(c);
+                data["signal"] = Value::Null;
+                words = format!("exit code {c}");
+            }
+            ("exit", Some(Exit::Signal(sig))) => {
+                let name = options::signal_name(sig);
+                data["code"] = Value::Null;
+                data["signal"] = json!(name);
+                words = format!("exit by {name}");
+            }
+            ("restart", _) => {
+                if let Some(r) = e.restart_reason.take() {
+                    words = format!("restart ({r})");
+                    data["reason"] = json!(r);
+                }
+            }
+            ("online", _) => {
+                if let Some(w) = e.online_warning.take() {
+                    words = format!("online ({w})");
+                    data["warning"] = json!(w);
+                }
+            }
+            ("restart overlimit", _) => {
+                if let Some(r) = &e.spawn_error {
+                    words = format!("errored ({r})");
+                    data["reason"] = json!(r.to_string());
+                }
+            }
+            _ => {}
+        }
+        let line = format!("app {} ({id}): {words}", e.app.spec.name);
+        self.log(&line);
+        if self.subscribers > 0 {
+            data["process"] = self.process_ref(id);
+            self.publish("process:event", data);
+        }
+    }
+
+    /// Queue an event for every subscriber that wants it.
+    pub(super) fn publish(&mut self, event: &str, data: Value) {
+        if self.subscribers == 0 {
+            return;
+        }
+        let line = bus::line_of(event, data);
+        let mut tokens = Vec::new();
+        for (t, c) in self.conns.iter_mut() {
+            if let Some(sub) = c.sub.as_mut()
+                && sub.filter.wants(event)
+            {
+                sub.offer(&mut c.wbuf, &line);
+                tokens.push(*t);
+            }
+        }
+        for t in tokens {
+            self.flush_conn(t);
+        }
+    }
+
+    /// Whole lines of an app's output, as `log:out` / `log:err` events.
+    fn publish_lines(&mut self, id: u32, stream: Stream, chunk: &[u8]) {
+        let Some(e) = self.table.get_mut(id) else {
+            return;
+        };
+        let partial = match stream {
+            Stream::Out => &mut e.line_out,
+            Stream::Err => &mut e.line_err,
+        };
+        partial.extend_from_slice(chunk);
+        let cut = match partial.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            // A line longer than a bus event may be goes out in pieces.
+            None if partial.len() > bus::MAX_LINE => partial.len(),
+            None => return,
+        };
+        let whole: Vec<u8> = partial.drain(..cut).collect();
+        let event = match stream {
+            Stream::Out => "log:out",
+            Stream::Err => "log:err",
+        };
+        // Subscribers whose queues are full only count what they miss: no
+        // need to build events nobody can take.
+        let room = self.conns.values().any(|c| {
+            c.sub
+                .as_ref()
+                .is_some_and(|s| s.filter.wants(event) && c.wbuf.len() < bus::MAX_QUEUE / 2)
+        });
+        if !room {
+            let lines = whole.split_inclusive(|&b| b == b'\n').count() as u64;
+            for c in self.conns.values_mut() {
+                if let Some(sub) = c.sub.as_mut()
+                    && sub.filter.wants(event)
+                {
+                    sub.dropped += lines;
+                }
+            }
+            return;
+        }
+        let process = self.process_ref(id);
+        let at = wall_ms();
+        for line in whole.split_inclusive(|&b| b == b'\n') {
+            let data = json!({
+                "process": process,
+                "data": String::from_utf8_lossy(line),
+                "at": at,
+            });
+            self.publish(event, data);
+        }
+    }
+}

@@ -1,0 +1,915 @@
+//! What clients ask: one request line in, its answer now or once its apps
+//! have settled (`Pending`), rolling reloads one instance at a time
+//! (`Reload`). Resolves targets, validates a start whole before changing
+//! anything, installs apps in the table, scales. Every state change goes
+//! through an app's machine (`step`); every error a client sees is a
+//! `WireError` made here.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use mio::Token;
+use serde_json::{Value, json};
+
+use crate::app::{App, Slot};
+use crate::cron::Cron;
+use crate::listen;
+use crate::logs::LogFile;
+use crate::options::{self, instance_count, parse_app};
+use crate::protocol::{
+    self, Action, Command, Description, ErrorCode, PROTOCOL, Request, StartArgs, Target, WireError,
+};
+use crate::state::{Exit, Failure, Input, Policy};
+use crate::sys;
+
+use super::describe::to_json;
+use super::schedule::check_watch;
+use super::table::Entry;
+use super::{Daemon, internal, listen_key};
+
+/// A request answered once its apps have settled.
+pub(crate) struct Pending {
+    pub conn: Token,
+    pub id: Value,
+    pub kind: PendingKind,
+    pub pm_ids: Vec<u32>,
+    /// Descriptions of apps forgotten meanwhile (delete).
+    pub gone: BTreeMap<u32, Description>,
+    /// How many of the apps were running when the request came.
+    pub stopped: usize,
+    /// Warnings to send with the answer.
+    pub warnings: Vec<String>,
+}
+
+pub(crate) enum PendingKind {
+    Describe,
+    /// A start: apps whose program could not be run make it an error; the
+    /// new ones among them (`fresh`) leave the table.
+    Start {
+        fresh: Vec<u32>,
+    },
+    /// Describe only the apps still there (scale).
+    Present,
+    KillDaemon,
+}
+
+/// A rolling reload: one instance at a time.
+pub(crate) struct Reload {
+    pub conn: Token,
+    pub id: Value,
+    pub queue: VecDeque<u32>,
+    pub current: Option<u32>,
+    /// How the current instance's replacement went (`Effect::Reloaded`).
+    pub outcome: Option<Result<(), Failure>>,
+    pub done: Vec<u32>,
+    pub graceful: bool,
+}
+
+type Answer = Result<Option<(String, Vec<String>)>, WireError>;
+
+/// What a start did: the pm_ids started, those new to the table, and the
+/// warnings.
+struct Started {
+    ids: Vec<u32>,
+    fresh: Vec<u32>,
+    warnings: Vec<String>,
+}
+
+impl Daemon {
+    pub(super) fn handle_line(&mut self, t: Token, line: &[u8]) {
+        // Requests are rare next to their cost: give the heap they freed
+        // back to the kernel at the end of the wake.
+        self.trim = true;
+        let req = match Request::parse(line) {
+            Ok(r) => r,
+            Err((id, e)) => return self.reply(t, protocol::err_line(&id, &e)),
+        };
+        let id = req.id.clone();
+        match self.handle(t, req) {
+            Ok(Some((result, warnings))) => {
+                self.reply(t, protocol::ok_line(&id, &result, &warnings))
+            }
+            Ok(None) => {}
+            Err(e) => self.reply(t, protocol::err_line(&id, &e)),
+        }
+    }
+
+    /// Handle a request: its result now, or `None` when it was queued to
+    /// be answered later.
+    fn handle(&mut self, t: Token, req: Request) -> Answer {
+        let done = |v: String| Ok(Some((v, Vec::new())));
+        match req.cmd {
+            Command::Ping => done(
+                json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "protocol": PROTOCOL,
+                    "uptime_ms": self.started.elapsed().as_millis() as u64,
+                })
+                .to_string(),
+            ),
+            Command::List => done(self.describe_all(&self.table.ids())),
+            Command::Start(args) => {
+                self.refuse_while_stopping()?;
+                let s = self.start(args)?;
+                let kind = PendingKind::Start { fresh: s.fresh };
+                self.wait_for(t, req.id, kind, s.ids, s.warnings);
+                Ok(None)
+            }
+            Command::Act(action, target) => self.act(t, req.id, action, &target),
+            Command::SendSignal { signal, target } => {
+                let sig = options::parse_signal(&signal)
+                    .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("signal: {m}")))?;
+                let ids = self.resolve(&target)?;
+                let running: Vec<(u32, i32, bool)> = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        let e = self.table.get(id)?;
+                        Some((id, e.m().pid()?, e.app.spec.treekill))
+                    })
+                    .collect();
+                if running.is_empty() {
+                    return Err(WireError::new(
+                        ErrorCode::NotFound,
+                        format!("no running process for target {target}"),
+                    ));
+                }
+                for (_, pid, group) in &running {
+                    sys::send(*pid, sig, *group);
+                }
+                let ids: Vec<u32> = running.iter().map(|(id, _, _)| *id).collect();
+                done(self.describe_all(&ids))
+            }
+            Command::KillDaemon => {
+                self.stop_everything(t, req.id);
+                Ok(None)
+            }
+            Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
+            Command::Subscribe { events } => {
+                if let Some(c) = self.conns.get_mut(&t)
+                    && c.sub.is_none()
+                {
+                    c.sub = Some(crate::bus::Subscription::new(crate::bus::Filter::new(
+                        events,
+                    )));
+                    self.subscribers += 1;
+                }
+                done(json!({"subscribed": true}).to_string())
+            }
+            Command::Flush(target) => {
+                let ids = match &target {
+                    Some(t) => self.resolve(t)?,
+                    None => self.table.ids(),
+                };
+                // Every file, even past one that fails; then the failures.
+                let mut files = BTreeSet::new();
+                let mut failed = Vec::new();
+                for id in ids {
+                    if let Some(e) = self.table.get_mut(id) {
+                        for lf in [&mut e.out, &mut e.err] {
+                            match lf.truncate() {
+                                Ok(true) => {
+                                    files.insert(lf.path().to_path_buf());
+                                }
+                                Ok(false) => {}
+                                Err(err) => failed
+                                    .push(format!("cannot empty {}: {err}", lf.path().display())),
+                            }
+                        }
+                    }
+                }
+                if !failed.is_empty() {
+                    return Err(internal(&failed.join("; ")));
+                }
+                done(json!({ "files": files.len() }).to_string())
+            }
+            Command::Scale { name, instances } => {
+                self.refuse_while_stopping()?;
+                let (keep, drop) = self.scale(&name, &instances)?;
+                for id in &drop {
+                    self.unwatch_app(*id);
+                    self.step(*id, Input::Delete);
+                }
+                let mut ids = keep;
+                ids.extend(drop);
+                self.wait_for(t, req.id, PendingKind::Present, ids, Vec::new());
+                Ok(None)
+            }
+            Command::ReloadLogs => {
+                let n = self.reopen_logs();
+                done(json!({ "files": n }).to_string())
+            }
+        }
+    }
+
+    fn refuse_while_stopping(&self) -> Result<(), WireError> {
+        match self.stopping_all {
+            true => Err(internal("the daemon is shutting down")),
+            false => Ok(()),
+        }
+    }
+
+    /// Park connection `t` until `pm_ids` have settled.
+    fn wait_for(
+        &mut self,
+        t: Token,
+        id: Value,
+        kind: PendingKind,
+        pm_ids: Vec<u32>,
+        warnings: Vec<String>,
+    ) {
+        self.pending.push(Pending {
+            conn: t,
+            id,
+            kind,
+            pm_ids,
+            gone: BTreeMap::new(),
+            stopped: 0,
+            warnings,
+        });
+        self.park(t);
+    }
+
+    /// `send_data`: one packet to an app's channel, as PM2's
+    /// `sendDataToProcessId` sends it.
+    fn send_data(&mut self, packet: Value) -> Result<String, WireError> {
+        let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+        let Value::Object(mut packet) = packet else {
+            return Err(bad("`packet` must be an object"));
+        };
+        let id = packet
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("`packet.id` must be a pm_id"))?;
+        if !packet.contains_key("data") {
+            return Err(bad("`packet.data` is required"));
+        }
+        packet.entry("type").or_insert_with(|| json!("process:msg"));
+        let name = self
+            .table
+            .get(id)
+            .map(|e| e.app.spec.name.clone())
+            .ok_or_else(|| {
+                WireError::new(ErrorCode::NotFound, format!("no process with pm_id {id}"))
+            })?;
+        self.send_to_main(id, &Value::Object(packet))
+            .map_err(|e| WireError::new(ErrorCode::NoChannel, format!("{name} ({id}): {e}")))?;
+        Ok(json!({"delivered": true}).to_string())
+    }
+
+    /// The pm_ids of the apps named `name`.
+    fn named(&self, name: &str) -> Vec<u32> {
+        self.table
+            .iter()
+            .filter(|(_, e)| e.app.spec.name == name)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The instance indexes of the apps named `name`.
+    fn instances_of(&self, name: &str) -> Vec<u32> {
+        self.table
+            .iter()
+            .filter(|(_, e)| e.app.spec.name == name)
+            .map(|(_, e)| e.app.slot.instance)
+            .collect()
+    }
+
+    /// The pm_ids a target names, in order; `not_found` if none.
+    fn resolve(&self, target: &Target) -> Result<Vec<u32>, WireError> {
+        let ids: Vec<u32> = match target {
+            Target::All => self.table.ids(),
+            Target::Id(id) => self
+                .table
+                .contains(*id)
+                .then_some(*id)
+                .into_iter()
+                .collect(),
+            Target::Name(n) => {
+                let by_name = self.named(n);
+                if by_name.is_empty() {
+                    self.table
+                        .iter()
+                        .filter(|(_, e)| &e.app.spec.namespace == n)
+                        .map(|(id, _)| id)
+                        .collect()
+                } else {
+                    by_name
+                }
+            }
+        };
+        if ids.is_empty() && *target != Target::All {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no process named {target}"),
+            ));
+        }
+        Ok(ids)
+    }
+
+    fn act(&mut self, t: Token, id: Value, action: Action, target: &Target) -> Answer {
+        if action == Action::Describe {
+            let ids = self.resolve(target).unwrap_or_default();
+            return Ok(Some((self.describe_all(&ids), Vec::new())));
+        }
+        let ids = self.resolve(target)?;
+        let input = match action {
+            Action::Stop => Input::Stop,
+            Action::Restart => Input::Restart,
+            Action::Delete => Input::Delete,
+            Action::Reload | Action::GracefulReload => {
+                return self.begin_reload(t, id, ids, action == Action::GracefulReload);
+            }
+            Action::Reset | Action::Describe => {
+                for pm_id in &ids {
+                    self.step(*pm_id, Input::Reset);
+                }
+                return Ok(Some((self.describe_all(&ids), Vec::new())));
+            }
+        };
+        if input == Input::Restart {
+            self.refuse_while_stopping()?;
+        }
+        // Watching ends with a stop or delete, and starts again with a
+        // restart, as in PM2. Checked for every app before any changes.
+        if input == Input::Restart {
+            for pm_id in &ids {
+                self.watch_app(*pm_id)?;
+            }
+        }
+        // Register the answer before stepping, so a delete that forgets an
+        // app at once still finds its description.
+        self.wait_for(t, id, PendingKind::Describe, ids.clone(), Vec::new());
+        for pm_id in ids {
+            if input != Input::Restart {
+                self.unwatch_app(pm_id);
+            }
+            self.step(pm_id, input);
+        }
+        Ok(None)
+    }
+
+    /// Queue a rolling reload of `ids`, answered when it is over.
+    fn begin_reload(&mut self, t: Token, id: Value, ids: Vec<u32>, graceful: bool) -> Answer {
+        self.refuse_while_stopping()?;
+        let busy = ids.iter().find(|x| {
+            self.reloads
+                .iter()
+                .any(|r| r.current == Some(**x) || r.queue.contains(x))
+        });
+        if let Some(x) = busy {
+            let name = self.table.get(*x).map(|e| e.app.spec.name.clone());
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "a reload of {} (pm_id {x}) is already running",
+                    name.unwrap_or_default()
+                ),
+            ));
+        }
+        self.reloads.push(Reload {
+            conn: t,
+            id,
+            queue: ids.into_iter().collect(),
+            current: None,
+            outcome: None,
+            done: Vec::new(),
+            graceful,
+        });
+        self.park(t);
+        Ok(None)
+    }
+
+    /// Move the rolling reloads on: replace the next instance, note a swap,
+    /// or give up on a replacement that failed.
+    pub(super) fn drive_reloads(&mut self) {
+        let mut i = 0;
+        while i < self.reloads.len() {
+            match self.step_reload(i) {
+                Some(outcome) => {
+                    let r = self.reloads.remove(i);
+                    let line = match outcome {
+                        Ok(()) => {
+                            let list: Vec<Description> =
+                                r.done.iter().filter_map(|id| self.describe(*id)).collect();
+                            protocol::ok_line(&r.id, &to_json(&list), &[])
+                        }
+                        Err(e) => protocol::err_line(&r.id, &e),
+                    };
+                    self.answer(r.conn, line);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// One move of reload `i`; `Some` when it is over.
+    fn step_reload(&mut self, i: usize) -> Option<Result<(), WireError>> {
+        loop {
+            let r = self.reloads.get_mut(i)?;
+            if let Some(id) = r.current {
+                match r.outcome.take() {
+                    Some(Ok(())) => {
+                        r.done.push(id);
+                        r.current = None;
+                        continue;
+                    }
+                    Some(Err(why)) => return Some(Err(self.reload_failure(id, why))),
+                    None if !self.table.contains(id) => {
+                        r.current = None;
+                        continue;
+                    }
+                    None => return None,
+                }
+            }
+            let Some(id) = r.queue.pop_front() else {
+                // Apps that were restarted instead answer once back.
+                let settled = r
+                    .done
+                    .iter()
+                    .all(|id| self.table.get(*id).is_none_or(|e| e.m().is_settled()));
+                return settled.then_some(Ok(()));
+            };
+            let graceful = r.graceful;
+            r.current = Some(id);
+            r.outcome = None;
+            let Some(e) = self.table.get(id) else {
+                continue;
+            };
+            let a = &e.app;
+            let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.listen.is_empty();
+            // Told ready (wait_ready, a Node worker's `listening`), or ready
+            // once it ran min_uptime.
+            let must_signal = a.spec.wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
+            self.step(
+                id,
+                Input::Reload {
+                    graceful,
+                    rolls,
+                    must_signal,
+                },
+            );
+        }
+    }
+
+    fn reload_failure(&self, id: u32, why: Failure) -> WireError {
+        let e = self.table.get(id);
+        let name = e.map(|e| e.app.spec.name.clone()).unwrap_or_default();
+        let why = match why {
+            Failure::NotReady(ms) => format!("was not ready within listen_timeout ({ms} ms)"),
+            Failure::Exited(Exit::Code(c)) => format!("exited with code {c} before it was ready"),
+            Failure::Exited(Exit::Signal(s)) => format!(
+                "was killed by {} before it was ready",
+                options::signal_name(s)
+            ),
+            Failure::SpawnFailed => match e.and_then(|e| e.spawn_error.as_ref()) {
+                Some(f) => format!("could not be started ({f})"),
+                None => "could not be started".to_string(),
+            },
+            Failure::Cancelled => "was cancelled by a stop, restart or delete".to_string(),
+            Failure::LostPredecessor => "lost its predecessor, which crashed meanwhile".to_string(),
+        };
+        WireError::new(
+            ErrorCode::Internal,
+            format!(
+                "reload of {name} stopped at pm_id {id}: the replacement {why}; \
+                 the old process keeps serving"
+            ),
+        )
+    }
+
+    /// Answer the pending requests whose apps have all settled.
+    pub(super) fn finish_pending(&mut self) {
+        let mut i = 0;
+        while let Some(op) = self.pending.get(i) {
+            let settled = op.pm_ids.iter().all(|id| match self.table.get(*id) {
+                None => true,
+                Some(e) => match op.kind {
+                    PendingKind::KillDaemon => {
+                        !e.m().is_running() && e.m().is_settled() && e.m().is_quiet()
+                    }
+                    _ => e.m().is_settled(),
+                },
+            });
+            if !settled {
+                i += 1;
+                continue;
+            }
+            let mut op = self.pending.remove(i);
+            let conn = op.conn;
+            let kind = std::mem::replace(&mut op.kind, PendingKind::Describe);
+            let line = match kind {
+                PendingKind::Start { fresh } => self.start_answer(op, &fresh),
+                PendingKind::Describe | PendingKind::Present => {
+                    let present = matches!(kind, PendingKind::Present);
+                    let list: Vec<Description> = op
+                        .pm_ids
+                        .iter()
+                        .filter_map(|id| match self.describe(*id) {
+                            Some(d) => Some(d),
+                            None if present => None,
+                            None => op.gone.get(id).cloned(),
+                        })
+                        .collect();
+                    protocol::ok_line(&op.id, &to_json(&list), &op.warnings)
+                }
+                PendingKind::KillDaemon => {
+                    if !self.exit_now {
+                        self.publish("daemon:kill", json!({"at": super::wall_ms()}));
+                    }
+                    self.exit_now = true;
+                    protocol::ok_line(&op.id, &json!({"stopped": op.stopped}).to_string(), &[])
+                }
+            };
+            if self.exit_now {
+                self.reply(conn, line);
+                self.flush_all();
+            } else {
+                self.answer(conn, line);
+            }
+        }
+    }
+
+    /// The answer to a start: the descriptions, or the errors of the apps
+    /// that could not be run (the new ones leave the table).
+    fn start_answer(&mut self, op: Pending, fresh: &[u32]) -> String {
+        let mut errors = Vec::new();
+        for id in &op.pm_ids {
+            let failed = self.table.get(*id).and_then(|e| {
+                (e.m().status() == protocol::Status::Errored)
+                    .then(|| e.spawn_error.clone())
+                    .flatten()
+            });
+            if let Some(f) = failed {
+                errors.push(WireError::from(f));
+                if fresh.contains(id) {
+                    self.unwatch_app(*id);
+                    self.table.remove(*id);
+                }
+            }
+        }
+        match errors.is_empty() {
+            true => protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings),
+            false => protocol::err_line(&op.id, &join_errors(errors)),
+        }
+    }
+
+    /// Start apps.
+    fn start(&mut self, args: StartArgs) -> Result<Started, WireError> {
+        if let Some(target) = &args.target {
+            let ids = self.resolve(target)?;
+            for id in &ids {
+                if !self.table.get(*id).is_some_and(|e| e.m().is_running()) {
+                    self.watch_app(*id)?;
+                    self.step(*id, Input::Start);
+                }
+            }
+            return Ok(Started {
+                ids,
+                fresh: Vec::new(),
+                warnings: Vec::new(),
+            });
+        }
+        // Validate everything before changing anything.
+        let many = args.apps.len() > 1;
+        let mut warnings = Vec::new();
+        let mut specs = Vec::new();
+        for (i, v) in args.apps.iter().enumerate() {
+            let parsed = parse_app(v).map_err(|e| {
+                let at = if many {
+                    format!("apps[{i}]: ")
+                } else {
+                    String::new()
+                };
+                WireError::new(ErrorCode::InvalidOption, format!("{at}{e}"))
+            })?;
+            warnings.extend(parsed.warnings);
+            specs.push(parsed.spec);
+        }
+        if let Some(name) = &args.env_name
+            && !specs.iter().any(|s| s.env_overlays.contains_key(name))
+        {
+            return Err(WireError::new(
+                ErrorCode::InvalidOption,
+                format!("no app has `env_{name}` (from --env {name})"),
+            ));
+        }
+        let caller_env = args.caller_env.map(Rc::new);
+        let mut plan = Vec::new();
+        let mut binds = Vec::new();
+        let mut next_id = self.table.next_id();
+        let mut replaced = Vec::new();
+        for spec in specs {
+            let same = self.named(&spec.name);
+            // Still stopping (its group lingering) counts as running.
+            let busy = |id: &u32| {
+                self.table
+                    .get(*id)
+                    .is_some_and(|e| e.m().is_running() || !e.m().is_settled())
+            };
+            if !spec.force
+                && let Some(first) = same.iter().find(|id| busy(id))
+            {
+                return Err(WireError::new(
+                    ErrorCode::AlreadyRunning,
+                    format!(
+                        "{} is already running (pm_id {first}); use force to start another",
+                        spec.name
+                    ),
+                ));
+            }
+            let count = instance_count(spec.instances, cpu_count());
+            if !spec.listen.is_empty() {
+                let addrs: Vec<listen::Addr> = spec
+                    .listen
+                    .iter()
+                    .filter_map(|a| listen::parse(a).ok())
+                    .collect();
+                let key = listen_key(&spec);
+                let held: Vec<&listen::Addr> = self
+                    .listeners
+                    .get(&key)
+                    .map(|l| l.iter().map(|(a, _)| a).collect())
+                    .unwrap_or_default();
+                if held != addrs.iter().collect::<Vec<_>>() {
+                    let mut socks = Vec::new();
+                    for a in addrs {
+                        // An address already held is kept (a copy of it):
+                        // binding it again would find it in use.
+                        let held_fd = self
+                            .listeners
+                            .get(&key)
+                            .and_then(|l| l.iter().find(|(h, _)| *h == a))
+                            .and_then(|(_, fd)| fd.try_clone().ok());
+                        let fd = match held_fd {
+                            Some(fd) => fd,
+                            None => a.bind().map_err(|e| {
+                                WireError::new(
+                                    ErrorCode::InvalidOption,
+                                    format!("option `listen`: {e}"),
+                                )
+                            })?,
+                        };
+                        socks.push((a, fd));
+                    }
+                    binds.push((key, socks));
+                }
+            }
+            let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
+            // Stopped apps of that name: one is started again with the new
+            // options, as PM2 does; several are replaced by fresh instances.
+            let reuse = match (spec.force, same.as_slice(), count) {
+                (false, [one], 1) => Some(*one),
+                _ => None,
+            };
+            if !spec.force && reuse.is_none() {
+                replaced.extend(same.iter().copied());
+            }
+            let taken: Vec<u32> = match spec.force {
+                true => self.instances_of(&spec.name),
+                false => Vec::new(),
+            };
+            for instance in free_indexes(&taken, count) {
+                let pm_id = match reuse {
+                    Some(id) => id,
+                    None => {
+                        next_id += 1;
+                        next_id - 1
+                    }
+                };
+                let slot = Slot {
+                    pm_id,
+                    instance,
+                    count: count as u32,
+                    cluster,
+                };
+                let app = App::resolve(
+                    spec.clone(),
+                    slot,
+                    &self.home,
+                    caller_env.clone(),
+                    args.env_name.clone(),
+                    self.root,
+                )?;
+                let logs = open_logs(&app)?;
+                check_watch(&app)?;
+                plan.push((pm_id, reuse.is_some(), app, logs));
+            }
+        }
+        for id in replaced {
+            self.unwatch_app(id);
+            let pids: Vec<i32> = self
+                .table
+                .get(id)
+                .map(|e| e.links.iter().map(|l| l.pid).collect())
+                .unwrap_or_default();
+            for pid in pids {
+                self.drop_link(id, pid);
+            }
+            self.table.remove(id);
+        }
+        for (name, socks) in binds {
+            self.listeners.insert(name, socks);
+        }
+        let mut started = Vec::new();
+        let mut fresh = Vec::new();
+        for (pm_id, reused, app, logs) in plan {
+            self.install(pm_id, reused, app, logs)?;
+            started.push(pm_id);
+            if !reused {
+                fresh.push(pm_id);
+            }
+        }
+        Ok(Started {
+            ids: started,
+            fresh,
+            warnings,
+        })
+    }
+
+    /// Put app `pm_id` in the table (or give a known one its new options),
+    /// start it unless `autostart` is false, arm its cron.
+    fn install(
+        &mut self,
+        pm_id: u32,
+        reused: bool,
+        app: App,
+        logs: (LogFile, LogFile),
+    ) -> Result<(), WireError> {
+        let autostart = app.spec.autostart;
+        let write = app.spec.write;
+        let policy = policy_of(&app);
+        let cron = app
+            .spec
+            .cron_restart
+            .as_deref()
+            .and_then(|c| Cron::parse(c).ok());
+        if reused {
+            self.unwatch_app(pm_id);
+            let e = self
+                .table
+                .get_mut(pm_id)
+                .ok_or_else(|| internal("vanished"))?;
+            e.reconfigure(app, policy, logs);
+            e.cron = cron;
+            e.cron_at = None;
+            e.cron_fired = None;
+        } else {
+            let (out, err) = logs;
+            self.table
+                .insert(pm_id, Entry::new(app, policy, out, err, cron));
+        }
+        if autostart {
+            if let Err(e) = self.watch_app(pm_id) {
+                if !reused {
+                    self.table.remove(pm_id);
+                }
+                return Err(e);
+            }
+            self.step(pm_id, Input::Start);
+        }
+        self.arm_cron(pm_id);
+        if write {
+            self.write_app_file(pm_id);
+        }
+        Ok(())
+    }
+
+    /// `scale`: grow or shrink the instances of the app `name` to `want`;
+    /// the pm_ids of those that stay or come, and of those that go.
+    fn scale(&mut self, name: &str, want: &Value) -> Result<(Vec<u32>, Vec<u32>), WireError> {
+        let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+        let ids = self.named(name);
+        let Some(&first) = ids.first() else {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no process named {name}"),
+            ));
+        };
+        let have = ids.len() as i64;
+        let target = match want {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => match (s.strip_prefix('+'), s.strip_prefix('-')) {
+                (Some(d), _) => d.parse::<i64>().ok().map(|d| have + d),
+                (_, Some(d)) => d.parse::<i64>().ok().map(|d| have - d),
+                _ => s.parse::<i64>().ok(),
+            },
+            _ => None,
+        }
+        .ok_or_else(|| {
+            bad(format!(
+                "`instances` must be a number, +N or -N, got {want}"
+            ))
+        })?;
+        if target < 1 || target as usize > options::MAX_INSTANCES {
+            return Err(bad(format!(
+                "cannot scale {name} to {target} instances (1 to {})",
+                options::MAX_INSTANCES
+            )));
+        }
+        let target = target as usize;
+        // Every instance knows how many there are (descriptions, reload).
+        for id in &ids {
+            if let Some(e) = self.table.get_mut(*id) {
+                e.app.slot.count = target as u32;
+            }
+        }
+        if target <= ids.len() {
+            // The newest go first.
+            let (keep, drop) = ids.split_at(target);
+            return Ok((keep.to_vec(), drop.to_vec()));
+        }
+        let template = self
+            .table
+            .get(first)
+            .map(|e| e.app.clone())
+            .ok_or_else(|| internal("vanished"))?;
+        let taken = self.instances_of(name);
+        let mut kept = ids.clone();
+        for instance in free_indexes(&taken, target - ids.len()) {
+            let pm_id = self.table.next_id();
+            let slot = Slot {
+                pm_id,
+                instance,
+                count: target as u32,
+                cluster: template.slot.cluster,
+            };
+            let app = App::resolve(
+                template.spec.clone(),
+                slot,
+                &self.home,
+                template.base_env.clone(),
+                template.env_name.clone(),
+                self.root,
+            )?;
+            let logs = open_logs(&app)?;
+            self.install(pm_id, false, app, logs)?;
+            kept.push(pm_id);
+        }
+        Ok((kept, Vec::new()))
+    }
+
+    /// `write`: the resolved options in `<name>-corral.json` in the cwd.
+    fn write_app_file(&mut self, id: u32) {
+        let Some(d) = self.describe(id) else { return };
+        let Some(e) = self.table.get(id) else { return };
+        let path = e.app.cwd.join(format!(
+            "{}-corral.json",
+            crate::app::file_stem(&e.app.spec.name)
+        ));
+        let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
+        if let Err(err) = sys::write_atomic(&path, text.as_bytes(), false) {
+            self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
+        }
+    }
+}
+
+/// Several errors of one request as one: the first one's code, every message.
+fn join_errors(errors: Vec<WireError>) -> WireError {
+    let code = errors.first().map_or(ErrorCode::Internal, |e| e.code);
+    let msgs: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    WireError::new(code, msgs.join("; "))
+}
+
+/// The two log files of an app, open for appending.
+fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
+    let open = |path: &std::path::Path| {
+        LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+            WireError::new(
+                ErrorCode::InvalidOption,
+                format!("cannot open log {}: {e}", path.display()),
+            )
+        })
+    };
+    Ok((open(&app.out_path)?, open(&app.err_path)?))
+}
+
+/// How many CPUs this process may use (`instances: "max"`).
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The `count` lowest instance indexes not in `taken`.
+fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
+    (0..).filter(|i| !taken.contains(i)).take(count).collect()
+}
+
+/// The restart and stop rules of an app's options.
+fn policy_of(app: &App) -> Policy {
+    let s = &app.spec;
+    Policy {
+        min_uptime: s.min_uptime,
+        max_restarts: s.max_restarts,
+        restart_delay: s.restart_delay,
+        autorestart: s.autorestart,
+        stop_exit_codes: s.stop_exit_codes.clone(),
+        kill_timeout: s.kill_timeout,
+        kill_signal: s.kill_signal,
+        treekill: s.treekill,
+        wait_ready: s.wait_ready,
+        listen_timeout: s.listen_timeout,
+        shutdown_with_message: s.shutdown_with_message,
+        exp_backoff: s.exp_backoff_restart_delay,
+    }
+}

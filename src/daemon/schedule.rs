@@ -1,0 +1,243 @@
+//! What the daemon does on its own initiative: due deadlines, `/proc`
+//! sampling and `max_memory_restart`, `cron_restart`, and `watch` with its
+//! debounce. Each restart it decides goes through the app's machine like a
+//! user's. Never reads a client's request.
+
+use std::path::PathBuf;
+
+use mio::Interest;
+use mio::unix::SourceFd;
+
+use crate::app::App;
+use crate::options::Watch;
+use crate::protocol::{ErrorCode, Status, WireError};
+use crate::state::{Input, Wanted};
+use crate::watch::{Ignore, Watcher};
+
+use super::{DEFAULT_IGNORE_WATCH, Daemon, Timer, WATCH, internal, wall_ms};
+
+impl Daemon {
+    pub(super) fn fire_timers(&mut self) {
+        let now = self.now();
+        while let Some((t, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::App(id) => self.step(id, Input::Deadline { pid: None, at: t }),
+                Timer::Proc(id, pid) => self.step(
+                    id,
+                    Input::Deadline {
+                        pid: Some(pid),
+                        at: t,
+                    },
+                ),
+                Timer::Cron(id) => {
+                    if self.table.get(id).and_then(|e| e.cron_at) == Some(t) {
+                        self.restart_for(id, "cron_restart");
+                        self.arm_cron(id);
+                    }
+                }
+                Timer::Watch(id) => {
+                    if self.table.get(id).and_then(|e| e.watch_at) == Some(t) {
+                        if let Some(e) = self.table.get_mut(id) {
+                            e.watch_at = None;
+                        }
+                        self.restart_for(id, "files changed (watch)");
+                    }
+                }
+                Timer::Sample => {
+                    if self.sample_at == Some(t) {
+                        self.sample_at = None;
+                        self.sample();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restart an app on the daemon's own initiative (memory limit, cron,
+    /// watch); a stopped app starts (a cron restart does, as in PM2).
+    fn restart_for(&mut self, id: u32, reason: &str) {
+        let Some(e) = self.table.get_mut(id) else {
+            return;
+        };
+        if e.m().status() == Status::Stopping || self.stopping_all {
+            return;
+        }
+        e.restart_reason = Some(reason.to_string());
+        self.step(id, Input::Restart);
+    }
+
+    /// Keep a sample due while any app is online and none otherwise, so an
+    /// idle daemon does not wake up.
+    pub(super) fn arm_sampling(&mut self) {
+        let online = self.table.iter().any(|(_, e)| e.m().is_running());
+        match (online, self.sample_at) {
+            (true, None) => {
+                let t = self.now() + self.sample_interval;
+                self.sample_at = Some(t);
+                self.timers.arm(t, Timer::Sample);
+            }
+            (false, Some(t)) => {
+                self.timers.disarm(t, Timer::Sample);
+                self.sample_at = None;
+                self.sampler.reset();
+            }
+            _ => {}
+        }
+    }
+
+    /// Read every running app's memory and CPU; restart those over their
+    /// memory limit (gracefully: kill signal, then kill timeout).
+    fn sample(&mut self) {
+        let groups: Vec<(u32, i32)> = self
+            .table
+            .iter()
+            .filter(|(_, e)| matches!(e.m().status(), Status::Online | Status::Launching))
+            .filter_map(|(id, e)| e.m().pid().map(|pid| (id, pid)))
+            .collect();
+        let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
+        let usage = self.sampler.sample(&pgids, self.now());
+        // The scan's buffers are freed now: give the pages back.
+        self.trim = true;
+        let mut over = Vec::new();
+        for (id, pgid) in groups {
+            let Some(e) = self.table.get_mut(id) else {
+                continue;
+            };
+            e.monit = usage.get(&pgid).cloned().unwrap_or_default();
+            if let Some(limit) = e.app.spec.max_memory_restart
+                && e.monit.memory > limit
+            {
+                over.push((id, e.monit.memory, limit));
+            }
+        }
+        for (id, memory, limit) in over {
+            let reason =
+                format!("memory {memory} bytes over the limit of {limit} (max_memory_restart)");
+            self.restart_for(id, &reason);
+        }
+    }
+
+    /// Arm app `id`'s next cron firing.
+    pub(super) fn arm_cron(&mut self, id: u32) {
+        let now_mono = self.now();
+        let now_wall = wall_ms();
+        let Some(e) = self.table.get_mut(id) else {
+            return;
+        };
+        let Some(cron) = &e.cron else {
+            return;
+        };
+        // After a firing, the next one is after the second that fired, even
+        // if the monotonic deadline came a hair before the wall clock's
+        // second turned.
+        let after = ((now_wall / 1000) as i64).max(e.cron_fired.unwrap_or(i64::MIN));
+        let next = cron.next_fire(after);
+        e.cron_fired = next;
+        e.cron_at = next.map(|at| {
+            let wait = (at.max(0) as u64 * 1000).saturating_sub(now_wall);
+            now_mono + wait
+        });
+        if let Some(t) = e.cron_at {
+            self.timers.arm(t, Timer::Cron(id));
+        }
+    }
+
+    /// Start watching app `id`'s files, if it asks for it and is not yet.
+    pub(super) fn watch_app(&mut self, id: u32) -> Result<(), WireError> {
+        let Some(e) = self.table.get(id) else {
+            return Ok(());
+        };
+        let roots: Vec<PathBuf> = match &e.app.spec.watch {
+            Watch::Off => return Ok(()),
+            Watch::Cwd => vec![e.app.cwd.clone()],
+            Watch::Paths(paths) => paths.iter().map(|x| e.app.cwd.join(x)).collect(),
+        };
+        if self.watcher.as_ref().is_some_and(|w| w.is_watching(id)) {
+            return Ok(());
+        }
+        let patterns = e
+            .app
+            .spec
+            .ignore_watch
+            .clone()
+            .unwrap_or_else(|| DEFAULT_IGNORE_WATCH.iter().map(|s| s.to_string()).collect());
+        // Never restart for what the daemon itself writes.
+        let exact = vec![
+            self.home.logs(),
+            e.app.out_path.clone(),
+            e.app.err_path.clone(),
+            e.app.pid_path.clone(),
+        ];
+        let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+        let ignore = Ignore::new(&patterns, exact)
+            .map_err(|err| invalid(format!("option `ignore_watch`: {err}")))?;
+        if self.watcher.is_none() {
+            let w =
+                Watcher::new().map_err(|err| internal(&format!("cannot use inotify: {err}")))?;
+            let fd = w.raw_fd();
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), WATCH, Interest::READABLE)
+                .map_err(|err| internal(&format!("cannot poll inotify: {err}")))?;
+            self.watcher = Some(w);
+        }
+        if let Some(w) = self.watcher.as_mut() {
+            w.watch(id, &roots, ignore)
+                .map_err(|err| invalid(format!("option `watch`: {err}")))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn unwatch_app(&mut self, id: u32) {
+        if let Some(w) = self.watcher.as_mut() {
+            w.unwatch(id);
+        }
+        if let Some(e) = self.table.get_mut(id) {
+            e.watch_at = None;
+        }
+    }
+
+    /// Files changed: one restart per burst, `watch_delay` after its first
+    /// change.
+    pub(super) fn read_watch(&mut self) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        let changed = w.read_changes();
+        for warning in w.take_warnings() {
+            self.log(&format!("watch: {warning}"));
+        }
+        let now = self.now();
+        for id in changed {
+            let Some(e) = self.table.get_mut(id) else {
+                continue;
+            };
+            if e.watch_at.is_none() && e.m().wanted() != Wanted::Down {
+                let t = now + e.app.spec.watch_delay;
+                e.watch_at = Some(t);
+                self.timers.arm(t, Timer::Watch(id));
+            }
+        }
+    }
+}
+
+/// The paths `watch` names exist, and `ignore_watch` parses.
+pub(super) fn check_watch(app: &App) -> Result<(), WireError> {
+    let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+    if let Watch::Paths(paths) = &app.spec.watch {
+        for p in paths {
+            let full = app.cwd.join(p);
+            if !full.exists() {
+                return Err(invalid(format!(
+                    "option `watch`: {} does not exist",
+                    full.display()
+                )));
+            }
+        }
+    }
+    if let Some(patterns) = &app.spec.ignore_watch {
+        Ignore::new(patterns, Vec::new())
+            .map_err(|err| invalid(format!("option `ignore_watch`: {err}")))?;
+    }
+    Ok(())
+}

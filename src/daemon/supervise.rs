@@ -1,0 +1,481 @@
+//! Carrying out what the machines decide: `step` feeds an app's machine
+//! (through the table's one door) and `apply` performs each effect — fork
+//! and exec with fresh pipes and channel, signals, timers, pid files,
+//! events, releasing a process, forgetting an app. Also the two sources of
+//! process facts: reaping (exits, then groups that emptied) and the exec
+//! status pipes, watched by the loop. Never reads a client's request.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream as StdStream;
+use std::path::Path;
+
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Token};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+
+use crate::app::Io;
+use crate::channel::Channel;
+use crate::logs::is_null;
+use crate::process::Event;
+use crate::protocol::Monit;
+use crate::reaper;
+use crate::spawn::{ExecStatus, Pending, spawn_child};
+use crate::state::{Effect, Input, Role};
+use crate::sys::{self, Signal};
+
+use super::links::Link;
+use super::relay::{Pipe, Stream};
+use super::{Daemon, Fault, Timer, listen_key, wall_ms};
+
+/// A child on its way to `execve`, its status pipe watched by the loop.
+pub(crate) struct Exec {
+    pub pm_id: u32,
+    pub pending: Pending,
+}
+
+impl Daemon {
+    /// Feed one input to app `id`'s machine and carry out the effects.
+    pub(super) fn step(&mut self, id: u32, input: Input) {
+        let now = self.now();
+        for fx in self.table.step(id, input, now) {
+            self.apply(id, fx);
+        }
+    }
+
+    fn apply(&mut self, id: u32, fx: Effect) {
+        match fx {
+            Effect::Spawn(role) => {
+                if self.stopping_all {
+                    // Shutting down: nothing starts again.
+                    let input = match role {
+                        Role::Main => Input::Stop,
+                        _ => Input::SpawnFailed { role },
+                    };
+                    return self.step(id, input);
+                }
+                match self.spawn_process(id, role) {
+                    Ok(pid) => self.step(id, Input::Spawned { role, pid }),
+                    Err(f) => {
+                        self.log(&format!("app {id}: {f}"));
+                        if let Some(e) = self.table.get_mut(id) {
+                            e.spawn_error = Some(f);
+                        }
+                        self.step(id, Input::SpawnFailed { role });
+                    }
+                }
+            }
+            Effect::Signal { pid, sig, group } => sys::send_and_continue(pid, sig, group),
+            Effect::Ask {
+                pid,
+                shutdown,
+                disconnect,
+            } => {
+                if !self.ask(id, pid, shutdown, disconnect) {
+                    let event = Event::AskFailed;
+                    self.step(id, Input::Proc { pid, event });
+                }
+            }
+            Effect::Kill { pid, group, leader } => {
+                // A reaped leader's group is signalled only while it lives.
+                if leader || sys::group_alive(pid) {
+                    self.log(&format!("app {id}: sending SIGKILL to pid {pid}"));
+                    sys::send(pid, Signal::KILL, group || !leader);
+                }
+            }
+            Effect::Timer { pid, at } => {
+                let timer = match pid {
+                    Some(pid) => Timer::Proc(id, pid),
+                    None => Timer::App(id),
+                };
+                self.timers.arm(at, timer);
+            }
+            Effect::MainStarted(pid) => {
+                if let Some(e) = self.table.get_mut(id) {
+                    e.pm_uptime = wall_ms();
+                    e.monit = Monit::default();
+                    e.notify_status = None;
+                    e.node_version = None;
+                    e.spawn_error = None;
+                    e.last_pid = pid;
+                    e.line_out.clear();
+                    e.line_err.clear();
+                }
+                self.write_pid_file(id, pid);
+            }
+            Effect::ClearPid => {
+                // Removed at the end of the wake, after any restart: the
+                // replacement is not kept waiting for the filesystem, and
+                // rewrites the file anyway.
+                if let Some(e) = self.table.get(id) {
+                    self.stale_pid_files.push((id, e.app.pid_path.clone()));
+                }
+            }
+            Effect::Emit(what) => self.emit(id, what),
+            Effect::ReadyTimeout => {
+                if let Some(e) = self.table.get_mut(id) {
+                    e.online_warning = Some(format!(
+                        "no ready message within listen_timeout ({} ms): online anyway",
+                        e.app.spec.listen_timeout
+                    ));
+                }
+            }
+            Effect::Swapped { old, new } => {
+                if let Some(e) = self.table.get_mut(id) {
+                    e.pm_uptime = wall_ms();
+                    e.last_pid = new;
+                    e.monit = Monit::default();
+                }
+                self.log(&format!("app {id}: reload: pid {new} replaces pid {old}"));
+                self.write_pid_file(id, new);
+            }
+            Effect::Reloaded(outcome) => {
+                if let Some(r) = self.reloads.iter_mut().find(|r| r.current == Some(id)) {
+                    r.outcome = Some(outcome);
+                }
+            }
+            Effect::Released(pid) => {
+                self.drop_link(id, pid);
+                self.unwatch_exec(pid);
+            }
+            Effect::Forget => self.forget(id),
+        }
+    }
+
+    /// Drop app `id` from the table, with its watch, its channels, and its
+    /// `listen` sockets if no other app of its name holds them.
+    fn forget(&mut self, id: u32) {
+        self.unwatch_app(id);
+        let Some(e) = self.table.get(id) else {
+            return;
+        };
+        let key = listen_key(&e.app.spec);
+        let pids: Vec<i32> = e.links.iter().map(|l| l.pid).collect();
+        for pid in pids {
+            self.drop_link(id, pid);
+        }
+        let others = self
+            .table
+            .iter()
+            .any(|(other, e)| other != id && listen_key(&e.app.spec) == key);
+        if !others {
+            self.listeners.remove(&key);
+        }
+        let desc = self.describe(id);
+        for op in self.pending.iter_mut().filter(|op| op.pm_ids.contains(&id)) {
+            if let Some(d) = &desc {
+                op.gone.insert(id, d.clone());
+            }
+        }
+        self.table.remove(id);
+    }
+
+    /// Fork a process for app `id` with fresh pipes and channel, all
+    /// registered with the poller before the fork (an app is never left
+    /// writing into a pipe nobody reads); its exec status is watched by
+    /// the loop. Its pid.
+    fn spawn_process(&mut self, id: u32, role: Role) -> Result<i32, Fault> {
+        let e = self
+            .table
+            .get(id)
+            .ok_or_else(|| Fault::system("no such app"))?;
+        let null = || -> Result<OwnedFd, Fault> {
+            File::options()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|err| Fault::system(format!("cannot open /dev/null: {err}")))
+        };
+        let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), Fault> {
+            if is_null(path) {
+                return Ok((None, null()?));
+            }
+            let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|err| Fault::system(format!("cannot make a pipe: {err}")))?;
+            // The child's end blocks like any ordinary stdout.
+            sys::set_nonblocking(w.as_raw_fd(), false)
+                .map_err(|err| Fault::system(format!("cannot set up a pipe: {err}")))?;
+            Ok((Some(r), w))
+        };
+        let (out_r, out_w) = pipe(&e.app.out_path)?;
+        let (err_r, err_w) = pipe(&e.app.err_path)?;
+        let (ours, theirs) = match e.app.spec.ipc {
+            true => {
+                let (a, b) = StdStream::pair()
+                    .map_err(|err| Fault::system(format!("cannot make the IPC channel: {err}")))?;
+                a.set_nonblocking(true).map_err(|err| {
+                    Fault::system(format!("cannot set up the IPC channel: {err}"))
+                })?;
+                (Some(a), Some(OwnedFd::from(b)))
+            }
+            false => (None, None),
+        };
+        // Only an app that asked for sockets gets them.
+        let listen = self
+            .listeners
+            .get(&listen_key(&e.app.spec))
+            .filter(|_| !e.app.spec.listen.is_empty())
+            .map(|l| {
+                l.iter()
+                    .map(|(a, fd)| (fd.as_raw_fd(), a.fd_name()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A Node app in cluster mode is a worker of corral, its primary.
+        let worker = match e.app.slot.cluster && e.app.is_node() && e.app.spec.ipc {
+            true => self.next_worker + 1,
+            false => 0,
+        };
+        let io = Io {
+            stdio: [null()?, out_w, err_w],
+            listen,
+            channel: theirs,
+            notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
+            cluster_id: (worker > 0).then(|| worker.to_string()),
+        };
+        let cmd = e.app.command(id, &self.home, io)?;
+        let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
+        let cwd = e.app.cwd.clone();
+
+        // Register everything the daemon reads before the child exists.
+        let mut registered: Vec<(Token, Registered)> = Vec::new();
+        let reg_fail = |what: &str, err: std::io::Error| {
+            Fault::system(format!("cannot watch the {what} with the poller: {err}"))
+        };
+        let mut failure = None;
+        for (r, stream) in [(out_r, Stream::Out), (err_r, Stream::Err)] {
+            let Some(r) = r else { continue };
+            let mut rx = Receiver::from(r);
+            let t = self.token();
+            match self
+                .poll
+                .registry()
+                .register(&mut rx, t, Interest::READABLE)
+            {
+                Ok(()) => registered.push((t, Registered::Pipe(stream, rx))),
+                Err(err) => {
+                    failure = Some(reg_fail("output pipe", err));
+                    break;
+                }
+            }
+        }
+        if failure.is_none()
+            && let Some(sock) = ours
+        {
+            let mut sock = UnixStream::from_std(sock);
+            let t = self.token();
+            match self.poll.registry().register(
+                &mut sock,
+                t,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                Ok(()) => registered.push((t, Registered::Channel(sock))),
+                Err(err) => failure = Some(reg_fail("IPC channel", err)),
+            }
+        }
+        let spawned = match failure {
+            Some(f) => Err(f),
+            None => spawn_child(&cmd).map_err(Fault::from),
+        };
+        drop(cmd);
+        let pending = match spawned {
+            Ok(p) => p,
+            Err(f) => {
+                for (_, r) in registered {
+                    let _ = match r {
+                        Registered::Pipe(_, mut rx) => self.poll.registry().deregister(&mut rx),
+                        Registered::Channel(mut s) => self.poll.registry().deregister(&mut s),
+                    };
+                }
+                return Err(f);
+            }
+        };
+        let pid = pending.pid;
+        let t = self.token();
+        let status_fd = pending.status.as_raw_fd();
+        if let Err(err) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&status_fd), t, Interest::READABLE)
+        {
+            // Without a watch on the status pipe the exec would never be
+            // known: give this child up.
+            sys::send(pid, Signal::KILL, false);
+            return Err(reg_fail("exec status pipe", err));
+        }
+        self.execs.insert(t, Exec { pm_id: id, pending });
+        if worker > 0 {
+            self.next_worker = worker;
+            // Its messages are read in a later wake: registered in time.
+            self.cluster.register(worker, &cwd, owner);
+        }
+        for (t, r) in registered {
+            match r {
+                Registered::Pipe(stream, rx) => {
+                    self.pipes.insert(
+                        t,
+                        Pipe {
+                            pm_id: id,
+                            stream,
+                            rx,
+                        },
+                    );
+                }
+                Registered::Channel(sock) => {
+                    self.channels.insert(t, (id, pid));
+                    if let Some(e) = self.table.get_mut(id) {
+                        e.links.push(Link {
+                            pid,
+                            token: t,
+                            ch: Channel::new(sock),
+                            worker,
+                            seq: 0,
+                        });
+                    }
+                }
+            }
+        }
+        if role == Role::Candidate
+            && let Some(e) = self.table.get(id)
+        {
+            let line = format!(
+                "app {} ({id}): reload: replacement pid {pid}",
+                e.app.spec.name
+            );
+            self.log(&line);
+        }
+        Ok(pid)
+    }
+
+    /// The exec status pipe behind `t` is readable: the child exec'd (end of
+    /// file) or says why it could not.
+    pub(super) fn read_exec(&mut self, t: Token) {
+        let Some(x) = self.execs.get(&t) else {
+            return;
+        };
+        let status = x.pending.check();
+        let (id, pid) = (x.pm_id, x.pending.pid);
+        match status {
+            ExecStatus::Waiting => {}
+            ExecStatus::Running => {
+                self.unwatch_exec(pid);
+                self.step(
+                    id,
+                    Input::Proc {
+                        pid,
+                        event: Event::Execd,
+                    },
+                );
+            }
+            ExecStatus::Failed(err) => {
+                self.unwatch_exec(pid);
+                let f = Fault::from(err);
+                self.log(&format!("app {id}: {f}"));
+                if let Some(e) = self.table.get_mut(id) {
+                    e.spawn_error = Some(f);
+                }
+                self.step(
+                    id,
+                    Input::Proc {
+                        pid,
+                        event: Event::ExecFailed,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stop watching the exec status of `pid`.
+    fn unwatch_exec(&mut self, pid: i32) {
+        let Some(t) = self
+            .execs
+            .iter()
+            .find(|(_, x)| x.pending.pid == pid)
+            .map(|(t, _)| *t)
+        else {
+            return;
+        };
+        if let Some(x) = self.execs.remove(&t) {
+            let fd = x.pending.status.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// Reap every child that ended and feed the exits to their machines;
+    /// then the groups of reaped leaders that emptied.
+    pub(super) fn handle_exits(&mut self) {
+        for (pid, exit) in reaper::reap_all() {
+            // An orphan of an app, reaped as a subreaper must: nothing else.
+            let Some(id) = self.table.app_of(pid) else {
+                continue;
+            };
+            // Its last words on the channel before its death is acted on.
+            let link = self
+                .table
+                .get(id)
+                .and_then(|e| e.links.iter().find(|l| l.pid == pid))
+                .map(|l| l.token);
+            if let Some(t) = link {
+                self.service_channel(t);
+            }
+            // Reaped before its exec status was read: the pipe, closed for
+            // good now, says how the exec went.
+            if let Some(t) = self
+                .execs
+                .iter()
+                .find(|(_, x)| x.pending.pid == pid)
+                .map(|(t, _)| *t)
+            {
+                self.read_exec(t);
+            }
+            let treekill = self.table.get(id).is_some_and(|e| e.app.spec.treekill);
+            let group_alive = treekill && sys::group_alive(pid);
+            let event = Event::Exited { exit, group_alive };
+            self.step(id, Input::Proc { pid, event });
+        }
+        let lingering: Vec<(u32, i32)> = self
+            .table
+            .iter()
+            .flat_map(|(id, e)| e.m().lingering().into_iter().map(move |pid| (id, pid)))
+            .collect();
+        for (id, pid) in lingering {
+            if !sys::group_alive(pid) {
+                let event = Event::GroupEmpty;
+                self.step(id, Input::Proc { pid, event });
+            }
+        }
+    }
+
+    fn write_pid_file(&mut self, id: u32, pid: i32) {
+        let Some(path) = self.table.get(id).map(|e| e.app.pid_path.clone()) else {
+            return;
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(err) = sys::write_atomic(&path, format!("{pid}\n").as_bytes(), false) {
+            self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
+        }
+    }
+
+    /// Remove the pid files of apps that exited and did not start again.
+    pub(super) fn remove_stale_pid_files(&mut self) {
+        for (id, path) in std::mem::take(&mut self.stale_pid_files) {
+            if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// What was registered with the poller for a child about to be forked.
+enum Registered {
+    Pipe(Stream, Receiver),
+    Channel(UnixStream),
+}

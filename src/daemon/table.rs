@@ -1,0 +1,176 @@
+//! The process table, with one door: every app enters (`insert`), leaves
+//! (`remove`) and changes state (`step`) here, so a journal of the table can
+//! be written from one place, and a pid → app index replaces
+//! scans. An entry's machine is private to this module: the rest of the
+//! daemon reads it and feeds it inputs, never writes it. Owns no fd but the
+//! apps' log files; never signals, spawns or writes a socket.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::app::App;
+use crate::cron::Cron;
+use crate::logs::LogFile;
+use crate::protocol::Monit;
+use crate::state::{Effect, Input, Machine, Policy};
+
+use super::links::Link;
+use super::{Fault, wall_ms};
+
+/// One managed app and what the daemon keeps beside its machine.
+pub(crate) struct Entry {
+    pub app: App,
+    m: Machine,
+    pub created_at: u64,
+    pub pm_uptime: u64,
+    pub out: LogFile,
+    pub err: LogFile,
+    /// Memory and CPU of the process group at the last sample.
+    pub monit: Monit,
+    /// Parsed `cron_restart`, and the deadline of its next firing.
+    pub cron: Option<Cron>,
+    pub cron_at: Option<u64>,
+    /// The epoch second of the firing `cron_at` stands for.
+    pub cron_fired: Option<i64>,
+    /// Restart at this deadline: files changed (`watch_delay` debounce).
+    pub watch_at: Option<u64>,
+    /// The IPC channels of its processes (main, replacement, draining).
+    pub links: Vec<Link>,
+    /// Why the last replacement or spawn failed, for the answer and events.
+    pub spawn_error: Option<Fault>,
+    /// Why the daemon restarts the app (memory, cron, watch), for the
+    /// `restart` event.
+    pub restart_reason: Option<String>,
+    /// Why the app went online without saying it was ready.
+    pub online_warning: Option<String>,
+    /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
+    pub notify_status: Option<String>,
+    pub node_version: Option<String>,
+    /// The pid of the last main process, for the events that follow it.
+    pub last_pid: i32,
+    /// Partial lines of stdout and stderr, for `log:*` events.
+    pub line_out: Vec<u8>,
+    pub line_err: Vec<u8>,
+}
+
+impl Entry {
+    pub fn new(app: App, policy: Policy, out: LogFile, err: LogFile, cron: Option<Cron>) -> Entry {
+        Entry {
+            app,
+            m: Machine::new(policy),
+            created_at: wall_ms(),
+            pm_uptime: 0,
+            out,
+            err,
+            monit: Monit::default(),
+            cron,
+            cron_at: None,
+            cron_fired: None,
+            watch_at: None,
+            links: Vec::new(),
+            spawn_error: None,
+            restart_reason: None,
+            online_warning: None,
+            notify_status: None,
+            node_version: None,
+            last_pid: 0,
+            line_out: Vec::new(),
+            line_err: Vec::new(),
+        }
+    }
+
+    /// Its machine, to read.
+    pub fn m(&self) -> &Machine {
+        &self.m
+    }
+
+    /// New options for an app that is not running: its machine keeps its
+    /// counters.
+    pub fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
+        self.app = app;
+        (self.out, self.err) = logs;
+        self.m.set_policy(policy);
+    }
+
+    /// The channel of process `pid`.
+    pub fn link_mut(&mut self, pid: i32) -> Option<&mut Link> {
+        self.links.iter_mut().find(|l| l.pid == pid)
+    }
+}
+
+/// Every app, by pm_id.
+#[derive(Default)]
+pub(crate) struct Table {
+    apps: BTreeMap<u32, Box<Entry>>,
+    /// Every process of every app not yet released, to its app.
+    by_pid: HashMap<i32, u32>,
+    next_id: u32,
+}
+
+impl Table {
+    pub fn get(&self, id: u32) -> Option<&Entry> {
+        self.apps.get(&id).map(|b| &**b)
+    }
+
+    /// An entry's fields beside its machine.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
+        self.apps.get_mut(&id).map(|b| &mut **b)
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.apps.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> Vec<u32> {
+        self.apps.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        self.apps.iter().map(|(id, e)| (*id, &**e))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut Entry)> {
+        self.apps.iter_mut().map(|(id, e)| (*id, &mut **e))
+    }
+
+    /// The app process `pid` belongs to.
+    pub fn app_of(&self, pid: i32) -> Option<u32> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// The pm_id the next new app gets.
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
+
+    /// Put an app in the table under `id`.
+    pub fn insert(&mut self, id: u32, entry: Entry) {
+        self.next_id = self.next_id.max(id + 1);
+        self.apps.insert(id, Box::new(entry));
+    }
+
+    /// Take an app out of the table; its processes are forgotten too.
+    pub fn remove(&mut self, id: u32) -> Option<Box<Entry>> {
+        let e = self.apps.remove(&id)?;
+        for pid in e.m.pids() {
+            self.by_pid.remove(&pid);
+        }
+        Some(e)
+    }
+
+    /// Feed `input` to app `id`'s machine; the effects for the loop.
+    pub fn step(&mut self, id: u32, input: Input, now: u64) -> Vec<Effect> {
+        let Some(e) = self.apps.get_mut(&id) else {
+            return Vec::new();
+        };
+        let fx = e.m.step(input, now);
+        if let Input::Spawned { pid, .. } = input {
+            self.by_pid.insert(pid, id);
+        }
+        for f in &fx {
+            if let Effect::Released(pid) = f {
+                self.by_pid.remove(pid);
+            }
+        }
+        fx
+    }
+}
