@@ -972,3 +972,168 @@ fn read_ready(out: impl Read + AsFd) -> Result<String, Error> {
     let line = line.lines().next().unwrap_or("").trim();
     Ok(line.strip_prefix("error: ").unwrap_or(line).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::options::parse_app;
+    use crate::protocol::ProcessRef;
+
+    #[test]
+    fn typed_options_are_sent_under_their_pm2_keys() {
+        let cases: &[(StartOptions, Value)] = &[
+            (StartOptions::script("a.js"), json!({"script": "a.js"})),
+            (
+                StartOptions {
+                    name: Some("api".into()),
+                    exec_mode: Some(ExecMode::Cluster),
+                    instances: Some(4),
+                    max_memory_restart: Some(100 * 1024 * 1024),
+                    ..StartOptions::script("api.js")
+                },
+                json!({"script": "api.js", "name": "api", "exec_mode": "cluster",
+                       "instances": 4, "max_memory_restart": 104857600}),
+            ),
+            (
+                StartOptions {
+                    exec_mode: Some(ExecMode::Fork),
+                    instances: Some(-1),
+                    ..StartOptions::script("a")
+                },
+                json!({"script": "a", "exec_mode": "fork", "instances": -1}),
+            ),
+            (
+                StartOptions {
+                    instances: Some(2),
+                    extra: Map::from_iter([
+                        ("watch".to_string(), json!(true)),
+                        ("instances".to_string(), json!("max")),
+                    ]),
+                    ..StartOptions::script("a")
+                },
+                json!({"script": "a", "instances": "max", "watch": true}),
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(&serde_json::to_value(opts).unwrap(), want, "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn the_daemon_reads_the_typed_options() {
+        let opts = StartOptions {
+            exec_mode: Some(ExecMode::Cluster),
+            instances: Some(4),
+            max_memory_restart: Some(100 * 1024 * 1024),
+            ..StartOptions::script("api.js")
+        };
+        let spec = parse_app(&serde_json::to_value(&opts).unwrap())
+            .unwrap()
+            .spec;
+        assert_eq!(spec.instances, 4);
+        assert_eq!(spec.cluster, Some(true));
+        assert_eq!(spec.max_memory_restart, Some(100 * 1024 * 1024));
+        // The same as PM2's spelling of the seed's options.
+        let pm2 = parse_app(&json!({"script": "api.js", "exec_mode": "cluster",
+                                    "instances": 4, "max_memory_restart": "100M"}))
+        .unwrap()
+        .spec;
+        assert_eq!(spec, pm2);
+        let fork = StartOptions {
+            exec_mode: Some(ExecMode::Fork),
+            instances: Some(0),
+            ..StartOptions::script("a")
+        };
+        let spec = parse_app(&serde_json::to_value(&fork).unwrap())
+            .unwrap()
+            .spec;
+        assert_eq!((spec.cluster, spec.instances), (Some(false), 0));
+    }
+
+    fn event_line(kind: &str, pm_id: u32) -> String {
+        format!(
+            "{{\"event\":\"process:event\",\"data\":{{\"event\":\"{kind}\",\"at\":1,\
+             \"process\":{{\"name\":\"a\",\"pm_id\":{pm_id},\"pid\":9,\"namespace\":\"default\"}}}}}}\n"
+        )
+    }
+
+    fn kind_of(e: Option<Event>) -> Option<(String, u32)> {
+        match e {
+            Some(Event::Process { kind, process, .. }) => Some((kind, process.pm_id)),
+            other => panic!("not a process event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_bus_reads_with_a_timeout_and_without_blocking() {
+        let (daemon, ours) = UnixStream::pair().unwrap();
+        let mut daemon = daemon;
+        let mut bus = Bus::new(ours);
+        // Nothing there: no wait, or the whole timeout.
+        assert!(bus.try_next().unwrap().is_none());
+        let t = Instant::now();
+        assert!(
+            bus.next_timeout(Duration::from_millis(50))
+                .unwrap()
+                .is_none()
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // Two events and half of a third in one write: both whole ones,
+        // then nothing until the rest comes.
+        let third = event_line("exit", 3);
+        let (head, tail) = third.split_at(20);
+        let two = format!(
+            "{}{}{head}",
+            event_line("start", 1),
+            event_line("online", 2)
+        );
+        daemon.write_all(two.as_bytes()).unwrap();
+        let want = |k: &str, id| Some((k.to_string(), id));
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("start", 1));
+        assert_eq!(kind_of(bus.try_next().unwrap()), want("online", 2));
+        assert!(bus.try_next().unwrap().is_none());
+        daemon.write_all(tail.as_bytes()).unwrap();
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("exit", 3));
+        // A line that is not an event is an error, and the bus goes on.
+        daemon.write_all(b"{\n").unwrap();
+        daemon.write_all(event_line("stop", 4).as_bytes()).unwrap();
+        assert!(matches!(bus.next_timeout(SOON), Err(Error::Invalid(_))));
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("stop", 4));
+        // The iterator and the raw lines read the same stream.
+        daemon
+            .write_all(event_line("delete", 5).as_bytes())
+            .unwrap();
+        daemon.write_all(event_line("start", 6).as_bytes()).unwrap();
+        let Some(Ok(Event::Process { process, .. })) = bus.next() else {
+            panic!("no event from the iterator");
+        };
+        assert_eq!(
+            process,
+            ProcessRef {
+                name: "a".into(),
+                pm_id: 5,
+                pid: 9,
+                namespace: "default".into()
+            }
+        );
+        assert_eq!(
+            bus.next_line().unwrap().unwrap(),
+            event_line("start", 6).trim_end()
+        );
+        // The daemon goes: what it sent is still read, then Closed.
+        daemon
+            .write_all(event_line("online", 7).as_bytes())
+            .unwrap();
+        drop(daemon);
+        assert_eq!(kind_of(bus.try_next().unwrap()), want("online", 7));
+        assert!(matches!(bus.try_next(), Err(Error::Closed)));
+        assert!(matches!(bus.next_timeout(SOON), Err(Error::Closed)));
+        assert!(bus.next().is_none());
+    }
+
+    /// The patience of a read that should succeed at once.
+    const SOON: Duration = Duration::from_secs(10);
+}

@@ -960,6 +960,45 @@ mod tests {
     }
 
     #[test]
+    fn targets_convert_as_pm2_reads_them() {
+        let cases: &[(Target, Target)] = &[
+            (Target::from("api"), Target::Name("api".into())),
+            (Target::from("all"), Target::All),
+            (Target::from("All"), Target::Name("All".into())),
+            (Target::from("3"), Target::Id(3)),
+            (Target::from("03"), Target::Id(3)),
+            (Target::from("-1"), Target::Name("-1".into())),
+            (
+                Target::from("4294967296"),
+                Target::Name("4294967296".into()),
+            ),
+            (Target::from("1e3"), Target::Name("1e3".into())),
+            (Target::from(""), Target::Name("".into())),
+            (
+                Target::from(String::from("web")),
+                Target::Name("web".into()),
+            ),
+            (Target::from(String::from("all")), Target::All),
+            (Target::from(&String::from("7")), Target::Id(7)),
+            (Target::from(0), Target::Id(0)),
+            (Target::from(u32::MAX), Target::Id(u32::MAX)),
+            (Target::from(&Target::All), Target::All),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        // What goes on the wire, and back.
+        for (t, v) in [
+            (Target::All, json!("all")),
+            (Target::Id(3), json!(3)),
+            (Target::Name("api".into()), json!("api")),
+        ] {
+            assert_eq!(t.to_value(), v);
+            assert_eq!(Target::parse(&v).unwrap(), t);
+        }
+    }
+
+    #[test]
     fn reads_bus_events() {
         let p = r#""process":{"name":"a","pm_id":1,"pid":5,"namespace":"default"}"#;
         let line = format!(r#"{{"event":"log:err","data":{{{p},"data":"x\n","at":7}}}}"#);
