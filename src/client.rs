@@ -312,11 +312,11 @@ impl StartOptions {
 /// ```
 pub struct Bus {
     stream: UnixStream,
-    /// What was read and not yet given out: whole lines, then part of one.
+    /// What was read; `buf[start..]` is not given out yet: whole lines,
+    /// then part of one.
     buf: Vec<u8>,
-    /// The line `next_line` gave out last, removed from `buf` on the next
-    /// read.
-    taken: usize,
+    start: usize,
+    /// The line given out last.
     line: String,
     ended: bool,
 }
@@ -336,7 +336,7 @@ impl Bus {
         Bus {
             stream,
             buf: Vec::new(),
-            taken: 0,
+            start: 0,
             line: String::new(),
             ended: false,
         }
@@ -380,12 +380,11 @@ impl Bus {
     /// Put the next whole line in `self.line`; `Ok(None)` if none came
     /// before `wait` ran out.
     fn read_line(&mut self, wait: Wait) -> Result<Option<()>, Error> {
-        self.buf.drain(..self.taken);
-        self.taken = 0;
         loop {
-            if let Some(n) = self.buf.iter().position(|&b| b == b'\n') {
-                self.line = String::from_utf8_lossy(&self.buf[..n]).into_owned();
-                self.taken = n + 1;
+            let rest = self.buf.get(self.start..).unwrap_or_default();
+            if let Some(n) = rest.iter().position(|&b| b == b'\n') {
+                self.line = String::from_utf8_lossy(&rest[..n]).into_owned();
+                self.start += n + 1;
                 return Ok(Some(()));
             }
             if self.ended {
@@ -394,6 +393,10 @@ impl Bus {
             if !self.wait_readable(wait)? {
                 return Ok(None);
             }
+            // What was given out goes before reading more, once per read
+            // rather than once per line.
+            self.buf.drain(..self.start);
+            self.start = 0;
             let len = self.buf.len();
             self.buf.resize(len + BUS_READ, 0);
             // Never blocks: the socket polled readable, and MSG_DONTWAIT
