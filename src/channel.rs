@@ -141,11 +141,13 @@ impl Channel {
 
     /// Whether a handle was written and the app has not ACKed it yet (so
     /// everything else waits).
+    #[cfg(test)]
     pub fn awaiting_handle_ack(&self) -> bool {
         self.unacked.is_some()
     }
 
     /// Bytes queued and not yet written (bounded by `MAX_QUEUE`).
+    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.queued
     }

@@ -8,9 +8,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use corral::__private as daemon;
 use corral::client::{Client, Error, Paths};
-use corral::daemon;
-use corral::protocol::{Command, Description, Event, Status, Target};
+use corral::protocol::{Description, Event, Status, Target};
 use getopts::{Matches, Options};
 use serde_json::{Map, Value, json};
 
@@ -522,7 +522,7 @@ fn report(e: Error) -> i32 {
     eprintln!("corral: {e}");
     match e {
         Error::Daemon { .. } | Error::Invalid(_) => EXIT_REFUSED,
-        Error::NoDaemon(_) | Error::Io(_) => EXIT_NO_DAEMON,
+        Error::NoDaemon(_) | Error::Io(_) | Error::Closed => EXIT_NO_DAEMON,
     }
 }
 
@@ -591,7 +591,7 @@ fn cmd_start(args: &[String]) -> i32 {
     let result = if is_config {
         c.start_file(Path::new(what), env_name.as_deref(), &only)
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
-        c.start_target(Target::from_word(what))
+        c.start_target(Target::from(what))
     } else {
         let mut app = app;
         app.insert("script".into(), json!(what));
@@ -606,7 +606,7 @@ fn cmd_start(args: &[String]) -> i32 {
 
 /// Whether `word` names a known app (by name or pm_id).
 fn known(c: &mut Client, word: &str) -> bool {
-    c.describe(Target::from_word(word))
+    c.describe(Target::from(word))
         .map(|d| !d.is_empty())
         .unwrap_or(false)
 }
@@ -716,7 +716,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
 /// The single target of an action verb.
 fn one_target(verb: &str, m: &Matches) -> Result<Target, i32> {
     match m.free.as_slice() {
-        [t] => Ok(Target::from_word(t)),
+        [t] => Ok(Target::from(t)),
         [] => Err(usage_error(&format!(
             "{verb}: give a name, id, namespace or all"
         ))),
@@ -764,9 +764,9 @@ fn cmd_list(args: &[String], json: bool) -> i32 {
     };
     if json || m.opt_present("json") {
         // Passed through as the daemon wrote it.
-        return match c.request_raw(Command::List) {
+        return match c.list_json() {
             Ok(raw) => {
-                println!("{}", raw.get());
+                println!("{raw}");
                 0
             }
             Err(e) => report(e),
@@ -871,7 +871,7 @@ fn cmd_flush(args: &[String]) -> i32 {
     };
     let target = match m.free.as_slice() {
         [] => None,
-        [t] => Some(Target::from_word(t)),
+        [t] => Some(Target::from(t)),
         _ => return usage_error("flush: give at most one target"),
     };
     let mut c = match connect(true) {
@@ -985,7 +985,7 @@ fn cmd_logs(args: &[String]) -> i32 {
     };
     let target = match m.free.as_slice() {
         [] => Target::All,
-        [t] => Target::from_word(t),
+        [t] => Target::from(t),
         _ => return usage_error("logs: give at most one target"),
     };
     let lines = match m.opt_str("lines").map(|n| n.parse::<usize>()) {
@@ -1037,7 +1037,7 @@ fn cmd_logs(args: &[String]) -> i32 {
             if !wanted || path == "/dev/null" || !seen.insert(path.clone()) {
                 continue;
             }
-            let tail = match corral::logs::last_lines(Path::new(path), lines) {
+            let tail = match corral::__private::last_lines(Path::new(path), lines) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => {
@@ -1067,7 +1067,7 @@ fn cmd_logs(args: &[String]) -> i32 {
         Ok(b) => b,
         Err(e) => return report(e),
     };
-    let stamp = corral::timefmt::Format::parse("YYYY-MM-DDTHH:mm:ss");
+    let stamp = corral::__private::Format::parse("YYYY-MM-DDTHH:mm:ss");
     for ev in bus {
         let Ok(Event::Log {
             process, line, at, ..
@@ -1082,7 +1082,7 @@ fn cmd_logs(args: &[String]) -> i32 {
         let mut text = prefix(process.pm_id, &process.name);
         if m.opt_present("timestamp") {
             let mut buf = Vec::new();
-            stamp.render(&corral::timefmt::local_tm(at as i64), at as i64, &mut buf);
+            stamp.render(&corral::__private::local_tm(at as i64), at as i64, &mut buf);
             text.push_str(&String::from_utf8_lossy(&buf));
             text.push_str(": ");
         }
@@ -1167,13 +1167,13 @@ fn cmd_daemon(args: &[String]) -> i32 {
         Err(e) => return report(e),
     };
     let sample_interval = match m.opt_str("sample-interval") {
-        None => corral::poll::DEFAULT_INTERVAL,
-        Some(v) => match corral::options::parse_duration(&json!(v)) {
-            Ok(ms) if ms >= corral::poll::MIN_INTERVAL => ms,
+        None => corral::__private::DEFAULT_INTERVAL,
+        Some(v) => match corral::__private::parse_duration(&json!(v)) {
+            Ok(ms) if ms >= corral::__private::MIN_INTERVAL => ms,
             Ok(_) => {
                 return usage_error(&format!(
                     "daemon: --sample-interval must be at least {} ms",
-                    corral::poll::MIN_INTERVAL
+                    corral::__private::MIN_INTERVAL
                 ));
             }
             Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),

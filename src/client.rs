@@ -1,17 +1,20 @@
-//! `Client`: the programmatic API (PM2's `connect`, `start`, `stop`, …) over
-//! the control socket. It launches a daemon when none answers, and the
-//! command line is built on it.
+//! [`Client`]: the programmatic API (PM2's `connect`, `start`, `stop`, …)
+//! over the control socket. It launches a daemon when none answers, and the
+//! command line is built on it. [`Bus`] is the event stream of
+//! [`Client::launch_bus`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -28,11 +31,19 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum Error {
     /// The daemon refused the request.
-    Daemon { code: ErrorCode, message: String },
+    Daemon {
+        /// Why, as a code a program can match.
+        code: ErrorCode,
+        /// Why, in words (names the option, app or file at fault).
+        message: String,
+    },
     /// No daemon could be reached or started.
     NoDaemon(String),
     /// The connection failed.
     Io(io::Error),
+    /// The daemon closed the connection: it exited, or (for a [`Bus`])
+    /// [`Client::disconnect`] ended the bus.
+    Closed,
     /// The daemon said something this client does not understand, or the
     /// caller gave something that cannot be sent (an unreadable config file).
     Invalid(String),
@@ -54,6 +65,7 @@ impl fmt::Display for Error {
             Error::Daemon { message, .. } => f.write_str(message),
             Error::NoDaemon(m) => write!(f, "no daemon: {m}"),
             Error::Io(e) => write!(f, "connection to the daemon failed: {e}"),
+            Error::Closed => f.write_str("the daemon closed the connection"),
             Error::Invalid(m) => f.write_str(m),
         }
     }
@@ -61,19 +73,20 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<WireError> for Error {
-    fn from(e: WireError) -> Error {
-        Error::Daemon {
-            code: e.code,
-            message: e.message,
-        }
+/// The client's error for a refusal the daemon sent.
+fn refused(e: WireError) -> Error {
+    Error::Daemon {
+        code: e.code,
+        message: e.message,
     }
 }
 
 /// Where the daemon lives: its home, its socket, and the binary that runs it.
 #[derive(Clone, Debug)]
 pub struct Paths {
+    /// The daemon's home: its log, pid file and the apps' logs.
     pub home: PathBuf,
+    /// The control socket.
     pub socket: PathBuf,
     /// The `corral` executable launched as the daemon.
     pub binary: PathBuf,
@@ -81,8 +94,9 @@ pub struct Paths {
 
 impl Paths {
     /// `$CORRAL_HOME` (else `$HOME/.corral`), `$CORRAL_SOCKET` (else
-    /// `<home>/corral.sock`), `$CORRAL_BIN` (else this program if it is
-    /// corral, else `corral` on `PATH`).
+    /// `<home>/corral.sock`), `$CORRAL_BIN` (else this program if its file
+    /// name starts with `corral`, else `corral`, looked up on `PATH` when
+    /// it is run).
     pub fn from_env() -> Result<Paths, Error> {
         let home = match std::env::var_os("CORRAL_HOME") {
             Some(h) if !h.is_empty() => PathBuf::from(h),
@@ -128,69 +142,132 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// Options of one app, typed; `None` leaves the daemon's default. Options
-/// without a field here go in `extra` under their PM2 key.
+/// How the instances of an app run (`exec_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// Each instance is a process of its own (PM2's `fork_mode`).
+    Fork,
+    /// Node instances share their listening sockets through the daemon, as
+    /// Node's `cluster` module does under PM2 (`cluster_mode`).
+    Cluster,
+}
+
+/// Options of one app, typed; `None` leaves the daemon's default (see the
+/// options table of `corral(1)`). Options without a field here go in
+/// `extra` under their PM2 key.
+///
+/// ```
+/// use corral::client::{ExecMode, StartOptions};
+///
+/// let opts = StartOptions {
+///     name: Some("api".into()),
+///     exec_mode: Some(ExecMode::Cluster),
+///     instances: Some(4),
+///     max_memory_restart: Some(100 * 1024 * 1024),
+///     ..StartOptions::script("api.js")
+/// };
+/// assert_eq!(opts.instances, Some(4));
+/// ```
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StartOptions {
+    /// The program: a path (relative to `cwd`) or a command on `PATH`.
     pub script: String,
+    /// The name to address the app by (default: the script's stem).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Arguments of the script.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
+    /// The interpreter (default: from the script's extension; `"none"`
+    /// runs the script itself).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    /// Arguments of the interpreter, placed before the script.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interpreter_args: Option<Vec<String>>,
+    /// The working directory; a relative one is taken from this process's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
+    /// Variables laid over the environment the app inherits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// How many processes to run: a count; 0 means one per CPU (PM2's
+    /// `"max"`), -n one per CPU less n.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i32>,
+    /// Fork (the default) or cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_mode: Option<ExecMode>,
+    /// Bytes: restart an instance whose resident memory stays above this
+    /// (PM2's `'100M'` is `100 * 1024 * 1024`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
+    /// The stdout log file (`/dev/null` for none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<PathBuf>,
+    /// The stderr log file (may be the same as `output`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<PathBuf>,
+    /// Prefix each log line with a timestamp in this moment.js format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_date_format: Option<String>,
+    /// Where the app's pid is written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
-    /// Milliseconds.
+    /// Milliseconds: an exit sooner than this after a start is unstable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_uptime: Option<u64>,
+    /// Unstable restarts in a row before the app is `errored`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
-    /// Milliseconds.
+    /// Milliseconds from the stop signal to SIGKILL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_timeout: Option<u64>,
-    /// A name (`"SIGTERM"`) or number.
+    /// The stop signal: a name (`"SIGTERM"`) or number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_signal: Option<String>,
-    /// Milliseconds.
+    /// Milliseconds to wait before a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_delay: Option<u64>,
+    /// Whether an exit restarts the app (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autorestart: Option<bool>,
+    /// Whether the app starts now (default true) or is only registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
+    /// Exit codes that do not restart the app.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_exit_codes: Option<Vec<i32>>,
+    /// Start even if the same script already runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// A group name usable as a target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Whether signals go to the app's whole process group (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub treekill: Option<bool>,
+    /// The user to run as (a daemon running as root only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The group to run as (a daemon running as root only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
+    /// Run in fork mode even with `instances`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execute_command: Option<bool>,
+    /// Write the resolved options to `<name>-corral.json` in `cwd`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write: Option<bool>,
+    /// Node apps: add `--enable-source-maps`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_map_support: Option<bool>,
+    /// Node apps: never add `--enable-source-maps`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_source_map_support: Option<bool>,
+    /// Any other option, under its PM2 key (`"watch"`, `"cron_restart"`,
+    /// …). A key that is also a field above is sent with `extra`'s value.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -205,30 +282,182 @@ impl StartOptions {
     }
 }
 
-/// The event bus: an iterator of events, ended by `Client::disconnect` or
-/// by the daemon's exit.
+/// The event bus, from [`Client::launch_bus`]: a connection of its own on
+/// which the daemon streams events.
+///
+/// Read it as a blocking iterator, with a timeout ([`Bus::next_timeout`]),
+/// or without blocking ([`Bus::try_next`]) from a poll loop of your own: its
+/// fd ([`AsFd`], [`AsRawFd`]) is readable when an event may be there. It
+/// ends when [`Client::disconnect`] is called or the daemon exits: the
+/// iterator then gives `None`, the bounded reads [`Error::Closed`].
+///
+/// ```no_run
+/// use std::os::fd::AsFd;
+/// use std::time::Duration;
+/// use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+///
+/// let mut client = corral::Client::connect()?;
+/// let mut bus = client.launch_bus(Some(vec!["process:event".into()]))?;
+/// // Nothing within 100 ms is not an error.
+/// if let Some(event) = bus.next_timeout(Duration::from_millis(100))? {
+///     println!("{event:?}");
+/// }
+/// // In a poll loop: when the fd is readable, take every whole event.
+/// let mut fds = [PollFd::new(bus.as_fd(), PollFlags::POLLIN)];
+/// poll(&mut fds, PollTimeout::NONE).map_err(std::io::Error::from)?;
+/// while let Some(event) = bus.try_next()? {
+///     println!("{event:?}");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Bus {
-    reader: BufReader<UnixStream>,
-    _stream: UnixStream,
+    stream: UnixStream,
+    /// What was read; `buf[start..]` is not given out yet: whole lines,
+    /// then part of one.
+    buf: Vec<u8>,
+    start: usize,
+    /// The line given out last.
     line: String,
+    ended: bool,
+}
+
+/// How many bytes one read of the bus asks for.
+const BUS_READ: usize = 64 * 1024;
+
+/// How a read of the bus may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    Forever,
+    Until(Instant),
 }
 
 impl Bus {
-    /// The next event's line as the daemon sent it (without its newline);
-    /// `None` when the bus ends.
-    pub fn next_line(&mut self) -> Option<Result<&str, Error>> {
-        self.line.clear();
-        match self.reader.read_line(&mut self.line) {
-            Ok(0) => None,
-            Ok(_) => Some(Ok(self.line.trim_end())),
-            Err(e) => Some(Err(Error::Io(e))),
+    fn new(stream: UnixStream) -> Bus {
+        Bus {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+            line: String::new(),
+            ended: false,
         }
+    }
+
+    /// The next event's line as the daemon sent it (without its newline),
+    /// waiting for it; `None` when the bus ends.
+    pub fn next_line(&mut self) -> Option<Result<&str, Error>> {
+        match self.read_line(Wait::Forever) {
+            Ok(Some(())) => Some(Ok(self.line.as_str())),
+            Ok(None) => None,
+            Err(Error::Closed) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next event, waiting at most `timeout` for it: `Ok(None)` if none
+    /// came, [`Error::Closed`] once the bus ended.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until);
+        self.next_event(deadline)
+    }
+
+    /// The next event if one is already there, without blocking: `Ok(None)`
+    /// if none is, [`Error::Closed`] once the bus ended. Call it until it
+    /// gives `Ok(None)` each time the fd polls readable: one read may bring
+    /// several events.
+    pub fn try_next(&mut self) -> Result<Option<Event>, Error> {
+        self.next_event(Wait::Until(Instant::now()))
+    }
+
+    fn next_event(&mut self, wait: Wait) -> Result<Option<Event>, Error> {
+        match self.read_line(wait)? {
+            Some(()) => Event::parse(&self.line).map(Some).map_err(Error::Invalid),
+            None => Ok(None),
+        }
+    }
+
+    /// Put the next whole line in `self.line`; `Ok(None)` if none came
+    /// before `wait` ran out.
+    fn read_line(&mut self, wait: Wait) -> Result<Option<()>, Error> {
+        loop {
+            let rest = self.buf.get(self.start..).unwrap_or_default();
+            if let Some(n) = rest.iter().position(|&b| b == b'\n') {
+                self.line = String::from_utf8_lossy(&rest[..n]).into_owned();
+                self.start += n + 1;
+                return Ok(Some(()));
+            }
+            if self.ended {
+                return Err(Error::Closed);
+            }
+            if !self.wait_readable(wait)? {
+                return Ok(None);
+            }
+            // What was given out goes before reading more, once per read
+            // rather than once per line.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let len = self.buf.len();
+            self.buf.resize(len + BUS_READ, 0);
+            // Never blocks: the socket polled readable, and MSG_DONTWAIT
+            // makes sure of it without changing the socket's flags (which
+            // the client's copy of it shares).
+            let got = recv(
+                self.stream.as_raw_fd(),
+                &mut self.buf[len..],
+                MsgFlags::MSG_DONTWAIT,
+            );
+            self.buf.truncate(len + got.unwrap_or(0));
+            match got {
+                Ok(0) => self.ended = true,
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+    }
+
+    /// Whether the socket became readable before `wait` ran out.
+    fn wait_readable(&self, wait: Wait) -> Result<bool, Error> {
+        loop {
+            let timeout = match wait {
+                Wait::Forever => PollTimeout::NONE,
+                Wait::Until(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    // Rounded up, so a wait never ends early and spins.
+                    let ms = left.as_nanos().div_ceil(1_000_000);
+                    PollTimeout::from(u16::try_from(ms).unwrap_or(u16::MAX))
+                }
+            };
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => match wait {
+                    Wait::Until(t) if Instant::now() >= t => return Ok(false),
+                    _ => {}
+                },
+                Ok(_) => return Ok(true),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::Io(e.into())),
+            }
+        }
+    }
+}
+
+impl AsFd for Bus {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl AsRawFd for Bus {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 }
 
 impl Iterator for Bus {
     type Item = Result<Event, Error>;
 
+    /// The next event, waiting for it; `None` when the bus ends.
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_line()? {
             Ok(line) => Some(Event::parse(line).map_err(Error::Invalid)),
@@ -237,7 +466,24 @@ impl Iterator for Bus {
     }
 }
 
-/// A connection to the daemon.
+/// A connection to the daemon: PM2's programmatic API.
+///
+/// Each call sends one request and waits for its answer; apps come back as
+/// [`Description`]s in PM2's shape. A target is anything that converts
+/// into a [`Target`]: a name (`"api"`), a `pm_id` (`3`) or `"all"`.
+///
+/// ```no_run
+/// use corral::Client;
+/// use corral::client::StartOptions;
+///
+/// let mut client = Client::connect()?;
+/// client.start(&StartOptions::script("worker.py"))?;
+/// client.restart("worker")?;
+/// client.stop(0)?;
+/// client.delete("all")?;
+/// client.disconnect();
+/// # Ok::<(), corral::Error>(())
+/// ```
 pub struct Client {
     stream: UnixStream,
     socket: PathBuf,
@@ -253,13 +499,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect to the daemon of `Paths::from_env()`, launching a detached
-    /// one if none answers.
+    /// Connect to the daemon of [`Paths::from_env`], launching a detached
+    /// one if none answers (PM2's `connect`).
+    ///
+    /// The daemon is the `corral` binary run as `corral daemon`, found in
+    /// this order:
+    /// 1. `$CORRAL_BIN`, if set;
+    /// 2. this program itself, if its file name starts with `corral`;
+    /// 3. `corral` looked up on `PATH`.
+    ///
+    /// When none of them runs, the error is [`Error::NoDaemon`], naming the
+    /// binary and `CORRAL_BIN`. The daemon's home is `$CORRAL_HOME` (else
+    /// `~/.corral`) and its socket `$CORRAL_SOCKET` (else
+    /// `<home>/corral.sock`); [`Client::connect_with`] takes them explicitly.
+    /// The daemon outlives this program: [`Client::kill_daemon`] stops it.
     pub fn connect() -> Result<Client, Error> {
         Client::connect_with(&Paths::from_env()?, true)
     }
 
-    /// Connect to a running daemon only; `Error::NoDaemon` if none answers.
+    /// Connect to a running daemon only; [`Error::NoDaemon`] if none
+    /// answers.
     pub fn connect_existing() -> Result<Client, Error> {
         Client::connect_with(&Paths::from_env()?, false)
     }
@@ -298,8 +557,10 @@ impl Client {
         }
     }
 
-    /// Start a daemon tied to this process: it stops its apps and exits when
-    /// this process exits. Fails if a daemon already runs on the same home.
+    /// Start a daemon tied to this process (PM2's `connect(true)`): it
+    /// stops its apps and exits when this process exits. The binary is
+    /// found as [`Client::connect`] finds it. Fails if a daemon already runs
+    /// on the same home.
     pub fn connect_no_daemon() -> Result<Client, Error> {
         let paths = Paths::from_env()?;
         let mut child = daemon_command(&paths)
@@ -360,14 +621,14 @@ impl Client {
     }
 
     /// Send one request and read its answer.
-    pub fn request(&mut self, cmd: Command) -> Result<Value, Error> {
+    fn request(&mut self, cmd: Command) -> Result<Value, Error> {
         let raw = self.request_raw(cmd)?;
         serde_json::from_str(raw.get())
             .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))
     }
 
     /// Send one request; the result as the JSON text the daemon sent.
-    pub fn request_raw(&mut self, cmd: Command) -> Result<Box<RawValue>, Error> {
+    fn request_raw(&mut self, cmd: Command) -> Result<Box<RawValue>, Error> {
         let id = self.next_id;
         self.next_id += 1;
         let line = Request { id: json!(id), cmd }.to_line();
@@ -375,17 +636,14 @@ impl Client {
         let mut answer = String::new();
         let n = self.reader.read_line(&mut answer).map_err(Error::Io)?;
         if n == 0 {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the daemon closed the connection",
-            )));
+            return Err(Error::Closed);
         }
         let resp: Response = serde_json::from_str(&answer)
             .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))?;
         self.warnings = resp.warnings;
         match (resp.ok, resp.result, resp.error) {
             (true, Some(result), _) => Ok(result),
-            (false, _, Some(e)) => Err(Error::from(e)),
+            (false, _, Some(e)) => Err(refused(e)),
             _ => Err(Error::Invalid(format!(
                 "answer without a result or an error: {}",
                 answer.trim_end()
@@ -499,60 +757,80 @@ impl Client {
         }))
     }
 
-    /// Start known apps again (by name, pm_id, namespace or `all`).
-    pub fn start_target(&mut self, target: Target) -> Result<Vec<Description>, Error> {
+    /// Start known apps again (by name, pm_id, namespace or `"all"`).
+    pub fn start_target(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
         self.descriptions(Command::Start(StartArgs {
-            target: Some(target),
+            target: Some(target.into()),
             ..StartArgs::default()
         }))
     }
 
-    pub fn stop(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Stop, target))
+    /// Stop the target's apps; they stay in the list, `stopped`.
+    pub fn stop(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Stop, target.into())
     }
 
-    pub fn restart(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Restart, target))
+    /// Stop and start the target's apps again.
+    pub fn restart(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Restart, target.into())
     }
 
-    pub fn reload(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Reload, target))
+    /// A rolling reload: each instance is replaced by a new one, and the old
+    /// one stopped once the new one is online.
+    pub fn reload(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Reload, target.into())
     }
 
     /// A rolling reload in which each old process first gets the
     /// `shutdown` message (PM2's gracefulReload).
-    pub fn graceful_reload(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::GracefulReload, target))
+    pub fn graceful_reload(
+        &mut self,
+        target: impl Into<Target>,
+    ) -> Result<Vec<Description>, Error> {
+        self.act(Action::GracefulReload, target.into())
     }
 
-    pub fn delete(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Delete, target))
+    /// Stop the target's apps and forget them.
+    pub fn delete(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Delete, target.into())
     }
 
     /// Zero the restart counters.
-    pub fn reset(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Reset, target))
+    pub fn reset(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Reset, target.into())
     }
 
     /// The apps a target names (an empty list if none).
-    pub fn describe(&mut self, target: Target) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::Act(Action::Describe, target))
+    pub fn describe(&mut self, target: impl Into<Target>) -> Result<Vec<Description>, Error> {
+        self.act(Action::Describe, target.into())
     }
 
+    fn act(&mut self, action: Action, target: Target) -> Result<Vec<Description>, Error> {
+        self.descriptions(Command::Act(action, target))
+    }
+
+    /// Every app, by `pm_id`.
     pub fn list(&mut self) -> Result<Vec<Description>, Error> {
         self.descriptions(Command::List)
     }
 
+    /// [`Client::list`] as the JSON text the daemon sent, to pass on
+    /// unchanged (`corral jlist`).
+    pub fn list_json(&mut self) -> Result<String, Error> {
+        self.request_raw(Command::List)
+            .map(|raw| String::from(raw.get()))
+    }
+
     /// Send `signal` (a name like `"SIGUSR2"` or a number) to every process
-    /// named `name` (or any target).
+    /// of the target (PM2 takes a name; any target works).
     pub fn send_signal_to_process_name(
         &mut self,
         signal: &str,
-        name: &str,
+        target: impl Into<Target>,
     ) -> Result<Vec<Description>, Error> {
         self.descriptions(Command::SendSignal {
             signal: json!(signal),
-            target: Target::from_word(name),
+            target: target.into(),
         })
     }
 
@@ -595,7 +873,8 @@ impl Client {
     }
 
     /// Open the event bus on a connection of its own: every event, or the
-    /// names in `events` (`"log:*"` is a prefix). `disconnect` ends it.
+    /// names in `events` (`"log:*"` is a prefix). [`Client::disconnect`]
+    /// ends it.
     pub fn launch_bus(&mut self, events: Option<Vec<String>>) -> Result<Bus, Error> {
         let mut stream = UnixStream::connect(&self.socket).map_err(Error::Io)?;
         let line = Request {
@@ -604,20 +883,20 @@ impl Client {
         }
         .to_line();
         stream.write_all(line.as_bytes()).map_err(Error::Io)?;
-        let mut reader = BufReader::new(stream.try_clone().map_err(Error::Io)?);
-        let mut answer = String::new();
-        reader.read_line(&mut answer).map_err(Error::Io)?;
-        let resp: Response = serde_json::from_str(&answer)
+        let copy = stream.try_clone().map_err(Error::Io)?;
+        let mut bus = Bus::new(stream);
+        // The answer comes first; events may follow it in the same read,
+        // and stay in the bus's buffer.
+        if bus.read_line(Wait::Forever)?.is_none() {
+            return Err(Error::Closed);
+        }
+        let resp: Response = serde_json::from_str(&bus.line)
             .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))?;
         if let Some(e) = resp.error {
-            return Err(Error::from(e));
+            return Err(refused(e));
         }
-        self.buses.push(stream.try_clone().map_err(Error::Io)?);
-        Ok(Bus {
-            reader,
-            _stream: stream,
-            line: String::new(),
-        })
+        self.buses.push(copy);
+        Ok(bus)
     }
 
     /// Stop every app and the daemon; how many apps were stopped.
@@ -650,10 +929,18 @@ fn daemon_command(paths: &Paths) -> std::process::Command {
 }
 
 fn launch_failed(paths: &Paths, e: io::Error) -> Error {
-    Error::NoDaemon(format!(
-        "cannot run {} to start the daemon: {e}",
-        paths.binary.display()
-    ))
+    let bare = paths.binary.components().count() == 1;
+    Error::NoDaemon(if bare && e.kind() == io::ErrorKind::NotFound {
+        format!(
+            "cannot start the daemon: no {} on PATH (set CORRAL_BIN to the corral binary)",
+            paths.binary.display()
+        )
+    } else {
+        format!(
+            "cannot run {} to start the daemon: {e}",
+            paths.binary.display()
+        )
+    })
 }
 
 /// The launched daemon's first line on stdout: `ready` or `error: ...`.
@@ -687,4 +974,169 @@ fn read_ready(out: impl Read + AsFd) -> Result<String, Error> {
     let line = String::from_utf8_lossy(&got);
     let line = line.lines().next().unwrap_or("").trim();
     Ok(line.strip_prefix("error: ").unwrap_or(line).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::options::parse_app;
+    use crate::protocol::ProcessRef;
+
+    #[test]
+    fn typed_options_are_sent_under_their_pm2_keys() {
+        let cases: &[(StartOptions, Value)] = &[
+            (StartOptions::script("a.js"), json!({"script": "a.js"})),
+            (
+                StartOptions {
+                    name: Some("api".into()),
+                    exec_mode: Some(ExecMode::Cluster),
+                    instances: Some(4),
+                    max_memory_restart: Some(100 * 1024 * 1024),
+                    ..StartOptions::script("api.js")
+                },
+                json!({"script": "api.js", "name": "api", "exec_mode": "cluster",
+                       "instances": 4, "max_memory_restart": 104857600}),
+            ),
+            (
+                StartOptions {
+                    exec_mode: Some(ExecMode::Fork),
+                    instances: Some(-1),
+                    ..StartOptions::script("a")
+                },
+                json!({"script": "a", "exec_mode": "fork", "instances": -1}),
+            ),
+            (
+                StartOptions {
+                    instances: Some(2),
+                    extra: Map::from_iter([
+                        ("watch".to_string(), json!(true)),
+                        ("instances".to_string(), json!("max")),
+                    ]),
+                    ..StartOptions::script("a")
+                },
+                json!({"script": "a", "instances": "max", "watch": true}),
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(&serde_json::to_value(opts).unwrap(), want, "{opts:?}");
+        }
+    }
+
+    #[test]
+    fn the_daemon_reads_the_typed_options() {
+        let opts = StartOptions {
+            exec_mode: Some(ExecMode::Cluster),
+            instances: Some(4),
+            max_memory_restart: Some(100 * 1024 * 1024),
+            ..StartOptions::script("api.js")
+        };
+        let spec = parse_app(&serde_json::to_value(&opts).unwrap())
+            .unwrap()
+            .spec;
+        assert_eq!(spec.instances, 4);
+        assert_eq!(spec.cluster, Some(true));
+        assert_eq!(spec.max_memory_restart, Some(100 * 1024 * 1024));
+        // The same as PM2's spelling of the seed's options.
+        let pm2 = parse_app(&json!({"script": "api.js", "exec_mode": "cluster",
+                                    "instances": 4, "max_memory_restart": "100M"}))
+        .unwrap()
+        .spec;
+        assert_eq!(spec, pm2);
+        let fork = StartOptions {
+            exec_mode: Some(ExecMode::Fork),
+            instances: Some(0),
+            ..StartOptions::script("a")
+        };
+        let spec = parse_app(&serde_json::to_value(&fork).unwrap())
+            .unwrap()
+            .spec;
+        assert_eq!((spec.cluster, spec.instances), (Some(false), 0));
+    }
+
+    fn event_line(kind: &str, pm_id: u32) -> String {
+        format!(
+            "{{\"event\":\"process:event\",\"data\":{{\"event\":\"{kind}\",\"at\":1,\
+             \"process\":{{\"name\":\"a\",\"pm_id\":{pm_id},\"pid\":9,\"namespace\":\"default\"}}}}}}\n"
+        )
+    }
+
+    fn kind_of(e: Option<Event>) -> Option<(String, u32)> {
+        match e {
+            Some(Event::Process { kind, process, .. }) => Some((kind, process.pm_id)),
+            other => panic!("not a process event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_bus_reads_with_a_timeout_and_without_blocking() {
+        let (daemon, ours) = UnixStream::pair().unwrap();
+        let mut daemon = daemon;
+        let mut bus = Bus::new(ours);
+        // Nothing there: no wait, or the whole timeout.
+        assert!(bus.try_next().unwrap().is_none());
+        let t = Instant::now();
+        assert!(
+            bus.next_timeout(Duration::from_millis(50))
+                .unwrap()
+                .is_none()
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // Two events and half of a third in one write: both whole ones,
+        // then nothing until the rest comes.
+        let third = event_line("exit", 3);
+        let (head, tail) = third.split_at(20);
+        let two = format!(
+            "{}{}{head}",
+            event_line("start", 1),
+            event_line("online", 2)
+        );
+        daemon.write_all(two.as_bytes()).unwrap();
+        let want = |k: &str, id| Some((k.to_string(), id));
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("start", 1));
+        assert_eq!(kind_of(bus.try_next().unwrap()), want("online", 2));
+        assert!(bus.try_next().unwrap().is_none());
+        daemon.write_all(tail.as_bytes()).unwrap();
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("exit", 3));
+        // A line that is not an event is an error, and the bus goes on.
+        daemon.write_all(b"{\n").unwrap();
+        daemon.write_all(event_line("stop", 4).as_bytes()).unwrap();
+        assert!(matches!(bus.next_timeout(SOON), Err(Error::Invalid(_))));
+        assert_eq!(kind_of(bus.next_timeout(SOON).unwrap()), want("stop", 4));
+        // The iterator and the raw lines read the same stream.
+        daemon
+            .write_all(event_line("delete", 5).as_bytes())
+            .unwrap();
+        daemon.write_all(event_line("start", 6).as_bytes()).unwrap();
+        let Some(Ok(Event::Process { process, .. })) = bus.next() else {
+            panic!("no event from the iterator");
+        };
+        assert_eq!(
+            process,
+            ProcessRef {
+                name: "a".into(),
+                pm_id: 5,
+                pid: 9,
+                namespace: "default".into()
+            }
+        );
+        assert_eq!(
+            bus.next_line().unwrap().unwrap(),
+            event_line("start", 6).trim_end()
+        );
+        // The daemon goes: what it sent is still read, then Closed.
+        daemon
+            .write_all(event_line("online", 7).as_bytes())
+            .unwrap();
+        drop(daemon);
+        assert_eq!(kind_of(bus.try_next().unwrap()), want("online", 7));
+        assert!(matches!(bus.try_next(), Err(Error::Closed)));
+        assert!(matches!(bus.next_timeout(SOON), Err(Error::Closed)));
+        assert!(bus.next().is_none());
+    }
+
+    /// The patience of a read that should succeed at once.
+    const SOON: Duration = Duration::from_secs(10);
 }

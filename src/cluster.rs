@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -57,19 +57,20 @@ pub struct Outbound {
     pub msg: Value,
     /// Borrowed from the `Cluster`: valid only until the next `handle` or
     /// `forget` call (which may close it). A channel that cannot send at once
-    /// must `dup_fd` it before then.
+    /// must copy it before then (`Channel::send_handle` does).
     pub fd: Option<RawFd>,
 }
 
 impl Outbound {
-    /// A close-on-exec copy of the fd, for a channel that queues the message.
+    /// A close-on-exec copy of the fd, to look at the socket.
+    #[cfg(test)]
     pub fn dup_fd(&self) -> Result<Option<OwnedFd>, String> {
         let Some(fd) = self.fd else {
             return Ok(None);
         };
         // SAFETY: `fd` is one of the Cluster's open sockets; the caller uses
         // this before any call that could close it (see `Outbound::fd`).
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         borrowed
             .try_clone_to_owned()
             .map(Some)
@@ -185,11 +186,6 @@ impl Cluster {
         Cluster::default()
     }
 
-    /// `NODE_UNIQUE_ID` value for a worker: any non-empty integer string.
-    pub fn unique_id(pm_id: u32) -> String {
-        (u64::from(pm_id) + 1).to_string()
-    }
-
     /// Whether a channel message belongs to the cluster protocol
     /// (`{"cmd":"NODE_CLUSTER",…}`). `NODE_HANDLE_ACK`/`NACK` are not: they
     /// are the channel's business.
@@ -263,6 +259,7 @@ impl Cluster {
     }
 
     /// How many sockets are open.
+    #[cfg(test)]
     pub fn open_sockets(&self) -> usize {
         self.shared.len()
     }
@@ -709,7 +706,7 @@ mod tests {
     /// (device, inode) of an open fd.
     fn identity(fd: RawFd) -> (u64, u64) {
         // SAFETY: the test holds the Cluster that owns `fd` open meanwhile.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let st = nix::sys::stat::fstat(borrowed).unwrap();
         (st.st_dev, st.st_ino)
     }
@@ -968,10 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_message_kinds() {
-        for (pm_id, want) in [(0, "1"), (7, "8"), (u32::MAX, "4294967296")] {
-            assert_eq!(Cluster::unique_id(pm_id), want);
-        }
+    fn message_kinds() {
         let cases = [
             (
                 json!({"cmd": "NODE_CLUSTER", "act": "online", "seq": 0}),

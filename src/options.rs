@@ -1533,9 +1533,11 @@ mod tests {
             (json!({"killTimeout": "5s"}), |s| s.kill_timeout = 5000),
             (json!({"kill_timeout": "3000"}), |s| s.kill_timeout = 3000),
             (json!({"killSignal": "SIGTERM"}), |s| {
-                s.kill_signal = Signal::TERM
+                s.kill_signal = Signal::new(libc::SIGTERM).unwrap()
             }),
-            (json!({"kill_signal": 1}), |s| s.kill_signal = Signal::HUP),
+            (json!({"kill_signal": 1}), |s| {
+                s.kill_signal = Signal::new(libc::SIGHUP).unwrap()
+            }),
             (json!({"restartDelay": "1.5s"}), |s| s.restart_delay = 1500),
             (json!({"autorestart": "false"}), |s| s.autorestart = false),
             (json!({"autostart": false}), |s| s.autostart = false),

@@ -1,9 +1,14 @@
-//! The wire: requests, responses, error codes and the process description,
-//! shared by the daemon, the command line and `Client` (STYLE 11).
+//! The wire: requests, responses, error codes, bus events and the process
+//! description, shared by the daemon, the command line and
+//! [`Client`](crate::Client).
 //!
 //! A request is one line: JSON (`{"id":7,"cmd":"stop","target":"api"}`) or
 //! the short form (`stop api`). A response is one line of JSON. Nothing here
 //! exposes `nix` or `libc` types.
+//!
+//! Public: what the client's calls take and answer with ([`Target`],
+//! [`Description`], [`Event`], [`ErrorCode`], …). The requests and
+//! responses themselves, and the daemon's side, are private to the crate.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,23 +20,32 @@ use serde_json::{Map, Value, json};
 pub const PROTOCOL: u32 = 1;
 
 /// Longest request line accepted, newline excluded.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// Why the daemon refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// The request line could not be read (bad JSON, a missing argument).
     BadRequest,
+    /// No such command.
     UnknownCommand,
+    /// An app option is wrong; the message names it.
     InvalidOption,
+    /// No app matches the target.
     NotFound,
+    /// The script to start does not exist.
     ScriptNotFound,
+    /// An app of that name already runs.
     AlreadyRunning,
+    /// The app has no IPC channel to send data on.
     NoChannel,
+    /// The daemon failed doing something it should have been able to do.
     Internal,
 }
 
 impl ErrorCode {
+    /// The code as it travels on the wire (`"not_found"`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -54,13 +68,13 @@ impl fmt::Display for ErrorCode {
 
 /// An error as it travels in a response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireError {
+pub(crate) struct WireError {
     pub code: ErrorCode,
     pub message: String,
 }
 
 impl WireError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> WireError {
         WireError {
             code,
             message: message.into(),
@@ -76,16 +90,64 @@ impl fmt::Display for WireError {
 
 /// What a request acts on: every app, one `pm_id`, or a name (which also
 /// matches a namespace when no app has that name).
+///
+/// Made from what PM2 takes, without ceremony: a `u32` is a `pm_id`, and a
+/// string is read as PM2 reads it — `"all"`, a string of digits (a
+/// `pm_id`), or a name.
+///
+/// ```
+/// use corral::protocol::Target;
+///
+/// assert_eq!(Target::from("api"), Target::Name("api".into()));
+/// assert_eq!(Target::from(String::from("api")), Target::Name("api".into()));
+/// assert_eq!(Target::from(3), Target::Id(3));
+/// assert_eq!(Target::from("3"), Target::Id(3));
+/// assert_eq!(Target::from("all"), Target::All);
+/// assert_eq!(Target::from(3).to_string(), "3");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// Every app (`"all"`).
     All,
+    /// The app with this `pm_id`.
     Id(u32),
+    /// The apps of this name, or else of this namespace.
     Name(String),
+}
+
+impl From<&str> for Target {
+    fn from(s: &str) -> Target {
+        Target::from_word(s)
+    }
+}
+
+impl From<&String> for Target {
+    fn from(s: &String) -> Target {
+        Target::from_word(s)
+    }
+}
+
+impl From<String> for Target {
+    fn from(s: String) -> Target {
+        Target::from_word(&s)
+    }
+}
+
+impl From<u32> for Target {
+    fn from(pm_id: u32) -> Target {
+        Target::Id(pm_id)
+    }
+}
+
+impl From<&Target> for Target {
+    fn from(t: &Target) -> Target {
+        t.clone()
+    }
 }
 
 impl Target {
     /// `"all"`, a number, a string of digits, or a name.
-    pub fn parse(v: &Value) -> Result<Target, String> {
+    pub(crate) fn parse(v: &Value) -> Result<Target, String> {
         match v {
             Value::Number(n) => n
                 .as_u64()
@@ -97,7 +159,8 @@ impl Target {
         }
     }
 
-    pub fn from_word(s: &str) -> Target {
+    /// `"all"`, a string of digits (a `pm_id`), or a name.
+    fn from_word(s: &str) -> Target {
         if s == "all" {
             Target::All
         } else if let Ok(id) = s.parse::<u32>() {
@@ -107,7 +170,7 @@ impl Target {
         }
     }
 
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         match self {
             Target::All => json!("all"),
             Target::Id(id) => json!(id),
@@ -128,7 +191,7 @@ impl fmt::Display for Target {
 
 /// The verbs that act on a target and answer with descriptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Stop,
     Restart,
     Reload,
@@ -154,7 +217,7 @@ impl Action {
 
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Command {
+pub(crate) enum Command {
     Ping,
     /// New apps (option objects), or known apps by target.
     Start(StartArgs),
@@ -184,8 +247,9 @@ pub enum Command {
     KillDaemon,
 }
 
+/// The arguments of `start`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct StartArgs {
+pub(crate) struct StartArgs {
     pub apps: Vec<Value>,
     pub target: Option<Target>,
     pub env_name: Option<String>,
@@ -194,14 +258,15 @@ pub struct StartArgs {
     pub caller_env: Option<BTreeMap<String, String>>,
 }
 
+/// One request: its id (echoed in the answer) and what it asks.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request {
+pub(crate) struct Request {
     pub id: Value,
     pub cmd: Command,
 }
 
 /// A refused line: the id (if one could be read) and why.
-pub type Refusal = (Value, WireError);
+pub(crate) type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
                      send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon";
@@ -436,7 +501,7 @@ fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
 
 /// A success line; `result` is JSON text (descriptions are serialized
 /// straight to text, without an intermediate `Value`).
-pub fn ok_line(id: &Value, result: &str, warnings: &[String]) -> String {
+pub(crate) fn ok_line(id: &Value, result: &str, warnings: &[String]) -> String {
     let mut s = format!(r#"{{"id":{id},"ok":true,"result":{result}"#);
     if !warnings.is_empty() {
         s.push_str(r#","warnings":"#);
@@ -447,7 +512,7 @@ pub fn ok_line(id: &Value, result: &str, warnings: &[String]) -> String {
 }
 
 /// An error line.
-pub fn err_line(id: &Value, err: &WireError) -> String {
+pub(crate) fn err_line(id: &Value, err: &WireError) -> String {
     let mut s = json!({"id": id, "ok": false, "error": err}).to_string();
     s.push('\n');
     s
@@ -455,9 +520,7 @@ pub fn err_line(id: &Value, err: &WireError) -> String {
 
 /// A response as the client reads it.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Response {
-    #[serde(default)]
-    pub id: Value,
+pub(crate) struct Response {
     pub ok: bool,
     /// Kept as text: the caller decides what to parse it into.
     pub result: Option<Box<serde_json::value::RawValue>>,
@@ -469,16 +532,22 @@ pub struct Response {
 /// The app an event is about, as bus events name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
+    /// The app's name.
     pub name: String,
+    /// Its `pm_id`.
     pub pm_id: u32,
+    /// Its process id when the event happened; 0 if it had none.
     pub pid: i32,
+    /// Its namespace.
     pub namespace: String,
 }
 
 /// A stream of an app's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogStream {
+    /// Standard output (`log:out`).
     Out,
+    /// Standard error (`log:err`).
     Err,
 }
 
@@ -490,34 +559,53 @@ pub enum Event {
     /// `signal` for exit, `reason` for a restart the daemon decided,
     /// `warning` for an online after `listen_timeout`).
     Process {
+        /// What happened: `start`, `online`, `exit`, ….
         kind: String,
+        /// The app it happened to.
         process: ProcessRef,
+        /// When, in milliseconds since the Unix epoch.
         at: u64,
+        /// The whole payload, as the daemon sent it.
         data: Value,
     },
     /// `log:out` / `log:err`: one whole line, newline included.
     Log {
+        /// Which of the app's outputs.
         stream: LogStream,
+        /// The app that wrote it.
         process: ProcessRef,
+        /// The line, newline included.
         line: String,
+        /// When, in milliseconds since the Unix epoch.
         at: u64,
     },
     /// `process:msg` (`data` is what the app sent, PM2's `raw`) or a typed
     /// message `{"type": T, "data": D}` (`kind` is T, `data` is D).
     Message {
+        /// The event name: `process:msg`, or the message's `type`.
         kind: String,
+        /// The app that sent it.
         process: ProcessRef,
+        /// What it sent.
         data: Value,
+        /// When, in milliseconds since the Unix epoch.
         at: u64,
     },
     /// `daemon:kill`: the daemon is about to exit.
-    DaemonKill { at: u64 },
+    DaemonKill {
+        /// When, in milliseconds since the Unix epoch.
+        at: u64,
+    },
     /// `bus:dropped`: this many events were dropped for a slow reader.
-    Dropped { count: u64 },
+    Dropped {
+        /// How many.
+        count: u64,
+    },
 }
 
 impl Event {
-    /// Read one event line.
+    /// Read one event line, as [`Bus::next_line`](crate::client::Bus::next_line)
+    /// gives it.
     pub fn parse(line: &str) -> Result<Event, String> {
         #[derive(Deserialize)]
         struct Wire {
@@ -578,23 +666,31 @@ impl Event {
 /// `status` of a description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
+    /// Started, not yet online (waiting for `ready` with `wait_ready`).
     #[serde(rename = "launching")]
     Launching,
+    /// Running.
     #[serde(rename = "online")]
     Online,
+    /// Sent its stop signal, not yet exited.
     #[serde(rename = "stopping")]
     Stopping,
+    /// Not running, and not to be restarted.
     #[serde(rename = "stopped")]
     Stopped,
+    /// Could not be started, or restarted too often.
     #[serde(rename = "errored")]
     Errored,
+    /// Exited; restarts when its restart delay is over.
     #[serde(rename = "waiting restart")]
     WaitingRestart,
+    /// Ran once and is not to be restarted (`autorestart: false`).
     #[serde(rename = "one-launch-status")]
     OneLaunch,
 }
 
 impl Status {
+    /// The status as PM2 writes it (`"waiting restart"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Launching => "launching",
@@ -611,81 +707,132 @@ impl Status {
 /// Resident memory and CPU of a running app.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Monit {
+    /// Resident memory, in bytes.
     pub memory: u64,
+    /// CPU use, in percent of one core.
     pub cpu: f64,
 }
 
 /// One element of `list`/`describe`/`jlist`, in PM2's shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Description {
+    /// The process id; 0 when not running.
     pub pid: i32,
+    /// The app's name.
     pub name: String,
+    /// Its `pm_id`, unique in the daemon.
     pub pm_id: u32,
+    /// Its memory and CPU use (zero when not running).
     pub monit: Monit,
+    /// Its options and runtime state.
     pub pm2_env: Pm2Env,
 }
 
 /// `pm2_env`: the resolved options plus the runtime fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pm2Env {
+    /// The app's name.
     pub name: String,
+    /// Its `pm_id`.
     pub pm_id: u32,
+    /// Its namespace (`default` unless given).
     pub namespace: String,
+    /// Where it is in its life.
     pub status: Status,
+    /// The script, resolved to a path (or the command found on `PATH`).
     pub pm_exec_path: String,
+    /// Its working directory.
     pub pm_cwd: String,
+    /// The interpreter (`node`, `python3`, …), or `none`.
     pub exec_interpreter: String,
+    /// Arguments given to the interpreter, before the script.
     pub node_args: Vec<String>,
+    /// Arguments given to the script.
     pub args: Vec<String>,
+    /// `fork_mode` or `cluster_mode`.
     pub exec_mode: String,
+    /// How many instances the app has.
     pub instances: u32,
+    /// The variable that carries the instance index.
     pub instance_var: String,
     #[serde(rename = "NODE_APP_INSTANCE")]
+    /// This instance's index, 0..instances.
     pub node_app_instance: u32,
+    /// Its stdout log file.
     pub pm_out_log_path: String,
+    /// Its stderr log file.
     pub pm_err_log_path: String,
+    /// Its pid file.
     pub pm_pid_path: String,
+    /// When it last started (ms since the epoch).
     pub pm_uptime: u64,
+    /// When it was first started (ms since the epoch).
     pub created_at: u64,
+    /// How many times it was restarted.
     pub restart_time: u32,
+    /// How many of those came too soon after a start (`min_uptime`).
     pub unstable_restarts: u32,
+    /// The exit code of its last exit, if it exited normally.
     pub exit_code: Option<i32>,
+    /// The signal that ended it last, if one did (`"SIGKILL"`).
     pub exit_signal: Option<String>,
+    /// Whether an exit restarts it.
     pub autorestart: bool,
     /// `false`, `true` (the cwd) or the watched paths, as given.
     pub watch: Value,
+    /// The variables of its `env` option (the inherited environment is
+    /// never shown).
     pub env: BTreeMap<String, String>,
+    /// Milliseconds: an exit sooner than this after a start is unstable.
     pub min_uptime: u64,
+    /// Unstable restarts in a row before it is `errored`.
     pub max_restarts: u32,
+    /// Milliseconds from the stop signal to SIGKILL.
     pub kill_timeout: u64,
+    /// The stop signal (`"SIGINT"`).
     pub kill_signal: String,
+    /// Milliseconds to wait before a restart.
     pub restart_delay: u64,
+    /// Exit codes that do not restart it.
     pub stop_exit_codes: Vec<i32>,
+    /// Whether signals go to its whole process group.
     pub treekill: bool,
+    /// The timestamp format of its log lines, if any.
     pub log_date_format: Option<String>,
+    /// Whether all instances write the same log files.
     pub merge_logs: bool,
+    /// The user it runs as, if not the daemon's.
     pub uid: Option<String>,
+    /// The group it runs as, if not the daemon's.
     pub gid: Option<String>,
+    /// Names or globs not watched.
     #[serde(default)]
     pub ignore_watch: Vec<String>,
+    /// Milliseconds of quiet before a watch restart.
     #[serde(default)]
     pub watch_delay: u64,
     /// Bytes; none when unlimited.
     #[serde(default)]
     pub max_memory_restart: Option<u64>,
+    /// The first backoff delay (ms), if restarts back off.
     #[serde(default)]
     pub exp_backoff_restart_delay: Option<u64>,
     /// The last backoff delay (ms), with `exp_backoff_restart_delay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_restart_delay: Option<u64>,
+    /// The cron expression that restarts it, if any.
     #[serde(default)]
     pub cron_restart: Option<String>,
+    /// Whether it is online only once it says it is ready.
     #[serde(default)]
     pub wait_ready: bool,
+    /// Milliseconds to wait for ready (with `wait_ready`).
     #[serde(default)]
     pub listen_timeout: u64,
+    /// Whether it is stopped by the `shutdown` message instead of a signal.
     #[serde(default)]
     pub shutdown_with_message: bool,
+    /// Whether it has an IPC channel (Node's `process.send`).
     #[serde(default)]
     pub ipc: bool,
     /// The last `STATUS=` an app sent through `NOTIFY_SOCKET`.
@@ -694,6 +841,7 @@ pub struct Pm2Env {
     /// What a Node app reported of itself over its channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_version: Option<String>,
+    /// Whether it starts when registered (false: it is registered stopped).
     #[serde(default)]
     pub autostart: bool,
     /// The app's version (PM2 reads package.json; corral does not).
@@ -703,10 +851,13 @@ pub struct Pm2Env {
     /// tools that expect the keys.
     #[serde(default)]
     pub axm_actions: Vec<Value>,
+    /// Empty (see `axm_actions`).
     #[serde(default)]
     pub axm_monitor: Map<String, Value>,
+    /// Empty (see `axm_actions`).
     #[serde(default)]
     pub axm_options: Map<String, Value>,
+    /// Empty (see `axm_actions`).
     #[serde(default)]
     pub axm_dynamic: Map<String, Value>,
 }
@@ -805,6 +956,45 @@ mod tests {
                 .map(|r| r.cmd)
                 .map_err(|(_, e)| e.code);
             assert_eq!(&got, want, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn targets_convert_as_pm2_reads_them() {
+        let cases: &[(Target, Target)] = &[
+            (Target::from("api"), Target::Name("api".into())),
+            (Target::from("all"), Target::All),
+            (Target::from("All"), Target::Name("All".into())),
+            (Target::from("3"), Target::Id(3)),
+            (Target::from("03"), Target::Id(3)),
+            (Target::from("-1"), Target::Name("-1".into())),
+            (
+                Target::from("4294967296"),
+                Target::Name("4294967296".into()),
+            ),
+            (Target::from("1e3"), Target::Name("1e3".into())),
+            (Target::from(""), Target::Name("".into())),
+            (
+                Target::from(String::from("web")),
+                Target::Name("web".into()),
+            ),
+            (Target::from(String::from("all")), Target::All),
+            (Target::from(&String::from("7")), Target::Id(7)),
+            (Target::from(0), Target::Id(0)),
+            (Target::from(u32::MAX), Target::Id(u32::MAX)),
+            (Target::from(&Target::All), Target::All),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        // What goes on the wire, and back.
+        for (t, v) in [
+            (Target::All, json!("all")),
+            (Target::Id(3), json!(3)),
+            (Target::Name("api".into()), json!("api")),
+        ] {
+            assert_eq!(t.to_value(), v);
+            assert_eq!(Target::parse(&v).unwrap(), t);
         }
     }
 

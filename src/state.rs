@@ -9,8 +9,8 @@
 //!
 //! Times are milliseconds on the daemon's monotonic clock.
 
+pub use crate::process::Exit;
 use crate::process::{Event, Launch, OnTimeout, Out, Phase, Process, Stop};
-pub use crate::process::{Exit, KILL_GRACE};
 use crate::protocol::Status;
 use crate::sys::Signal;
 
@@ -225,10 +225,6 @@ impl Machine {
         self.policy = policy;
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub fn wanted(&self) -> Wanted {
         self.wanted
     }
@@ -299,11 +295,6 @@ impl Machine {
         self.candidate.is_none() && self.drains.is_empty()
     }
 
-    /// Whether a reload's replacement is being started.
-    pub fn is_reloading(&self) -> bool {
-        self.candidate.is_some()
-    }
-
     /// What process `pid` is to this app.
     pub fn role_of(&self, pid: i32) -> Option<Role> {
         if self.main.as_ref().is_some_and(|p| p.pid() == pid) {
@@ -315,11 +306,6 @@ impl Machine {
         } else {
             None
         }
-    }
-
-    /// The phase of process `pid`.
-    pub fn phase_of(&self, pid: i32) -> Option<Phase> {
-        self.process(pid).map(Process::phase)
     }
 
     /// Processes whose leader was reaped while members of their group may

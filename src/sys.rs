@@ -35,13 +35,9 @@ pub const MAX_SIGNAL: i32 = 64;
 pub struct Signal(i32);
 
 impl Signal {
-    pub const HUP: Signal = Signal(libc::SIGHUP);
     pub const INT: Signal = Signal(libc::SIGINT);
     pub const KILL: Signal = Signal(libc::SIGKILL);
-    pub const TERM: Signal = Signal(libc::SIGTERM);
     pub const CONT: Signal = Signal(libc::SIGCONT);
-    pub const USR2: Signal = Signal(libc::SIGUSR2);
-    pub const CHLD: Signal = Signal(libc::SIGCHLD);
 
     /// The signal numbered `n`, if there is one.
     pub fn new(n: i32) -> Option<Signal> {

@@ -50,8 +50,8 @@ pub fn init() {
 /// Local time of `epoch_ms` (milliseconds since the Unix epoch) via `libc::localtime_r`,
 /// which honours `TZ` / `/etc/localtime`. Negative epochs are fine (millis are always 0-999).
 ///
-/// The zone is loaded once per process (see [`init`]). If libc cannot convert the time
-/// (out of range), the UTC rendering from [`utc_tm`] is returned.
+/// The zone is loaded once per process (see `init`). If libc cannot convert the time
+/// (out of range), the UTC rendering from `utc_tm` is returned.
 pub fn local_tm(epoch_ms: i64) -> Tm {
     init();
     let secs = epoch_ms.div_euclid(1000);

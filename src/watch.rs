@@ -239,7 +239,8 @@ fn parse_class(chars: &[char], open: usize) -> Result<(Tok, usize), String> {
 /// next character. With `cross_slash` false, `*`, `?` and classes do not
 /// match '/', `**` does, and a `**/` segment matches any number of whole
 /// directories (none included). An invalid pattern matches nothing.
-pub fn glob_match(pattern: &str, text: &str, cross_slash: bool) -> bool {
+#[cfg(test)]
+fn glob_match(pattern: &str, text: &str, cross_slash: bool) -> bool {
     Glob::compile(pattern).is_ok_and(|g| g.matches(text, cross_slash))
 }
 

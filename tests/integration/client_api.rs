@@ -1,12 +1,19 @@
-//! The Rust client library: `Client` against the real daemon, and
-//! `connect_no_daemon`'s daemon that ends with its caller.
+//! The Rust client library: `Client` against the real daemon,
+//! `connect_no_daemon`'s daemon that ends with its caller, the bus read with
+//! a timeout, without blocking and from a poll loop, and the seed's example
+//! program (`examples/seed.rs`) run as written.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use corral::Client;
-use corral::client::{Error, Paths, StartOptions};
-use corral::protocol::{ErrorCode, Status, Target};
+use corral::client::{Bus, Error, Paths, StartOptions};
+use corral::protocol::{ErrorCode, Event, Status, Target};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use serde_json::Value;
 
 use crate::util::*;
 
@@ -141,4 +148,206 @@ fn connect_no_daemon_ends_with_its_caller() {
     wait_until(SOON, "the tied daemon removed its socket", || {
         !h.socket().exists()
     });
+}
+
+/// Options of a `sleep` that stops quickly.
+fn sleeper(h: &TestHome, name: &str) -> StartOptions {
+    StartOptions {
+        name: Some(name.into()),
+        args: Some(vec!["1000".into()]),
+        cwd: Some(h.work.clone()),
+        kill_timeout: Some(300),
+        ..StartOptions::script("sleep")
+    }
+}
+
+/// Whether `ev` is the `process:event` `kind` of the app `name`.
+fn is_event(ev: &Event, name: &str, kind: &str) -> bool {
+    matches!(ev, Event::Process { kind: k, process, .. } if k == kind && process.name == name)
+}
+
+#[test]
+fn targets_need_no_ceremony() {
+    let h = TestHome::new();
+    let mut c = Client::connect_with(&paths(&h), true).expect("launch and connect");
+    let d = c.start(&sleeper(&h, "api")).expect("start");
+    let id = d[0].pm_id;
+    assert_eq!(c.describe("api").expect("by name")[0].pm_id, id);
+    assert_eq!(c.describe(id).expect("by pm_id")[0].name, "api");
+    assert_eq!(
+        c.describe(id.to_string()).expect("by digits")[0].name,
+        "api"
+    );
+    assert_eq!(c.stop("all").expect("stop all").len(), 1);
+    assert_eq!(
+        c.describe("api").unwrap()[0].pm2_env.status,
+        Status::Stopped
+    );
+    assert_eq!(c.start_target("api").expect("start again").len(), 1);
+    assert_eq!(c.delete(Target::All).expect("delete all").len(), 1);
+}
+
+#[test]
+fn the_bus_reads_with_a_timeout_and_without_blocking() {
+    let h = TestHome::new();
+    let mut c = Client::connect_with(&paths(&h), true).expect("launch and connect");
+    let mut bus = c
+        .launch_bus(Some(vec!["process:event".into()]))
+        .expect("launch the bus");
+    // Nothing happens: the timeout runs out, the non-blocking read returns.
+    let t = Instant::now();
+    assert!(
+        bus.next_timeout(Duration::from_millis(100))
+            .unwrap()
+            .is_none()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(bus.try_next().unwrap().is_none());
+
+    c.start(&sleeper(&h, "api")).expect("start");
+    let deadline = Instant::now() + SOON;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| is_event(e, "api", "online")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no online event for api within {SOON:?}: {seen:?}"
+        );
+        if let Some(ev) = bus.next_timeout(left).expect("read the bus") {
+            seen.push(ev);
+        }
+    }
+    assert!(seen.iter().any(|e| is_event(e, "api", "start")), "{seen:?}");
+
+    // The app is stopped: its events come without waiting once there.
+    c.stop("api").expect("stop");
+    wait_until(SOON, "a stop event is there to read", || {
+        let ev = bus.try_next().expect("read the bus");
+        ev.is_some_and(|e| is_event(&e, "api", "stop"))
+    });
+
+    // disconnect ends the bus: the bounded reads say so.
+    c.disconnect();
+    let ended = |bus: &mut Bus| loop {
+        match bus.next_timeout(SOON) {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the bus did not end within {SOON:?}"),
+            Err(e) => return e,
+        }
+    };
+    assert!(matches!(ended(&mut bus), Error::Closed));
+    assert!(matches!(bus.try_next(), Err(Error::Closed)));
+}
+
+#[test]
+fn the_bus_fd_goes_in_a_poll_loop() {
+    let h = TestHome::new();
+    let mut c = Client::connect_with(&paths(&h), true).expect("launch and connect");
+    let mut bus = c
+        .launch_bus(Some(vec!["process:event".into()]))
+        .expect("launch the bus");
+    let readable = |bus: &Bus, ms: u16| -> bool {
+        let mut fds = [PollFd::new(bus.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).expect("poll") > 0
+    };
+    assert!(!readable(&bus, 100), "the bus is readable before any event");
+
+    c.start(&sleeper(&h, "api")).expect("start");
+    // The loop of an embedding program: wait on the fd, then take every
+    // whole event without blocking.
+    let deadline = Instant::now() + SOON;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| is_event(e, "api", "online")) {
+        assert!(
+            Instant::now() < deadline,
+            "no online event for api: {seen:?}"
+        );
+        if !readable(&bus, 100) {
+            continue;
+        }
+        while let Some(ev) = bus.try_next().expect("read the bus") {
+            seen.push(ev);
+        }
+    }
+    // Everything was taken: nothing more is readable.
+    assert!(!readable(&bus, 100), "events left after {seen:?}");
+    c.disconnect();
+    assert!(readable(&bus, 10_000), "the end of the bus polls readable");
+    assert!(matches!(bus.try_next(), Err(Error::Closed)));
+}
+
+#[test]
+fn a_missing_binary_names_corral_bin() {
+    let h = TestHome::new();
+    let paths = Paths {
+        binary: PathBuf::from("corral-not-installed-here"),
+        ..paths(&h)
+    };
+    match Client::connect_with(&paths, true) {
+        Err(Error::NoDaemon(m)) => {
+            assert!(m.contains("corral-not-installed-here"), "{m}");
+            assert!(m.contains("CORRAL_BIN"), "{m}");
+        }
+        Err(e) => panic!("not NoDaemon: {e}"),
+        Ok(_) => panic!("connected without a daemon binary"),
+    }
+}
+
+/// `examples/seed.rs`, built by cargo (as `cargo test` does), as a path.
+fn seed_example() -> PathBuf {
+    let out = run({
+        let mut c = Command::new(env!("CARGO"));
+        c.args([
+            "build",
+            "--quiet",
+            "--example",
+            "seed",
+            "--message-format=json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "cargo build: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "seed")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("no executable for the seed example: {}", text(&out)))
+}
+
+#[test]
+fn the_seed_example_starts_a_cluster_of_four() {
+    let h = TestHome::new();
+    h.script("api.js", "setInterval(() => {}, 60000);\n");
+    let mut cmd = Command::new(seed_example());
+    cmd.env("CORRAL_HOME", &h.home)
+        .env("CORRAL_BIN", bin())
+        .env_remove("CORRAL_SOCKET")
+        .current_dir(&h.work);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "started 4 instances of api"
+    );
+    let all = h.list();
+    assert_eq!(all.len(), 4, "{all:?}");
+    for d in &all {
+        assert_eq!(d["name"], "api", "{d}");
+        assert_eq!(env_of(d, "exec_mode"), "cluster_mode", "{d}");
+        assert_eq!(env_of(d, "max_memory_restart"), 100 * 1024 * 1024, "{d}");
+        assert_eq!(env_of(d, "status"), "online", "{d}");
+        assert!(running(pid_of(d)), "{d}");
+    }
+    // Run again, the daemon refuses the same app: exit 1 with the reason.
+    let mut again = Command::new(seed_example());
+    again
+        .env("CORRAL_HOME", &h.home)
+        .env("CORRAL_BIN", bin())
+        .env_remove("CORRAL_SOCKET")
+        .current_dir(&h.work);
+    let out = run(again);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("api"), "{}", text(&out));
 }
