@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use mio::net::UnixStream;
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
@@ -167,7 +167,7 @@ impl Channel {
                     inbound.closed = true;
                     break;
                 }
-                Ok(n) => self.take(&buf[..n], &mut inbound),
+                Ok(n) => self.take(buf.get(..n).unwrap_or_default(), &mut inbound),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -302,7 +302,7 @@ impl Channel {
             let Some(next) = self.queue.front_mut() else {
                 break;
             };
-            let rest = &next.line[next.written..];
+            let rest = next.line.get(next.written..).unwrap_or_default();
             let wrote = match &next.fd {
                 Some(fd) if next.written == 0 => send_with_fd(&self.sock, rest, fd),
                 _ => self.sock.write(rest),
@@ -335,16 +335,7 @@ impl Channel {
 
 /// A close-on-exec copy of `fd`, ours to keep.
 fn dup_cloexec(fd: RawFd) -> Result<OwnedFd, String> {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) touches no memory of ours; a bad `fd`
-    // only makes it fail with EBADF.
-    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if copy < 0 {
-        let e = io::Error::last_os_error();
-        return Err(format!("cannot duplicate fd {fd}: {e}"));
-    }
-    // SAFETY: `copy` was just returned by fcntl(F_DUPFD_CLOEXEC), so it is an
-    // open descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    crate::sys::dup_cloexec(fd, 0).map_err(|e| format!("cannot duplicate fd {fd}: {}", e.desc()))
 }
 
 /// One `sendmsg`: `bytes` with `fd` as SCM_RIGHTS.
@@ -522,7 +513,7 @@ mod tests {
                 // SAFETY: the kernel just installed these fds for us.
                 fds.extend(
                     got.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        .map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
                 );
             }
         }

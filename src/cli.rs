@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,13 @@ struct Verb {
     names: &'static [&'static str],
     usage: &'static str,
     summary: &'static str,
+}
+
+impl Verb {
+    /// Its name; the others in `names` are aliases.
+    fn name(&self) -> &'static str {
+        self.names.first().copied().unwrap_or_default()
+    }
 }
 
 const VERBS: &[Verb] = &[
@@ -352,7 +359,7 @@ pub fn run(args: &[String]) -> i32 {
         print!("{}", general_help());
         return EXIT_USAGE;
     };
-    let rest = &args[1..];
+    let rest = args.get(1..).unwrap_or_default();
     match verb.as_str() {
         "-h" | "--help" => {
             print!("{}", general_help());
@@ -375,9 +382,9 @@ pub fn run(args: &[String]) -> i32 {
         print!("{}", verb_help(v));
         return 0;
     }
-    match v.names[0] {
+    match v.name() {
         "start" => cmd_start(rest),
-        "stop" | "restart" | "reload" | "delete" | "reset" => cmd_act(v.names[0], rest),
+        "stop" | "restart" | "reload" | "delete" | "reset" => cmd_act(v.name(), rest),
         "list" => cmd_list(rest, false),
         "jlist" => cmd_list(rest, true),
         "describe" => cmd_describe(rest),
@@ -403,7 +410,7 @@ fn general_help() -> String {
          Verbs:\n",
     );
     for v in VERBS {
-        s.push_str(&format!("  {:<12} {}\n", v.names[0], v.summary));
+        s.push_str(&format!("  {:<12} {}\n", v.name(), v.summary));
     }
     s.push_str(
         "\nTargets: an app name, a pm_id, a namespace, or all.\n\
@@ -417,9 +424,10 @@ fn general_help() -> String {
 fn verb_help(v: &Verb) -> String {
     let mut s = format!("Usage: corral {}\n\n{}.\n", v.usage, capital(v.summary));
     if v.names.len() > 1 {
-        s.push_str(&format!("Also: {}\n", v.names[1..].join(", ")));
+        let also = v.names.get(1..).unwrap_or_default();
+        s.push_str(&format!("Also: {}\n", also.join(", ")));
     }
-    let opts = verb_options(v.names[0]);
+    let opts = verb_options(v.name());
     let body = opts.usage("");
     let body = body.trim_start_matches('\n').trim_start_matches("Options:");
     if !body.trim().is_empty() {
@@ -503,7 +511,10 @@ fn verb_options(verb: &str) -> Options {
 /// Parse the flags of `verb`; the matches and the words after `--`.
 fn parse(verb: &str, args: &[String]) -> Result<(Matches, Vec<String>), i32> {
     let (ours, extra) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], args[i + 1..].to_vec()),
+        Some(i) => (
+            args.get(..i).unwrap_or_default(),
+            args.get(i + 1..).unwrap_or_default().to_vec(),
+        ),
         None => (args, Vec::new()),
     };
     verb_options(verb)
@@ -1019,7 +1030,9 @@ fn cmd_logs(args: &[String]) -> i32 {
         match colour {
             true => format!(
                 "\x1b[{}m{p}\x1b[0m",
-                APP_COLOURS[pm_id as usize % APP_COLOURS.len()]
+                APP_COLOURS
+                    .get(pm_id as usize % APP_COLOURS.len())
+                    .unwrap_or(&"0")
             ),
             false => p,
         }
@@ -1190,22 +1203,14 @@ fn cmd_daemon(args: &[String]) -> i32 {
     if m.opt_present("lifeline") {
         // A daemon of connect_no_daemon: says ready on stdout, lives as long
         // as stdin stays open.
-        // SAFETY: fd 1 is this process's stdout, duplicated so the daemon
-        // owns a separate descriptor.
-        let out = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-        let ready = (out >= 0).then(|| std::fs::File::from(unsafe_owned(out)));
+        // Stdout, duplicated so the daemon owns a separate descriptor.
+        let ready = daemon::dup_cloexec(1, 3).ok().map(std::fs::File::from);
         return daemon::run(cfg(ready, true, true));
     }
     if m.opt_present("no-daemon") {
         return daemon::run(cfg(None, false, false));
     }
     background(cfg)
-}
-
-/// Take ownership of a fd just returned by a syscall.
-fn unsafe_owned(fd: i32) -> OwnedFd {
-    // SAFETY: `fd` was just created by this process and nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Fork the daemon into the background, print its first word (`ready` or
@@ -1274,7 +1279,7 @@ fn read_with_deadline(fd: OwnedFd, limit: Duration) -> String {
         match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
+                got.extend_from_slice(buf.get(..n).unwrap_or_default());
                 if got.contains(&b'\n') {
                     break;
                 }
@@ -1299,7 +1304,7 @@ fn human_bytes(n: u64) -> String {
     if u == 0 {
         format!("{n}b")
     } else {
-        format!("{v:.1}{}", UNITS[u])
+        format!("{v:.1}{}", UNITS.get(u).unwrap_or(&"gb"))
     }
 }
 

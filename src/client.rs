@@ -383,7 +383,7 @@ impl Bus {
         loop {
             let rest = self.buf.get(self.start..).unwrap_or_default();
             if let Some(n) = rest.iter().position(|&b| b == b'\n') {
-                self.line = String::from_utf8_lossy(&rest[..n]).into_owned();
+                self.line = String::from_utf8_lossy(rest.get(..n).unwrap_or_default()).into_owned();
                 self.start += n + 1;
                 return Ok(Some(()));
             }
@@ -404,7 +404,7 @@ impl Bus {
             // the client's copy of it shares).
             let got = recv(
                 self.stream.as_raw_fd(),
-                &mut self.buf[len..],
+                self.buf.get_mut(len..).unwrap_or_default(),
                 MsgFlags::MSG_DONTWAIT,
             );
             self.buf.truncate(len + got.unwrap_or(0));
@@ -845,8 +845,8 @@ impl Client {
         data: Value,
     ) -> Result<(), Error> {
         let mut packet = json!({"id": pm_id, "type": "process:msg", "data": data});
-        if let Some(t) = topic {
-            packet["topic"] = json!(t);
+        if let (Some(t), Some(o)) = (topic, packet.as_object_mut()) {
+            o.insert("topic".into(), json!(t));
         }
         self.request(Command::SendData { packet }).map(|_| ())
     }
@@ -863,13 +863,13 @@ impl Client {
     /// Empty the log files of `target` (every app's if `None`); how many.
     pub fn flush(&mut self, target: Option<Target>) -> Result<u64, Error> {
         let v = self.request(Command::Flush(target))?;
-        Ok(v["files"].as_u64().unwrap_or(0))
+        Ok(v.get("files").and_then(Value::as_u64).unwrap_or(0))
     }
 
     /// Reopen every log file (after logrotate renamed them); how many.
     pub fn reload_logs(&mut self) -> Result<u64, Error> {
         let v = self.request(Command::ReloadLogs)?;
-        Ok(v["files"].as_u64().unwrap_or(0))
+        Ok(v.get("files").and_then(Value::as_u64).unwrap_or(0))
     }
 
     /// Open the event bus on a connection of its own: every event, or the
@@ -966,7 +966,7 @@ fn read_ready(out: impl Read + AsFd) -> Result<String, Error> {
         }
         match out.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Ok(n) => got.extend_from_slice(buf.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::NoDaemon(format!("waiting for the daemon: {e}"))),
         }

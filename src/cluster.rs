@@ -35,6 +35,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr, sockopt};
 use serde_json::{Value, json};
 
+use crate::sys::syscall;
+
 /// The backlog used when the app asks for none (Node's own default).
 pub const DEFAULT_BACKLOG: i32 = 511;
 /// The largest backlog passed to `listen` (the kernel caps it anyway).
@@ -592,21 +594,21 @@ fn set_int_option(
     let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` is an open socket; the pointer is to a live c_int whose
     // size is passed along.
-    let rc = unsafe {
-        libc::setsockopt(
+    unsafe {
+        syscall!(setsockopt(
             fd.as_raw_fd(),
             level,
             name,
             (&value as *const libc::c_int).cast(),
             len,
-        )
-    };
-    Errno::result(rc).map(drop)
+        ))
+    }
+    .map(drop)
 }
 
 /// `bind` an IPv4 or IPv6 socket address.
 fn bind_inet(fd: &OwnedFd, addr: SocketAddr) -> Result<(), Errno> {
-    let rc = match addr {
+    match addr {
         SocketAddr::V4(a) => {
             let sa = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
@@ -620,11 +622,11 @@ fn bind_inet(fd: &OwnedFd, addr: SocketAddr) -> Result<(), Errno> {
             // SAFETY: `sa` is a complete sockaddr_in that outlives the call,
             // and `len` is its size.
             unsafe {
-                libc::bind(
+                syscall!(bind(
                     fd.as_raw_fd(),
                     (&sa as *const libc::sockaddr_in).cast(),
                     len,
-                )
+                ))
             }
         }
         SocketAddr::V6(a) => {
@@ -641,15 +643,15 @@ fn bind_inet(fd: &OwnedFd, addr: SocketAddr) -> Result<(), Errno> {
             // SAFETY: `sa` is a complete sockaddr_in6 that outlives the call,
             // and `len` is its size.
             unsafe {
-                libc::bind(
+                syscall!(bind(
                     fd.as_raw_fd(),
                     (&sa as *const libc::sockaddr_in6).cast(),
                     len,
-                )
+                ))
             }
         }
-    };
-    Errno::result(rc).map(drop)
+    }
+    .map(drop)
 }
 
 fn bind_unix(

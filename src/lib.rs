@@ -86,5 +86,6 @@ pub mod __private {
     pub use crate::logs::last_lines;
     pub use crate::options::parse_duration;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
+    pub use crate::sys::dup_cloexec;
     pub use crate::timefmt::{Format, local_tm};
 }

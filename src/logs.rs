@@ -132,8 +132,10 @@ pub fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let lines: Vec<&str> = text.lines().collect();
     // The first line is partial unless the read reached the file's start.
     let skip = usize::from(pos > 0).min(lines.len());
-    let lines = &lines[skip..];
-    Ok(lines[lines.len().saturating_sub(n)..]
+    let lines = lines.get(skip..).unwrap_or_default();
+    Ok(lines
+        .get(lines.len().saturating_sub(n)..)
+        .unwrap_or_default()
         .iter()
         .map(|l| l.to_string())
         .collect())

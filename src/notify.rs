@@ -75,7 +75,7 @@ impl Notify {
             });
             let len = msg.bytes;
             if let Some(pid) = pid {
-                let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let text = String::from_utf8_lossy(buf.get(..len).unwrap_or_default()).into_owned();
                 out.push(Note {
                     pid,
                     pairs: parse(&text),

@@ -103,12 +103,12 @@ pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
     let mut buf = [0u8; STAT_BUF];
     let mut len = 0;
     while len < buf.len() {
-        match io::Read::read(&mut f, &mut buf[len..]) {
+        match io::Read::read(&mut f, buf.get_mut(len..).unwrap_or_default()) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
                 // The line is whole: no second read to see the end.
-                if buf[len - 1] == b'\n' {
+                if buf.get(len.wrapping_sub(1)) == Some(&b'\n') {
                     break;
                 }
             }
@@ -117,7 +117,7 @@ pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
             Err(e) => return Err(e),
         }
     }
-    let text = String::from_utf8_lossy(&buf[..len]);
+    let text = String::from_utf8_lossy(buf.get(..len).unwrap_or_default());
     parse_stat(&text).map(Some).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,

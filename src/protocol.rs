@@ -621,7 +621,12 @@ impl Event {
         };
         Ok(match w.event.as_str() {
             "process:event" => Event::Process {
-                kind: w.data["event"].as_str().unwrap_or("").to_string(),
+                kind: w
+                    .data
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 process: process()?,
                 at,
                 data: w.data.clone(),
@@ -633,12 +638,17 @@ impl Event {
                     LogStream::Err
                 },
                 process: process()?,
-                line: w.data["data"].as_str().unwrap_or("").to_string(),
+                line: w
+                    .data
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 at,
             },
             "daemon:kill" => Event::DaemonKill { at },
             "bus:dropped" => Event::Dropped {
-                count: w.data["count"].as_u64().unwrap_or(0),
+                count: w.data.get("count").and_then(Value::as_u64).unwrap_or(0),
             },
             // PM2's `raw` for what the app sent as is, `data` for a typed
             // message of type process:msg.

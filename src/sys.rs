@@ -25,6 +25,7 @@ macro_rules! syscall {
         }
     }};
 }
+pub(crate) use syscall;
 
 /// The highest signal number accepted (real-time signals included).
 pub const MAX_SIGNAL: i32 = 64;

@@ -175,8 +175,7 @@ impl Format {
         let mut items = Vec::new();
         let bytes = fmt.as_bytes();
         let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
+        while let Some(&b) = bytes.get(i) {
             if b == b'[' {
                 if let Some(len) = fmt[i + 1..].find(']') {
                     push_lit(&mut items, &fmt[i + 1..i + 1 + len]);
@@ -188,7 +187,7 @@ impl Format {
                 continue;
             }
             if b.is_ascii_alphabetic() {
-                let run = bytes[i..].iter().take_while(|&&c| c == b).count();
+                let run = bytes.iter().skip(i).take_while(|&&c| c == b).count();
                 match token(b, run) {
                     Some(item) => items.push(item),
                     None => push_lit(&mut items, &fmt[i..i + run]),
@@ -303,7 +302,9 @@ fn push_num(out: &mut Vec<u8>, mut v: u64, width: usize) {
     let mut start = buf.len();
     loop {
         start -= 1;
-        buf[start] = b'0' + (v % 10) as u8;
+        if let Some(d) = buf.get_mut(start) {
+            *d = b'0' + (v % 10) as u8;
+        }
         v /= 10;
         if v == 0 {
             break;
@@ -313,7 +314,7 @@ fn push_num(out: &mut Vec<u8>, mut v: u64, width: usize) {
     for _ in digits..width {
         out.push(b'0');
     }
-    out.extend_from_slice(&buf[start..]);
+    out.extend_from_slice(buf.get(start..).unwrap_or_default());
 }
 
 /// Like [`push_num`] but with a leading `-` for negative values (padding excludes the sign).

@@ -35,6 +35,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
+
+use crate::sys::{self, syscall};
+
 /// Most directories (watch descriptors) one app may watch.
 pub const MAX_DIRS_PER_APP: usize = 8192;
 /// Most `ignore_watch` patterns one app may have.
@@ -90,6 +94,8 @@ struct Glob {
 
 impl Glob {
     /// Compiles `pattern`; the error says what is wrong with it.
+    // Indexes below `chars.len()`, checked by each loop.
+    #[allow(clippy::indexing_slicing)]
     fn compile(pattern: &str) -> Result<Glob, String> {
         if pattern.len() > MAX_PATTERN_LEN {
             return Err(format!("it is longer than {MAX_PATTERN_LEN} bytes"));
@@ -140,6 +146,9 @@ impl Glob {
 
     /// Whether the whole of `text` matches. `cross_slash`: `*`, `?` and
     /// classes may match '/' too.
+    // A dynamic programme over positions of slices sized from the same
+    // text: every index is below a length checked by its loop.
+    #[allow(clippy::indexing_slicing)]
     fn matches(&self, text: &str, cross_slash: bool) -> bool {
         let t: Vec<char> = text.chars().collect();
         let n = t.len();
@@ -222,7 +231,7 @@ fn parse_class(chars: &[char], open: usize) -> Result<(Tok, usize), String> {
         };
         i += 1;
         if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&h| h != ']') {
-            let hi = chars[i + 1];
+            let hi = chars.get(i + 1).copied().unwrap_or(lo);
             if hi < lo {
                 return Err(format!("range {lo}-{hi} is backwards"));
             }
@@ -502,10 +511,7 @@ impl Watcher {
     /// Opens the inotify fd (close-on-exec, non-blocking).
     pub fn new() -> io::Result<Watcher> {
         // SAFETY: inotify_init1 takes only flags and returns a new fd or -1.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let raw = unsafe { syscall!(inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK)) }?;
         // SAFETY: `raw` was just returned by inotify_init1 and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(Watcher {
@@ -586,27 +592,11 @@ impl Watcher {
         let mut changed = BTreeSet::new();
         let mut buf = vec![0u8; READ_BUFFER_SIZE];
         loop {
-            // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
-                )
-            };
-            if n > 0 {
-                let len = usize::try_from(n).unwrap_or(0);
-                self.process(&buf[..len], &mut changed);
-                continue;
-            }
-            if n == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => break,
-                _ => {
+            match sys::read(self.fd.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(Errno::EAGAIN) => break,
+                Ok(len) => self.process(buf.get(..len).unwrap_or_default(), &mut changed),
+                Err(e) => {
+                    let e = io::Error::from(e);
                     let text = format!("cannot read inotify events: {}", os_text(&e));
                     push_warning(&mut self.warnings, text);
                     break;
@@ -622,7 +612,9 @@ impl Watcher {
         while buf.len() - off >= EVENT_HEADER {
             let word = |at: usize| {
                 let mut b = [0u8; 4];
-                b.copy_from_slice(&buf[off + at..off + at + 4]);
+                if let Some(w) = buf.get(off + at..off + at + 4) {
+                    b.copy_from_slice(w);
+                }
                 b
             };
             let wd = i32::from_ne_bytes(word(0));
@@ -634,12 +626,12 @@ impl Watcher {
             else {
                 break;
             };
-            let raw_name = &buf[off + EVENT_HEADER..end];
+            let raw_name = buf.get(off + EVENT_HEADER..end).unwrap_or_default();
             let name_len = raw_name
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(raw_name.len());
-            let name = OsStr::from_bytes(&raw_name[..name_len]);
+            let name = OsStr::from_bytes(raw_name.get(..name_len).unwrap_or_default());
             self.handle(wd, mask, name, changed);
             off = end;
         }
@@ -788,11 +780,7 @@ fn add_watch(fd: RawFd, path: &Path, mask: u32) -> io::Result<i32> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
     // SAFETY: `c` is a NUL-terminated string that outlives the call.
-    let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
-    if wd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(wd)
+    Ok(unsafe { syscall!(inotify_add_watch(fd, c.as_ptr(), mask)) }?)
 }
 
 /// Removes a watch; one the kernel already dropped (EINVAL) is fine.

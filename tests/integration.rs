@@ -2,6 +2,14 @@
 //! against a fresh temporary `CORRAL_HOME` per test. Topics live in
 //! `tests/integration/`; shared helpers in `tests/util/`.
 
+// Tests fail by panicking: unwrap, expect and indexing are how they say so.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod util;
 
 #[path = "integration/bench_smoke.rs"]

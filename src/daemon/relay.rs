@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read};
 
 use mio::Token;
 use mio::unix::pipe::Receiver;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::bus;
 use crate::options;
@@ -131,36 +131,40 @@ impl Daemon {
         let Some(e) = self.table.get_mut(id) else {
             return;
         };
-        let mut data = json!({"event": what, "at": wall_ms(), "manually": false});
+        let mut data = Map::new();
+        data.insert("event".into(), json!(what));
+        data.insert("at".into(), json!(wall_ms()));
+        data.insert("manually".into(), json!(false));
         let mut words = what.to_string();
+        let mut add = |k: &str, v: Value| data.insert(k.into(), v);
         match (what, e.m().last_exit()) {
             ("exit", Some(Exit::Code(c))) => {
-                data["code"] = json!(c);
-                data["signal"] = Value::Null;
+                add("code", json!(c));
+                add("signal", Value::Null);
                 words = format!("exit code {c}");
             }
             ("exit", Some(Exit::Signal(sig))) => {
                 let name = options::signal_name(sig);
-                data["code"] = Value::Null;
-                data["signal"] = json!(name);
+                add("code", Value::Null);
+                add("signal", json!(name));
                 words = format!("exit by {name}");
             }
             ("restart", _) => {
                 if let Some(r) = e.restart_reason.take() {
                     words = format!("restart ({r})");
-                    data["reason"] = json!(r);
+                    add("reason", json!(r));
                 }
             }
             ("online", _) => {
                 if let Some(w) = e.online_warning.take() {
                     words = format!("online ({w})");
-                    data["warning"] = json!(w);
+                    add("warning", json!(w));
                 }
             }
             ("restart overlimit", _) => {
                 if let Some(r) = &e.spawn_error {
                     words = format!("errored ({r})");
-                    data["reason"] = json!(r.to_string());
+                    add("reason", json!(r.to_string()));
                 }
             }
             _ => {}
@@ -168,8 +172,8 @@ impl Daemon {
         let line = format!("app {} ({id}): {words}", e.app.spec.name);
         self.log(&line);
         if self.subscribers > 0 {
-            data["process"] = self.process_ref(id);
-            self.publish("process:event", data);
+            data.insert("process".into(), self.process_ref(id));
+            self.publish("process:event", Value::Object(data));
         }
     }
 
