@@ -17,6 +17,7 @@ pub mod poll;
 pub mod procfs;
 pub mod protocol;
 pub mod reaper;
+pub(crate) mod relaxed_json;
 pub mod spawn;
 pub mod state;
 pub mod timefmt;
