@@ -11,6 +11,7 @@ pub mod cron;
 pub mod daemon;
 pub mod listen;
 pub mod logs;
+pub(crate) mod mini_yaml;
 pub mod notify;
 pub mod options;
 pub mod poll;

@@ -219,10 +219,9 @@ impl Parser<'_> {
                     )));
                 }
                 _ => {
-                    return Err(self.error(format!(
-                        "expected a key or `}}`, found {}",
-                        self.found()
-                    )));
+                    return Err(
+                        self.error(format!("expected a key or `}}`, found {}", self.found()))
+                    );
                 }
             };
             self.skip_blank()?;
@@ -512,7 +511,17 @@ mod tests {
             ("{1: 'one'}", json!({"1": "one"})),
             (
                 "[0, -1, +2, 1.5, .5, 1e3, -2.5E-1, 0x1F, 18446744073709551615]",
-                json!([0, -1, 2, 1.5, 0.5, 1000.0, -0.25, 31, 18446744073709551615u64]),
+                json!([
+                    0,
+                    -1,
+                    2,
+                    1.5,
+                    0.5,
+                    1000.0,
+                    -0.25,
+                    31,
+                    18446744073709551615u64
+                ]),
             ),
             ("[true, false, null]", json!([true, false, null])),
             ("{\"ünï\": 'çødé'}", json!({"ünï": "çødé"})),
@@ -538,7 +547,11 @@ mod tests {
                 3,
                 "unexpected end of file: the array opened on line 2 is not closed",
             ),
-            ("{\n  a 1\n}", 2, "expected `:` after the key `a`, found `1`"),
+            (
+                "{\n  a 1\n}",
+                2,
+                "expected `:` after the key `a`, found `1`",
+            ),
             ("[1,,2]", 1, "expected a value, found `,`"),
             ("\n\n'abc", 3, "unterminated string"),
             ("'ab\ncd'", 1, "unterminated string (a newline in a string)"),
