@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corral::client::{Client, Error, Paths};
@@ -140,7 +140,7 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "i",
         "instances",
         "N",
-        "run N instances (max: one per CPU), in cluster mode",
+        "run N instances (max: one per CPU); cluster mode for a Node app",
     ),
     (
         "",
@@ -566,7 +566,8 @@ fn cmd_start(args: &[String]) -> i32 {
         .opt_str("only")
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
         .unwrap_or_default();
-    let is_config = what.ends_with(".json");
+    let is_stdin = what == "-";
+    let is_config = is_stdin || corral::client::is_config_file(what);
     let app = match app_options(&m, &extra) {
         Ok(a) => a,
         Err(msg) => return usage_error(&format!("start: {msg}")),
@@ -584,12 +585,21 @@ fn cmd_start(args: &[String]) -> i32 {
     if !is_config && (env_name.is_some() || !only.is_empty()) {
         return usage_error("start: --env and --only need a config file");
     }
+    // A config is read before the daemon is reached: a broken one starts
+    // nothing, not even the daemon.
+    let config = match is_config {
+        true => match read_start_config(what) {
+            Ok(c) => Some(c),
+            Err(e) => return report(e),
+        },
+        false => None,
+    };
     let mut c = match connect(true) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let result = if is_config {
-        c.start_file(Path::new(what), env_name.as_deref(), &only)
+    let result = if let Some((apps, dir, label)) = config {
+        c.start_config(apps, &dir, &label, env_name.as_deref(), &only)
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
         c.start_target(Target::from_word(what))
     } else {
@@ -602,6 +612,35 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(descs) => show(&mut c, json, &descs),
         Err(e) => report(e),
     }
+}
+
+/// The apps of the config `what` (a file, or `-` for stdin), the directory
+/// its relative paths start from, and its name for errors.
+fn read_start_config(what: &str) -> Result<(Vec<Value>, PathBuf, String), Error> {
+    let here = std::env::current_dir()
+        .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?;
+    if what == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(corral::client::MAX_CONFIG_TEXT as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::Invalid(format!("cannot read the config from stdin: {e}")))?;
+        if text.len() > corral::client::MAX_CONFIG_TEXT {
+            return Err(Error::Invalid(format!(
+                "stdin: a config larger than {} MiB",
+                corral::client::MAX_CONFIG_TEXT >> 20
+            )));
+        }
+        let apps = corral::client::read_config_text(&text, "stdin")?;
+        return Ok((apps, here, "stdin".to_string()));
+    }
+    let path = Path::new(what);
+    let apps = corral::client::read_config(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => here.join(p),
+        _ => here,
+    };
+    Ok((apps, dir, what.to_string()))
 }
 
 /// Whether `word` names a known app (by name or pm_id).
@@ -694,11 +733,9 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
                     .map_err(|_| { format!("--instances: expected a number or max, got {n}") })?
             ),
         };
+        // As in PM2, the mode follows: cluster for a Node app, fork for
+        // others or with -x (options::parse_app decides).
         o.insert("instances".into(), n);
-        // As in PM2: -i means cluster mode, unless -x says fork.
-        if !m.opt_present("execute-command") {
-            o.insert("exec_mode".into(), json!("cluster"));
-        }
     }
     if let Some(codes) = m.opt_str("stop-exit-codes") {
         let codes: Result<Vec<i64>, _> =

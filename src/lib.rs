@@ -7,6 +7,7 @@ pub mod bus;
 pub mod channel;
 pub mod client;
 pub mod cluster;
+pub(crate) mod config_file;
 pub mod cron;
 pub mod daemon;
 pub mod listen;

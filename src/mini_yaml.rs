@@ -248,13 +248,14 @@ impl Parser<'_> {
             self.mapping(l.indent)
         } else {
             let v = self.inline(&l, parent);
-            if let (Ok(_), Some(next)) = (&v, self.peek()?) {
-                if next.indent as isize > parent && next.indent >= l.indent {
-                    return Err(err(
-                        next.no,
-                        "bad indentation (a string on several lines needs quotes or `|`)",
-                    ));
-                }
+            if let (Ok(_), Some(next)) = (&v, self.peek()?)
+                && next.indent as isize > parent
+                && next.indent >= l.indent
+            {
+                return Err(err(
+                    next.no,
+                    "bad indentation (a string on several lines needs quotes or `|`)",
+                ));
             }
             v
         };
@@ -331,13 +332,13 @@ impl Parser<'_> {
                     content: rest.to_string(),
                 };
                 let v = self.inline(&value_line, indent as isize)?;
-                if let Some(next) = self.peek()? {
-                    if next.indent > indent {
-                        return Err(err(
-                            next.no,
-                            "bad indentation (a string on several lines needs quotes or `|`)",
-                        ));
-                    }
+                if let Some(next) = self.peek()?
+                    && next.indent > indent
+                {
+                    return Err(err(
+                        next.no,
+                        "bad indentation (a string on several lines needs quotes or `|`)",
+                    ));
                 }
                 v
             };
@@ -758,22 +759,22 @@ fn resolve_plain(text: &str, no: usize) -> Result<Value, ParseError> {
         }
         return Ok(Value::String(text.to_string()));
     }
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = digits.parse::<u64>() {
-            if !negative {
-                return Ok(Value::from(n));
-            }
-            if let Ok(i) = i64::try_from(n) {
-                return Ok(Value::from(-i));
-            }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = digits.parse::<u64>()
+    {
+        if !negative {
+            return Ok(Value::from(n));
+        }
+        if let Ok(i) = i64::try_from(n) {
+            return Ok(Value::from(-i));
         }
     }
-    if is_float(digits) {
-        if let Ok(f) = text.parse::<f64>() {
-            if let Some(n) = Number::from_f64(f) {
-                return Ok(Value::Number(n));
-            }
-        }
+    if is_float(digits)
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Ok(Value::Number(n));
     }
     Ok(Value::String(text.to_string()))
 }

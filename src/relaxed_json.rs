@@ -463,15 +463,14 @@ impl Parser<'_> {
                 String::from_utf8_lossy(&self.s[start..self.pos])
             )));
         }
-        let is_integer = body.bytes().all(|b| b.is_ascii_digit());
-        if is_integer {
-            if let Ok(n) = body.parse::<u64>() {
-                if !negative {
-                    return Ok(Value::from(n));
-                }
-                if let Ok(i) = i64::try_from(n) {
-                    return Ok(Value::from(-i));
-                }
+        if body.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(n) = body.parse::<u64>()
+        {
+            if !negative {
+                return Ok(Value::from(n));
+            }
+            if let Ok(i) = i64::try_from(n) {
+                return Ok(Value::from(-i));
             }
         }
         let f: f64 = body
