@@ -28,8 +28,8 @@ struct Verb {
 const VERBS: &[Verb] = &[
     Verb {
         names: &["start"],
-        usage: "start <script|config.json|name|id> [options] [-- args...]",
-        summary: "start an app, the apps of a config file, or a known stopped app",
+        usage: "start <script|config|-|name|id> [options] [-- args...]",
+        summary: "start an app, the apps of a config file (- reads one from stdin), or a known stopped app",
     },
     Verb {
         names: &["stop"],
@@ -120,6 +120,11 @@ const VERBS: &[Verb] = &[
         names: &["daemon"],
         usage: "daemon [--no-daemon]",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
+    },
+    Verb {
+        names: &["ecosystem", "init"],
+        usage: "ecosystem [simple] [--force]",
+        summary: "write a sample ecosystem.config.js in the current directory",
     },
     Verb {
         names: &["help"],
@@ -391,6 +396,7 @@ pub fn run(args: &[String]) -> i32 {
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
+        "ecosystem" => cmd_ecosystem(rest),
         "help" => cmd_help(rest),
         _ => usage_error(&format!("unknown verb `{verb}`")),
     }
@@ -476,6 +482,9 @@ fn verb_options(verb: &str) -> Options {
         }
         "send" => {
             o.optopt("", "topic", "the packet's topic", "TOPIC");
+        }
+        "ecosystem" => {
+            o.optflag("f", "force", "replace an existing ecosystem.config.js");
         }
         "bus" => {
             o.optopt(
@@ -1130,6 +1139,92 @@ fn cmd_logs(args: &[String]) -> i32 {
         let _ = out.flush();
     }
     0
+}
+
+/// The file `corral ecosystem` writes, as PM2's verb does.
+const ECOSYSTEM_FILE: &str = "ecosystem.config.js";
+
+/// What `corral ecosystem` writes: a config that corral and PM2 both read.
+const ECOSYSTEM_SAMPLE: &str = r#"// The apps to run: `corral start ecosystem.config.js [--env production]`.
+// corral evaluates this file with node, as PM2 does; `man corral` lists
+// every option. Paths are relative to this file's directory.
+module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: 'index.js',
+      // args: '--port 3000',
+      // instances: 'max', // one per CPU, in cluster mode
+      watch: false,
+      max_memory_restart: '1G',
+      env: {
+        NODE_ENV: 'development',
+      },
+      env_production: {
+        NODE_ENV: 'production',
+      },
+    },
+  ],
+};
+"#;
+
+/// `corral ecosystem simple`: one app, nothing else.
+const ECOSYSTEM_SAMPLE_SIMPLE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: 'index.js',
+    },
+  ],
+};
+"#;
+
+/// Write a sample config in the current directory. Unlike PM2, an existing
+/// file is kept unless `--force` says otherwise.
+fn cmd_ecosystem(args: &[String]) -> i32 {
+    let (m, _) = match parse("ecosystem", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sample = match m.free.as_slice() {
+        [] => ECOSYSTEM_SAMPLE,
+        [mode] if mode == "simple" => ECOSYSTEM_SAMPLE_SIMPLE,
+        _ => return usage_error("ecosystem: the only mode is `simple`"),
+    };
+    let path = match std::env::current_dir() {
+        Ok(dir) => dir.join(ECOSYSTEM_FILE),
+        Err(e) => {
+            eprintln!("corral: cannot read the current directory: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if m.opt_present("force") {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    let written = open
+        .open(&path)
+        .and_then(|mut f| f.write_all(sample.as_bytes()));
+    match written {
+        Ok(()) => {
+            println!("File {} generated", path.display());
+            0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "corral: {} already exists (--force to replace it)",
+                path.display()
+            );
+            EXIT_REFUSED
+        }
+        Err(e) => {
+            eprintln!("corral: cannot write {}: {e}", path.display());
+            EXIT_REFUSED
+        }
+    }
 }
 
 fn cmd_ping(args: &[String]) -> i32 {

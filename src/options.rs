@@ -989,6 +989,8 @@ fn word_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
             split_args(s)
                 .map_err(|e| OptionError::new(key, format!("cannot split {}: {e}", describe(v))))
         }
+        // `args: 3000` in YAML or JavaScript: one word.
+        Value::Number(n) => Ok(vec![n.to_string()]),
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -1559,6 +1561,7 @@ mod tests {
             (json!({"args": ["-p", 80, 1.5]}), |s| {
                 s.args = vec!["-p".into(), "80".into(), "1.5".into()]
             }),
+            (json!({"args": 3000}), |s| s.args = vec!["3000".into()]),
             (json!({"interpreter": "none"}), |s| s.interpreter = None),
             (json!({"interpreter": "/usr/bin/python3"}), |s| {
                 s.interpreter = Some("/usr/bin/python3".into())
@@ -1909,9 +1912,9 @@ mod tests {
                 "expected a boolean, got 1",
             ),
             (
-                json!({"script": "a", "args": 5}),
+                json!({"script": "a", "args": true}),
                 "args",
-                "expected a string or an array of strings, got 5",
+                "expected a string or an array of strings, got true",
             ),
             (
                 json!({"script": "a", "args": ["x", null]}),

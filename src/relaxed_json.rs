@@ -101,8 +101,12 @@ impl Parser<'_> {
             None => "end of file".to_string(),
             Some(_) => {
                 let rest = String::from_utf8_lossy(&self.s[self.pos..]);
-                let c = rest.chars().next().unwrap_or('?');
-                format!("`{}`", c.escape_default())
+                match rest.chars().next().unwrap_or('?') {
+                    c if c.is_control() || c.is_whitespace() => {
+                        format!("`{}`", c.escape_default())
+                    }
+                    c => format!("`{c}`"),
+                }
             }
         }
     }
