@@ -28,7 +28,7 @@ struct Verb {
 const VERBS: &[Verb] = &[
     Verb {
         names: &["start"],
-        usage: "start <script|config|-|name|id> [options] [-- args...]",
+        usage: "start [script|config|-|name|id] [options] [-- args...]",
         summary: "start an app, the apps of a config file (- reads one from stdin), or a known stopped app",
     },
     Verb {
@@ -567,13 +567,22 @@ fn cmd_start(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     let json = m.opt_present("json");
-    let [what] = m.free.as_slice() else {
-        return usage_error("start: give one script, config file, name or id");
+    // As PM2: `start` alone starts ./ecosystem.config.js.
+    let default_config = [ECOSYSTEM_FILE.to_string()];
+    let what = match m.free.as_slice() {
+        [what] => what,
+        [] if Path::new(ECOSYSTEM_FILE).is_file() => &default_config[0],
+        _ => return usage_error("start: give one script, config file, name or id"),
     };
     let env_name = m.opt_str("env");
     let only: Vec<String> = m
         .opt_str("only")
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let is_stdin = what == "-";
     let is_config = is_stdin || corral::client::is_config_file(what);
@@ -629,6 +638,9 @@ fn read_start_config(what: &str) -> Result<(Vec<Value>, PathBuf, String), Error>
     let here = std::env::current_dir()
         .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?;
     if what == "-" {
+        if std::io::stdin().is_terminal() {
+            eprintln!("corral: reading the config from standard input (end it with Ctrl-D)");
+        }
         let mut text = String::new();
         std::io::stdin()
             .take(corral::client::MAX_CONFIG_TEXT as u64 + 1)

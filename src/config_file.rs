@@ -160,6 +160,8 @@ fn eval_js(path: &Path, label: &str) -> Result<Value, String> {
     let mut child = Command::new("node")
         .arg("-e")
         .arg(LOADER)
+        // After `--`, a path starting with `-` is not taken for an option.
+        .arg("--")
         .arg(path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -308,9 +308,10 @@ fn ecosystem_writes_a_sample_that_starts_and_keeps_an_existing_one() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(read(&path), sample);
 
-    // The sample runs as it is, given its index.js.
+    // The sample runs as it is, given its index.js; `start` alone starts
+    // ./ecosystem.config.js, as PM2's does.
     write(&h, "index.js", "setInterval(() => {}, 60000);\n");
-    let out = h.corral(&["start", "ecosystem.config.js", "--env", "production"]);
+    let out = h.corral(&["start", "--env", "production"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let d = h.wait_status("app", "online");
     assert_eq!(env_of(&d, "env")["NODE_ENV"], json!("production"));
