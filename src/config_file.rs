@@ -18,7 +18,7 @@
 //! the client, never in the daemon: the child prints the exported value as
 //! JSON (functions and `undefined` dropped, as `JSON.stringify` drops them)
 //! after a marker, so what the config itself prints does not corrupt it
-//! (it is passed on to stderr). The child is killed after
+//! (it is passed on to stderr, as is what it writes there). The child is killed after
 //! [`EVAL_TIMEOUT`].
 
 use std::io::{self, Read, Write};
@@ -196,8 +196,8 @@ fn eval_js(path: &Path, label: &str) -> Result<Value, String> {
     if !printed.is_empty() {
         let _ = writeln!(io::stderr(), "{printed}");
     }
+    let err = String::from_utf8_lossy(&err);
     let Some(json) = json else {
-        let err = String::from_utf8_lossy(&err);
         // node's own frames and the loader's say nothing about the config.
         let mut quote = err
             .lines()
@@ -227,6 +227,10 @@ fn eval_js(path: &Path, label: &str) -> Result<Value, String> {
             format!("{label}: evaluating it with node failed ({how}):\n{quote}")
         });
     };
+    // What the config wrote to stderr (console.error, node's warnings).
+    if !err.trim().is_empty() {
+        let _ = write!(io::stderr(), "{err}");
+    }
     serde_json::from_str(json.trim_end())
         .map_err(|e| format!("{label}: node printed a value that is not JSON: {e}"))
 }

@@ -3,9 +3,13 @@
 //!
 //! This module owns the option table (canonical snake_case names, their
 //! camelCase forms and explicit aliases, and whether each key is supported,
-//! not supported yet, or accepted without effect), the value coercions
-//! (durations, sizes, signals, shell-like argument splitting) and the shapes
-//! of a config file. It is pure: no filesystem, no environment, no process.
+//! not supported yet, or accepted without effect), what an unknown key is
+//! (within two edits of an option: a typo, refused with "did you mean";
+//! else a custom key, accepted with a warning, as PM2 drops such keys), the
+//! mode `instances` implies (PM2's rule: cluster for a Node app), the value
+//! coercions (durations, sizes, signals, shell-like argument splitting) and
+//! the shapes of a config file. It is pure: no filesystem, no environment,
+//! no process.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -369,7 +369,8 @@ impl Parser<'_> {
                         b'u' => self.unicode_escape()?,
                         other if other < 0x80 => other as char,
                         _ => {
-                            // A backslash before a multi-byte character: keep it.
+                            // A backslash before a multi-byte character
+                            // escapes nothing (as in JavaScript): drop it.
                             self.pos -= 1;
                             continue;
                         }
