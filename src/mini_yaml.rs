@@ -701,7 +701,12 @@ fn scalar(text: &str, no: usize) -> Result<Value, ParseError> {
         Some(b'"') => return double_quoted(text, no).map(Value::String),
         Some(b'\'') => return single_quoted(text, no).map(Value::String),
         Some(b'&') => return Err(err(no, "anchors (&) are not supported")),
-        Some(b'*') => return Err(err(no, "aliases (*) are not supported")),
+        Some(b'*') => {
+            return Err(err(
+                no,
+                "aliases (*) are not supported (quote a string that starts with `*`)",
+            ));
+        }
         Some(b'!') => return Err(err(no, "tags (!) are not supported")),
         Some(b'%' | b'@' | b'`') => {
             return Err(err(
@@ -955,6 +960,12 @@ mod tests {
                     {"script": "./worker.js", "env": {"NODE_ENV": "development"}},
                 ]}),
             ),
+            (
+                "cron_restart: '*/5 * * * *'\nc2: 0 3 * * *\nat: 12:30\npath: C:\\x\n",
+                json!({"cron_restart": "*/5 * * * *", "c2": "0 3 * * *", "at": "12:30",
+                       "path": "C:\\x"}),
+            ),
+            ("a:\r\n  - b\r\n", json!({"a": ["b"]})),
             ("just a string\n", json!("just a string")),
             ("key: it's fine\n", json!({"key": "it's fine"})),
         ];
@@ -967,7 +978,11 @@ mod tests {
     fn refused_with_the_line() {
         let cases: &[(&str, usize, &str)] = &[
             ("a: &x 1\nb: *x\n", 1, "anchors (&) are not supported"),
-            ("a: 1\nb: *x\n", 2, "aliases (*) are not supported"),
+            (
+                "a: 1\nb: *x\n",
+                2,
+                "aliases (*) are not supported (quote a string that starts with `*`)",
+            ),
             ("a: !!str 1\n", 1, "tags (!) are not supported"),
             ("a: 1\n<<: {b: 2}\n", 2, "merge keys (<<) are not supported"),
             (
