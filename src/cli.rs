@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corral::__private as daemon;
@@ -35,8 +35,8 @@ impl Verb {
 const VERBS: &[Verb] = &[
     Verb {
         names: &["start"],
-        usage: "start <script|config.json|name|id> [options] [-- args...]",
-        summary: "start an app, the apps of a config file, or a known stopped app",
+        usage: "start [script|config|-|name|id] [options] [-- args...]",
+        summary: "start an app, the apps of a config file (- reads one from stdin), or a known stopped app",
     },
     Verb {
         names: &["stop"],
@@ -129,6 +129,11 @@ const VERBS: &[Verb] = &[
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
     },
     Verb {
+        names: &["ecosystem", "init"],
+        usage: "ecosystem [simple] [--force]",
+        summary: "write a sample ecosystem.config.js in the current directory",
+    },
+    Verb {
         names: &["help"],
         usage: "help [verb]",
         summary: "show help for corral or one verb",
@@ -147,7 +152,7 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "i",
         "instances",
         "N",
-        "run N instances (max: one per CPU), in cluster mode",
+        "run N instances (max: one per CPU); cluster mode for a Node app",
     ),
     (
         "",
@@ -398,6 +403,7 @@ pub fn run(args: &[String]) -> i32 {
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
+        "ecosystem" => cmd_ecosystem(rest),
         "help" => cmd_help(rest),
         _ => usage_error(&format!("unknown verb `{verb}`")),
     }
@@ -485,6 +491,9 @@ fn verb_options(verb: &str) -> Options {
         "send" => {
             o.optopt("", "topic", "the packet's topic", "TOPIC");
         }
+        "ecosystem" => {
+            o.optflag("f", "force", "replace an existing ecosystem.config.js");
+        }
         "bus" => {
             o.optopt(
                 "",
@@ -569,15 +578,25 @@ fn cmd_start(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     let json = m.opt_present("json");
-    let [what] = m.free.as_slice() else {
-        return usage_error("start: give one script, config file, name or id");
+    // As PM2: `start` alone starts ./ecosystem.config.js.
+    let default_config = [ECOSYSTEM_FILE.to_string()];
+    let what = match m.free.as_slice() {
+        [what] => what,
+        [] if Path::new(ECOSYSTEM_FILE).is_file() => &default_config[0],
+        _ => return usage_error("start: give one script, config file, name or id"),
     };
     let env_name = m.opt_str("env");
     let only: Vec<String> = m
         .opt_str("only")
-        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
         .unwrap_or_default();
-    let is_config = what.ends_with(".json");
+    let is_stdin = what == "-";
+    let is_config = is_stdin || corral::client::is_config_file(what);
     let app = match app_options(&m, &extra) {
         Ok(a) => a,
         Err(msg) => return usage_error(&format!("start: {msg}")),
@@ -595,12 +614,21 @@ fn cmd_start(args: &[String]) -> i32 {
     if !is_config && (env_name.is_some() || !only.is_empty()) {
         return usage_error("start: --env and --only need a config file");
     }
+    // A config is read before the daemon is reached: a broken one starts
+    // nothing, not even the daemon.
+    let config = match is_config {
+        true => match read_start_config(what) {
+            Ok(c) => Some(c),
+            Err(e) => return report(e),
+        },
+        false => None,
+    };
     let mut c = match connect(true) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let result = if is_config {
-        c.start_file(Path::new(what), env_name.as_deref(), &only)
+    let result = if let Some((apps, dir, label)) = config {
+        c.start_config(apps, &dir, &label, env_name.as_deref(), &only)
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
         c.start_target(Target::from(what))
     } else {
@@ -613,6 +641,38 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(descs) => show(&mut c, json, &descs),
         Err(e) => report(e),
     }
+}
+
+/// The apps of the config `what` (a file, or `-` for stdin), the directory
+/// its relative paths start from, and its name for errors.
+fn read_start_config(what: &str) -> Result<(Vec<Value>, PathBuf, String), Error> {
+    let here = std::env::current_dir()
+        .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?;
+    if what == "-" {
+        if std::io::stdin().is_terminal() {
+            eprintln!("corral: reading the config from standard input (end it with Ctrl-D)");
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .take(corral::client::MAX_CONFIG_TEXT as u64 + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::Invalid(format!("cannot read the config from stdin: {e}")))?;
+        if text.len() > corral::client::MAX_CONFIG_TEXT {
+            return Err(Error::Invalid(format!(
+                "stdin: a config larger than {} MiB",
+                corral::client::MAX_CONFIG_TEXT >> 20
+            )));
+        }
+        let apps = corral::client::read_config_text(&text, "stdin")?;
+        return Ok((apps, here, "stdin".to_string()));
+    }
+    let path = Path::new(what);
+    let apps = corral::client::read_config(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => here.join(p),
+        _ => here,
+    };
+    Ok((apps, dir, what.to_string()))
 }
 
 /// Whether `word` names a known app (by name or pm_id).
@@ -705,11 +765,9 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
                     .map_err(|_| { format!("--instances: expected a number or max, got {n}") })?
             ),
         };
+        // As in PM2, the mode follows: cluster for a Node app, fork for
+        // others or with -x (options::parse_app decides).
         o.insert("instances".into(), n);
-        // As in PM2: -i means cluster mode, unless -x says fork.
-        if !m.opt_present("execute-command") {
-            o.insert("exec_mode".into(), json!("cluster"));
-        }
     }
     if let Some(codes) = m.opt_str("stop-exit-codes") {
         let codes: Result<Vec<i64>, _> =
@@ -1106,6 +1164,92 @@ fn cmd_logs(args: &[String]) -> i32 {
         let _ = out.flush();
     }
     0
+}
+
+/// The file `corral ecosystem` writes, as PM2's verb does.
+const ECOSYSTEM_FILE: &str = "ecosystem.config.js";
+
+/// What `corral ecosystem` writes: a config that corral and PM2 both read.
+const ECOSYSTEM_SAMPLE: &str = r#"// The apps to run: `corral start ecosystem.config.js [--env production]`.
+// corral evaluates this file with node, as PM2 does; `man corral` lists
+// every option. Paths are relative to this file's directory.
+module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: 'index.js',
+      // args: '--port 3000',
+      // instances: 'max', // one per CPU, in cluster mode
+      watch: false,
+      max_memory_restart: '1G',
+      env: {
+        NODE_ENV: 'development',
+      },
+      env_production: {
+        NODE_ENV: 'production',
+      },
+    },
+  ],
+};
+"#;
+
+/// `corral ecosystem simple`: one app, nothing else.
+const ECOSYSTEM_SAMPLE_SIMPLE: &str = r#"module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: 'index.js',
+    },
+  ],
+};
+"#;
+
+/// Write a sample config in the current directory. Unlike PM2, an existing
+/// file is kept unless `--force` says otherwise.
+fn cmd_ecosystem(args: &[String]) -> i32 {
+    let (m, _) = match parse("ecosystem", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sample = match m.free.as_slice() {
+        [] => ECOSYSTEM_SAMPLE,
+        [mode] if mode == "simple" => ECOSYSTEM_SAMPLE_SIMPLE,
+        _ => return usage_error("ecosystem: the only mode is `simple`"),
+    };
+    let path = match std::env::current_dir() {
+        Ok(dir) => dir.join(ECOSYSTEM_FILE),
+        Err(e) => {
+            eprintln!("corral: cannot read the current directory: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if m.opt_present("force") {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    let written = open
+        .open(&path)
+        .and_then(|mut f| f.write_all(sample.as_bytes()));
+    match written {
+        Ok(()) => {
+            println!("File {} generated", path.display());
+            0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "corral: {} already exists (--force to replace it)",
+                path.display()
+            );
+            EXIT_REFUSED
+        }
+        Err(e) => {
+            eprintln!("corral: cannot write {}: {e}", path.display());
+            EXIT_REFUSED
+        }
+    }
 }
 
 fn cmd_ping(args: &[String]) -> i32 {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use crate::config_file;
 use crate::options::apps_of_config;
 use crate::protocol::{
     Action, Command, Description, ErrorCode, Event, Request, Response, StartArgs, Target, WireError,
@@ -682,23 +683,36 @@ impl Client {
         self.start(&opts)
     }
 
-    /// Start the apps of a JSON config file (`{"apps":[…]}`, an array or one
-    /// object); `env_name` selects `env_<name>`, `only` filters by name.
+    /// Start the apps of a config file (see [`read_config`]); `env_name`
+    /// selects `env_<name>`, `only` filters by name. Paths in the file are
+    /// relative to the file's directory.
     pub fn start_file(
         &mut self,
         path: &Path,
         env_name: Option<&str>,
         only: &[String],
     ) -> Result<Vec<Description>, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
-        let apps = apps_of_config(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let apps = read_config(path)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => absolute(p),
             _ => std::env::current_dir()
                 .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?,
         };
+        self.start_config(apps, &dir, &path.display().to_string(), env_name, only)
+    }
+
+    /// Start apps read from a config (by [`read_config`] or
+    /// [`read_config_text`]): relative paths are taken from `dir`, `env_name`
+    /// selects `env_<name>`, `only` keeps the apps of these names; `label`
+    /// names the config in errors.
+    pub fn start_config(
+        &mut self,
+        apps: Vec<Value>,
+        dir: &Path,
+        label: &str,
+        env_name: Option<&str>,
+        only: &[String],
+    ) -> Result<Vec<Description>, Error> {
         let mut picked = Vec::new();
         for mut app in apps {
             if !only.is_empty() {
@@ -715,7 +729,7 @@ impl Client {
             if let Value::Object(obj) = &mut app {
                 let cwd = match obj.get("cwd").and_then(Value::as_str) {
                     Some(c) => dir.join(c),
-                    None => dir.clone(),
+                    None => dir.to_path_buf(),
                 };
                 obj.insert("cwd".into(), json!(cwd.display().to_string()));
             }
@@ -723,8 +737,7 @@ impl Client {
         }
         if picked.is_empty() {
             return Err(Error::Invalid(format!(
-                "{}: no app named {}",
-                path.display(),
+                "{label}: no app named {}",
                 only.join(", ")
             )));
         }
@@ -918,6 +931,34 @@ impl Drop for Client {
             std::mem::forget(l);
         }
     }
+}
+
+/// Whether `path` names a config file rather than a script, by its name as
+/// PM2 decides: it ends in `.json`, `.json5`, `.yml`, `.yaml`, `.config.js`,
+/// `.config.cjs` or `.config.mjs`, or it is an `ecosystem*.js` (`.cjs`,
+/// `.mjs`).
+pub fn is_config_file(path: &str) -> bool {
+    config_file::kind_of(path).is_some()
+}
+
+/// The apps of a config file, unvalidated: JSON as PM2 reads it (comments,
+/// trailing commas, unquoted keys), YAML, or JavaScript evaluated by `node`
+/// (see [`is_config_file`]). Errors name the file, and the line for a
+/// syntax error.
+pub fn read_config(path: &Path) -> Result<Vec<Value>, Error> {
+    let root = config_file::read(path).map_err(Error::Invalid)?;
+    apps_of_config(root).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Most bytes of config text a caller should read (from stdin).
+pub const MAX_CONFIG_TEXT: usize = config_file::MAX_CONFIG_SIZE;
+
+/// The apps of config text read elsewhere (`corral start -` reads stdin):
+/// JSON as PM2 reads it when it starts with `{` or `[`, else YAML; `label`
+/// names it in errors.
+pub fn read_config_text(text: &str, label: &str) -> Result<Vec<Value>, Error> {
+    let root = config_file::parse_stdin(text, label).map_err(Error::Invalid)?;
+    apps_of_config(root).map_err(|e| Error::Invalid(format!("{label}: {e}")))
 }
 
 fn daemon_command(paths: &Paths) -> std::process::Command {

@@ -55,12 +55,14 @@ mod bus;
 mod channel;
 pub mod client;
 mod cluster;
+mod config_file;
 mod cron;
 // Private; its `run` and `Config` are the binary's, through `__private`.
 #[allow(missing_docs)]
 mod daemon;
 mod listen;
 mod logs;
+mod mini_yaml;
 mod notify;
 mod options;
 mod poll;
@@ -68,6 +70,7 @@ mod process;
 mod procfs;
 pub mod protocol;
 mod reaper;
+mod relaxed_json;
 mod spawn;
 mod state;
 mod sys;

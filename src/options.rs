@@ -3,9 +3,13 @@
 //!
 //! This module owns the option table (canonical snake_case names, their
 //! camelCase forms and explicit aliases, and whether each key is supported,
-//! not supported yet, or accepted without effect), the value coercions
-//! (durations, sizes, signals, shell-like argument splitting) and the shapes
-//! of a config file. It is pure: no filesystem, no environment, no process.
+//! not supported yet, or accepted without effect), what an unknown key is
+//! (within two edits of an option: a typo, refused with "did you mean";
+//! else a custom key, accepted with a warning, as PM2 drops such keys), the
+//! mode `instances` implies (PM2's rule: cluster for a Node app), the value
+//! coercions (durations, sizes, signals, shell-like argument splitting) and
+//! the shapes of a config file. It is pure: no filesystem, no environment,
+//! no process.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -376,6 +380,81 @@ fn lookup(key: &str) -> Option<&'static OptionDef> {
     })
 }
 
+/// Largest edit distance at which an unknown key is taken for a misspelt
+/// option (an error) rather than a custom key (a warning).
+pub const MAX_SUGGESTION_DISTANCE: usize = 2;
+
+/// `killTimeout` -> `kill_timeout`.
+fn to_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Edit distance counting an insertion, a deletion, a substitution or a
+/// swap of two neighbours as one (optimal string alignment).
+// A dynamic programme whose indexes are bounded by the lengths of the rows
+// it allocates.
+#[allow(clippy::indexing_slicing)]
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows: two back (for swaps), one back, this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut prev, row);
+    }
+    prev[b.len()]
+}
+
+/// The option an unknown key is probably a misspelling of, in the key's
+/// style (camelCase if it has a capital): within
+/// [`MAX_SUGGESTION_DISTANCE`] edits, and at most a third of the longer
+/// word changed, so that short custom keys (`foo`) are not taken for short
+/// options (`io`).
+fn nearest_option(key: &str) -> Option<String> {
+    let snake_key = to_snake(key);
+    let camel_style = key.chars().any(|c| c.is_ascii_uppercase());
+    let mut best: Option<(usize, String)> = None;
+    for def in OPTIONS {
+        for spelling in std::iter::once(def.name).chain(def.aliases.iter().copied()) {
+            let camel = to_camel(spelling);
+            let styled = if camel_style { &camel } else { spelling };
+            let candidates = [
+                (edit_distance(key, spelling), spelling),
+                (edit_distance(key, &camel), camel.as_str()),
+                (edit_distance(&snake_key, spelling), styled),
+            ];
+            for (d, suggestion) in candidates {
+                let longer = key.chars().count().max(suggestion.chars().count());
+                if d <= MAX_SUGGESTION_DISTANCE
+                    && 3 * d <= longer
+                    && best.as_ref().is_none_or(|(bd, _)| d < *bd)
+                {
+                    best = Some((d, suggestion.to_string()));
+                }
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
 /// The options present in an app object, by canonical name, with the key
 /// as the user wrote it.
 struct Given<'a> {
@@ -432,8 +511,15 @@ pub fn parse_app(v: &Value) -> Result<Parsed, OptionError> {
             .filter(|rest| !rest.is_empty())
         {
             env_overlays.insert(overlay.to_string(), env_map(key, value)?);
+        } else if let Some(near) = nearest_option(key) {
+            return Err(OptionError::new(
+                key.as_str(),
+                format!("unknown option; did you mean `{near}`?"),
+            ));
         } else {
-            return Err(OptionError::new(key.as_str(), "unknown option"));
+            // As PM2, which drops keys it does not know: configs carry
+            // custom keys for other tools.
+            warnings.push(format!("option `{key}` is unknown; ignored"));
         }
     }
     let spec = build_spec(&given, env_overlays)?;
@@ -477,6 +563,14 @@ fn build_spec(
         Some(s) if s == NO_INTERPRETER => None,
         Some(s) => Some(s),
         None => interpreter_for(&script),
+    };
+    let instances = given.parse("instances", instances)?;
+    let cluster = match given.parse("exec_mode", exec_mode)? {
+        Some(cluster) => Some(cluster),
+        // As PM2: `instances` without `exec_mode` is cluster mode for a
+        // Node (or Bun) app, fork mode for anything else.
+        None if instances.is_some() => Some(interpreter.as_deref().is_some_and(is_node_like)),
+        None => None,
     };
     let mut env = given.parse("env", env_map)?.unwrap_or_default();
     if let Some(port) = given.parse("port", port)? {
@@ -558,8 +652,8 @@ fn build_spec(
             .parse("shutdown_with_message", boolean)?
             .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
-        instances: given.parse("instances", instances)?.unwrap_or(1),
-        cluster: given.parse("exec_mode", exec_mode)?,
+        instances: instances.unwrap_or(1),
+        cluster,
         merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
         instance_var: given
             .parse("instance_var", env_name_string)?
@@ -602,6 +696,13 @@ fn instances(key: &str, v: &Value) -> Result<i64, OptionError> {
             format!("expected a number or \"max\", got {}", describe(v)),
         )),
     }
+}
+
+/// Whether an interpreter runs Node's cluster protocol: its file name ends
+/// in `node` or `bun`, as PM2 checks.
+fn is_node_like(interpreter: &str) -> bool {
+    let base = interpreter.rsplit('/').next().unwrap_or(interpreter);
+    base.ends_with("node") || base.ends_with("bun")
 }
 
 /// `fork`/`fork_mode` (false) or `cluster`/`cluster_mode` (true).
@@ -896,6 +997,8 @@ fn word_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
             split_args(s)
                 .map_err(|e| OptionError::new(key, format!("cannot split {}: {e}", describe(v))))
         }
+        // `args: 3000` in YAML or JavaScript: one word.
+        Value::Number(n) => Ok(vec![n.to_string()]),
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -1157,12 +1260,10 @@ pub fn signal_name(n: i32) -> String {
     }
 }
 
-/// The apps of a config file's text: `{"apps":[...]}` (or `{"pm2":[...]}`;
+/// The apps of a config file's value: `{"apps":[...]}` (or `{"pm2":[...]}`;
 /// other top-level keys such as `deploy` are ignored), a bare array, or one
 /// app object. The apps are returned unvalidated, for [`parse_app`].
-pub fn apps_of_config(text: &str) -> Result<Vec<Value>, String> {
-    let root: Value =
-        serde_json::from_str(text).map_err(|e| format!("config: invalid JSON: {e}"))?;
+pub fn apps_of_config(root: Value) -> Result<Vec<Value>, String> {
     let (label, apps) = match root {
         Value::Array(items) => ("apps", items),
         Value::Object(mut map) => {
@@ -1477,6 +1578,7 @@ mod tests {
             (json!({"args": ["-p", 80, 1.5]}), |s| {
                 s.args = vec!["-p".into(), "80".into(), "1.5".into()]
             }),
+            (json!({"args": 3000}), |s| s.args = vec!["3000".into()]),
             (json!({"interpreter": "none"}), |s| s.interpreter = None),
             (json!({"interpreter": "/usr/bin/python3"}), |s| {
                 s.interpreter = Some("/usr/bin/python3".into())
@@ -1579,11 +1681,20 @@ mod tests {
                 s.error = Some(DISCARD_LOG_PATH.into());
             }),
             (json!({"disableLogs": false}), |_| {}),
-            (json!({"instances": 1}), |_| {}),
-            (json!({"instances": "1"}), |_| {}),
-            (json!({"instances": 4}), |s| s.instances = 4),
-            (json!({"instances": "max"}), |s| s.instances = 0),
-            (json!({"instances": -1}), |s| s.instances = -1),
+            (json!({"instances": 1}), |s| s.cluster = Some(true)),
+            (json!({"instances": "1"}), |s| s.cluster = Some(true)),
+            (json!({"instances": 4}), |s| {
+                s.instances = 4;
+                s.cluster = Some(true)
+            }),
+            (json!({"instances": "max"}), |s| {
+                s.instances = 0;
+                s.cluster = Some(true)
+            }),
+            (json!({"instances": -1}), |s| {
+                s.instances = -1;
+                s.cluster = Some(true)
+            }),
             (json!({"exec_mode": "fork"}), |s| s.cluster = Some(false)),
             (json!({"execMode": "fork_mode"}), |s| {
                 s.cluster = Some(false)
@@ -1695,15 +1806,14 @@ mod tests {
                 "given twice, as `exec` and `script`",
             ),
             (
-                json!({"script": "a", "colour": 1}),
-                "colour",
-                "unknown option",
+                json!({"script": "a", "env_": {}}),
+                "env_",
+                "unknown option; did you mean `env`?",
             ),
-            (json!({"script": "a", "env_": {}}), "env_", "unknown option"),
             (
                 json!({"script": "a", "Script": "b"}),
                 "Script",
-                "unknown option",
+                "unknown option; did you mean `script`?",
             ),
             (
                 json!({"script": "a", "instances": "many"}),
@@ -1821,9 +1931,9 @@ mod tests {
                 "expected a boolean, got 1",
             ),
             (
-                json!({"script": "a", "args": 5}),
+                json!({"script": "a", "args": true}),
                 "args",
-                "expected a string or an array of strings, got 5",
+                "expected a string or an array of strings, got true",
             ),
             (
                 json!({"script": "a", "args": ["x", null]}),
@@ -2003,8 +2113,8 @@ mod tests {
                 "option `kill_timeout`: expected a duration (ms number or \"5s\"), got \"abc\"",
             ),
             (
-                OptionError::new("colour", "unknown option"),
-                "option `colour`: unknown option",
+                OptionError::new("nmae", "unknown option; did you mean `name`?"),
+                "option `nmae`: unknown option; did you mean `name`?",
             ),
         ];
         for (error, text) in cases {
@@ -2018,6 +2128,116 @@ mod tests {
         let err = parse_app(&json!({"script": "a", "kill_timeout": long})).unwrap_err();
         assert!(err.message.ends_with("..."), "{}", err.message);
         assert!(err.message.len() < MAX_SHOWN_CHARS * 2, "{}", err.message);
+    }
+
+    #[test]
+    fn edit_distances() {
+        let cases: &[(&str, &str, usize)] = &[
+            ("", "", 0),
+            ("abc", "", 3),
+            ("name", "name", 0),
+            ("nmae", "name", 1),
+            ("scirpt", "script", 1),
+            ("instance", "instances", 1),
+            ("kill_timout", "kill_timeout", 1),
+            ("wacth_dealy", "watch_delay", 2),
+            ("foo", "io", 2),
+            ("ca", "abc", 3),
+            ("é", "e", 1),
+        ];
+        for (a, b, d) in cases {
+            assert_eq!(edit_distance(a, b), *d, "{a} -> {b}");
+            assert_eq!(edit_distance(b, a), *d, "{b} -> {a}");
+        }
+    }
+
+    #[test]
+    fn misspelt_keys_are_errors_custom_keys_warn() {
+        let misspelt: &[(&str, &str)] = &[
+            ("nmae", "name"),
+            ("scirpt", "script"),
+            ("instance", "instances"),
+            ("kill_timout", "kill_timeout"),
+            ("killTimout", "killTimeout"),
+            ("KillTimeout", "killTimeout"),
+            ("max_memory_restarts", "max_memory_restart"),
+            ("maxMemoryRestarts", "maxMemoryRestart"),
+            ("exec-mode", "exec_mode"),
+            ("watch_dealy", "watch_delay"),
+            ("ignoreWatch_", "ignoreWatch"),
+            ("env_", "env"),
+            ("evn", "env"),
+            ("autoRestart", "autorestart"),
+            ("cron_restarts", "cron_restart"),
+            ("interpeter", "interpreter"),
+            ("listen_timout", "listen_timeout"),
+            ("node_arg", "node_args"),
+        ];
+        for (key, near) in misspelt {
+            let err = parse_app(&app_with(json!({ *key: 1 }))).unwrap_err();
+            assert_eq!(
+                err,
+                OptionError::new(*key, format!("unknown option; did you mean `{near}`?")),
+                "key {key}"
+            );
+        }
+        let custom: &[&str] = &[
+            "foo",
+            "colour",
+            "description",
+            "owner",
+            "x",
+            "NODE_ENV",
+            "deploy",
+            "myCustomSetting",
+            "envProduction",
+            "env-production",
+        ];
+        for key in custom {
+            let parsed = parse_app(&app_with(json!({ *key: {"a": 1} }))).expect("parses");
+            assert_eq!(parsed.spec, base(), "key {key}");
+            assert_eq!(
+                parsed.warnings,
+                vec![format!("option `{key}` is unknown; ignored")],
+                "key {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_mode_follows_instances_as_in_pm2() {
+        let cases: &[(Value, Option<bool>)] = &[
+            (json!({"script": "a.js"}), None),
+            (json!({"script": "a.js", "instances": 2}), Some(true)),
+            (json!({"script": "a.mjs", "instances": 1}), Some(true)),
+            (json!({"script": "a.js", "instances": "max"}), Some(true)),
+            (
+                json!({"script": "a.js", "instances": 2, "exec_mode": "fork"}),
+                Some(false),
+            ),
+            (json!({"script": "a.py", "instances": 2}), Some(false)),
+            (
+                json!({"script": "a.py", "instances": 2, "exec_mode": "cluster"}),
+                Some(true),
+            ),
+            (json!({"script": "bin/server", "instances": 4}), Some(false)),
+            (
+                json!({"script": "a", "interpreter": "/opt/node/bin/node", "instances": 2}),
+                Some(true),
+            ),
+            (
+                json!({"script": "a.ts", "interpreter": "bun", "instances": 2}),
+                Some(true),
+            ),
+            (
+                json!({"script": "a.js", "interpreter": "none", "instances": 2}),
+                Some(false),
+            ),
+        ];
+        for (app, want) in cases {
+            let parsed = parse_app(app).expect("parses");
+            assert_eq!(parsed.spec.cluster, *want, "app {app}");
+        }
     }
 
     #[test]
@@ -2142,11 +2362,12 @@ mod tests {
             (r#"{"apps":[]}"#, Err("config: no apps")),
             (
                 "{\"apps\":[\n",
-                Err("config: invalid JSON: EOF while parsing a list at line 2 column 0"),
+                Err("line 2: unexpected end of file: the array opened on line 1 is not closed"),
             ),
         ];
         for (text, expected) in cases {
-            let got = apps_of_config(text).map(|apps| {
+            let root = crate::relaxed_json::parse(text).map_err(|e| e.to_string());
+            let got = root.and_then(apps_of_config).map(|apps| {
                 apps.iter()
                     .map(|app| app["script"].as_str().unwrap_or("").to_string())
                     .collect::<Vec<_>>()

@@ -18,6 +18,8 @@ mod bench_smoke;
 mod client_api;
 #[path = "integration/cluster.rs"]
 mod cluster;
+#[path = "integration/config_files.rs"]
+mod config_files;
 #[path = "integration/ipc.rs"]
 mod ipc;
 #[path = "integration/lifecycle.rs"]

@@ -451,7 +451,8 @@ fn camel_case_keys_and_duration_strings() {
 fn bad_options_name_the_key() {
     let h = TestHome::started();
     let cases = [
-        (json!({"script": "sleep", "bogus_key": 1}), "bogus_key"),
+        // A misspelt key (a custom key only warns: config_files.rs).
+        (json!({"script": "sleep", "kill_timout": 1}), "kill_timout"),
         (
             json!({"script": "sleep", "kill_timeout": true}),
             "kill_timeout",

@@ -28,7 +28,7 @@ fn bad_requests_get_the_right_error_and_change_nothing() {
         ("frobnicate all".into(), "unknown_command"),
         (
             json!({"id": 4, "cmd": "start",
-                   "app": {"script": "sleep", "cwd": work, "nosuch_option": 1}})
+                   "app": {"script": "sleep", "cwd": work, "max_restart": 1}})
             .to_string(),
             "invalid_option",
         ),

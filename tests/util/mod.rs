@@ -359,8 +359,13 @@ impl Conn {
 
 /// Run a command to completion (killing it and failing after a timeout),
 /// collecting its output.
-pub fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
+pub fn run(cmd: Command) -> Output {
+    run_with_stdin(cmd, Stdio::null())
+}
+
+/// `run`, with `stdin` (a file, say) as the command's standard input.
+pub fn run_with_stdin(mut cmd: Command, stdin: Stdio) -> Output {
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd
