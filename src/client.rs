@@ -214,6 +214,14 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// Make reads give up after `limit` (`None`: wait for ever): then
+    /// `next` yields an `Error::Io` of kind `WouldBlock` or `TimedOut`.
+    /// How `corral wait` bounds its wait without polling.
+    pub fn set_timeout(&self, limit: Option<Duration>) -> Result<(), Error> {
+        let limit = limit.map(|d| d.max(Duration::from_millis(1)));
+        self._stream.set_read_timeout(limit).map_err(Error::Io)
+    }
+
     /// The next event's line as the daemon sent it (without its newline);
     /// `None` when the bus ends.
     pub fn next_line(&mut self) -> Option<Result<&str, Error>> {

@@ -18,6 +18,7 @@ pub mod procfs;
 pub mod protocol;
 pub mod reaper;
 pub mod spawn;
+pub mod startup;
 pub mod state;
 pub mod timefmt;
 pub mod users;
