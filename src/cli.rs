@@ -1334,6 +1334,7 @@ fn cmd_wait(args: &[String]) -> i32 {
     let events = vec!["process:event".to_string(), "daemon:kill".to_string()];
     let mut bus = match c.launch_bus(Some(events)) {
         Ok(b) => b,
+        Err(Error::Io(_) | Error::NoDaemon(_)) if want == WaitFor::Gone => return 0,
         Err(e) => return report(e),
     };
     loop {
