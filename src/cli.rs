@@ -1430,7 +1430,17 @@ fn cmd_startup(verb: &str, args: &[String]) -> i32 {
     let exists = |p: &str| startup::rooted(root.as_deref(), &Path::new("/").join(p)).exists();
     let init = match platform {
         Some(name) => match Init::from_name(&name) {
-            Ok(i) => i,
+            Ok(i) => {
+                // As PM2 does: say so when the box seems to run another.
+                if let Some(d) = Init::detect(&exists).filter(|d| *d != i) {
+                    eprintln!(
+                        "corral: {verb}: note: this system seems to run {}, not {}",
+                        d.name(),
+                        i.name()
+                    );
+                }
+                i
+            }
             Err(e) => return usage_error(&format!("{verb}: {e}")),
         },
         None => match Init::detect(&exists) {

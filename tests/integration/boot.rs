@@ -250,6 +250,11 @@ fn startup_writes_under_a_root_detects_the_init_and_unstartup_removes_it() {
         &["startup", "openrc", "--service-name", "corral-x"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("this system seems to run systemd, not openrc"),
+        "{}",
+        text(&out)
+    );
     let script = root.join("etc/init.d/corral-x");
     let mode = std::fs::metadata(&script).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o755);
