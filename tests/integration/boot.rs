@@ -555,6 +555,29 @@ fn wait_stopped_and_gone_follow_stop_and_delete() {
 }
 
 #[test]
+fn wait_stopped_sees_a_one_shot_job_end_on_its_own() {
+    let h = TestHome::started();
+    h.script(
+        "job.sh",
+        "#!/bin/sh\nwhile [ ! -e done ]; do sleep 0.05; done\nexit 0\n",
+    );
+    let out = h.corral(&["start", "job.sh", "--no-autorestart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = h.corral(&["wait", "job", "stopped", "--timeout", "200ms"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("saw: job (0) online"),
+        "{}",
+        text(&out)
+    );
+    let waiter = spawn_wait(&h, &["job", "stopped", "--timeout", "20s"]);
+    std::fs::write(h.work.join("done"), "").unwrap();
+    let out = finish(waiter, "corral wait job stopped ends");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(h.status("job"), "stopped");
+}
+
+#[test]
 fn wait_gone_ends_when_the_daemon_exits() {
     let h = TestHome::started();
     h.start(json!({"name": "k", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
