@@ -1530,16 +1530,14 @@ fn cmd_startup(verb: &str, args: &[String]) -> i32 {
         let mut env = Vec::new();
         let mut flags = Vec::new();
         let home_text = home.to_string_lossy().into_owned();
-        let hp = home
-            .strip_prefix(std::env::var("HOME").unwrap_or_default())
+        // PM2's `--hp $HOME` when the home is the default one, else the
+        // home itself.
+        let hp = std::env::var("HOME")
             .ok()
-            .filter(|rest| *rest == Path::new(".corral"))
-            .and_then(|_| std::env::var("HOME").ok());
+            .filter(|h| env_home.is_none() && home == Path::new(h).join(".corral"));
         match &hp {
-            Some(h) if m.opt_str("hp").is_none() && env_home.is_none() => {
-                flags.extend(["--hp", h.as_str()]);
-            }
-            _ => env.push(("CORRAL_HOME", home_text.as_str())),
+            Some(h) => flags.extend(["--hp", h.as_str()]),
+            None => env.push(("CORRAL_HOME", home_text.as_str())),
         }
         let service = m.opt_str("service-name");
         if let Some(s) = &service {
