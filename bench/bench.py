@@ -11,8 +11,8 @@ Options:
     --quick           corral only, a few apps and one repetition of each
                       workload (the tests run this so the script does not rot)
     --no-pm2          do not install or run PM2
-    --corral PATH     the corral binary to measure (default: build the release
-                      binary with `cargo build --release` and use it)
+    --corral PATH     the corral binary to measure (default: build the static
+                      release binary with scripts/build-static.sh and use it)
     --only LIST       run only these workloads (comma-separated names, below)
     --scale F         multiply every repetition count by F (at least 1 each)
     --markdown FILE   also write the results as Markdown to FILE
@@ -49,7 +49,9 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/corral")
+# Builds the static release binary for this host and prints its path last
+# (it honours CARGO_TARGET_DIR and the host's own target triple).
+BUILD_SCRIPT = os.path.join(ROOT, "scripts", "build-static.sh")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
@@ -1080,9 +1082,10 @@ def main():
 
     binary = arg("--corral")
     if not binary:
-        print("building the release binary (cargo build --release) ...", flush=True)
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        binary = RELEASE
+        print("building the release binary (scripts/build-static.sh) ...", flush=True)
+        out = subprocess.run(["sh", BUILD_SCRIPT, "--quiet"], cwd=ROOT, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        binary = out.strip().splitlines()[-1]
     binary = os.path.abspath(binary)
 
     t_start = time.monotonic()

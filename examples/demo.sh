@@ -2,8 +2,9 @@
 # The quick start: build corral, start the demo app under the daemon, show it.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-corral=target/x86_64-unknown-linux-gnu/release/corral
+# The static release binary for this host; the script prints its path (it
+# honours CARGO_TARGET_DIR).
+corral=$(sh scripts/build-static.sh --quiet)
 $corral start examples/demo-app.sh --name demo --time
 # Give it two ticks so there is something in its log.
 i=0

@@ -124,6 +124,21 @@ const VERBS: &[Verb] = &[
         summary: "stop every app and the daemon",
     },
     Verb {
+        names: &["wait"],
+        usage: "wait <name|id|namespace|all> <online|ready|stopped|gone> [--timeout DUR]",
+        summary: "block until apps are in a state (exit 1 on timeout)",
+    },
+    Verb {
+        names: &["startup"],
+        usage: "startup [platform] [-u USER] [--hp DIR] [--service-name NAME] [--dry-run]",
+        summary: "write and enable a boot unit that brings the daemon and its saved apps back",
+    },
+    Verb {
+        names: &["unstartup"],
+        usage: "unstartup [platform] [-u USER] [--hp DIR] [--service-name NAME] [--dry-run]",
+        summary: "disable and remove the boot unit written by startup",
+    },
+    Verb {
         names: &["daemon"],
         usage: "daemon [--no-daemon]",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
@@ -404,6 +419,8 @@ pub fn run(args: &[String]) -> i32 {
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
         "ecosystem" => cmd_ecosystem(rest),
+        "wait" => cmd_wait(rest),
+        "startup" | "unstartup" => cmd_startup(v.name(), rest),
         "help" => cmd_help(rest),
         _ => usage_error(&format!("unknown verb `{verb}`")),
     }
@@ -500,6 +517,39 @@ fn verb_options(verb: &str) -> Options {
                 "events",
                 "only these events (comma-separated; log:* is a prefix)",
                 "NAMES",
+            );
+        }
+        "wait" => {
+            o.optopt(
+                "",
+                "timeout",
+                "give up after this long, with exit status 1 (default 10s)",
+                "DUR",
+            );
+        }
+        "startup" | "unstartup" => {
+            o.optopt(
+                "u",
+                "user",
+                "the user the daemon runs as (default: you)",
+                "USER",
+            );
+            o.optopt(
+                "",
+                "hp",
+                "the user's home directory; CORRAL_HOME is DIR/.corral",
+                "DIR",
+            );
+            o.optopt(
+                "",
+                "service-name",
+                "the unit's name (default corral-USER)",
+                "NAME",
+            );
+            o.optflag(
+                "",
+                "dry-run",
+                "print the unit and the commands; write and run nothing",
             );
         }
         "daemon" => {
@@ -1355,6 +1405,377 @@ fn cmd_daemon(args: &[String]) -> i32 {
         return daemon::run(cfg(None, false, false));
     }
     background(cfg)
+}
+
+/// The states `wait` knows, and what each accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitFor {
+    /// Every matching app online (for `wait_ready` apps that already means
+    /// ready); at least one.
+    Online,
+    /// Every matching app stopped or errored (not running, and the daemon
+    /// will not start it again by itself); at least one.
+    Stopped,
+    /// No app matches.
+    Gone,
+}
+
+impl WaitFor {
+    fn parse(word: &str) -> Option<WaitFor> {
+        match word {
+            "online" | "ready" => Some(WaitFor::Online),
+            "stopped" => Some(WaitFor::Stopped),
+            "gone" => Some(WaitFor::Gone),
+            _ => None,
+        }
+    }
+
+    fn reached(self, seen: &[Description]) -> bool {
+        match self {
+            WaitFor::Gone => seen.is_empty(),
+            WaitFor::Online => {
+                !seen.is_empty() && seen.iter().all(|d| d.pm2_env.status == Status::Online)
+            }
+            WaitFor::Stopped => {
+                !seen.is_empty()
+                    && seen
+                        .iter()
+                        .all(|d| matches!(d.pm2_env.status, Status::Stopped | Status::Errored))
+            }
+        }
+    }
+}
+
+/// What `wait` saw last, for its timeout message.
+fn seen_text(seen: &[Description]) -> String {
+    if seen.is_empty() {
+        return "no such app".into();
+    }
+    seen.iter()
+        .map(|d| format!("{} ({}) {}", d.name, d.pm_id, d.pm2_env.status.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `wait`: subscribe to the bus first, then describe the target, and again
+/// after each process event, until the state is reached or the deadline
+/// passes (a read timeout on the bus socket: no polling).
+fn cmd_wait(args: &[String]) -> i32 {
+    let (m, _) = match parse("wait", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [target, state] = m.free.as_slice() else {
+        return usage_error("wait: give a target and a state (online, ready, stopped or gone)");
+    };
+    let Some(want) = WaitFor::parse(state) else {
+        return usage_error(&format!(
+            "wait: unknown state `{state}`: give online, ready, stopped or gone"
+        ));
+    };
+    let timeout_text = m.opt_str("timeout").unwrap_or_else(|| "10s".into());
+    let timeout = match daemon::parse_duration(&json!(timeout_text)) {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(e) => return usage_error(&format!("wait: --timeout: {e}")),
+    };
+    let deadline = Instant::now() + timeout;
+    let target = Target::from(target.as_str());
+    let mut c = match connect(false) {
+        Ok(c) => c,
+        // No daemon, no app.
+        Err(_) if want == WaitFor::Gone => return 0,
+        Err(code) => return code,
+    };
+    let events = vec!["process:event".to_string(), "daemon:kill".to_string()];
+    let mut bus = match c.launch_bus(Some(events)) {
+        Ok(b) => b,
+        Err(Error::Io(_) | Error::NoDaemon(_)) if want == WaitFor::Gone => return 0,
+        Err(e) => return report(e),
+    };
+    loop {
+        let seen = match c.describe(target.clone()) {
+            Ok(d) => d,
+            Err(_) if want == WaitFor::Gone => return 0,
+            Err(e) => return report(e),
+        };
+        if want.reached(&seen) {
+            return 0;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = left.is_zero()
+            || match bus.next_timeout(left) {
+                Ok(Some(_)) => false,
+                Ok(None) => true,
+                // An event this build cannot read still means: look again.
+                Err(Error::Invalid(_)) => false,
+                Err(Error::Closed) if want == WaitFor::Gone => return 0,
+                Err(Error::Closed) => {
+                    eprintln!(
+                        "corral: wait: the daemon exited before {target} was {state}; last seen: {}",
+                        seen_text(&seen)
+                    );
+                    return EXIT_NO_DAEMON;
+                }
+                Err(e) => return report(e),
+            };
+        if timed_out {
+            // One last look: the state may have come with no event.
+            let seen = c.describe(target.clone()).unwrap_or(seen);
+            if want.reached(&seen) {
+                return 0;
+            }
+            eprintln!(
+                "corral: wait: {target} not {state} after {timeout_text}; saw: {}",
+                seen_text(&seen)
+            );
+            return EXIT_REFUSED;
+        }
+    }
+}
+
+/// The name of the user running this (from /etc/passwd, else `$USER`).
+fn current_user() -> Option<String> {
+    let uid = nix::unistd::geteuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            daemon::parse_passwd(&t)
+                .into_iter()
+                .find(|u| u.uid == uid)
+                .map(|u| u.name)
+        })
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+}
+
+/// A user's home directory from /etc/passwd.
+fn home_of(user: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    daemon::parse_passwd(&text)
+        .into_iter()
+        .find(|u| u.name == user)
+        .map(|u| u.home)
+}
+
+/// `startup` / `unstartup`: work out the unit (pure, in `corral::startup`),
+/// then print it (`--dry-run`), print the sudo command (not root), or write
+/// and enable it / disable and remove it.
+fn cmd_startup(verb: &str, args: &[String]) -> i32 {
+    use daemon::startup::{self, Init, Plan, Saved, SysvTool, Unit};
+    use std::path::PathBuf;
+    let (m, _) = match parse(verb, args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let platform = match m.free.as_slice() {
+        [] => None,
+        [p] => Some(p.clone()),
+        _ => return usage_error(&format!("{verb}: give at most one platform")),
+    };
+    let root: Option<PathBuf> = std::env::var_os(startup::ROOT_ENV)
+        .filter(|r| !r.is_empty())
+        .map(PathBuf::from);
+    let exists = |p: &str| startup::rooted(root.as_deref(), &Path::new("/").join(p)).exists();
+    let init = match platform {
+        Some(name) => match Init::from_name(&name) {
+            Ok(i) => {
+                // As PM2 does: say so when the box seems to run another.
+                if let Some(d) = Init::detect(&exists).filter(|d| *d != i) {
+                    eprintln!(
+                        "corral: {verb}: note: this system seems to run {}, not {}",
+                        d.name(),
+                        i.name()
+                    );
+                }
+                i
+            }
+            Err(e) => return usage_error(&format!("{verb}: {e}")),
+        },
+        None => match Init::detect(&exists) {
+            Some(i) => i,
+            None => {
+                return usage_error(&format!(
+                    "{verb}: cannot tell this system's init; name it: corral {verb} systemd|openrc|sysv|rcd|launchd"
+                ));
+            }
+        },
+    };
+    let me = current_user();
+    let user = match m.opt_str("user").or_else(|| me.clone()) {
+        Some(u) => u,
+        None => return usage_error(&format!("{verb}: cannot tell who you are; give -u USER")),
+    };
+    if let Err(e) = startup::check_user(&user) {
+        return usage_error(&format!("{verb}: {e}"));
+    }
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    let env_home = std::env::var_os("CORRAL_HOME").filter(|h| !h.is_empty());
+    // --hp (PM2's: the user's home) > CORRAL_HOME > the user's own home.
+    let home = if let Some(hp) = m.opt_str("hp") {
+        if !Path::new(&hp).is_absolute() {
+            return usage_error(&format!("{verb}: --hp {hp} is not an absolute path"));
+        }
+        Path::new(&hp).join(".corral")
+    } else if env_home.is_some() || me.as_deref() == Some(user.as_str()) {
+        paths.home.clone()
+    } else {
+        match home_of(&user) {
+            Some(h) => Path::new(&h).join(".corral"),
+            None => {
+                return usage_error(&format!(
+                    "{verb}: user `{user}` is not in /etc/passwd; give its home with --hp DIR"
+                ));
+            }
+        }
+    };
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("corral: {verb}: cannot find this program's path: {e}");
+            return EXIT_REFUSED;
+        }
+    };
+    let unit = Unit {
+        user: user.clone(),
+        home: home.clone(),
+        binary: binary.clone(),
+        path_env: std::env::var("PATH")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| startup::DEFAULT_PATH.to_string()),
+        service: m.opt_str("service-name"),
+        sysv_tool: SysvTool::detect(&exists),
+    };
+    let plan: Plan = match startup::plan(init, &unit) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&format!("{verb}: {e}")),
+    };
+    let file = startup::rooted(root.as_deref(), &plan.file);
+    let show = |c: &Vec<String>| startup::show_cmd(c);
+    if m.opt_present("dry-run") {
+        if verb == "startup" {
+            // The unit alone on stdout, so it can be redirected to a file.
+            print!("{}", plan.text);
+            eprintln!("corral: startup --dry-run: would write {}", file.display());
+            for c in &plan.enable {
+                eprintln!("corral: startup --dry-run: would run: {}", show(c));
+            }
+        } else {
+            for c in &plan.disable {
+                println!("would run: {}", show(c));
+            }
+            println!("would remove: {}", file.display());
+            for c in &plan.after_remove {
+                println!("would run: {}", show(c));
+            }
+        }
+        return 0;
+    }
+    if root.is_none() && !nix::unistd::geteuid().is_root() {
+        let mut env = Vec::new();
+        let mut flags = Vec::new();
+        let home_text = home.to_string_lossy().into_owned();
+        // PM2's `--hp $HOME` when the home is the default one, else the
+        // home itself.
+        let hp = std::env::var("HOME")
+            .ok()
+            .filter(|h| env_home.is_none() && home == Path::new(h).join(".corral"));
+        match &hp {
+            Some(h) => flags.extend(["--hp", h.as_str()]),
+            None => env.push(("CORRAL_HOME", home_text.as_str())),
+        }
+        let service = m.opt_str("service-name");
+        if let Some(s) = &service {
+            flags.extend(["--service-name", s.as_str()]);
+        }
+        println!(
+            "{} needs root ({}). Run:",
+            verb,
+            if verb == "startup" {
+                format!("it writes {}", file.display())
+            } else {
+                format!("it removes {}", file.display())
+            }
+        );
+        println!(
+            "{}",
+            startup::sudo_command(&binary, verb, init, &user, &env, &flags)
+        );
+        return EXIT_REFUSED;
+    }
+    let run = |c: &Vec<String>| -> Result<(), String> {
+        if root.is_some() {
+            println!("not run ({} is set): {}", startup::ROOT_ENV, show(c));
+            Ok(())
+        } else {
+            println!("$ {}", show(c));
+            startup::run_cmd(c)
+        }
+    };
+    if verb == "unstartup" {
+        if !file.exists() {
+            println!("no boot unit at {}: nothing to remove", file.display());
+            return 0;
+        }
+        let mut failed = false;
+        for c in &plan.disable {
+            if let Err(e) = run(c) {
+                eprintln!("corral: unstartup: {e}");
+                failed = true;
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&file) {
+            eprintln!("corral: unstartup: cannot remove {}: {e}", file.display());
+            return EXIT_REFUSED;
+        }
+        println!("removed {}", file.display());
+        for c in &plan.after_remove {
+            if let Err(e) = run(c) {
+                eprintln!("corral: unstartup: {e}");
+                failed = true;
+            }
+        }
+        println!("the running daemon and its apps are left as they are");
+        return if failed { EXIT_REFUSED } else { 0 };
+    }
+    println!("platform: {}", init.name());
+    if let Err(e) = startup::write_unit(&file, &plan.text, plan.mode) {
+        eprintln!("corral: startup: cannot write {}: {e}", file.display());
+        return EXIT_REFUSED;
+    }
+    println!("wrote {}", file.display());
+    for c in &plan.enable {
+        if let Err(e) = run(c) {
+            eprintln!("corral: startup: {e}");
+            return EXIT_REFUSED;
+        }
+    }
+    // The user's daemon: the socket of this environment when it is this
+    // home, else the home's own.
+    let socket = if home == paths.home {
+        paths.socket.clone()
+    } else {
+        home.join("corral.sock")
+    };
+    match startup::save_list(&socket) {
+        Saved::Dumped { path, count } => println!("saved the list ({count} apps) to {path}"),
+        Saved::NoDaemon => println!(
+            "no daemon runs for {user}: no list saved (start the apps, then run `corral dump`)"
+        ),
+        Saved::Unsupported => println!(
+            "note: this daemon cannot save its list yet (it does not know `dump`): the list was not saved"
+        ),
+        Saved::Failed(e) => println!("note: the list was not saved: {e}"),
+    }
+    println!(
+        "the {} unit {} starts corral for {user} at boot; remove it with: corral unstartup {} -u {user}",
+        init.name(),
+        plan.service,
+        init.name()
+    );
+    0
 }
 
 /// Fork the daemon into the background, print its first word (`ready` or

@@ -705,8 +705,9 @@ mod tests {
         )
     }
 
-    /// (device, inode) of an open fd.
-    fn identity(fd: RawFd) -> (u64, u64) {
+    /// (device, inode) of an open fd (their widths differ between 32- and
+    /// 64-bit targets).
+    fn identity(fd: RawFd) -> (nix::libc::dev_t, nix::libc::ino_t) {
         // SAFETY: the test holds the Cluster that owns `fd` open meanwhile.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let st = nix::sys::stat::fstat(borrowed).unwrap();

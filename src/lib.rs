@@ -72,6 +72,9 @@ pub mod protocol;
 mod reaper;
 mod relaxed_json;
 mod spawn;
+// Private; the binary's `startup` verb reaches it through `__private`.
+#[allow(missing_docs)]
+mod startup;
 mod state;
 mod sys;
 mod timefmt;
@@ -90,5 +93,10 @@ pub mod __private {
     pub use crate::options::parse_duration;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::sys::dup_cloexec;
+    pub use crate::users::parse_passwd;
+    /// Boot units (`corral startup`).
+    pub mod startup {
+        pub use crate::startup::*;
+    }
     pub use crate::timefmt::{Format, local_tm};
 }

@@ -179,10 +179,14 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-/// Return freed heap pages to the kernel.
+/// Return freed heap pages to the kernel (glibc; musl's allocator gives
+/// them back by itself).
 pub fn trim_heap() {
     // SAFETY: malloc_trim only releases free pages; nothing else runs.
-    unsafe { libc::malloc_trim(0) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
 }
 
 /// Write a file through `.tmp` + rename (STYLE 12), so nobody reads it half

@@ -14,6 +14,8 @@ mod util;
 
 #[path = "integration/bench_smoke.rs"]
 mod bench_smoke;
+#[path = "integration/boot.rs"]
+mod boot;
 #[path = "integration/client_api.rs"]
 mod client_api;
 #[path = "integration/cluster.rs"]
