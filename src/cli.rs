@@ -297,6 +297,12 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "first delay of an exponential restart backoff",
     ),
     (
+        "",
+        "min-restart-interval",
+        "DUR",
+        "least time from a start to an automatic restart (default 100ms)",
+    ),
+    (
         "c",
         "cron-restart",
         "EXPR",
@@ -753,6 +759,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("gid", "gid"),
         ("max-memory-restart", "max_memory_restart"),
         ("exp-backoff-restart-delay", "exp_backoff_restart_delay"),
+        ("min-restart-interval", "min_restart_interval"),
         ("watch-delay", "watch_delay"),
         ("instance-var", "instance_var"),
         ("listen-timeout", "listen_timeout"),

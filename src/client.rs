@@ -27,6 +27,69 @@ use crate::protocol::{
 
 /// How long a launched daemon may take to say it is ready.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon may take to accept a connection and read a
+/// request, unless `CORRAL_TIMEOUT` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `$CORRAL_TIMEOUT`: seconds (a decimal number; 0 = wait for ever), else
+/// [`DEFAULT_TIMEOUT`].
+fn timeout_from_env() -> Result<Option<Duration>, Error> {
+    let Some(v) = std::env::var_os("CORRAL_TIMEOUT") else {
+        return Ok(Some(DEFAULT_TIMEOUT));
+    };
+    let text = v.to_string_lossy();
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        _ => Err(Error::Invalid(format!(
+            "CORRAL_TIMEOUT: expected a number of seconds (0 for no limit), got {text:?}"
+        ))),
+    }
+}
+
+/// Connect to the socket at `path`, waiting at most `timeout` for the
+/// daemon to take the connection (a daemon out of file descriptors leaves
+/// it in the backlog; a full backlog blocks `connect` for ever).
+fn connect_socket(path: &Path, timeout: Option<Duration>) -> io::Result<UnixStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, UnixAddr, connect, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if let Some(t) = timeout {
+        // Unix sockets wait for room in the listener's backlog this long.
+        let tv = nix::sys::time::TimeVal::new(
+            t.as_secs() as nix::libc::time_t,
+            t.subsec_micros() as nix::libc::suseconds_t,
+        );
+        setsockopt(&fd, sockopt::SendTimeout, &tv)?;
+    }
+    let addr = UnixAddr::new(path)?;
+    connect(fd.as_raw_fd(), &addr)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// The error for a daemon that did not answer in time.
+fn no_answer(socket: &Path, timeout: Duration) -> Error {
+    Error::NoDaemon(format!(
+        "the daemon at {} did not answer within {} s (it may be overloaded or out of \
+         file descriptors; its log says more; CORRAL_TIMEOUT sets the limit)",
+        socket.display(),
+        timeout.as_secs_f64()
+    ))
+}
+
+/// Whether an I/O error is a socket timeout running out.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
 
 /// What went wrong talking to the daemon.
 #[derive(Debug)]
@@ -497,6 +560,9 @@ pub struct Client {
     /// Held open for as long as this process lives (connect_no_daemon).
     lifeline: Option<ChildStdin>,
     warnings: Vec<String>,
+    /// How long the daemon may take to read a request
+    /// ([`Client::set_timeout`]).
+    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -526,7 +592,11 @@ impl Client {
 
     /// Connect to the daemon at `paths`, launching one if `launch`.
     pub fn connect_with(paths: &Paths, launch: bool) -> Result<Client, Error> {
-        match UnixStream::connect(&paths.socket) {
+        let timeout = timeout_from_env()?;
+        match connect_socket(&paths.socket, timeout) {
+            Err(e) if timed_out(&e) => {
+                Err(no_answer(&paths.socket, timeout.unwrap_or(DEFAULT_TIMEOUT)))
+            }
             Ok(s) => Client::over(s, paths.socket.clone()),
             Err(e) if !launch => Err(Error::NoDaemon(format!(
                 "cannot connect to {}: {e}",
@@ -590,7 +660,9 @@ impl Client {
 
     fn over(stream: UnixStream, socket: PathBuf) -> Result<Client, Error> {
         let reader = BufReader::new(stream.try_clone().map_err(Error::Io)?);
+        let timeout = timeout_from_env()?;
         Ok(Client {
+            timeout,
             stream,
             socket,
             buses: Vec::new(),
@@ -616,6 +688,16 @@ impl Client {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
+    /// How long the daemon may take to take up a request: each request is
+    /// preceded on the wire by a `ping`, whose answer must come within
+    /// `timeout` (else [`Error::NoDaemon`]); the request's own answer may
+    /// then take as long as it needs (a stop waits for `kill_timeout`).
+    /// `None`: wait for ever. Defaults to `$CORRAL_TIMEOUT` seconds, else
+    /// [`DEFAULT_TIMEOUT`].
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
     /// Warnings the daemon gave with the last answer (options with no effect).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -632,9 +714,35 @@ impl Client {
     fn request_raw(&mut self, cmd: Command) -> Result<Box<RawValue>, Error> {
         let id = self.next_id;
         self.next_id += 1;
-        let line = Request { id: json!(id), cmd }.to_line();
-        self.stream.write_all(line.as_bytes()).map_err(Error::Io)?;
+        let mut line = Request { id: json!(id), cmd }.to_line();
+        if let Some(t) = self.timeout {
+            // A ping first, answered at once by a daemon that serves this
+            // connection: the proof it is alive, whatever the request then
+            // waits for.
+            let ping = Request {
+                id: json!(format!("alive-{id}")),
+                cmd: Command::Ping,
+            };
+            line.insert_str(0, &ping.to_line());
+            let _ = self.stream.set_write_timeout(Some(t));
+            let _ = self.stream.set_read_timeout(Some(t));
+        }
+        let socket = self.socket.clone();
+        let limit = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let io_err = |e: io::Error| match timed_out(&e) {
+            true => no_answer(&socket, limit),
+            false => Error::Io(e),
+        };
+        self.stream.write_all(line.as_bytes()).map_err(io_err)?;
         let mut answer = String::new();
+        if self.timeout.is_some() {
+            let n = self.reader.read_line(&mut answer).map_err(io_err)?;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            answer.clear();
+            let _ = self.stream.set_read_timeout(None);
+        }
         let n = self.reader.read_line(&mut answer).map_err(Error::Io)?;
         if n == 0 {
             return Err(Error::Closed);

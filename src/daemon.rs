@@ -75,6 +75,10 @@ const CAUGHT: [i32; 5] = [
     libc::SIGUSR2,
 ];
 
+/// Readiness events taken from the poller per wake (more wait for the
+/// next one, in order).
+const EVENTS_PER_WAKE: usize = 1024;
+
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
@@ -191,6 +195,10 @@ enum Timer {
     Watch(u32),
     /// The next /proc sample.
     Sample,
+    /// A client connection's deadline (a stalled line, an idle reserve).
+    Conn(Token),
+    /// Accept again after running out of file descriptors.
+    Accept,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -257,9 +265,15 @@ struct Daemon {
     log_file: Option<LogFile>,
     table: Table,
     conns: HashMap<Token, Conn>,
+    /// Out of file descriptors: not accepting until `Timer::Accept`.
+    accept_paused: bool,
+    /// Accepting failed and has not succeeded since (logged once).
+    accept_failing: bool,
     pipes: HashMap<Token, Pipe>,
     /// Output pipes with data left after their share of a wake.
     busy_pipes: Vec<Token>,
+    /// Children may be left to reap after a wake's share of exits.
+    more_exits: bool,
     /// Channel tokens → (pm_id, pid).
     channels: HashMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
@@ -377,6 +391,9 @@ impl Daemon {
         let mut signals = UnixStream::from_std(sig_r);
 
         reaper::become_subreaper().map_err(failed("cannot become a subreaper"))?;
+        // As many fds as allowed: apps and clients each cost some. Failing
+        // leaves the limit as it was, which is no reason not to start.
+        let _ = sys::raise_fd_limit();
 
         let poll = Poll::new().map_err(failed("cannot create the poller"))?;
         let reg = poll.registry();
@@ -414,8 +431,11 @@ impl Daemon {
             log_file,
             table: Table::default(),
             conns: HashMap::new(),
+            accept_paused: false,
+            accept_failing: false,
             pipes: HashMap::new(),
             busy_pipes: Vec::new(),
+            more_exits: false,
             channels: HashMap::new(),
             execs: HashMap::new(),
             next_token: FIRST_DYNAMIC,
@@ -468,11 +488,12 @@ impl Daemon {
     /// sees the latest state. Then reloads move on and parked requests
     /// whose apps settled are answered.
     fn serve(&mut self) -> i32 {
-        let mut events = Events::with_capacity(256);
+        let mut events = Events::with_capacity(EVENTS_PER_WAKE);
         loop {
-            let timeout = match self.busy_pipes.is_empty() {
+            let timeout = match self.busy_pipes.is_empty() && !self.more_exits {
                 true => self.timers.timeout(self.now()),
-                // Output left unread: look at the other fds, then come back.
+                // Output left unread or exits left to reap: look at the
+                // other fds, then come back.
                 false => Some(Duration::ZERO),
             };
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -594,6 +615,7 @@ impl Daemon {
             conn,
             id,
             kind: PendingKind::KillDaemon,
+            crashes: Vec::new(),
             pm_ids: ids.clone(),
             gone: BTreeMap::new(),
             stopped,

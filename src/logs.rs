@@ -13,8 +13,11 @@ use crate::timefmt::{Format, local_tm};
 /// Where one stream of one app goes.
 pub struct LogFile {
     path: PathBuf,
-    /// `None` when the path is `/dev/null`: nothing is written.
+    /// `None` when the path is `/dev/null` (nothing is written) or the
+    /// file is closed (`close`: opened again when written to).
     file: Option<File>,
+    /// The path is `/dev/null`.
+    null: bool,
     stamp: Option<Format>,
     at_line_start: bool,
     buf: Vec<u8>,
@@ -44,14 +47,12 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl LogFile {
     pub fn open(path: &Path, date_format: Option<&str>) -> io::Result<LogFile> {
-        let file = if is_null(path) {
-            None
-        } else {
-            Some(open_append(path)?)
-        };
+        let null = is_null(path);
+        let file = if null { None } else { Some(open_append(path)?) };
         Ok(LogFile {
             path: path.to_path_buf(),
             file,
+            null,
             stamp: date_format.map(Format::parse),
             at_line_start: true,
             buf: Vec::new(),
@@ -64,8 +65,23 @@ impl LogFile {
         &self.path
     }
 
+    /// Close the file (its app stopped): a stopped app holds no fd. The
+    /// next write, or `ensure_open`, opens it again.
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
+    /// Open the file if it is closed.
+    pub fn ensure_open(&mut self) -> io::Result<()> {
+        if !self.null && self.file.is_none() {
+            self.file = Some(open_append(&self.path)?);
+        }
+        Ok(())
+    }
+
     /// Open the path again (after logrotate renamed the file), keeping
-    /// where the current line stands; false for /dev/null.
+    /// where the current line stands; false for /dev/null or a closed
+    /// file (it is opened afresh when next needed).
     pub fn reopen(&mut self) -> io::Result<bool> {
         if self.file.is_none() {
             return Ok(false);
@@ -78,12 +94,14 @@ impl LogFile {
     pub fn truncate(&mut self) -> io::Result<bool> {
         match self.file.as_mut() {
             Some(f) => f.set_len(0).map(|()| true),
-            None => Ok(false),
+            None if self.null => Ok(false),
+            None => open_append(&self.path)?.set_len(0).map(|()| true),
         }
     }
 
     /// Append a chunk read from the app at `now_ms`.
     pub fn write_chunk(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
+        self.ensure_open()?;
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
@@ -179,6 +197,14 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "T: one\nT: two\nT: three\nT: four");
+        assert!(lf.truncate().unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        // Closed, it is opened again to be written or emptied.
+        lf.close();
+        assert!(!lf.reopen().unwrap());
+        lf.write_chunk(b"five\n", 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: five\n");
+        lf.close();
         assert!(lf.truncate().unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         std::fs::remove_dir_all(&dir).unwrap();

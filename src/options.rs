@@ -34,6 +34,9 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 16;
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
 pub const DEFAULT_KILL_SIGNAL: Signal = Signal::INT;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 0;
+/// Least time between two automatic starts of one app (systemd's
+/// `RestartSec` default): a crash loop spawns at most ten times a second.
+pub const DEFAULT_MIN_RESTART_INTERVAL_MS: u64 = 100;
 pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_WATCH_DELAY_MS: u64 = 1000;
 pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3000;
@@ -159,6 +162,9 @@ pub struct AppSpec {
     pub max_memory_restart: Option<u64>,
     /// First delay of the exponential backoff (ms); none = off.
     pub exp_backoff_restart_delay: Option<u64>,
+    /// Least time (ms) from one start of the app to an automatic restart
+    /// after it died; 0 = none.
+    pub min_restart_interval: u64,
     pub watch: Watch,
     /// `None`: the defaults (`node_modules`, `.git`, the log directory).
     pub ignore_watch: Option<Vec<String>>,
@@ -316,6 +322,7 @@ const OPTIONS: &[OptionDef] = &[
     yes("merge_logs", &["combine_logs"]),
     yes("max_memory_restart", &[]),
     yes("exp_backoff_restart_delay", &[]),
+    yes("min_restart_interval", &[]),
     yes("watch", &[]),
     yes("ignore_watch", &[]),
     yes("watch_delay", &[]),
@@ -638,6 +645,9 @@ fn build_spec(
         exp_backoff_restart_delay: given
             .parse("exp_backoff_restart_delay", duration)?
             .filter(|&n| n > 0),
+        min_restart_interval: given
+            .parse("min_restart_interval", duration)?
+            .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
         watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
         ignore_watch: given.parse("ignore_watch", string_list)?,
         watch_delay: given
@@ -1335,6 +1345,7 @@ mod tests {
             disable_source_map_support: false,
             max_memory_restart: None,
             exp_backoff_restart_delay: None,
+            min_restart_interval: 100,
             watch: Watch::Off,
             ignore_watch: None,
             watch_delay: DEFAULT_WATCH_DELAY_MS,

@@ -13,10 +13,15 @@ pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
-/// Every child that has ended since the last call, with how it ended.
-pub fn reap_all() -> Vec<(i32, Exit)> {
+/// Children that have ended, with how they ended: at most `limit`, and
+/// whether more may be waiting (the rest stay zombies until the next call,
+/// so their pids cannot be reused meanwhile).
+pub fn reap_some(limit: usize) -> (Vec<(i32, Exit)>, bool) {
     let mut out = Vec::new();
     loop {
+        if out.len() >= limit {
+            return (out, true);
+        }
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw(), Exit::Code(code))),
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
@@ -30,5 +35,5 @@ pub fn reap_all() -> Vec<(i32, Exit)> {
             Err(_) => break,
         }
     }
-    out
+    (out, false)
 }

@@ -204,6 +204,15 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     let envp = null_terminated(&cmd.envp);
     let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
     let status_fd = status_w.as_raw_fd();
+    // The soft fd limit the daemon was started with, not its raised one.
+    let app_soft = sys::app_fd_limit();
+    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .filter(|&(soft, _)| app_soft > 0 && app_soft < soft)
+        .map(|(_, hard)| libc::rlimit {
+            rlim_cur: app_soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        });
 
     // Every signal is blocked across the fork: until the child has reset
     // the daemon's handlers, a signal must not run one of them in it (they
@@ -223,7 +232,7 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: in the child, only async-signal-safe calls; never returns.
-        unsafe { child_after_fork(cmd, &argv, &envp, &groups, &mut fds, status_fd) }
+        unsafe { child_after_fork(cmd, &argv, &envp, &groups, &mut fds, status_fd, fd_limit) }
     }
     let errno = Errno::last();
     // SAFETY: restores this thread's mask saved above.
@@ -256,6 +265,7 @@ unsafe fn child_after_fork(
     groups: &[libc::gid_t],
     fds: &mut [i32],
     status_fd: i32,
+    fd_limit: Option<libc::rlimit>,
 ) -> ! {
     let report = |step: Step| -> ! {
         let e = Errno::last_raw().to_ne_bytes();
@@ -283,6 +293,11 @@ unsafe fn child_after_fork(
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // Lowering a soft limit cannot fail for want of privilege; if it
+        // fails anyway the app runs with the daemon's.
+        if let Some(l) = &fd_limit {
+            libc::setrlimit(libc::RLIMIT_NOFILE, l);
+        }
         // Move every source below the targets' range out of the way first,
         // so that placing one never overwrites another; dup2 then clears
         // close-on-exec on each target.

@@ -84,6 +84,10 @@ pub struct Policy {
     pub shutdown_with_message: bool,
     /// First delay of the exponential backoff; `None` = off.
     pub exp_backoff: Option<u64>,
+    /// Least time between two starts of the app by automatic restarts
+    /// (`min_restart_interval`): a process that died sooner waits out the
+    /// rest, so a crash loop costs at most one spawn per interval.
+    pub min_restart_interval: u64,
 }
 
 /// What happened, fed by the loop.
@@ -184,6 +188,9 @@ pub struct Machine {
     policy: Policy,
     restart_time: u32,
     unstable_restarts: u32,
+    /// Exits of the main process on its own (not asked to stop), ever: a
+    /// request waiting on a crash-looping app is answered once it crashed.
+    crashes: u32,
     last_exit: Option<Exit>,
     /// The last backoff delay (0 before the first), PM2's
     /// `prev_restart_delay`.
@@ -208,6 +215,7 @@ impl Machine {
             policy,
             restart_time: 0,
             unstable_restarts: 0,
+            crashes: 0,
             last_exit: None,
             prev_restart_delay: 0,
             rest: Rest::Stopped,
@@ -235,6 +243,11 @@ impl Machine {
 
     pub fn unstable_restarts(&self) -> u32 {
         self.unstable_restarts
+    }
+
+    /// How many times the main process exited without being asked to.
+    pub fn crashes(&self) -> u32 {
+        self.crashes
     }
 
     pub fn last_exit(&self) -> Option<Exit> {
@@ -707,6 +720,7 @@ impl Machine {
 
     /// The main process exited on its own after `uptime` ms.
     fn after_crash(&mut self, exit: Exit, uptime: u64, now: u64, fx: &mut Vec<Effect>) {
+        self.crashes = self.crashes.wrapping_add(1);
         let p = &self.policy;
         let wanted_stop = match exit {
             Exit::Code(c) => p.stop_exit_codes.contains(&c),
@@ -738,18 +752,18 @@ impl Machine {
                 self.prev_restart_delay.max(p.restart_delay)
             }
         };
-        if delay > 0 {
-            let until = now + delay;
-            self.rest = Rest::WaitingRestart { until };
-            fx.push(Effect::Timer {
-                pid: None,
-                at: until,
-            });
-        } else {
-            self.rest = Rest::Stopped;
-            self.restart_time += 1;
-            fx.push(Effect::Spawn(Role::Main));
-        }
+        // The floor counts from the start of the process that died (s6's
+        // rule): one that ran longer restarts at once.
+        let delay = delay.max(p.min_restart_interval.saturating_sub(uptime));
+        // Even without a delay the restart goes through a deadline: the
+        // loop spawns at most so many due restarts per wake, so a crash
+        // storm cannot keep it from requests and signals.
+        let until = now + delay;
+        self.rest = Rest::WaitingRestart { until };
+        fx.push(Effect::Timer {
+            pid: None,
+            at: until,
+        });
     }
 }
 
@@ -778,6 +792,7 @@ mod tests {
             listen_timeout: 3000,
             shutdown_with_message: false,
             exp_backoff: None,
+            min_restart_interval: 0,
         }
     }
 
@@ -1031,9 +1046,17 @@ mod tests {
                 online(10, 0),
                 exited(10, 1),
                 5000,
-                Status::Stopped,
+                Status::WaitingRestart,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Released(10), Spawn(Role::Main)],
+                vec![
+                    ClearPid,
+                    Emit("exit"),
+                    Released(10),
+                    Timer {
+                        pid: None,
+                        at: 5000,
+                    },
+                ],
             ),
             (
                 "crash with restart_delay waits",
@@ -1134,9 +1157,14 @@ mod tests {
                 online(10, 0),
                 exited(10, 1),
                 10,
-                Status::Stopped,
+                Status::WaitingRestart,
                 Wanted::Up,
-                vec![ClearPid, Emit("exit"), Released(10), Spawn(Role::Main)],
+                vec![
+                    ClearPid,
+                    Emit("exit"),
+                    Released(10),
+                    Timer { pid: None, at: 10 },
+                ],
             ),
             (
                 "unstable crash at the limit is errored",
@@ -1315,10 +1343,12 @@ mod tests {
             );
             m.step(proc_(pid, Event::Execd), now);
             now += 10;
-            let fx = m.step(exited(pid, 1), now);
-            if !fx.contains(&Spawn(Role::Main)) {
+            m.step(exited(pid, 1), now);
+            let Some(at) = m.deadline() else {
                 break;
-            }
+            };
+            let fx = m.step(Input::Deadline { pid: None, at }, at);
+            assert_eq!(fx, vec![Spawn(Role::Main)]);
             spawns += 1;
             pid += 1;
         }
@@ -1384,9 +1414,53 @@ mod tests {
     }
 
     #[test]
+    fn min_restart_interval_spaces_the_starts_of_a_crash_loop() {
+        // (interval, restart_delay, backoff, uptime) → the delay before the
+        // restart (0: at once).
+        let cases: &[(u64, u64, Option<u64>, u64, u64)] = &[
+            (100, 0, None, 0, 100),
+            (100, 0, None, 30, 70),
+            (100, 0, None, 100, 0),
+            (100, 0, None, 5_000, 0),
+            (0, 0, None, 0, 0),
+            // restart_delay and the backoff over the floor win.
+            (100, 500, None, 10, 500),
+            (100, 40, None, 10, 90),
+            (100, 0, Some(300), 10, 300),
+            (1_000, 0, Some(300), 10, 990),
+        ];
+        for (i, &(interval, restart_delay, exp_backoff, uptime, want)) in cases.iter().enumerate() {
+            let p = Policy {
+                min_restart_interval: interval,
+                restart_delay,
+                exp_backoff,
+                max_restarts: 100,
+                ..policy()
+            };
+            let mut m = online_with(p, 10, 1_000);
+            let now = 1_000 + uptime;
+            let fx = m.step(exited(10, 1), now);
+            // Even "at once" is a deadline, so the loop can spread a storm.
+            assert_eq!(m.status(), Status::WaitingRestart, "case {i}");
+            assert_eq!(m.deadline(), Some(now + want), "case {i}");
+            let at = now + want;
+            assert!(fx.contains(&Timer { pid: None, at }), "case {i}: {fx:?}");
+            assert!(!fx.contains(&Spawn(Role::Main)), "case {i}: {fx:?}");
+            assert_eq!(m.crashes(), 1, "case {i}");
+        }
+        // A process asked to stop did not crash.
+        let mut m = online(10, 0);
+        m.step(Input::Stop, 5);
+        m.step(exited(10, 0), 6);
+        assert_eq!((m.crashes(), m.status()), (0, Status::Stopped));
+    }
+
+    #[test]
     fn counters_move_with_restarts() {
         let mut m = online(10, 0);
         m.step(exited(10, 1), 10);
+        assert_eq!((m.restart_time, m.unstable_restarts), (0, 1));
+        m.step(Input::Deadline { pid: None, at: 10 }, 10);
         assert_eq!((m.restart_time, m.unstable_restarts), (1, 1));
         m.step(
             Input::Spawned {
@@ -1404,6 +1478,13 @@ mod tests {
                     group_alive: false,
                 },
             ),
+            5000,
+        );
+        m.step(
+            Input::Deadline {
+                pid: None,
+                at: 5000,
+            },
             5000,
         );
         assert_eq!((m.restart_time, m.unstable_restarts), (2, 0));
@@ -1718,11 +1799,14 @@ mod tests {
                             Released(10),
                             kill(20),
                             Reloaded(Err(Failure::LostPredecessor)),
-                            Spawn(Role::Main),
+                            Timer {
+                                pid: None,
+                                at: 5000,
+                            },
                         ],
                     ),
                 ],
-                status: Status::Stopped,
+                status: Status::WaitingRestart,
                 roles: [None, Some(Role::Drain)],
                 main_pid: None,
             },

@@ -179,6 +179,30 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
+/// The soft `RLIMIT_NOFILE` the daemon was started with, which its apps
+/// get back (0 until `raise_fd_limit`).
+static APP_FD_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Raise the soft limit on open files to the hard one (a daemon with
+/// hundreds of apps and clients needs more than the usual 1024), keeping
+/// the old soft limit for the apps, as systemd does: a program that loops
+/// over every possible fd, or uses `select`, is not handed a million.
+/// The limits after: (soft, hard).
+pub fn raise_fd_limit() -> Result<(u64, u64), Errno> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    APP_FD_LIMIT.store(soft, std::sync::atomic::Ordering::Relaxed);
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((hard, hard))
+}
+
+/// The soft limit on open files an app starts with (0: leave it).
+pub fn app_fd_limit() -> u64 {
+    APP_FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Return freed heap pages to the kernel (glibc; musl's allocator gives
 /// them back by itself).
 pub fn trim_heap() {

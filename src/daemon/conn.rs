@@ -3,12 +3,21 @@
 //! A connection whose request waits (`waiting`) is not read until it is
 //! answered; a subscriber's connection carries events only. What a request
 //! does is `requests.rs`'s; this module never touches the process table.
+//!
+//! No client can starve the others: requests are not read from a client
+//! whose unread answers pass `MAX_UNREAD` (dinit's `OUTBUF_LIMIT`); a line
+//! must be complete within `LINE_TIMEOUT_MS` of its first byte; past
+//! `MAX_CONNS`, `RESERVED_CONNS` more are accepted for a quick request
+//! (not a bus subscription) and closed when idle; when the daemon is out
+//! of file descriptors it stops accepting for `ACCEPT_BACKOFF_MS` instead
+//! of spinning, and the waiting clients are answered later.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 
 use mio::net::UnixStream;
 use mio::{Interest, Token};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde_json::Value;
 
@@ -16,10 +25,22 @@ use crate::bus::Subscription;
 use crate::protocol::{self, ErrorCode, WireError};
 use crate::sys;
 
-use super::Daemon;
+use super::{Daemon, Timer};
 
-/// Most connections served at once; more are refused.
+/// Most connections served at once for any request.
 pub(crate) const MAX_CONNS: usize = 256;
+/// Connections accepted past `MAX_CONNS`, for a quick request (`ping`,
+/// `list`, `kill`...) when idle clients hold the others; more are refused.
+pub(crate) const RESERVED_CONNS: usize = 16;
+/// Bytes of answers a client may leave unread before the daemon stops
+/// reading its requests (one answer may pass it).
+pub(crate) const MAX_UNREAD: usize = 256 * 1024;
+/// A request line must be complete this long after its first byte came.
+pub(crate) const LINE_TIMEOUT_MS: u64 = 5_000;
+/// A reserve connection with nothing to do is closed after this long.
+pub(crate) const RESERVE_IDLE_MS: u64 = 5_000;
+/// How long accepting pauses when the daemon is out of file descriptors.
+pub(crate) const ACCEPT_BACKOFF_MS: u64 = 100;
 
 /// One client.
 pub(crate) struct Conn {
@@ -33,32 +54,61 @@ pub(crate) struct Conn {
     pub read_closed: bool,
     /// A subscriber of the bus: no more requests, events only.
     pub sub: Option<Subscription>,
+    /// Accepted past `MAX_CONNS`: quick requests only, closed when idle.
+    pub reserve: bool,
+    /// When the partial line in `rbuf` (or the idle reserve connection)
+    /// times out.
+    pub deadline: Option<u64>,
 }
 
 impl Daemon {
     pub(super) fn accept_all(&mut self) {
+        if self.accept_paused {
+            return;
+        }
         loop {
             let (mut sock, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.log(&format!("accept failed: {e}"));
+                    // Out of fds (or memory): the client waits in the
+                    // backlog; try again soon, without spinning meanwhile.
+                    if !self.accept_failing {
+                        self.log(&format!(
+                            "accept failed: {e}; trying again every {ACCEPT_BACKOFF_MS} ms"
+                        ));
+                    }
+                    self.accept_failing = true;
+                    self.accept_paused = true;
+                    let at = self.now() + ACCEPT_BACKOFF_MS;
+                    self.timers.arm(at, Timer::Accept);
                     return;
                 }
             };
+            if std::mem::take(&mut self.accept_failing) {
+                self.log("accepting connections again");
+            }
             let peer_ok = match getsockopt(&sock.as_fd(), PeerCredentials) {
                 Ok(c) => self.root || c.uid() == sys::euid(),
                 Err(_) => false,
             };
-            let refusal = match (peer_ok, self.conns.len() >= MAX_CONNS) {
+            if peer_ok && self.conns.len() >= MAX_CONNS + RESERVED_CONNS {
+                // Only when it is really so: clients that hung up go first.
+                self.drop_hung_up_conns();
+            }
+            let live = self.conns.len();
+            let refusal = match (peer_ok, live >= MAX_CONNS + RESERVED_CONNS) {
                 (false, _) => Some(WireError::new(
                     ErrorCode::BadRequest,
                     "connection from another user refused",
                 )),
                 (true, true) => Some(WireError::new(
                     ErrorCode::Internal,
-                    format!("too many connections (at most {MAX_CONNS})"),
+                    format!(
+                        "too many connections ({MAX_CONNS} clients and {RESERVED_CONNS} \
+                         in reserve are connected)"
+                    ),
                 )),
                 (true, false) => None,
             };
@@ -75,6 +125,7 @@ impl Daemon {
             {
                 continue;
             }
+            let reserve = live >= MAX_CONNS;
             self.conns.insert(
                 t,
                 Conn {
@@ -85,16 +136,95 @@ impl Daemon {
                     waiting: false,
                     read_closed: false,
                     sub: None,
+                    reserve,
+                    deadline: None,
                 },
             );
+            if reserve {
+                self.set_deadline(t, RESERVE_IDLE_MS);
+            }
         }
     }
 
-    /// Answer every complete line, read more, flush; close when done.
+    /// The end of the fd backoff: accept again.
+    pub(super) fn resume_accepting(&mut self) {
+        self.accept_paused = false;
+        self.accept_all();
+    }
+
+    /// Close the connections whose client has hung up (it will never read
+    /// an answer), however busy they are.
+    fn drop_hung_up_conns(&mut self) {
+        let hung_up: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let mut fds = [PollFd::new(c.sock.as_fd(), PollFlags::empty())];
+                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+                    && fds[0]
+                        .revents()
+                        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in hung_up {
+            self.drop_conn(t);
+        }
+    }
+
+    /// Connection `t` times out `ms` from now unless it moves on.
+    fn set_deadline(&mut self, t: Token, ms: u64) {
+        let at = self.now() + ms;
+        if let Some(c) = self.conns.get_mut(&t) {
+            if let Some(old) = c.deadline.replace(at) {
+                self.timers.disarm(old, Timer::Conn(t));
+            }
+            self.timers.arm(at, Timer::Conn(t));
+        }
+    }
+
+    /// Connection `t`'s deadline `at` is due: a line left half-written, or
+    /// a reserve connection left idle, is closed.
+    pub(super) fn conn_deadline(&mut self, t: Token, at: u64) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if c.deadline != Some(at) {
+            return;
+        }
+        c.deadline = None;
+        if c.waiting || c.wbuf.len() >= MAX_UNREAD {
+            // Its request is in hand, or it is the one not reading: not
+            // a stalled line. Look again later.
+            let ms = if c.reserve {
+                RESERVE_IDLE_MS
+            } else {
+                LINE_TIMEOUT_MS
+            };
+            return self.set_deadline(t, ms);
+        }
+        if !c.rbuf.is_empty() || c.skipping {
+            let e = WireError::new(
+                ErrorCode::BadRequest,
+                format!("request line not completed within {LINE_TIMEOUT_MS} ms"),
+            );
+            c.wbuf
+                .extend_from_slice(protocol::err_line(&Value::Null, &e).as_bytes());
+        }
+        // A last try to say why, then closed whether it reads or not.
+        let _ = c.sock.write(&c.wbuf);
+        self.drop_conn(t);
+    }
+
+    /// Answer every complete line, read more, flush; close when done. Stops
+    /// reading while the client leaves `MAX_UNREAD` bytes of answers
+    /// unread: its socket becoming writable brings it back here.
     pub(super) fn service_conn(&mut self, t: Token) {
         let mut buf = [0u8; 8192];
+        let mut took_line = false;
         loop {
             while let Some(line) = self.next_line(t) {
+                took_line = true;
                 if self.conns.get(&t).is_some_and(|c| c.sub.is_some()) {
                     // A subscriber's connection carries events only.
                     continue;
@@ -104,6 +234,19 @@ impl Daemon {
             let Some(c) = self.conns.get_mut(&t) else {
                 return;
             };
+            if c.wbuf.len() >= MAX_UNREAD {
+                if !self.write_some(t) {
+                    return;
+                }
+                match self.conns.get(&t) {
+                    // The client reads: answer its next lines.
+                    Some(c) if c.wbuf.len() < MAX_UNREAD => continue,
+                    // It does not: its socket is full, and becoming
+                    // writable brings it back here.
+                    Some(_) => break,
+                    None => return,
+                }
+            }
             if c.waiting || c.read_closed {
                 break;
             }
@@ -118,13 +261,59 @@ impl Daemon {
                 }
             }
         }
+        self.watch_partial_line(t, took_line);
         self.flush_conn(t);
+    }
+
+    /// Time a half-written line from its first byte; a reserve connection
+    /// from its last request.
+    fn watch_partial_line(&mut self, t: Token, took_line: bool) {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let partial = !c.rbuf.is_empty() || c.skipping;
+        match (partial, c.reserve) {
+            (true, _) if took_line || c.deadline.is_none() => self.set_deadline(t, LINE_TIMEOUT_MS),
+            (true, _) => {}
+            (false, true) if took_line || c.deadline.is_none() => {
+                self.set_deadline(t, RESERVE_IDLE_MS)
+            }
+            (false, true) => {}
+            (false, false) => {
+                // An idle daemon does not wake up for a line now complete.
+                if let Some(old) = c.deadline.take() {
+                    self.timers.disarm(old, Timer::Conn(t));
+                }
+            }
+        }
+    }
+
+    /// Write what the socket takes of `t`'s answers; false if the
+    /// connection was dropped.
+    fn write_some(&mut self, t: Token) -> bool {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return false;
+        };
+        while !c.wbuf.is_empty() {
+            match c.sock.write(&c.wbuf) {
+                Ok(n) => {
+                    c.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.drop_conn(t);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// The next complete line, or an error answered for an overlong one.
     fn next_line(&mut self, t: Token) -> Option<Vec<u8>> {
         let c = self.conns.get_mut(&t)?;
-        if c.waiting {
+        if c.waiting || c.wbuf.len() >= MAX_UNREAD {
             return None;
         }
         loop {
@@ -163,23 +352,15 @@ impl Daemon {
     }
 
     pub(super) fn flush_conn(&mut self, t: Token) {
-        let Some(c) = self.conns.get_mut(&t) else {
+        if !self.write_some(t) {
+            return;
+        }
+        let Some(c) = self.conns.get(&t) else {
             return;
         };
-        while !c.wbuf.is_empty() {
-            match c.sock.write(&c.wbuf) {
-                Ok(n) => {
-                    c.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.drop_conn(t);
-                    return;
-                }
-            }
-        }
-        if c.read_closed && !c.waiting {
+        // Lines held back by `MAX_UNREAD` are still to be answered.
+        let lines_left = c.rbuf.contains(&b'\n') || (!c.rbuf.is_empty() && !c.skipping);
+        if c.wbuf.is_empty() && c.read_closed && !c.waiting && !lines_left {
             self.drop_conn(t);
         }
     }
@@ -187,6 +368,9 @@ impl Daemon {
     fn drop_conn(&mut self, t: Token) {
         if let Some(mut c) = self.conns.remove(&t) {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            if let Some(at) = c.deadline {
+                self.timers.disarm(at, Timer::Conn(t));
+            }
             if c.sub.is_some() {
                 self.subscribers -= 1;
             }

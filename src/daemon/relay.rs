@@ -31,6 +31,8 @@ pub(crate) enum Stream {
 /// One output pipe of one process of an app.
 pub(crate) struct Pipe {
     pub pm_id: u32,
+    /// The process writing into it.
+    pub pid: i32,
     pub stream: Stream,
     pub rx: Receiver,
 }
@@ -47,7 +49,9 @@ impl Daemon {
         let mut reads = 0;
         loop {
             if reads == READS_PER_WAKE {
-                self.busy_pipes.push(t);
+                if !self.busy_pipes.contains(&t) {
+                    self.busy_pipes.push(t);
+                }
                 break;
             }
             reads += 1;
@@ -87,6 +91,7 @@ impl Daemon {
         }
         if closed && let Some(mut pipe) = self.pipes.remove(&t) {
             let _ = self.poll.registry().deregister(&mut pipe.rx);
+            self.close_idle_logs(pipe.pm_id);
         }
     }
 

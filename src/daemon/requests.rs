@@ -33,6 +33,10 @@ pub(crate) struct Pending {
     pub id: Value,
     pub kind: PendingKind,
     pub pm_ids: Vec<u32>,
+    /// Each app's crash count when the request came: one that crashed
+    /// since has shown how its start went, even if a crash loop never
+    /// leaves it settled at the end of a wake.
+    pub crashes: Vec<(u32, u32)>,
     /// Descriptions of apps forgotten meanwhile (delete).
     pub gone: BTreeMap<u32, Description>,
     /// How many of the apps were running when the request came.
@@ -146,6 +150,12 @@ impl Daemon {
             }
             Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
             Command::Subscribe { events } => {
+                if self.conns.get(&t).is_some_and(|c| c.reserve) {
+                    return Err(internal(&format!(
+                        "too many connections for a bus subscription (at most {})",
+                        super::conn::MAX_CONNS
+                    )));
+                }
                 if let Some(c) = self.conns.get_mut(&t)
                     && c.sub.is_none()
                 {
@@ -209,6 +219,14 @@ impl Daemon {
         }
     }
 
+    /// The crash counts of `pm_ids`, for a `Pending`.
+    pub(super) fn crash_counts(&self, pm_ids: &[u32]) -> Vec<(u32, u32)> {
+        pm_ids
+            .iter()
+            .filter_map(|id| self.table.get(*id).map(|e| (*id, e.m().crashes())))
+            .collect()
+    }
+
     /// Park connection `t` until `pm_ids` have settled.
     fn wait_for(
         &mut self,
@@ -218,10 +236,12 @@ impl Daemon {
         pm_ids: Vec<u32>,
         warnings: Vec<String>,
     ) {
+        let crashes = self.crash_counts(&pm_ids);
         self.pending.push(Pending {
             conn: t,
             id,
             kind,
+            crashes,
             pm_ids,
             gone: BTreeMap::new(),
             stopped: 0,
@@ -489,7 +509,13 @@ impl Daemon {
                     PendingKind::KillDaemon => {
                         !e.m().is_running() && e.m().is_settled() && e.m().is_quiet()
                     }
-                    _ => e.m().is_settled(),
+                    _ => {
+                        e.m().is_settled()
+                            || op
+                                .crashes
+                                .iter()
+                                .any(|&(c, n)| c == *id && n != e.m().crashes())
+                    }
                 },
             });
             if !settled {
@@ -773,6 +799,8 @@ impl Daemon {
         if write {
             self.write_app_file(pm_id);
         }
+        // Opened above to check they can be; held only while it runs.
+        self.close_idle_logs(pm_id);
         Ok(())
     }
 
@@ -872,7 +900,9 @@ fn join_errors(errors: Vec<WireError>) -> WireError {
     WireError::new(code, msgs.join("; "))
 }
 
-/// The two log files of an app, open for appending.
+/// The two log files of an app, checked by opening them, then closed: a
+/// start with a log that cannot be opened is refused, yet an app holds no
+/// fd until it runs (the spawn opens them).
 fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
     let open = |path: &std::path::Path| {
         LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
@@ -882,7 +912,11 @@ fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
             )
         })
     };
-    Ok((open(&app.out_path)?, open(&app.err_path)?))
+    let mut out = open(&app.out_path)?;
+    out.close();
+    let mut err = open(&app.err_path)?;
+    err.close();
+    Ok((out, err))
 }
 
 /// How many CPUs this process may use (`instances: "max"`).
@@ -911,5 +945,6 @@ fn policy_of(app: &App) -> Policy {
         listen_timeout: s.listen_timeout,
         shutdown_with_message: s.shutdown_with_message,
         exp_backoff: s.exp_backoff_restart_delay,
+        min_restart_interval: s.min_restart_interval,
     }
 }

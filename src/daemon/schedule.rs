@@ -16,10 +16,21 @@ use crate::watch::{Ignore, Watcher};
 
 use super::{DEFAULT_IGNORE_WATCH, Daemon, Timer, WATCH, internal, wall_ms};
 
+/// Deadlines acted on in one wake. Every automatic restart is one, so
+/// this bounds the spawns of a wake: a crash storm of hundreds of apps is
+/// spread over several wakes, each of which serves requests and signals.
+const TIMERS_PER_WAKE: usize = 16;
+
 impl Daemon {
+    /// Act on due deadlines, at most `TIMERS_PER_WAKE` (restarts of a
+    /// crash storm come due together); the rest are still due at the next
+    /// wake, which comes at once.
     pub(super) fn fire_timers(&mut self) {
         let now = self.now();
-        while let Some((t, timer)) = self.timers.pop_due(now) {
+        for _ in 0..TIMERS_PER_WAKE {
+            let Some((t, timer)) = self.timers.pop_due(now) else {
+                break;
+            };
             match timer {
                 Timer::App(id) => self.step(id, Input::Deadline { pid: None, at: t }),
                 Timer::Proc(id, pid) => self.step(
@@ -43,6 +54,8 @@ impl Daemon {
                         self.restart_for(id, "files changed (watch)");
                     }
                 }
+                Timer::Conn(token) => self.conn_deadline(token, t),
+                Timer::Accept => self.resume_accepting(),
                 Timer::Sample => {
                     if self.sample_at == Some(t) {
                         self.sample_at = None;

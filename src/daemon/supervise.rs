@@ -32,6 +32,12 @@ use super::links::Link;
 use super::relay::{Pipe, Stream};
 use super::{Daemon, Fault, Timer, listen_key, wall_ms};
 
+/// Exits handled in one wake, before requests, signals and timers get
+/// their turn (as `relay::READS_PER_WAKE` bounds an output pipe). Handling
+/// an exit is cheap (its restart is a deadline, spawned under the timers'
+/// budget), so this is large: a zombie rarely outlives one wake.
+pub(super) const EXITS_PER_WAKE: usize = 256;
+
 /// A child on its way to `execve`, its status pipe watched by the loop.
 pub(crate) struct Exec {
     pub pm_id: u32,
@@ -44,6 +50,19 @@ impl Daemon {
         let now = self.now();
         for fx in self.table.step(id, input, now) {
             self.apply(id, fx);
+        }
+        self.close_idle_logs(id);
+    }
+
+    /// Close app `id`'s log files once it has no process and no pipe left
+    /// (stopped, errored, waiting to restart): they are opened again at
+    /// its next spawn, so an app costs no fd while it is not running.
+    pub(super) fn close_idle_logs(&mut self, id: u32) {
+        let idle = self.table.get(id).is_some_and(|e| e.m().pids().is_empty())
+            && !self.pipes.values().any(|p| p.pm_id == id);
+        if idle && let Some(e) = self.table.get_mut(id) {
+            e.out.close();
+            e.err.close();
         }
     }
 
@@ -181,8 +200,16 @@ impl Daemon {
     fn spawn_process(&mut self, id: u32, role: Role) -> Result<i32, Fault> {
         let e = self
             .table
-            .get(id)
+            .get_mut(id)
             .ok_or_else(|| Fault::system("no such app"))?;
+        // Logs are open while the app runs (closed by `close_idle_logs`).
+        for lf in [&mut e.out, &mut e.err] {
+            lf.ensure_open().map_err(|err| Fault {
+                code: crate::protocol::ErrorCode::InvalidOption,
+                message: format!("cannot open log {}: {err}", lf.path().display()),
+            })?;
+        }
+        let e = &*e;
         let null = || -> Result<OwnedFd, Fault> {
             File::options()
                 .read(true)
@@ -322,6 +349,7 @@ impl Daemon {
                         t,
                         Pipe {
                             pm_id: id,
+                            pid,
                             stream,
                             rx,
                         },
@@ -407,14 +435,30 @@ impl Daemon {
         }
     }
 
-    /// Reap every child that ended and feed the exits to their machines;
-    /// then the groups of reaped leaders that emptied.
+    /// Reap children that ended (at most `EXITS_PER_WAKE`: a crash storm
+    /// must leave requests and signals their turn; the rest wait for the
+    /// next wake, which comes at once, as zombies whose pids cannot be
+    /// reused) and feed the exits to their machines; then the
+    /// groups of reaped leaders that emptied.
     pub(super) fn handle_exits(&mut self) {
-        for (pid, exit) in reaper::reap_all() {
+        let (exits, more) = reaper::reap_some(EXITS_PER_WAKE);
+        self.more_exits = more;
+        for (pid, exit) in exits {
             // An orphan of an app, reaped as a subreaper must: nothing else.
             let Some(id) = self.table.app_of(pid) else {
                 continue;
             };
+            // Its last output is logged and its pipes closed now (their
+            // writer is dead), not after a backlog of other events.
+            let pipes: Vec<Token> = self
+                .pipes
+                .iter()
+                .filter(|(_, p)| p.pid == pid)
+                .map(|(t, _)| *t)
+                .collect();
+            for t in pipes {
+                self.read_pipe(t);
+            }
             // Its last words on the channel before its death is acted on.
             let link = self
                 .table
