@@ -57,6 +57,8 @@ pub mod client;
 mod cluster;
 mod config_file;
 mod cron;
+#[cfg(test)]
+mod fuzz;
 // Private; its `run` and `Config` are the binary's, through `__private`.
 #[allow(missing_docs)]
 mod daemon;

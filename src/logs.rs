@@ -202,8 +202,9 @@ mod tests {
         // Closed, it is opened again to be written or emptied.
         lf.close();
         assert!(!lf.reopen().unwrap());
-        lf.write_chunk(b"five\n", 0).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: five\n");
+        lf.write_chunk(b"five\nsix\n", 0).unwrap();
+        // "four" had no newline: "five" goes on its line.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "five\nT: six\n");
         lf.close();
         assert!(lf.truncate().unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");

@@ -261,6 +261,14 @@ struct OptionDef {
     support: Support,
 }
 
+/// Every option name and alias (the fuzz tests build apps from them).
+#[cfg(test)]
+pub(crate) fn known_keys() -> impl Iterator<Item = &'static str> {
+    OPTIONS
+        .iter()
+        .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
+}
+
 const fn yes(name: &'static str, aliases: &'static [&'static str]) -> OptionDef {
     OptionDef {
         name,
