@@ -443,7 +443,7 @@ fn general_help() -> String {
     }
     s.push_str(
         "\nTargets: an app name, a pm_id, a namespace, or all.\n\
-         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN.\n\
+         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, CORRAL_TIMEOUT (s, default 30).\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
     );

@@ -24,7 +24,7 @@ use crate::sys;
 
 use super::describe::to_json;
 use super::schedule::check_watch;
-use super::table::Entry;
+use super::table::{Entry, MAX_APPS};
 use super::{Daemon, internal, listen_key};
 
 /// A request answered once its apps have settled.
@@ -723,6 +723,8 @@ impl Daemon {
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
         }
+        let fresh = plan.iter().filter(|(_, reused, _, _)| !reused).count();
+        check_room(self.table.len() - replaced.len(), fresh)?;
         for id in replaced {
             self.unwatch_app(id);
             let pids: Vec<i32> = self
@@ -837,6 +839,7 @@ impl Daemon {
             )));
         }
         let target = target as usize;
+        check_room(self.table.len(), target.saturating_sub(ids.len()))?;
         // Every instance knows how many there are (descriptions, reload).
         for id in &ids {
             if let Some(e) = self.table.get_mut(*id) {
@@ -919,6 +922,17 @@ fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
     Ok((out, err))
 }
 
+/// `more` apps fit beside the `have` in the table (`MAX_APPS`).
+fn check_room(have: usize, more: usize) -> Result<(), WireError> {
+    match have + more > MAX_APPS {
+        true => Err(WireError::new(
+            ErrorCode::BadRequest,
+            format!("too many apps: {have} known, {more} more would pass the limit of {MAX_APPS}"),
+        )),
+        false => Ok(()),
+    }
+}
+
 /// How many CPUs this process may use (`instances: "max"`).
 fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -946,5 +960,30 @@ fn policy_of(app: &App) -> Policy {
         shutdown_with_message: s.shutdown_with_message,
         exp_backoff: s.exp_backoff_restart_delay,
         min_restart_interval: s.min_restart_interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_holds_at_most_max_apps() {
+        let cases: &[(usize, usize, bool)] = &[
+            (0, 1, true),
+            (0, MAX_APPS, true),
+            (MAX_APPS - 1, 1, true),
+            (MAX_APPS, 0, true),
+            (MAX_APPS, 1, false),
+            (1, MAX_APPS, false),
+        ];
+        for &(have, more, fits) in cases {
+            let got = check_room(have, more);
+            assert_eq!(got.is_ok(), fits, "{have} + {more}");
+            if let Err(e) = got {
+                assert_eq!(e.code, ErrorCode::BadRequest);
+                assert!(e.message.contains("too many apps"), "{}", e.message);
+            }
+        }
     }
 }

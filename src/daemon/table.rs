@@ -16,6 +16,11 @@ use crate::state::{Effect, Input, Machine, Policy};
 use super::links::Link;
 use super::{Fault, wall_ms};
 
+/// Most apps in the table: each costs an entry and a share of every
+/// scan of the table, and while running some 5 fds. A start or scale past
+/// it is refused.
+pub(crate) const MAX_APPS: usize = 4096;
+
 /// One managed app and what the daemon keeps beside its machine.
 pub(crate) struct Entry {
     pub app: App,
@@ -118,6 +123,10 @@ impl Table {
 
     pub fn contains(&self, id: u32) -> bool {
         self.apps.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps.len()
     }
 
     pub fn ids(&self) -> Vec<u32> {
