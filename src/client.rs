@@ -733,12 +733,36 @@ impl Client {
             true => no_answer(&socket, limit),
             false => Error::Io(e),
         };
-        self.stream.write_all(line.as_bytes()).map_err(io_err)?;
+        if let Err(e) = self.stream.write_all(line.as_bytes()) {
+            // A daemon that refused the connection (too many connections)
+            // closed it: its reason waits to be read.
+            let mut why = String::new();
+            if self.reader.read_line(&mut why).is_ok_and(|n| n > 0)
+                && let Ok(Response {
+                    ok: false,
+                    error: Some(err),
+                    ..
+                }) = serde_json::from_str::<Response>(&why)
+            {
+                return Err(refused(err));
+            }
+            return Err(io_err(e));
+        }
         let mut answer = String::new();
         if self.timeout.is_some() {
             let n = self.reader.read_line(&mut answer).map_err(io_err)?;
             if n == 0 {
                 return Err(Error::Closed);
+            }
+            // A refusal of the connection itself (too many connections)
+            // comes in its place.
+            if let Ok(Response {
+                ok: false,
+                error: Some(e),
+                ..
+            }) = serde_json::from_str::<Response>(&answer)
+            {
+                return Err(refused(e));
             }
             answer.clear();
             let _ = self.stream.set_read_timeout(None);

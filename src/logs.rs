@@ -32,17 +32,27 @@ pub fn is_null(path: &Path) -> bool {
     path == Path::new("/dev/null") || path == Path::new("NULL")
 }
 
-/// Open for appending, close-on-exec, 0640, creating the directory.
+/// Open for appending, close-on-exec, 0640, creating the directory if it
+/// is missing (tried after the open fails: a crash loop opens its logs at
+/// every spawn).
 fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        other => other,
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
 }
 
 impl LogFile {

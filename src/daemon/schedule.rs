@@ -19,7 +19,7 @@ use super::{DEFAULT_IGNORE_WATCH, Daemon, Timer, WATCH, internal, wall_ms};
 /// Deadlines acted on in one wake. Every automatic restart is one, so
 /// this bounds the spawns of a wake: a crash storm of hundreds of apps is
 /// spread over several wakes, each of which serves requests and signals.
-const TIMERS_PER_WAKE: usize = 16;
+const TIMERS_PER_WAKE: usize = 8;
 
 impl Daemon {
     /// Act on due deadlines, at most `TIMERS_PER_WAKE` (restarts of a

@@ -500,10 +500,16 @@ impl Daemon {
         let Some(path) = self.table.get(id).map(|e| e.app.pid_path.clone()) else {
             return;
         };
-        if let Some(dir) = path.parent() {
+        let text = format!("{pid}\n");
+        let mut written = sys::write_atomic(&path, text.as_bytes(), false);
+        if let (Err(e), Some(dir)) = (&written, path.parent())
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            // Made only when missing: a crash loop writes it at every spawn.
             let _ = std::fs::create_dir_all(dir);
+            written = sys::write_atomic(&path, text.as_bytes(), false);
         }
-        if let Err(err) = sys::write_atomic(&path, format!("{pid}\n").as_bytes(), false) {
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }

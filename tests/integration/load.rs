@@ -310,6 +310,14 @@ fn too_many_connections_is_said_only_when_it_is_so() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("too many connections"), "{line}");
+    // The CLI says so too.
+    let out = h.corral(&["ping"]);
+    assert_eq!(out.status.code(), Some(1), "corral ping: {}", text(&out));
+    assert!(
+        text(&out).contains("too many connections"),
+        "{}",
+        text(&out)
+    );
     // Ten clients leave; the next one is served, not refused.
     idle.truncate(idle.len() - 10);
     assert!(
@@ -401,6 +409,13 @@ fn at_the_fd_limit_the_daemon_backs_off_and_answers_later() {
     wait_until(SOON, "the stopped app's fds are closed", || {
         fd_count(daemon) <= base + 2
     });
+
+    // A timeout that is not a number is named.
+    let mut cli = h.command(&["ping"]);
+    cli.env("CORRAL_TIMEOUT", "soon");
+    let out = run(cli);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("CORRAL_TIMEOUT"), "{}", text(&out));
 
     // Fill the daemon's fd table with clients, until one is not taken.
     let mut accepted = Vec::new();
