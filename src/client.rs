@@ -912,6 +912,50 @@ impl Client {
         Ok(bus)
     }
 
+    /// Save every app — its options (the `env` keys given, never the
+    /// inherited environment), name, pm_id, namespace and wanted state — to
+    /// the daemon's dump file (`$DUMP_FILE_PATH` of the daemon, else
+    /// `<home>/dump.json`), as PM2's `dump(force)`. An empty list replaces
+    /// a dump that holds apps only with `force`; without it that is
+    /// refused, naming the file and how many apps it keeps.
+    pub fn dump(&mut self, force: bool) -> Result<Dumped, Error> {
+        let v = self.request(Command::Dump { force })?;
+        Ok(Dumped {
+            path: PathBuf::from(v.get("path").and_then(Value::as_str).unwrap_or("")),
+            count: v.get("count").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
+    /// Bring back the apps of the daemon's dump file that are not in its
+    /// list (what runs is left alone, so twice changes nothing); an app
+    /// saved stopped comes back stopped. The apps it brought back.
+    pub fn resurrect(&mut self) -> Result<Vec<Description>, Error> {
+        self.descriptions(Command::Resurrect { apps: None })
+    }
+
+    /// [`Client::resurrect`] from a file read by this process: a dump of
+    /// corral's, or PM2's own `dump.pm2` (its option fields mapped to
+    /// corral's, a field corral cannot honour refused by name, PM2's
+    /// runtime fields skipped). What the import has to say comes with the
+    /// daemon's warnings in [`Client::warnings`].
+    pub fn resurrect_from(&mut self, path: &Path) -> Result<Vec<Description>, Error> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Invalid(format!("cannot read {label}: {e}")))?;
+        let read = crate::dump::read(&text, &label).map_err(Error::Invalid)?;
+        let apps = read
+            .apps
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
+        let result = self.descriptions(Command::Resurrect { apps: Some(apps) });
+        let mut warnings = read.warnings;
+        warnings.append(&mut self.warnings);
+        self.warnings = warnings;
+        result
+    }
+
     /// Stop every app and the daemon; how many apps were stopped.
     pub fn kill_daemon(mut self) -> Result<u64, Error> {
         let v = self.request(Command::KillDaemon)?;
@@ -931,6 +975,15 @@ impl Drop for Client {
             std::mem::forget(l);
         }
     }
+}
+
+/// What [`Client::dump`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    /// The dump file.
+    pub path: PathBuf,
+    /// How many apps it holds.
+    pub count: u64,
 }
 
 /// Whether `path` names a config file rather than a script, by its name as

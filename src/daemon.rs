@@ -15,10 +15,12 @@
 //! | `requests` | what clients ask; pending answers; rolling reloads |
 //! | `schedule` | deadlines, sampling, cron, watch |
 //! | `describe` | a process → PM2's description |
+//! | `persist` | the dump file: `dump`, `resurrect`, the save on SIGTERM |
 
 mod conn;
 mod describe;
 mod links;
+mod persist;
 mod relay;
 mod requests;
 mod schedule;
@@ -547,10 +549,13 @@ impl Daemon {
         for sig in came {
             match sig {
                 libc::SIGTERM | libc::SIGINT => {
-                    self.log(&format!(
-                        "signal {}: stopping every app",
-                        options::signal_name(sig)
-                    ));
+                    let name = options::signal_name(sig);
+                    // Saved before the stops make every app `stopped`;
+                    // a second signal finds the list already stopping.
+                    if !self.stopping_all {
+                        self.dump_on_signal(&name);
+                    }
+                    self.log(&format!("signal {name}: stopping every app"));
                     self.stop_everything(NOBODY, Value::Null);
                 }
                 libc::SIGHUP => self.log("SIGHUP ignored"),

@@ -60,6 +60,7 @@ mod cron;
 // Private; its `run` and `Config` are the binary's, through `__private`.
 #[allow(missing_docs)]
 mod daemon;
+mod dump;
 mod listen;
 mod logs;
 mod mini_yaml;

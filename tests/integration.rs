@@ -28,6 +28,8 @@ mod ipc;
 mod lifecycle;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/persistence.rs"]
+mod persistence;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
