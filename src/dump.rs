@@ -311,8 +311,12 @@ pub fn from_pm2(list: &[Value], label: &str) -> Result<(Vec<Saved>, Vec<String>)
             envs += 1;
             o.insert("env".into(), json!(env));
         }
+        let saved_env = p.get("env").and_then(Value::as_object);
         for (k, v) in p {
-            if PM2_RUNTIME.contains(&k.as_str())
+            // PM2 copies every variable of `env` into pm2_env itself.
+            let flattened = saved_env.is_some_and(|e| e.get(k) == Some(v));
+            if flattened
+                || PM2_RUNTIME.contains(&k.as_str())
                 || k == &instance_var
                 || k.starts_with("env_")
                 || k == "pmx_module"
@@ -470,10 +474,10 @@ mod tests {
             "pm_out_log_path": "/home/u/.pm2/logs/a-out.log",
             "pm_pid_path": "/home/u/.pm2/pids/a-0.pid", "unique_id": "u",
             "kill_retry_time": 100, "windowsHide": true, "username": "u",
-            "PATH": "/usr/bin", "PORT": "3000",
-            "env": {"PATH": "/usr/bin", "PORT": "3000", "PM2_HOME": "/home/u/.pm2",
-                    "unique_id": "u", "N": 5}
+            "PATH": "/usr/bin", "PORT": "3000", "http_proxy": "h", "_": "/usr/bin/pm2",
         });
+        v["env"] = json!({"PATH": "/usr/bin", "PORT": "3000", "PM2_HOME": "/home/u/.pm2",
+                          "unique_id": "u", "N": 5, "http_proxy": "h", "_": "/usr/bin/pm2"});
         for (k, x) in extra.as_object().unwrap() {
             v[k] = x.clone();
         }
@@ -506,9 +510,11 @@ mod tests {
         assert_eq!(o["args"], json!(["-p", "1"]));
         assert_eq!(
             o["env"],
-            json!({"PATH": "/usr/bin", "PORT": "3000", "N": "5"})
+            json!({"PATH": "/usr/bin", "PORT": "3000", "N": "5", "http_proxy": "h", "_": "/usr/bin/pm2"})
         );
         for k in [
+            "http_proxy",
+            "_",
             "PORT",
             "pm_uptime",
             "status",

@@ -348,3 +348,30 @@ fn a_pm2_field_corral_cannot_honour_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("cannot read"), "{}", text(&out));
 }
+
+#[test]
+fn an_app_that_cannot_come_back_does_not_hold_back_the_others() {
+    let h = TestHome::started();
+    h.script("a.sh", FOREVER);
+    h.script("b.sh", FOREVER);
+    h.start(json!({"name": "stays", "script": "a.sh", "kill_timeout": 300}));
+    h.start(json!({"name": "gone", "script": "b.sh", "kill_timeout": 300}));
+    assert_eq!(h.ok(json!({"cmd": "dump"}))["count"], json!(2));
+    kill_daemon(&h);
+    std::fs::rename(h.work.join("b.sh"), h.work.join("b.sh.away")).unwrap();
+    let out = h.corral(&["resurrect"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("1 of 2 apps came back") && said.contains("gone (pm_id 1)"),
+        "{said}"
+    );
+    h.wait_status("stays", "online");
+    assert!(h.describe_all(json!("gone")).is_empty());
+    // Once the script is back, resurrect brings the rest.
+    std::fs::rename(h.work.join("b.sh.away"), h.work.join("b.sh")).unwrap();
+    let back = h.ok(json!({"cmd": "resurrect"}));
+    assert_eq!(back.as_array().unwrap().len(), 1, "{back}");
+    assert_eq!(back[0]["pm_id"], json!(1));
+    h.wait_status("gone", "online");
+}
