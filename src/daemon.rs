@@ -52,6 +52,7 @@ use crate::poll::Sampler;
 use crate::protocol::{ErrorCode, WireError};
 use crate::reaper;
 use crate::spawn::{SpawnError, Step};
+use crate::startup;
 use crate::state::Input;
 use crate::sys;
 use crate::timers::Timers;
@@ -191,6 +192,8 @@ enum Timer {
     Watch(u32),
     /// The next /proc sample.
     Sample,
+    /// The next `WATCHDOG=1` to the service manager.
+    Watchdog,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -213,6 +216,11 @@ pub fn run(mut cfg: Config) -> i32 {
                 std::process::id(),
                 cfg.home.display()
             ));
+            // Under systemd (`Type=notify`): serving now.
+            d.tell_systemd("READY=1");
+            if let Some(every) = d.watchdog {
+                d.timers.arm(every, Timer::Watchdog);
+            }
             let code = d.serve();
             d.cleanup();
             code
@@ -270,6 +278,9 @@ struct Daemon {
     sample_interval: u64,
     /// The deadline of the next sample, while any app is online.
     sample_at: Option<u64>,
+    /// Half of systemd's `WATCHDOG_USEC` (ms): how often the loop says it
+    /// is alive, when the service manager asks.
+    watchdog: Option<u64>,
     /// inotify, once an app watches files.
     watcher: Option<Watcher>,
     /// The sd_notify socket, when its path fits in a socket address.
@@ -423,6 +434,7 @@ impl Daemon {
             sampler: Sampler::new(),
             sample_interval: cfg.sample_interval,
             sample_at: None,
+            watchdog: startup::watchdog_interval().map(|d| (d.as_millis() as u64 / 2).max(1)),
             watcher: None,
             notify,
             listeners: HashMap::new(),
@@ -439,6 +451,14 @@ impl Daemon {
             stale_pid_files: Vec::new(),
             root: sys::euid() == 0,
         })
+    }
+
+    /// Tell the service manager that started the daemon (`NOTIFY_SOCKET`,
+    /// systemd's `Type=notify`) how it is; nothing without one.
+    fn tell_systemd(&mut self, state: &str) {
+        if let Err(e) = startup::sd_notify(state) {
+            self.log(&format!("cannot notify the service manager ({state}): {e}"));
+        }
     }
 
     /// One line in the daemon's own log.
@@ -604,6 +624,7 @@ impl Daemon {
             return;
         }
         self.stopping_all = true;
+        self.tell_systemd("STOPPING=1");
         for id in ids {
             self.step(id, Input::Stop);
         }
