@@ -14,6 +14,8 @@ mod cluster;
 mod ipc;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/node_client.rs"]
+mod node_client;
 #[path = "integration/options.rs"]
 mod options;
 #[path = "integration/resources.rs"]

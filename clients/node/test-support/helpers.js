@@ -36,7 +36,9 @@ function makeHome() {
   for (const f of fs.readdirSync(FIXTURES)) {
     fs.copyFileSync(path.join(FIXTURES, f), path.join(work, f));
   }
-  return { root, home, work, env: Object.assign({}, process.env, { CORRAL_HOME: home }) };
+  const env = Object.assign({}, process.env, { CORRAL_HOME: home });
+  delete env.CORRAL_SOCKET;
+  return { root, home, work, env };
 }
 
 /** Whether `pid` is a live process (a zombie is not). */
