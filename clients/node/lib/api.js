@@ -197,8 +197,15 @@ class API {
    */
   async _request(cmd, args) {
     if (this._busOpening) await this._busOpening;
-    await this._connect();
-    return this._conn.request(cmd, args);
+    // A disconnect() between the call and its write closed the connection
+    // the call was waiting for: the call was made first, so it is sent on
+    // a new one.
+    for (let attempt = 0; ; attempt++) {
+      await this._connect();
+      const conn = this._conn;
+      if (conn && !conn.closed) return conn.request(cmd, args);
+      if (attempt > 0) throw noDaemonError('the connection to the daemon closed before the request was sent');
+    }
   }
 
   /**

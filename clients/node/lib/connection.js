@@ -66,6 +66,7 @@ class Connection {
     this.socketPath = socketPath;
     this.sock = sock;
     this.closed = false;
+    this.closing = false;
     this.nextId = 1;
     // Answers come in the order of the requests.
     this.pending = [];
@@ -95,7 +96,13 @@ class Connection {
 
   _answer(line) {
     const waiter = this.pending.shift();
-    if (this.pending.length === 0) this.sock.unref();
+    if (this.pending.length === 0) {
+      this.sock.unref();
+      if (this.closing) {
+        this.sock.end();
+        this._fail(null);
+      }
+    }
     if (!waiter) return;
     let resp;
     try {
@@ -131,10 +138,17 @@ class Connection {
     return new Promise((resolve) => this.sock.once('close', resolve));
   }
 
+  /**
+   * Close: at once when no answer is awaited, else after the last one (a
+   * request already sent, or sent meanwhile, still gets its answer).
+   */
   close() {
-    if (this.closed) return;
-    this.sock.end();
-    this._fail(null);
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    if (this.pending.length === 0) {
+      this.sock.end();
+      this._fail(null);
+    }
   }
 }
 

@@ -75,9 +75,9 @@ async function waitUntil(what, cond, ms) {
  * Run `node <file>` in the work directory; resolves with `{code, signal,
  * stdout, stderr}`. Killed (and failed) after `ms`.
  */
-function runNode(h, file, ms) {
+function runNode(h, file, ms, args) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file], { cwd: h.work, env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [file, ...(args || [])], { cwd: h.work, env: h.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

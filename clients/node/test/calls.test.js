@@ -198,6 +198,14 @@ test('calls work before connect, and without a callback (a promise)', async () =
     await assert.rejects(pm2.stop('nonesuch'), (e) => e instanceof Error && e.code === 'not_found');
     await new Promise((r) => setTimeout(r, 50));
     assert.strictEqual(unhandled, null);
+    // A call made before disconnect() still gets its answer.
+    const before = pm2.describe('q');
+    pm2.disconnect();
+    assert.strictEqual((await before).length, 1);
+    const sent = pm2.list();
+    await new Promise((r) => setImmediate(r));
+    pm2.disconnect();
+    assert.strictEqual((await sent).length, 1);
     // After disconnect, calls connect again.
     pm2.disconnect();
     assert.strictEqual((await pm2.describe('q')).length, 1);

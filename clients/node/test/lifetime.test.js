@@ -6,20 +6,24 @@ const test = require('node:test');
 const assert = require('node:assert');
 const { makeHome, runNode, cleanup, waitUntil, alive } = require('../test-support/helpers');
 
-test('connect(true): the daemon and its apps are gone once the program exits', async () => {
-  const h = makeHome();
-  try {
-    const run = await runNode(h, 'nodaemon.js');
-    assert.strictEqual(run.code, 0, `nodaemon.js failed: ${run.stderr}`);
-    const out = JSON.parse(run.stdout.trim());
-    assert.strictEqual(out.fresh, true);
-    assert.ok(out.daemon > 0 && out.app > 0);
-    await waitUntil('the tied daemon gone', () => !alive(out.daemon));
-    await waitUntil('its app gone', () => !alive(out.app));
-  } finally {
-    await cleanup(h);
-  }
-});
+for (const how of ['exits', 'is killed by SIGKILL']) {
+  test(`connect(true): the daemon and its apps are gone once the program ${how}`, async () => {
+    const h = makeHome();
+    try {
+      const sigkill = how !== 'exits';
+      const run = await runNode(h, 'nodaemon.js', 15000, sigkill ? ['sigkill'] : []);
+      if (sigkill) assert.strictEqual(run.signal, 'SIGKILL');
+      else assert.strictEqual(run.code, 0, `nodaemon.js failed: ${run.stderr}`);
+      const out = JSON.parse(run.stdout.trim());
+      assert.strictEqual(out.fresh, true);
+      assert.ok(out.daemon > 0 && out.app > 0);
+      await waitUntil('the tied daemon gone', () => !alive(out.daemon));
+      await waitUntil('its app gone', () => !alive(out.app));
+    } finally {
+      await cleanup(h);
+    }
+  });
+}
 
 test('an open bus keeps the program alive until closed; then it exits', async () => {
   const h = makeHome();
