@@ -68,6 +68,15 @@ test('each call calls back (err, result) in PM2\'s shapes', async () => {
     assert.strictEqual(again[0].name, 'cfg');
     assert.strictEqual(again[0].restart_time, 1);
 
+    // A JS config file, with PM2's `only`.
+    fs.writeFileSync(
+      path.join(h.work, 'two.config.js'),
+      "module.exports = { apps: [{ name: 'js1', script: 'quiet.js' }, { name: 'js2', script: 'quiet.js' }] };"
+    );
+    const onlyOne = ok(await callback((cb) => pm2.start('two.config.js', { only: 'js2' }, cb)));
+    assert.deepStrictEqual(onlyOne.map((p) => p.name), ['js2']);
+    assertActed(ok(await callback((cb) => pm2.delete('js2', cb))), 'js2');
+
     // start(script, jsonConfigFile): the file's options, this script.
     fs.writeFileSync(path.join(h.work, 'opts.json'), JSON.stringify({ name: 'fromopts', env: { A: '1' } }));
     const withFile = ok(await callback((cb) => pm2.start('quiet.js', 'opts.json', cb)));
