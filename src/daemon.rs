@@ -15,12 +15,14 @@
 //! | `requests` | what clients ask; pending answers; rolling reloads |
 //! | `schedule` | deadlines, sampling, cron, watch |
 //! | `describe` | a process → PM2's description |
+//! | `runtime` | `corral runtime`: the console, when to exit |
 
 mod conn;
 mod describe;
 mod links;
 mod relay;
 mod requests;
+mod runtime;
 mod schedule;
 mod supervise;
 mod table;
@@ -61,6 +63,8 @@ use crate::watch::Watcher;
 use conn::Conn;
 use relay::Pipe;
 use requests::{Pending, PendingKind, Reload};
+use runtime::{CONSOLE_ERR, CONSOLE_OUT, Console};
+pub use runtime::{ExitWith, Runtime};
 use supervise::Exec;
 use table::Table;
 
@@ -81,7 +85,8 @@ const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
 const WATCH: Token = Token(3);
 const NOTIFY: Token = Token(4);
-const FIRST_DYNAMIC: usize = 5;
+// 5 and 6: the runtime's console (`runtime.rs`).
+const FIRST_DYNAMIC: usize = 7;
 /// The "connection" of a request that came as a signal: nobody to answer.
 const NOBODY: Token = Token(usize::MAX);
 
@@ -100,6 +105,9 @@ pub struct Config {
     pub lifeline: bool,
     /// Time between two samples of the apps' memory and CPU (ms).
     pub sample_interval: u64,
+    /// Run as `corral runtime`: start these apps, relay their output to
+    /// stdout/stderr, exit when none is left to run.
+    pub runtime: Option<Runtime>,
 }
 
 /// Why the daemon could not start: what it was doing, and the system's
@@ -216,6 +224,14 @@ pub fn run(mut cfg: Config) -> i32 {
                 std::process::id(),
                 cfg.home.display()
             ));
+            // `corral runtime`: its apps start once the daemon serves.
+            if let Some(rt) = cfg.runtime.take()
+                && let Err(e) = d.start_runtime(rt)
+            {
+                eprintln!("corral: {}", e.message);
+                d.cleanup();
+                return 1;
+            }
             // Under systemd (`Type=notify`): serving now.
             d.tell_systemd("READY=1");
             if let Some(every) = d.watchdog {
@@ -272,6 +288,8 @@ struct Daemon {
     channels: HashMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
     execs: HashMap<Token, Exec>,
+    /// `corral runtime`'s console and exit rules.
+    console: Option<Console>,
     next_token: usize,
     timers: Timers<Timer>,
     sampler: Sampler,
@@ -414,6 +432,7 @@ impl Daemon {
             Some(options::TIME_LOG_DATE_FORMAT),
         )
         .ok();
+        let console = cfg.runtime.as_ref().map(|rt| Console::new(rt, &poll));
         Ok(Daemon {
             poll,
             home,
@@ -429,6 +448,7 @@ impl Daemon {
             busy_pipes: Vec::new(),
             channels: HashMap::new(),
             execs: HashMap::new(),
+            console,
             next_token: FIRST_DYNAMIC,
             timers: Timers::default(),
             sampler: Sampler::new(),
@@ -463,6 +483,9 @@ impl Daemon {
 
     /// One line in the daemon's own log.
     fn log(&mut self, msg: &str) {
+        if let Some(c) = self.console.as_mut() {
+            c.say(msg);
+        }
         if let Some(f) = self.log_file.as_mut() {
             let _ = f.write_chunk(format!("{msg}\n").as_bytes(), wall_ms() as i64);
         }
@@ -512,6 +535,11 @@ impl Daemon {
                     LIFELINE => self.read_lifeline(),
                     WATCH => self.read_watch(),
                     NOTIFY => self.read_notify(),
+                    t @ (CONSOLE_OUT | CONSOLE_ERR) => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.writable(t);
+                        }
+                    }
                     t if self.execs.contains_key(&t) => execs.push(t),
                     t if self.channels.contains_key(&t) => chans.push(t),
                     t if self.pipes.contains_key(&t) => {
@@ -547,6 +575,10 @@ impl Daemon {
             if self.exit_now {
                 return 0;
             }
+            if let Some(code) = self.runtime_done() {
+                self.log(&format!("no app left to run: exiting with status {code}"));
+                return code;
+            }
         }
     }
 
@@ -566,12 +598,22 @@ impl Daemon {
         // SIGCHLD needs nothing here: every wake reaps.
         for sig in came {
             match sig {
+                libc::SIGTERM | libc::SIGINT if self.stopping_all && self.console.is_some() => {
+                    self.log("second stop signal: SIGKILL to every app");
+                    for id in self.table.ids() {
+                        self.step(id, Input::Kill);
+                    }
+                }
                 libc::SIGTERM | libc::SIGINT => {
                     self.log(&format!(
                         "signal {}: stopping every app",
                         options::signal_name(sig)
                     ));
                     self.stop_everything(NOBODY, Value::Null);
+                }
+                libc::SIGHUP if self.console.is_some() => {
+                    self.log("SIGHUP: reloading every app");
+                    self.reload_all();
                 }
                 libc::SIGHUP => self.log("SIGHUP ignored"),
                 libc::SIGUSR2 => {
@@ -632,6 +674,9 @@ impl Daemon {
 
     fn cleanup(&mut self) {
         self.log("daemon exiting");
+        if let Some(c) = self.console.as_mut() {
+            c.drain();
+        }
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
     }

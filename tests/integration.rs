@@ -34,5 +34,7 @@ mod options;
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
 #[path = "integration/supervision.rs"]
 mod supervision;
