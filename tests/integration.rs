@@ -26,6 +26,8 @@ mod config_files;
 mod ipc;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/node_client.rs"]
+mod node_client;
 #[path = "integration/options.rs"]
 mod options;
 #[path = "integration/persistence.rs"]
@@ -34,5 +36,7 @@ mod persistence;
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
 #[path = "integration/supervision.rs"]
 mod supervision;
