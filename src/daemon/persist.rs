@@ -155,7 +155,7 @@ impl Daemon {
     /// On SIGTERM/SIGINT, before the apps stop: save what runs, as PM2
     /// does, but never an empty list.
     pub(super) fn dump_on_signal(&mut self, signal: &str) {
-        if self.table.ids().is_empty() {
+        if self.saved_apps().is_empty() {
             self.log(&format!("{signal}: no app, the dump is left as it is"));
             return;
         }
@@ -286,9 +286,7 @@ impl Daemon {
                 format!("its options name it {}", spec.name),
             ));
         }
-        if let Some((key, socks)) = self.bind_listen(&spec)? {
-            self.listeners.insert(key, socks);
-        }
+        let binds = self.bind_listen(&spec)?;
         let slot = Slot {
             pm_id,
             instance: e.instance,
@@ -306,6 +304,10 @@ impl Daemon {
         )?;
         let logs = open_logs(&app)?;
         check_watch(&app)?;
+        // Bound before anything could fail, held once nothing can.
+        if let Some((key, socks)) = binds {
+            self.listeners.insert(key, socks);
+        }
         self.install(pm_id, false, app, logs, e.wanted == Wanted::Online)?;
         Ok(parsed.warnings)
     }

@@ -375,3 +375,25 @@ fn an_app_that_cannot_come_back_does_not_hold_back_the_others() {
     assert_eq!(back[0]["pm_id"], json!(1));
     h.wait_status("gone", "online");
 }
+
+#[test]
+fn a_listen_app_gets_its_sockets_again() {
+    let h = TestHome::started();
+    h.script(
+        "a.sh",
+        "#!/bin/sh\necho \"fds=$LISTEN_FDS\"\nexec sleep 1000\n",
+    );
+    let port = free_port();
+    h.start(json!({"name": "srv", "script": "a.sh", "kill_timeout": 300,
+                   "listen": [format!("127.0.0.1:{port}")]}));
+    h.ok(json!({"cmd": "dump"}));
+    kill_daemon(&h);
+    wait_until(SOON, "the old daemon's socket is closed", || refused(port));
+    let out = h.corral(&["resurrect"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.wait_status("srv", "online");
+    wait_until(SOON, "srv was given its socket", || {
+        h.out_log("srv").matches("fds=1").count() == 2
+    });
+    assert!(!refused(port), "bound again");
+}
