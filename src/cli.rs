@@ -121,7 +121,7 @@ const VERBS: &[Verb] = &[
     Verb {
         names: &["dump", "save"],
         usage: "dump [--force] [--json]",
-        summary: "save every app (options, pm_id, wanted state) to the dump file, for resurrect",
+        summary: "save every app (options, pm_id, wanted state) for resurrect, to $DUMP_FILE_PATH or the home's dump.json",
     },
     Verb {
         names: &["resurrect"],
@@ -455,7 +455,7 @@ fn general_help() -> String {
     }
     s.push_str(
         "\nTargets: an app name, a pm_id, a namespace, or all.\n\
-         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN.\n\
+         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, DUMP_FILE_PATH.\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
     );
