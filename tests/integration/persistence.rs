@@ -176,6 +176,14 @@ fn dump_file_path_is_honoured_and_the_previous_dump_kept_as_bak() {
     assert_eq!(mode_of(&file), 0o600);
     assert_eq!(mode_of(&bak), 0o600);
     assert!(!h.root.join("elsewhere.json.tmp").exists());
+    // A daemon started with the same DUMP_FILE_PATH reads it back.
+    kill_daemon(&h);
+    let mut c = h.command(&["resurrect", "--json"]);
+    c.env("DUMP_FILE_PATH", &file);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let back: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(back.len(), 2, "{back:?}");
 }
 
 #[test]
