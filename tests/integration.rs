@@ -32,5 +32,7 @@ mod options;
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use mio::Token;
 use serde_json::{Value, json};
 
-use crate::app::{App, Slot};
+use crate::app::{App, Home, Slot};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
@@ -105,6 +105,8 @@ impl Daemon {
                     "pid": std::process::id(),
                     "protocol": PROTOCOL,
                     "uptime_ms": self.started.elapsed().as_millis() as u64,
+                    "allow_uid": self.allow_uid,
+                    "allow_gid": self.allow_gid,
                 })
                 .to_string(),
             ),
@@ -692,7 +694,7 @@ impl Daemon {
                     args.env_name.clone(),
                     self.root,
                 )?;
-                let logs = open_logs(&app)?;
+                let logs = open_logs(&app, &self.home)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
@@ -843,7 +845,7 @@ impl Daemon {
                 template.env_name.clone(),
                 self.root,
             )?;
-            let logs = open_logs(&app)?;
+            let logs = open_logs(&app, &self.home)?;
             self.install(pm_id, false, app, logs)?;
             kept.push(pm_id);
         }
@@ -859,7 +861,11 @@ impl Daemon {
             crate::app::file_stem(&e.app.spec.name)
         ));
         let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
-        if let Err(err) = sys::write_atomic(&path, text.as_bytes(), false) {
+        let user = e.app.file_user(&self.home, &path);
+        let written = sys::as_user(user.as_ref(), || {
+            sys::write_atomic(&path, text.as_bytes(), false)
+        });
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }
@@ -873,9 +879,10 @@ fn join_errors(errors: Vec<WireError>) -> WireError {
 }
 
 /// The two log files of an app, open for appending.
-fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
+fn open_logs(app: &App, home: &Home) -> Result<(LogFile, LogFile), WireError> {
     let open = |path: &std::path::Path| {
-        LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+        let user = app.file_user(home, path);
+        LogFile::open(path, app.spec.log_date_format.as_deref(), user).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidOption,
                 format!("cannot open log {}: {e}", path.display()),
