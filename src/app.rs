@@ -280,17 +280,11 @@ impl App {
     /// lead the daemon anywhere that user could not go); the daemon's for
     /// its own directories and for apps that run as the daemon's user.
     pub fn file_user(&self, home: &Home, path: &Path) -> Option<crate::sys::FsUser> {
-        let c = self.creds.as_ref()?;
-        let uid = c.uid?;
         let parent = path.parent()?;
         if parent == home.logs() || parent == home.pids() {
             return None;
         }
-        Some(crate::sys::FsUser {
-            uid,
-            gid: c.gid,
-            groups: c.groups.clone(),
-        })
+        self.creds.as_ref()?.fs_user()
     }
 
     /// The `env` keys shown in descriptions: `env` with the overlay on it.

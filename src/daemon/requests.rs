@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
+use crate::users;
 
 use super::describe::to_json;
 use super::schedule::check_watch;
@@ -623,6 +624,13 @@ impl Daemon {
             }
             let count = instance_count(spec.instances, cpu_count());
             if !spec.listen.is_empty() {
+                // A unix socket is made as the app's user, like its files.
+                let user = match (self.root, &spec.uid) {
+                    (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
+                        .ok()
+                        .and_then(|c| c.fs_user()),
+                    _ => None,
+                };
                 let addrs: Vec<listen::Addr> = spec
                     .listen
                     .iter()
@@ -646,12 +654,15 @@ impl Daemon {
                             .and_then(|(_, fd)| fd.try_clone().ok());
                         let fd = match held_fd {
                             Some(fd) => fd,
-                            None => a.bind().map_err(|e| {
-                                WireError::new(
-                                    ErrorCode::InvalidOption,
-                                    format!("option `listen`: {e}"),
-                                )
-                            })?,
+                            None => sys::as_user(user.as_ref(), || Ok(a.bind()))
+                                .map_err(|e| e.to_string())
+                                .and_then(|bound| bound)
+                                .map_err(|e| {
+                                    WireError::new(
+                                        ErrorCode::InvalidOption,
+                                        format!("option `listen`: {e}"),
+                                    )
+                                })?,
                         };
                         socks.push((a, fd));
                     }

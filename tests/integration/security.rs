@@ -83,6 +83,11 @@ fn a_root_daemon_writes_no_file_through_a_link_the_apps_user_planted() {
         "name": "y", "script": "/bin/echo", "args": ["PWNED"], "uid": user,
         "cwd": dir, "error": "sub/err.log"}}));
     assert_eq!(r["ok"], json!(false), "{r}");
+    // A unix socket of `listen` too.
+    let r = h.request(json!({"cmd": "start", "app": {
+        "name": "s", "script": "/bin/sleep", "args": ["1000"], "uid": user,
+        "cwd": dir, "listen": format!("unix:{}/sub/s.sock", dir.display())}}));
+    assert_eq!(r["ok"], json!(false), "{r}");
 
     // The pid file and the `write` file, at links and at their
     // temporary names: replaced, never written through.
