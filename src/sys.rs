@@ -294,13 +294,12 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let mut f = unsafe { File::from_raw_fd(fd) };
     let written = f
         .write_all(data)
-        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
+    let written = written.and_then(|()| {
         // SAFETY: renameat of NUL-terminated names in a live directory fd.
-        .and_then(|()| {
-            unsafe { syscall!(renameat(dfd, tmp.as_ptr(), dfd, name.as_ptr())) }
-                .map(drop)
-                .map_err(io::Error::from)
-        });
+        let r = unsafe { syscall!(renameat(dfd, tmp.as_ptr(), dfd, name.as_ptr())) };
+        r.map(drop).map_err(io::Error::from)
+    });
     if let Err(e) = written {
         // SAFETY: as the unlinkat above.
         let _ = unsafe { syscall!(unlinkat(dfd, tmp.as_ptr(), 0)) };
