@@ -22,6 +22,8 @@ const INHERITED_NOT: &[&str] = &[
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "NODE_UNIQUE_ID",
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 /// Where the daemon keeps its files.

@@ -88,7 +88,7 @@ pub use client::{Client, Error};
 /// of the library's API, and free to change with every release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::daemon::{Config, run};
+    pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
     pub use crate::options::parse_duration;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};

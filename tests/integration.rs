@@ -26,12 +26,16 @@ mod config_files;
 mod ipc;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/node_client.rs"]
+mod node_client;
 #[path = "integration/options.rs"]
 mod options;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/supervision.rs"]

@@ -205,6 +205,25 @@ impl Daemon {
         }
     }
 
+    /// `corral runtime`: start its apps, with the daemon's own environment.
+    pub(super) fn start_runtime(&mut self, rt: super::Runtime) -> Result<(), WireError> {
+        self.start(StartArgs {
+            apps: rt.apps,
+            target: None,
+            env_name: rt.env_name,
+            caller_env: None,
+        })
+        .map(drop)
+    }
+
+    /// SIGHUP to the runtime: reload every app, answering nobody.
+    pub(super) fn reload_all(&mut self) {
+        let ids = self.table.ids();
+        if let Err(e) = self.begin_reload(super::NOBODY, Value::Null, ids, false) {
+            self.log(&format!("reload: {}", e.message));
+        }
+    }
+
     fn refuse_while_stopping(&self) -> Result<(), WireError> {
         match self.stopping_all {
             true => Err(internal("the daemon is shutting down")),
@@ -347,6 +366,9 @@ impl Daemon {
         for pm_id in ids {
             if input != Input::Restart {
                 self.unwatch_app(pm_id);
+            }
+            if let Some(e) = self.table.get_mut(pm_id) {
+                e.stop_requested = input != Input::Restart;
             }
             self.step(pm_id, input);
         }
@@ -563,6 +585,9 @@ impl Daemon {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
+                if let Some(e) = self.table.get_mut(*id) {
+                    e.stop_requested = false;
+                }
                 if !self.table.get(*id).is_some_and(|e| e.m().is_running()) {
                     self.watch_app(*id)?;
                     self.step(*id, Input::Start);

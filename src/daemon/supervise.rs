@@ -117,7 +117,12 @@ impl Daemon {
                         .push((id, e.app.pid_path.clone(), user));
                 }
             }
-            Effect::Emit(what) => self.emit(id, what),
+            Effect::Emit(what) => {
+                if what == "exit" {
+                    self.runtime_exit_seen(id);
+                }
+                self.emit(id, what);
+            }
             Effect::ReadyTimeout => {
                 if let Some(e) = self.table.get_mut(id) {
                     e.online_warning = Some(format!(
@@ -194,8 +199,10 @@ impl Daemon {
                 .map(OwnedFd::from)
                 .map_err(|err| Fault::system(format!("cannot open /dev/null: {err}")))
         };
+        // The runtime shows every app's output, logged to a file or not.
+        let console = self.console.is_some();
         let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), Fault> {
-            if is_null(path) {
+            if is_null(path) && !console {
                 return Ok((None, null()?));
             }
             let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
