@@ -150,7 +150,7 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["daemon"],
-        usage: "daemon [--no-daemon]",
+        usage: "daemon [--no-daemon] [--allow-uid USER]... [--allow-gid GROUP]...",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
     },
     Verb {
@@ -609,6 +609,18 @@ fn verb_options(verb: &str) -> Options {
                 "sample the apps' memory and CPU this often (default 1s)",
                 "DUR",
             );
+            o.optmulti(
+                "",
+                "allow-uid",
+                "obey this user's connections too (repeatable)",
+                "USER",
+            );
+            o.optmulti(
+                "",
+                "allow-gid",
+                "obey connections of processes of this group too (repeatable)",
+                "GROUP",
+            );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
         }
         _ => {}
@@ -854,6 +866,8 @@ fn cmd_runtime(args: &[String]) -> i32 {
         detach_stdio: false,
         lifeline: false,
         sample_interval: daemon::DEFAULT_INTERVAL,
+        allow_uid: Vec::new(),
+        allow_gid: Vec::new(),
         runtime: Some(daemon::Runtime {
             apps: picked,
             env_name,
@@ -1618,7 +1632,13 @@ fn cmd_daemon(args: &[String]) -> i32 {
             Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),
         },
     };
+    let (allow_uid, allow_gid) = match (allowed_ids(&m, true), allowed_ids(&m, false)) {
+        (Ok(u), Ok(g)) => (u, g),
+        (Err(e), _) | (_, Err(e)) => return usage_error(&format!("daemon: {e}")),
+    };
     let cfg = |ready, detach_stdio, lifeline| daemon::Config {
+        allow_uid: allow_uid.clone(),
+        allow_gid: allow_gid.clone(),
         runtime: None,
         home: paths.home.clone(),
         socket: paths.socket.clone(),
@@ -1638,6 +1658,29 @@ fn cmd_daemon(args: &[String]) -> i32 {
         return daemon::run(cfg(None, false, false));
     }
     background(cfg)
+}
+
+/// The values of `--allow-uid` (`users`) or `--allow-gid`: numbers, or
+/// names looked up now in /etc/passwd or /etc/group.
+fn allowed_ids(m: &Matches, users: bool) -> Result<Vec<u32>, String> {
+    let opt = if users { "allow-uid" } else { "allow-gid" };
+    let mut ids = Vec::new();
+    for v in m.opt_strs(opt) {
+        let id = match v.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if users => corral::__private::lookup(Some(&v), None)
+                .ok()
+                .and_then(|c| c.uid)
+                .ok_or_else(|| format!("--{opt} {v}: no such user"))?,
+            Err(_) => corral::__private::lookup(None, Some(&v))
+                .map(|c| c.gid)
+                .map_err(|_| format!("--{opt} {v}: no such group"))?,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The states `wait` knows, and what each accepts.
@@ -2256,6 +2299,7 @@ fn describe_text(d: &Description) -> String {
         ("out log", e.pm_out_log_path.clone()),
         ("error log", e.pm_err_log_path.clone()),
         ("pid file", e.pm_pid_path.clone()),
+        ("log lines dropped", e.log_lines_dropped.to_string()),
         ("autorestart", e.autorestart.to_string()),
         ("min uptime", format!("{}ms", e.min_uptime)),
         ("max restarts", e.max_restarts.to_string()),

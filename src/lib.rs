@@ -95,7 +95,7 @@ pub mod __private {
     pub use crate::options::parse_duration;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::sys::dup_cloexec;
-    pub use crate::users::parse_passwd;
+    pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).
     pub mod startup {
         pub use crate::startup::*;

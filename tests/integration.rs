@@ -38,5 +38,7 @@ mod resources;
 mod robustness;
 #[path = "integration/runtime.rs"]
 mod runtime;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;

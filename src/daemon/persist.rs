@@ -302,7 +302,7 @@ impl Daemon {
             e.env_name,
             self.root,
         )?;
-        let logs = open_logs(&app)?;
+        let logs = open_logs(&app, &self.home)?;
         check_watch(&app)?;
         // Bound before anything could fail, held once nothing can.
         if let Some((key, socks)) = binds {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use mio::Token;
 use serde_json::{Value, json};
 
-use crate::app::{App, Slot};
+use crate::app::{App, Home, Slot};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
+use crate::users;
 
 use super::describe::to_json;
 use super::schedule::check_watch;
@@ -115,6 +116,8 @@ impl Daemon {
                     "pid": std::process::id(),
                     "protocol": PROTOCOL,
                     "uptime_ms": self.started.elapsed().as_millis() as u64,
+                    "allow_uid": self.allow_uid,
+                    "allow_gid": self.allow_gid,
                 })
                 .to_string(),
             ),
@@ -629,6 +632,13 @@ impl Daemon {
         if spec.listen.is_empty() {
             return Ok(None);
         }
+        // A unix socket is made as the app's user, like its files.
+        let user = match (self.root, &spec.uid) {
+            (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
+                .ok()
+                .and_then(|c| c.fs_user()),
+            _ => None,
+        };
         let addrs: Vec<listen::Addr> = spec
             .listen
             .iter()
@@ -654,9 +664,12 @@ impl Daemon {
                 .and_then(|(_, fd)| fd.try_clone().ok());
             let fd = match held_fd {
                 Some(fd) => fd,
-                None => a.bind().map_err(|e| {
-                    WireError::new(ErrorCode::InvalidOption, format!("option `listen`: {e}"))
-                })?,
+                None => sys::as_user(user.as_ref(), || Ok(a.bind()))
+                    .map_err(|e| e.to_string())
+                    .and_then(|bound| bound)
+                    .map_err(|e| {
+                        WireError::new(ErrorCode::InvalidOption, format!("option `listen`: {e}"))
+                    })?,
             };
             socks.push((a, fd));
         }
@@ -771,7 +784,7 @@ impl Daemon {
                     args.env_name.clone(),
                     self.root,
                 )?;
-                let logs = open_logs(&app)?;
+                let logs = open_logs(&app, &self.home)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
@@ -924,7 +937,7 @@ impl Daemon {
                 template.env_name.clone(),
                 self.root,
             )?;
-            let logs = open_logs(&app)?;
+            let logs = open_logs(&app, &self.home)?;
             let start = app.spec.autostart;
             self.install(pm_id, false, app, logs, start)?;
             kept.push(pm_id);
@@ -941,7 +954,11 @@ impl Daemon {
             crate::app::file_stem(&e.app.spec.name)
         ));
         let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
-        if let Err(err) = sys::write_atomic(&path, text.as_bytes(), false) {
+        let user = e.app.file_user(&self.home, &path);
+        let written = sys::as_user(user.as_ref(), || {
+            sys::write_atomic(&path, text.as_bytes(), false)
+        });
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }
@@ -955,9 +972,10 @@ fn join_errors(errors: Vec<WireError>) -> WireError {
 }
 
 /// The two log files of an app, open for appending.
-pub(super) fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
+pub(super) fn open_logs(app: &App, home: &Home) -> Result<(LogFile, LogFile), WireError> {
     let open = |path: &std::path::Path| {
-        LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+        let user = app.file_user(home, path);
+        LogFile::open(path, app.spec.log_date_format.as_deref(), user).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidOption,
                 format!("cannot open log {}: {e}", path.display()),
