@@ -379,6 +379,13 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("g")).unwrap(), b"three");
         assert!(!dir.join("g").is_symlink());
         assert!(!dir.join("g.tmp").exists());
+        // A private file has its mode exactly, even over a wider one.
+        let p = dir.join("dump.json");
+        write_atomic(&p, b"old", false).unwrap();
+        write_atomic_private(&p, b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
