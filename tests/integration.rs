@@ -32,6 +32,8 @@ mod node_client;
 mod options;
 #[path = "integration/persistence.rs"]
 mod persistence;
+#[path = "integration/recovery.rs"]
+mod recovery;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
