@@ -28,11 +28,21 @@ mod ipc;
 mod lifecycle;
 #[path = "integration/load.rs"]
 mod load;
+#[path = "integration/node_client.rs"]
+mod node_client;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/persistence.rs"]
+mod persistence;
+#[path = "integration/recovery.rs"]
+mod recovery;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;

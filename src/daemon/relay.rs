@@ -85,6 +85,11 @@ impl Daemon {
             if let Some(msg) = failed {
                 self.log(&msg);
             }
+            if let Some(c) = self.console.as_mut()
+                && let Some(e) = self.table.get(id)
+            {
+                c.relay(id, &e.app.spec.name, stream, chunk);
+            }
             if self.subscribers > 0 {
                 self.publish_lines(id, stream, chunk);
             }
@@ -154,9 +159,9 @@ impl Daemon {
                 add("signal", json!(name));
                 words = format!("exit by {name}");
             }
-            ("restart", _) => {
+            ("restart" | "start", _) => {
                 if let Some(r) = e.restart_reason.take() {
-                    words = format!("restart ({r})");
+                    words = format!("{what} ({r})");
                     add("reason", json!(r));
                 }
             }

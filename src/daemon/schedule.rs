@@ -56,6 +56,14 @@ impl Daemon {
                 }
                 Timer::Conn(token) => self.conn_deadline(token, t),
                 Timer::Accept => self.resume_accepting(),
+                Timer::Orphans => self.check_orphans(),
+                Timer::Watchdog => {
+                    // The loop runs: say so, and again in half the period.
+                    self.tell_systemd("WATCHDOG=1");
+                    if let Some(every) = self.watchdog {
+                        self.timers.arm(now + every, Timer::Watchdog);
+                    }
+                }
                 Timer::Sample => {
                     if self.sample_at == Some(t) {
                         self.sample_at = None;

@@ -293,20 +293,21 @@ fn startup_writes_under_a_root_detects_the_init_and_unstartup_removes_it() {
 }
 
 #[test]
-fn startup_with_a_running_daemon_saves_the_list_or_says_it_did_not() {
+fn startup_with_a_running_daemon_saves_the_list() {
     let h = TestHome::started();
     h.start(json!({"name": "keep", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
     let root = h.root.join("r");
     let out = startup(&h, Some(&root), &["startup", "systemd"]);
-    // Until the daemon knows `dump`, startup says the list was not saved,
-    // and does not fail because of it.
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let so = stdout(&out);
+    let file = h.home.join("dump.json");
     assert!(
-        so.contains("saved the list (1 apps)") || so.contains("the list was not saved"),
+        so.contains(&format!("saved the list (1 apps) to {}", file.display())),
         "{}",
         text(&out)
     );
+    let dump: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
+    assert_eq!(dump["apps"][0]["name"], json!("keep"));
     assert!(!so.contains("no daemon runs"), "{}", text(&out));
     assert_eq!(h.status("keep"), "online");
 }
@@ -442,11 +443,21 @@ fn sysv_script_starts_status_and_stops_the_daemon() {
     let out = sh("status");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout(&out).contains("status"), "{}", text(&out));
+    h.start(json!({"name": "kept", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
     let out = sh("stop");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     wait_gone(pid, "the daemon after the script's stop");
     let out = sh("status");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // The stop saved the list; the next start brings it back.
+    assert!(read(&h.home.join("dump.json")).contains("\"kept\""));
+    let out = sh("start");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.wait_status("kept", "online");
+    let pid = h.daemon_pid();
+    let out = sh("stop");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_gone(pid, "the daemon after the second stop");
 }
 
 // ---- wait ------------------------------------------------------------------
@@ -614,4 +625,58 @@ fn wait_without_a_daemon_and_with_bad_words() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(stderr(&out).contains(want), "{args:?}: {}", text(&out));
     }
+}
+
+/// Under systemd's `Type=notify` the daemon says `READY=1` once it serves,
+/// `WATCHDOG=1` at half of `WATCHDOG_USEC` while its loop runs, and
+/// `STOPPING=1` when SIGTERM stops it; its apps never see the variables.
+#[test]
+fn the_daemon_speaks_sd_notify_to_its_service_manager() {
+    use std::os::unix::net::UnixDatagram;
+    let h = TestHome::new();
+    let sock_path = h.root.join("n.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut c = h.command(&["daemon", "--no-daemon"]);
+    c.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut daemon = c.spawn().expect("spawn corral daemon --no-daemon");
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    // Serving once ready: an app starts, and does not inherit the variables.
+    h.start(
+        h.with_cwd(json!({"name": "env", "script": "sh", "args": ["-c",
+        "echo W=${WATCHDOG_USEC:-none} N=${NOTIFY_SOCKET:-none}; sleep 60"]})),
+    );
+    let log = h.wait_log("env", "W=");
+    assert!(log.contains("W=none"), "{log}");
+    assert!(!log.contains(sock_path.to_str().unwrap()), "{log}");
+    let started = Instant::now();
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the daemon");
+    let mut rest = Vec::new();
+    loop {
+        let m = next();
+        if m == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(m, "WATCHDOG=1", "only watchdog pings before STOPPING=1");
+        rest.push(m);
+    }
+    let status = daemon.wait().expect("the daemon exits");
+    assert_eq!(status.code(), Some(0));
 }
