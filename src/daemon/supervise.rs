@@ -339,6 +339,9 @@ impl Daemon {
                 Registered::Channel(sock) => {
                     self.channels.insert(t, (id, pid));
                     if let Some(e) = self.table.get_mut(id) {
+                        // Room for this one only: a Vec's first push
+                        // reserves four, and a Link is large.
+                        e.links.reserve_exact(1);
                         e.links.push(Link {
                             pid,
                             token: t,
