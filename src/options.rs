@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::sys::Signal;
 
@@ -214,6 +214,82 @@ pub enum Watch {
 pub struct Parsed {
     pub spec: AppSpec,
     pub warnings: Vec<String>,
+}
+
+/// `spec` with the options of `changes` laid over it (`restart` and
+/// `reload` with flags, as PM2's `--watch`, `--node-args`,
+/// `--max-memory-restart`...). Options that would make it another app
+/// (`name`, `script`, `instances`...) are refused, or ignored when
+/// `lenient` (a config file's app restarted: PM2 keeps those too).
+pub fn overlay(
+    spec: &AppSpec,
+    changes: &Map<String, Value>,
+    lenient: bool,
+) -> Result<AppSpec, OptionError> {
+    let mut v = changes.clone();
+    v.insert("script".into(), Value::String(spec.script.clone()));
+    v.insert("name".into(), Value::String(spec.name.clone()));
+    let new = parse_app(&Value::Object(v))?.spec;
+    let mut out = spec.clone();
+    for key in changes.keys() {
+        let Some(def) = lookup(key) else {
+            if let Some(n) = key.strip_prefix(ENV_OVERLAY_PREFIX)
+                && let Some(o) = new.env_overlays.get(n)
+            {
+                out.env_overlays.insert(n.to_string(), o.clone());
+            }
+            // Custom keys: parse_app warned about them already.
+            continue;
+        };
+        match def.name {
+            "args" => out.args = new.args.clone(),
+            "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
+            "env" => out.env.extend(new.env.clone()),
+            "log_date_format" | "time" => out.log_date_format = new.log_date_format.clone(),
+            "min_uptime" => out.min_uptime = new.min_uptime,
+            "max_restarts" => out.max_restarts = new.max_restarts,
+            "kill_timeout" => out.kill_timeout = new.kill_timeout,
+            "kill_signal" => out.kill_signal = new.kill_signal,
+            "restart_delay" => out.restart_delay = new.restart_delay,
+            "autorestart" => out.autorestart = new.autorestart,
+            "stop_exit_codes" => out.stop_exit_codes = new.stop_exit_codes.clone(),
+            "treekill" => out.treekill = new.treekill,
+            "source_map_support" => out.source_map_support = new.source_map_support,
+            "disable_source_map_support" => {
+                out.disable_source_map_support = new.disable_source_map_support
+            }
+            "max_memory_restart" => out.max_memory_restart = new.max_memory_restart,
+            "exp_backoff_restart_delay" => {
+                out.exp_backoff_restart_delay = new.exp_backoff_restart_delay
+            }
+            "watch" => out.watch = new.watch.clone(),
+            "ignore_watch" => out.ignore_watch = new.ignore_watch.clone(),
+            "watch_delay" => out.watch_delay = new.watch_delay,
+            "cron_restart" => out.cron_restart = new.cron_restart.clone(),
+            "wait_ready" => out.wait_ready = new.wait_ready,
+            "listen_timeout" => out.listen_timeout = new.listen_timeout,
+            "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
+            "output" => out.output = new.output.clone(),
+            "error" => out.error = new.error.clone(),
+            "pid_file" => out.pid_file = new.pid_file.clone(),
+            "interpreter" => out.interpreter = new.interpreter.clone(),
+            "cwd" => out.cwd = new.cwd.clone(),
+            "uid" => out.uid = new.uid.clone(),
+            "gid" => out.gid = new.gid.clone(),
+            "force" | "write" | "name" | "script" => {}
+            _ if lenient => {}
+            other => {
+                return Err(OptionError::new(
+                    key.as_str(),
+                    format!(
+                        "cannot be changed by a restart or reload (`{other}`); \
+                         delete the app and start it again"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The key that is wrong (as the user wrote it) and why.
@@ -780,12 +856,9 @@ fn cron(key: &str, v: &Value) -> Result<Option<String>, OptionError> {
 
 /// Default name: the script's file name without its last extension. A
 /// script with whitespace is a command line (PM2 runs it through a shell),
-/// and is named by the whole command.
+/// named by its first word's stem (`python3 -m http.server` -> `python3`).
 fn default_name(script: &str) -> String {
-    let script = script.trim();
-    if script.chars().any(|c| c.is_ascii_whitespace()) {
-        return script.to_string();
-    }
+    let script = script.split_ascii_whitespace().next().unwrap_or_default();
     Path::new(script)
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
@@ -1556,7 +1629,9 @@ mod tests {
             ("archive.tar.gz", "archive.tar", None),
             ("server.go", "server", None),
             (".hidden", ".hidden", None),
-            ("node server.js --x", "node server.js --x", None),
+            ("node server.js --x", "node", None),
+            ("python3 -m http.server", "python3", None),
+            ("/usr/bin/python3.12 -m x", "python3", None),
         ];
         for (script, name, interpreter) in cases {
             let spec = parse_app(&json!({ "script": script }))

@@ -222,6 +222,12 @@ pub(crate) enum Command {
     /// New apps (option objects), or known apps by target.
     Start(StartArgs),
     Act(Action, Target),
+    /// `stop`, `restart` or `reload` that first changes the apps' options.
+    Update {
+        action: Action,
+        target: Target,
+        changes: Changes,
+    },
     List,
     SendSignal {
         signal: Value,
@@ -247,6 +253,29 @@ pub(crate) enum Command {
     KillDaemon,
 }
 
+/// New options for apps a `restart`/`reload` (or `stop`) acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Changes {
+    /// Options laid over each app's (`options::overlay`).
+    pub options: Map<String, Value>,
+    /// Use `env_<name>` from now on.
+    pub env_name: Option<String>,
+    /// `--update-env`: the caller's environment replaces the one the apps
+    /// inherited (keys gone from it are gone).
+    pub caller_env: Option<BTreeMap<String, String>>,
+    /// `restart --watch`: watching on if it was off, off if it was on.
+    pub toggle_watch: bool,
+    /// The options are a config file's app: those that cannot change are
+    /// ignored rather than refused.
+    pub from_config: bool,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
 /// The arguments of `start`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct StartArgs {
@@ -256,6 +285,9 @@ pub(crate) struct StartArgs {
     /// The environment the apps inherit instead of the daemon's (the CLI
     /// sends its own, as PM2 does). Never shown in descriptions.
     pub caller_env: Option<BTreeMap<String, String>>,
+    /// Apps of these names already running are restarted (or reloaded)
+    /// with the new options instead of refused (`startOrRestart`).
+    pub or_action: Option<Action>,
 }
 
 /// One request: its id (echoed in the answer) and what it asks.
@@ -358,6 +390,29 @@ impl Request {
                 events.iter().map(|e| ("events", json!(e))).collect(),
             ),
             Command::Act(a, t) => (a.name(), vec![("target", t.to_value())]),
+            Command::Update {
+                action,
+                target,
+                changes,
+            } => {
+                let mut args = vec![("target", target.to_value())];
+                if !changes.options.is_empty() {
+                    args.push(("options", Value::Object(changes.options.clone())));
+                }
+                if let Some(e) = &changes.env_name {
+                    args.push(("env_name", json!(e)));
+                }
+                if let Some(env) = &changes.caller_env {
+                    args.push(("caller_env", json!(env)));
+                }
+                if changes.toggle_watch {
+                    args.push(("toggle_watch", json!(true)));
+                }
+                if changes.from_config {
+                    args.push(("from_config", json!(true)));
+                }
+                (action.name(), args)
+            }
             Command::SendSignal { signal, target } => (
                 "send_signal",
                 vec![("signal", signal.clone()), ("target", target.to_value())],
@@ -372,6 +427,9 @@ impl Request {
                 }
                 if let Some(env) = &s.caller_env {
                     args.push(("caller_env", json!(env)));
+                }
+                if let Some(a) = s.or_action {
+                    args.push(("or", json!(a.name())));
                 }
                 ("start", args)
             }
@@ -409,7 +467,20 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
         _ => None,
     };
     let cmd = if let Some(a) = action {
-        Command::Act(a, target(&mut obj)?)
+        let changes = match a {
+            Action::Stop | Action::Restart | Action::Reload | Action::GracefulReload => {
+                changes(&mut obj)?
+            }
+            _ => Changes::default(),
+        };
+        match changes.is_empty() {
+            true => Command::Act(a, target(&mut obj)?),
+            false => Command::Update {
+                action: a,
+                target: target(&mut obj)?,
+                changes,
+            },
+        }
     } else {
         match verb {
             "ping" => Command::Ping,
@@ -467,6 +538,41 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
     Ok(cmd)
 }
 
+fn changes(obj: &mut Map<String, Value>) -> Result<Changes, WireError> {
+    let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+    let mut c = Changes::default();
+    match obj.remove("options") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => c.options = o,
+        Some(_) => return Err(bad("`options` must be an object")),
+    }
+    match obj.remove("env_name") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => c.env_name = Some(s),
+        Some(_) => return Err(bad("`env_name` must be a string")),
+    }
+    match obj.remove("caller_env") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            c.caller_env = Some(
+                serde_json::from_value(v)
+                    .map_err(|_| bad("`caller_env` must be an object of strings"))?,
+            );
+        }
+    }
+    match obj.remove("toggle_watch") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => c.toggle_watch = b,
+        Some(_) => return Err(bad("`toggle_watch` must be true or false")),
+    }
+    match obj.remove("from_config") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => c.from_config = b,
+        Some(_) => return Err(bad("`from_config` must be true or false")),
+    }
+    Ok(c)
+}
+
 fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
     let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
     let mut args = StartArgs::default();
@@ -496,6 +602,13 @@ fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
             args.caller_env = Some(env);
         }
     }
+    args.or_action = match obj.remove("or") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "restart" => Some(Action::Restart),
+        Some(Value::String(s)) if s == "reload" => Some(Action::Reload),
+        Some(Value::String(s)) if s == "graceful_reload" => Some(Action::GracefulReload),
+        Some(_) => return Err(bad("`or` must be restart, reload or graceful_reload")),
+    };
     Ok(args)
 }
 

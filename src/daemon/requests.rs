@@ -117,6 +117,15 @@ impl Daemon {
                 Ok(None)
             }
             Command::Act(action, target) => self.act(t, req.id, action, &target),
+            Command::Update {
+                action,
+                target,
+                changes,
+            } => {
+                let ids = self.resolve(&target)?;
+                self.reconfigure(&ids, &changes, action)?;
+                self.act_on(t, req.id, action, ids)
+            }
             Command::SendSignal { signal, target } => {
                 let sig = options::parse_signal(&signal)
                     .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("signal: {m}")))?;
@@ -314,6 +323,71 @@ impl Daemon {
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;
+        self.act_on(t, id, action, ids)
+    }
+
+    /// Give apps `ids` new options (`restart api --watch`, `--update-env`,
+    /// `--env`): each app's options with `changes` laid over them, resolved
+    /// again as at a start; all checked before any changes. The next start
+    /// (the restart that follows) uses them; `describe` shows them.
+    fn reconfigure(
+        &mut self,
+        ids: &[u32],
+        changes: &protocol::Changes,
+        action: Action,
+    ) -> Result<(), WireError> {
+        if action != Action::Stop {
+            self.refuse_while_stopping()?;
+        }
+        let caller_env = changes.caller_env.clone().map(Rc::new);
+        let mut plan = Vec::new();
+        for id in ids {
+            let e = self.table.get(*id).ok_or_else(|| internal("vanished"))?;
+            let name = &e.app.spec.name;
+            let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+            let mut spec = options::overlay(&e.app.spec, &changes.options, changes.from_config)
+                .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
+            if changes.toggle_watch {
+                spec.watch = match spec.watch {
+                    options::Watch::Off => options::Watch::Cwd,
+                    _ => options::Watch::Off,
+                };
+            }
+            if let Some(n) = &changes.env_name
+                && !spec.env_overlays.contains_key(n)
+            {
+                return Err(invalid(format!("{name} ({id}) has no `env_{n}` (from --env {n})")));
+            }
+            let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
+            let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
+            let app = App::resolve(spec, e.app.slot, &self.home, base_env, env_name, self.root)?;
+            let logs = open_logs(&app)?;
+            if action != Action::Stop {
+                check_watch(&app)?;
+            }
+            plan.push((*id, app, logs));
+        }
+        for (id, app, logs) in plan {
+            self.unwatch_app(id);
+            let policy = policy_of(&app);
+            let cron = app
+                .spec
+                .cron_restart
+                .as_deref()
+                .and_then(|c| Cron::parse(c).ok());
+            if let Some(e) = self.table.get_mut(id) {
+                e.reconfigure(app, policy, logs);
+                e.cron = cron;
+                e.cron_at = None;
+                e.cron_fired = None;
+            }
+            self.arm_cron(id);
+        }
+        Ok(())
+    }
+
+    /// Act on apps `ids`.
+    fn act_on(&mut self, t: Token, id: Value, action: Action, ids: Vec<u32>) -> Answer {
         let input = match action {
             Action::Stop => Input::Stop,
             Action::Restart => Input::Restart,

@@ -83,8 +83,9 @@ impl Entry {
         &self.m
     }
 
-    /// New options for an app that is not running: its machine keeps its
-    /// counters.
+    /// New options for an app: its machine keeps its counters. A running
+    /// process goes on as it was started (its output goes to the new log
+    /// files); the next start uses the new options.
     pub fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
         self.app = app;
         (self.out, self.err) = logs;
@@ -148,9 +149,13 @@ impl Table {
         self.apps.insert(id, Box::new(entry));
     }
 
-    /// Take an app out of the table; its processes are forgotten too.
+    /// Take an app out of the table; its processes are forgotten too. An
+    /// empty table numbers from 0 again, as PM2's does.
     pub fn remove(&mut self, id: u32) -> Option<Box<Entry>> {
         let e = self.apps.remove(&id)?;
+        if self.apps.is_empty() {
+            self.next_id = 0;
+        }
         for pid in e.m.pids() {
             self.by_pid.remove(&pid);
         }
