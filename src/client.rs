@@ -718,33 +718,6 @@ impl Client {
         self.start_apps(picked, env_name)
     }
 
-    /// [`Client::start_config`], where apps already running are restarted
-    /// (`then` = `"restart"`), reloaded (`"reload"`) or gracefully reloaded
-    /// (`"graceful_reload"`) with the config's options: PM2's
-    /// `startOrRestart`, `startOrReload`, `startOrGracefulReload`.
-    pub fn start_config_or(
-        &mut self,
-        apps: Vec<Value>,
-        dir: &Path,
-        label: &str,
-        env_name: Option<&str>,
-        only: &[String],
-        then: &str,
-    ) -> Result<Vec<Description>, Error> {
-        let or_action = match then {
-            "restart" => Action::Restart,
-            "reload" => Action::Reload,
-            "graceful_reload" => Action::GracefulReload,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "start: `{other}` is not restart, reload or graceful_reload"
-                )));
-            }
-        };
-        let picked = pick_apps(apps, dir, label, only)?;
-        self.start_request(picked, env_name, Some(or_action))
-    }
-
     /// Start apps given as option objects, with this process's cwd and
     /// environment.
     pub fn start_apps(
@@ -752,14 +725,13 @@ impl Client {
         apps: Vec<Value>,
         env_name: Option<&str>,
     ) -> Result<Vec<Description>, Error> {
-        self.start_request(apps, env_name, None)
+        self.start_request(apps, env_name)
     }
 
     fn start_request(
         &mut self,
         mut apps: Vec<Value>,
         env_name: Option<&str>,
-        or_action: Option<Action>,
     ) -> Result<Vec<Description>, Error> {
         let here = std::env::current_dir()
             .map_err(|e| Error::Invalid(format!("cannot read the current directory: {e}")))?;
@@ -777,7 +749,6 @@ impl Client {
             target: None,
             env_name: env_name.map(str::to_string),
             caller_env: Some(std::env::vars().collect()),
-            or_action,
         }))
     }
 
@@ -912,6 +883,17 @@ impl Client {
             o.insert("topic".into(), json!(t));
         }
         self.request(Command::SendData { packet }).map(|_| ())
+    }
+
+    /// Write `line` and a newline to app `pm_id`'s stdin, as PM2's
+    /// `sendLineToStdin`. Refused when the app has no stdin pipe (`stdin:
+    /// false`), is not running, or has not read what it was sent before.
+    pub fn send_line_to_stdin(&mut self, pm_id: u32, line: &str) -> Result<(), Error> {
+        self.request(Command::SendLine {
+            pm_id,
+            line: line.to_string(),
+        })
+        .map(|_| ())
     }
 
     /// Grow or shrink the instances of app `name`: `json!(4)`, `json!("+2")`

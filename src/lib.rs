@@ -92,8 +92,8 @@ pub mod __private {
     pub use crate::daemon::{Config, run};
     pub use crate::logs::last_lines;
     pub use crate::options::{edit_distance, parse_duration};
-    pub use crate::regex::Regex;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
+    pub use crate::regex::Regex;
     pub use crate::sys::dup_cloexec;
     pub use crate::users::parse_passwd;
     /// Boot units (`corral startup`).

@@ -173,6 +173,9 @@ pub struct AppSpec {
     pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
+    /// Give the app a stdin pipe the daemon writes to (`send`), as PM2
+    /// does; false: `/dev/null`.
+    pub stdin: bool,
     /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
     /// that many (at least 1).
     pub instances: i64,
@@ -276,6 +279,7 @@ pub fn overlay(
             "cwd" => out.cwd = new.cwd.clone(),
             "uid" => out.uid = new.uid.clone(),
             "gid" => out.gid = new.gid.clone(),
+            "stdin" => out.stdin = new.stdin,
             "force" | "write" | "name" | "script" => {}
             _ if lenient => {}
             other => {
@@ -400,6 +404,7 @@ const OPTIONS: &[OptionDef] = &[
     yes("listen_timeout", &[]),
     yes("shutdown_with_message", &[]),
     yes("ipc", &[]),
+    yes("stdin", &[]),
     yes("listen", &[]),
     yes("instance_var", &[]),
     yes("increment_var", &[]),
@@ -728,6 +733,7 @@ fn build_spec(
             .parse("shutdown_with_message", boolean)?
             .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
+        stdin: given.parse("stdin", boolean)?.unwrap_or(true),
         instances: instances.unwrap_or(1),
         cluster,
         merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
@@ -1416,6 +1422,7 @@ mod tests {
             listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
             shutdown_with_message: false,
             ipc: true,
+            stdin: true,
             instances: 1,
             cluster: None,
             merge_logs: false,

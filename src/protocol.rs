@@ -237,6 +237,11 @@ pub(crate) enum Command {
     SendData {
         packet: Value,
     },
+    /// A line for an app's stdin (`sendLineToStdin`).
+    SendLine {
+        pm_id: u32,
+        line: String,
+    },
     /// Turn this connection into a stream of bus events (all, or these).
     Subscribe {
         events: Option<Vec<String>>,
@@ -285,9 +290,6 @@ pub(crate) struct StartArgs {
     /// The environment the apps inherit instead of the daemon's (the CLI
     /// sends its own, as PM2 does). Never shown in descriptions.
     pub caller_env: Option<BTreeMap<String, String>>,
-    /// Apps of these names already running are restarted (or reloaded)
-    /// with the new options instead of refused (`startOrRestart`).
-    pub or_action: Option<Action>,
 }
 
 /// One request: its id (echoed in the answer) and what it asks.
@@ -301,7 +303,7 @@ pub(crate) struct Request {
 pub(crate) type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
-                     send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon";
+                     send_signal, send_data, send_line, subscribe, flush, reload_logs, scale, kill_daemon";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -385,6 +387,10 @@ impl Request {
                 t.iter().map(|t| ("target", t.to_value())).collect(),
             ),
             Command::SendData { packet } => ("send_data", vec![("packet", packet.clone())]),
+            Command::SendLine { pm_id, line } => (
+                "send_line",
+                vec![("pm_id", json!(pm_id)), ("line", json!(line))],
+            ),
             Command::Subscribe { events } => (
                 "subscribe",
                 events.iter().map(|e| ("events", json!(e))).collect(),
@@ -427,9 +433,6 @@ impl Request {
                 }
                 if let Some(env) = &s.caller_env {
                     args.push(("caller_env", json!(env)));
-                }
-                if let Some(a) = s.or_action {
-                    args.push(("or", json!(a.name())));
                 }
                 ("start", args)
             }
@@ -500,6 +503,17 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
                 None | Some(Value::Null) => None,
                 Some(v) => Some(Target::parse(&v).map_err(bad)?),
             }),
+            "send_line" => Command::SendLine {
+                pm_id: obj
+                    .remove("pm_id")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("`send_line` needs a `pm_id`".into()))?,
+                line: match obj.remove("line") {
+                    Some(Value::String(l)) => l,
+                    _ => return Err(bad("`send_line` needs a `line` string".into())),
+                },
+            },
             "send_data" => Command::SendData {
                 packet: obj
                     .remove("packet")
@@ -602,13 +616,6 @@ fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
             args.caller_env = Some(env);
         }
     }
-    args.or_action = match obj.remove("or") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "restart" => Some(Action::Restart),
-        Some(Value::String(s)) if s == "reload" => Some(Action::Reload),
-        Some(Value::String(s)) if s == "graceful_reload" => Some(Action::GracefulReload),
-        Some(_) => return Err(bad("`or` must be restart, reload or graceful_reload")),
-    };
     Ok(args)
 }
 

@@ -12,11 +12,18 @@ const MAX_PATTERN: usize = 256;
 enum Node {
     Char(char),
     Any,
-    Class { ranges: Vec<(char, char)>, negated: bool },
+    Class {
+        ranges: Vec<(char, char)>,
+        negated: bool,
+    },
     Start,
     End,
     Group(Box<Alt>),
-    Repeat { node: Box<Node>, min: usize, max: Option<usize> },
+    Repeat {
+        node: Box<Node>,
+        min: usize,
+        max: Option<usize>,
+    },
 }
 
 /// Alternatives, each a sequence.
@@ -212,9 +219,9 @@ fn match_node(n: &Node, t: &[char], i: usize, k: &mut dyn FnMut(usize) -> bool) 
         Node::Char(c) => t.get(i) == Some(c) && k(i + 1),
         Node::Any => t.get(i).is_some_and(|c| *c != '\n') && k(i + 1),
         Node::Class { ranges, negated } => {
-            t.get(i).is_some_and(|c| {
-                ranges.iter().any(|(lo, hi)| (lo..=hi).contains(&c)) != *negated
-            }) && k(i + 1)
+            t.get(i)
+                .is_some_and(|c| ranges.iter().any(|(lo, hi)| (lo..=hi).contains(&c)) != *negated)
+                && k(i + 1)
         }
         Node::Start => i == 0 && k(i),
         Node::End => i == t.len() && k(i),

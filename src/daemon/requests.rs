@@ -35,7 +35,7 @@ pub(crate) struct Pending {
     pub pm_ids: Vec<u32>,
     /// Descriptions of apps forgotten meanwhile (delete).
     pub gone: BTreeMap<u32, Description>,
-    /// How many of the apps were running when the request came.
+    /// How many apps the list held when the request came (kill_daemon).
     pub stopped: usize,
     /// Warnings to send with the answer.
     pub warnings: Vec<String>,
@@ -52,6 +52,10 @@ pub(crate) enum PendingKind {
     Present,
     KillDaemon,
 }
+
+/// Longest `send_line` line with its newline: PIPE_BUF, so a write to the
+/// app's stdin pipe is atomic.
+const MAX_STDIN_LINE: usize = libc::PIPE_BUF;
 
 /// A rolling reload: one instance at a time.
 pub(crate) struct Reload {
@@ -154,6 +158,9 @@ impl Daemon {
                 Ok(None)
             }
             Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
+            Command::SendLine { pm_id, line } => {
+                self.send_line(pm_id, &line).map(|v| Some((v, Vec::new())))
+            }
             Command::Subscribe { events } => {
                 if let Some(c) = self.conns.get_mut(&t)
                     && c.sub.is_none()
@@ -267,6 +274,50 @@ impl Daemon {
         Ok(json!({"delivered": true}).to_string())
     }
 
+    /// `send_line`: `line` and a newline to app `id`'s stdin. A line fits
+    /// in PIPE_BUF, so the write is whole or refused: the pipe's buffer is
+    /// the queue, and an app that does not read gets an error, never a
+    /// blocked daemon.
+    fn send_line(&mut self, id: u32, line: &str) -> Result<String, WireError> {
+        let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+        if line.len() >= MAX_STDIN_LINE {
+            return Err(bad(format!(
+                "a stdin line is at most {} bytes",
+                MAX_STDIN_LINE - 1
+            )));
+        }
+        if line.contains('\n') {
+            return Err(bad("a stdin line has no newline in it".into()));
+        }
+        let e = self.table.get(id).ok_or_else(|| {
+            WireError::new(ErrorCode::NotFound, format!("no process with pm_id {id}"))
+        })?;
+        let name = &e.app.spec.name;
+        let Some(pid) = e.m().pid() else {
+            return Err(bad(format!("{name} ({id}) is not running")));
+        };
+        let Some((_, fd)) = e.stdins.iter().find(|(p, _)| *p == pid) else {
+            return Err(bad(format!(
+                "{name} ({id}) has no stdin pipe (option stdin: false)"
+            )));
+        };
+        let mut buf = line.as_bytes().to_vec();
+        buf.push(b'\n');
+        match nix::unistd::write(fd, &buf) {
+            Ok(n) if n == buf.len() => Ok(json!({"written": n}).to_string()),
+            Ok(_) => Err(internal("short write to the stdin pipe")),
+            Err(nix::errno::Errno::EAGAIN) => Err(WireError::new(
+                ErrorCode::Internal,
+                format!("{name} ({id}) does not read its stdin: its pipe is full"),
+            )),
+            Err(nix::errno::Errno::EPIPE) => Err(WireError::new(
+                ErrorCode::Internal,
+                format!("{name} ({id}) has closed its stdin"),
+            )),
+            Err(err) => Err(internal(&format!("cannot write to {name}'s stdin: {err}"))),
+        }
+    }
+
     /// The pm_ids of the apps named `name`.
     fn named(&self, name: &str) -> Vec<u32> {
         self.table
@@ -356,7 +407,9 @@ impl Daemon {
             if let Some(n) = &changes.env_name
                 && !spec.env_overlays.contains_key(n)
             {
-                return Err(invalid(format!("{name} ({id}) has no `env_{n}` (from --env {n})")));
+                return Err(invalid(format!(
+                    "{name} ({id}) has no `env_{n}` (from --env {n})"
+                )));
             }
             let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
             let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());

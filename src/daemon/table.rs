@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     pub watch_at: Option<u64>,
     /// The IPC channels of its processes (main, replacement, draining).
     pub links: Vec<Link>,
+    /// The write ends of its processes' stdin pipes (non-blocking), by pid.
+    pub stdins: Vec<(i32, std::os::fd::OwnedFd)>,
     /// Why the last replacement or spawn failed, for the answer and events.
     pub spawn_error: Option<Fault>,
     /// Why the daemon restarts the app (memory, cron, watch), for the
@@ -67,6 +69,7 @@ impl Entry {
             cron_fired: None,
             watch_at: None,
             links: Vec::new(),
+            stdins: Vec::new(),
             spawn_error: None,
             restart_reason: None,
             online_warning: None,
