@@ -853,8 +853,17 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let result = if let Some((apps, dir, label)) = config {
-        c.start_config(apps, &dir, &label, env_name.as_deref(), &only)
+    let result = if let Some(config) = config {
+        // As PM2: apps of the config that run are restarted with its
+        // options (startOrRestart), the others started.
+        let update = corral::client::Update {
+            env_name: env_name.clone(),
+            ..Default::default()
+        };
+        match start_or(&mut c, "restart", config, &only, &update) {
+            Ok(d) => Ok(d),
+            Err(code) => return code,
+        }
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
         c.start_target(Target::from(what))
     } else {
@@ -1192,7 +1201,11 @@ fn cmd_act(verb: &str, args: &[String]) -> i32 {
         // restart/reload of a config file start what does not run, as PM2.
         let is_config = corral::client::is_config_file(w) && Path::new(w).is_file();
         if is_config && matches!(verb, "restart" | "reload" | "graceful_reload") {
-            match start_or(&mut c, verb, w, &only, &update) {
+            let config = match read_start_config(w) {
+                Ok(c) => c,
+                Err(e) => return report(e),
+            };
+            match start_or(&mut c, verb, config, &only, &update) {
                 Ok(d) => done.extend(d),
                 Err(code) => return code,
             }
@@ -1235,11 +1248,10 @@ fn cmd_act(verb: &str, args: &[String]) -> i32 {
 fn start_or(
     c: &mut Client,
     verb: &str,
-    file: &str,
+    (apps, dir, label): (Vec<Value>, PathBuf, String),
     only: &[String],
     flags: &corral::client::Update,
 ) -> Result<Vec<Description>, i32> {
-    let (apps, dir, label) = read_start_config(file).map_err(report)?;
     let running: Vec<String> = c
         .list()
         .map_err(report)?
@@ -1317,11 +1329,15 @@ fn cmd_start_or(verb: &str, args: &[String]) -> i32 {
     if !corral::client::is_config_file(file) && file != "-" {
         return usage_error(&format!("{verb}: {file} is not a config file"));
     }
+    let config = match read_start_config(file) {
+        Ok(c) => c,
+        Err(e) => return report(e),
+    };
     let mut c = match connect(true) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match start_or(&mut c, action, file, &only_names(&m), &update) {
+    match start_or(&mut c, action, config, &only_names(&m), &update) {
         Ok(d) => {
             print_warnings(&c);
             show(&mut c, m.opt_present("json"), &d)

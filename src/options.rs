@@ -247,7 +247,7 @@ pub fn overlay(
         match def.name {
             "args" => out.args = new.args.clone(),
             "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
-            "env" => out.env.extend(new.env.clone()),
+            "env" => out.env = new.env.clone(),
             "log_date_format" | "time" => out.log_date_format = new.log_date_format.clone(),
             "min_uptime" => out.min_uptime = new.min_uptime,
             "max_restarts" => out.max_restarts = new.max_restarts,

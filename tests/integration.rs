@@ -30,6 +30,8 @@ mod lifecycle;
 mod node_client;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/pm2_cli.rs"]
+mod pm2_cli;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
