@@ -865,8 +865,15 @@ fn cmd_start(args: &[String]) -> i32 {
             Err(code) => return code,
         }
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
+        let _p = Progress::show(&format!("starting {what}"));
         c.start_target(Target::from(what))
     } else {
+        // The answer comes once the app is online (with --wait-ready: ready).
+        let waits = app.contains_key("wait_ready");
+        let _p = Progress::show(&match waits {
+            true => format!("starting {what}, waiting for it to say it is ready"),
+            false => format!("starting {what}"),
+        });
         let mut app = app;
         app.insert("script".into(), json!(what));
         c.start_apps(vec![Value::Object(app)], None)

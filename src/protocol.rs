@@ -965,6 +965,9 @@ pub struct Pm2Env {
     /// Whether it has an IPC channel (Node's `process.send`).
     #[serde(default)]
     pub ipc: bool,
+    /// Whether its stdin is a pipe `send` writes to (else `/dev/null`).
+    #[serde(default = "yes")]
+    pub stdin: bool,
     /// The last `STATUS=` an app sent through `NOTIFY_SOCKET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_status: Option<String>,
@@ -990,6 +993,11 @@ pub struct Pm2Env {
     /// Empty (see `axm_actions`).
     #[serde(default)]
     pub axm_dynamic: Map<String, Value>,
+}
+
+/// `true`, for serde defaults.
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -664,3 +664,73 @@ fn monit_restores_the_terminal_on_sigint() {
         "the terminal is restored: {last}"
     );
 }
+
+#[test]
+fn on_a_terminal_progress_lines_and_colours() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let h = TestHome::started();
+    // Ignores SIGINT: its stop waits for the kill timeout.
+    h.script("stubborn.sh", "trap '' INT\nwhile :; do sleep 1; done\n");
+    ok(&h, &["start", "stubborn.sh", "--kill-timeout", "4000"]);
+    let b = bin();
+    let env = format!("env CORRAL_HOME={}", h.home.display());
+    let cmd = format!(
+        "{env} {b} stop stubborn > /dev/null; echo stop-done; {env} {b} ls; \
+         {env} NO_COLOR=1 {b} ls; echo ls-done; sleep 1000",
+        b = b.display()
+    );
+    let out = tmux(
+        &h,
+        &[
+            "new-session",
+            "-d",
+            "-x",
+            "150",
+            "-y",
+            "40",
+            "-s",
+            "p",
+            &cmd,
+        ],
+    );
+    assert!(out.status.success(), "tmux: {}", text(&out));
+    let screen = |h: &TestHome| stdout(&tmux(h, &["capture-pane", "-e", "-p", "-t", "p"]));
+    let mut seen_progress = false;
+    let mut last = String::new();
+    let deadline = Instant::now() + SOON;
+    while Instant::now() < deadline {
+        last = screen(&h);
+        seen_progress |= last.contains("corral: stopping stubborn");
+        if last.contains("ls-done") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = tmux(&h, &["kill-server"]);
+    assert!(
+        seen_progress,
+        "a progress line while the stop waited: {last}"
+    );
+    assert!(last.contains("ls-done"), "{last}");
+    assert!(
+        !last.contains("corral: stopping"),
+        "the progress line is erased: {last}"
+    );
+    // The first table is coloured (the status in red, the name in cyan),
+    // the second one (NO_COLOR) is not.
+    let after = last.split_once("stop-done").map_or("", |(_, r)| r);
+    let rows: Vec<&str> = after.lines().filter(|l| l.contains("stubborn")).collect();
+    assert_eq!(rows.len(), 2, "{last:?}");
+    assert!(
+        rows[0].contains("\x1b[31mstopped"),
+        "colours on a terminal: {last:?}"
+    );
+    assert!(
+        rows[0].contains("36mstubborn"),
+        "the name coloured: {last:?}"
+    );
+    assert!(!rows[1].contains('\x1b'), "NO_COLOR: {last:?}");
+}
