@@ -75,6 +75,9 @@ pub struct App {
     pub slot: Slot,
     /// `increment_var` and its value for this instance.
     pub increment: Option<(String, i64)>,
+    /// The options object `spec` was parsed from, kept whole for the dump
+    /// (`dump.rs`): shared by the instances of one start.
+    pub options: Rc<serde_json::Value>,
 }
 
 /// One instance of an app: its pm_id, its index among the instances of the
@@ -140,10 +143,11 @@ fn invalid(msg: String) -> WireError {
 }
 
 impl App {
-    /// Resolve `spec`: `base_env` is the caller's environment, if any;
+    /// Resolve `spec` (parsed from `options`): `base_env` is the caller's environment, if any;
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
         spec: AppSpec,
+        options: Rc<serde_json::Value>,
         slot: Slot,
         home: &Home,
         base_env: Option<Rc<BTreeMap<String, String>>>,
@@ -278,7 +282,21 @@ impl App {
             shell,
             slot,
             increment,
+            options,
         })
+    }
+
+    /// Whose identity a file of this app is opened or written with: the
+    /// app's user for any file outside the daemon's `logs/` and `pids/`
+    /// (a directory that user may control, where a planted link must not
+    /// lead the daemon anywhere that user could not go); the daemon's for
+    /// its own directories and for apps that run as the daemon's user.
+    pub fn file_user(&self, home: &Home, path: &Path) -> Option<crate::sys::FsUser> {
+        let parent = path.parent()?;
+        if parent == home.logs() || parent == home.pids() {
+            return None;
+        }
+        self.creds.as_ref()?.fs_user()
     }
 
     /// The `env` keys shown in descriptions: `env` with the overlay on it.

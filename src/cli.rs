@@ -169,6 +169,16 @@ const VERBS: &[Verb] = &[
         summary: "check the daemon answers (starting it if needed)",
     },
     Verb {
+        names: &["dump", "save"],
+        usage: "dump [--force] [--json]",
+        summary: "save every app (options, pm_id, wanted state) for resurrect, to $DUMP_FILE_PATH or the home's dump.json",
+    },
+    Verb {
+        names: &["resurrect"],
+        usage: "resurrect [--from FILE] [--json]",
+        summary: "bring back the saved apps that are not in the list (PM2's dump.pm2 with --from)",
+    },
+    Verb {
         names: &["kill"],
         usage: "kill",
         summary: "stop every app and the daemon",
@@ -190,8 +200,13 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["daemon"],
-        usage: "daemon [--no-daemon]",
+        usage: "daemon [--no-daemon] [--allow-uid USER]... [--allow-gid GROUP]...",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
+    },
+    Verb {
+        names: &["runtime"],
+        usage: "runtime <script|config> [start options] [--raw] [--logs] [--exit-with first|last|max] [-- args...]",
+        summary: "run apps in the foreground as a container's entrypoint (PID 1): output on stdout/stderr, exit when none is left",
     },
     Verb {
         names: &["ecosystem", "init"],
@@ -518,10 +533,13 @@ pub fn run(args: &[String]) -> i32 {
         "scale" => cmd_scale(rest),
         "flush" => cmd_flush(rest),
         "reload-logs" => cmd_reload_logs(rest),
+        "dump" => cmd_dump(rest),
+        "resurrect" => cmd_resurrect(rest),
         "send" => cmd_send(rest),
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
+        "runtime" => cmd_runtime(rest),
         "ecosystem" => cmd_ecosystem(rest),
         "wait" => cmd_wait(rest),
         "startup" | "unstartup" => cmd_startup(v.name(), rest),
@@ -541,7 +559,7 @@ fn general_help() -> String {
     }
     s.push_str(
         "\nTargets: an app name, a pm_id, a namespace, or all.\n\
-         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN.\n\
+         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, DUMP_FILE_PATH.\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
     );
@@ -576,7 +594,21 @@ fn verb_options(verb: &str) -> Options {
     let mut o = Options::new();
     o.optflag("h", "help", "show this help");
     match verb {
-        "start" => {
+        "start" | "runtime" => {
+            if verb == "runtime" {
+                o.optflag("", "raw", "app output without the `name| ` prefix");
+                o.optflag(
+                    "",
+                    "logs",
+                    "also write the apps' log files (default: output on stdout/stderr only)",
+                );
+                o.optopt(
+                    "",
+                    "exit-with",
+                    "once every app has ended: exit with the code of the first, the last (default) or the highest",
+                    "first|last|max",
+                );
+            }
             for (short, long, hint, help) in START_FLAGS {
                 if hint.is_empty() {
                     o.optflag(short, long, help);
@@ -667,6 +699,23 @@ fn verb_options(verb: &str) -> Options {
         "flush" | "reload-logs" => {
             o.optflag("", "json", "print the result as JSON");
         }
+        "dump" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optflag(
+                "f",
+                "force",
+                "save even an empty list over a dump that holds apps",
+            );
+        }
+        "resurrect" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optopt(
+                "",
+                "from",
+                "read this dump instead: corral's, or PM2's dump.pm2",
+                "FILE",
+            );
+        }
         "msg" => {
             o.optopt("", "topic", "the packet's topic", "TOPIC");
         }
@@ -721,6 +770,18 @@ fn verb_options(verb: &str) -> Options {
                 "sample-interval",
                 "sample the apps' memory and CPU this often (default 1s)",
                 "DUR",
+            );
+            o.optmulti(
+                "",
+                "allow-uid",
+                "obey this user's connections too (repeatable)",
+                "USER",
+            );
+            o.optmulti(
+                "",
+                "allow-gid",
+                "obey connections of processes of this group too (repeatable)",
+                "GROUP",
             );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
         }
@@ -883,6 +944,129 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(descs) => show(&mut c, json, &descs),
         Err(e) => report(e),
     }
+}
+
+/// `runtime`: the daemon in the foreground with the apps of a script or
+/// config, as PM2's `pm2-runtime` (PID 1 of a container).
+fn cmd_runtime(args: &[String]) -> i32 {
+    let (m, extra) = match parse("runtime", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let default_config = [ECOSYSTEM_FILE.to_string()];
+    let what = match m.free.as_slice() {
+        [what] => what,
+        [] if Path::new(ECOSYSTEM_FILE).is_file() => &default_config[0],
+        _ => return usage_error("runtime: give one script or config file"),
+    };
+    let exit_with = match m.opt_str("exit-with") {
+        None => daemon::ExitWith::Last,
+        Some(w) => match daemon::ExitWith::parse(&w) {
+            Some(e) => e,
+            None => {
+                return usage_error(&format!(
+                    "runtime: --exit-with {w}: give first, last or max"
+                ));
+            }
+        },
+    };
+    let app = match app_options(&m, &extra) {
+        Ok(a) => a,
+        Err(msg) => return usage_error(&format!("runtime: {msg}")),
+    };
+    let is_config = what == "-" || corral::client::is_config_file(what);
+    if is_config && !app.is_empty() {
+        return usage_error(&format!(
+            "runtime: start options cannot be used with a config file ({what})"
+        ));
+    }
+    let env_name = m.opt_str("env");
+    let only: Vec<String> = m
+        .opt_str("only")
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let here = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            return report(Error::Invalid(format!(
+                "cannot read the current directory: {e}"
+            )));
+        }
+    };
+    let (apps, dir) = match is_config {
+        true => match read_start_config(what) {
+            Ok((apps, dir, _)) => (apps, dir),
+            Err(e) => return report(e),
+        },
+        false => {
+            let mut app = app;
+            app.insert("script".into(), json!(what));
+            (vec![Value::Object(app)], here)
+        }
+    };
+    let logs = m.opt_present("logs");
+    let mut picked = Vec::new();
+    for mut app in apps {
+        let Value::Object(obj) = &mut app else {
+            picked.push(app);
+            continue;
+        };
+        if !only.is_empty() {
+            let name = obj.get("name").and_then(Value::as_str).unwrap_or("");
+            if !only.iter().any(|o| o == name) {
+                continue;
+            }
+        }
+        // Paths are relative to the config file (or the current directory).
+        let cwd = match obj.get("cwd").and_then(Value::as_str) {
+            Some(c) => dir.join(c),
+            None => dir.clone(),
+        };
+        obj.insert("cwd".into(), json!(cwd.display().to_string()));
+        // Output goes to the console; files only where asked.
+        if !logs {
+            for (keys, key) in [
+                (["output", "out_file"], "output"),
+                (["error", "error_file"], "error"),
+            ] {
+                if !keys.iter().any(|k| obj.contains_key(*k)) {
+                    obj.insert(key.into(), json!("/dev/null"));
+                }
+            }
+        }
+        picked.push(app);
+    }
+    if picked.is_empty() {
+        return report(Error::Invalid(format!(
+            "{what}: no app named {}",
+            only.join(", ")
+        )));
+    }
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    daemon::run(daemon::Config {
+        home: paths.home,
+        socket: paths.socket,
+        ready: None,
+        detach_stdio: false,
+        lifeline: false,
+        sample_interval: daemon::DEFAULT_INTERVAL,
+        allow_uid: Vec::new(),
+        allow_gid: Vec::new(),
+        runtime: Some(daemon::Runtime {
+            apps: picked,
+            env_name,
+            raw: m.opt_present("raw"),
+            exit_with,
+        }),
+    })
 }
 
 /// The apps of the config `what` (a file, or `-` for stdin), the directory
@@ -1641,6 +1825,68 @@ fn cmd_reload_logs(args: &[String]) -> i32 {
     }
 }
 
+/// `dump` / `save`: the daemon writes its list to the dump file.
+fn cmd_dump(args: &[String]) -> i32 {
+    let (m, _) = match parse("dump", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error(
+            "dump takes no argument (the file is $DUMP_FILE_PATH or the home's dump.json)",
+        );
+    }
+    // No daemon, nothing to save: never launch one just to save its empty list.
+    let mut c = match connect(false) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.dump(m.opt_present("force")) {
+        Ok(d) if m.opt_present("json") => {
+            println!(
+                "{}",
+                json!({"path": d.path.display().to_string(), "count": d.count})
+            );
+            0
+        }
+        Ok(d) => {
+            println!("saved {} apps to {}", d.count, d.path.display());
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `resurrect [--from FILE]`: bring back the saved apps not in the list.
+fn cmd_resurrect(args: &[String]) -> i32 {
+    let (m, _) = match parse("resurrect", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("resurrect takes no argument (use --from FILE for another dump)");
+    }
+    let json = m.opt_present("json");
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match m.opt_str("from") {
+        Some(f) => c.resurrect_from(Path::new(&f)),
+        None => c.resurrect(),
+    };
+    print_warnings(&c);
+    match result {
+        Ok(descs) => {
+            if !json {
+                println!("brought back {} apps", descs.len());
+            }
+            show(&mut c, json, &descs)
+        }
+        Err(e) => report(e),
+    }
+}
+
 /// `send <pm_id> <line>`: the line (and a newline) to the app's stdin, as
 /// PM2's `sendLineToStdin`.
 fn cmd_send(args: &[String]) -> i32 {
@@ -2026,7 +2272,14 @@ fn cmd_daemon(args: &[String]) -> i32 {
             Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),
         },
     };
+    let (allow_uid, allow_gid) = match (allowed_ids(&m, true), allowed_ids(&m, false)) {
+        (Ok(u), Ok(g)) => (u, g),
+        (Err(e), _) | (_, Err(e)) => return usage_error(&format!("daemon: {e}")),
+    };
     let cfg = |ready, detach_stdio, lifeline| daemon::Config {
+        allow_uid: allow_uid.clone(),
+        allow_gid: allow_gid.clone(),
+        runtime: None,
         home: paths.home.clone(),
         socket: paths.socket.clone(),
         ready,
@@ -2045,6 +2298,29 @@ fn cmd_daemon(args: &[String]) -> i32 {
         return daemon::run(cfg(None, false, false));
     }
     background(cfg)
+}
+
+/// The values of `--allow-uid` (`users`) or `--allow-gid`: numbers, or
+/// names looked up now in /etc/passwd or /etc/group.
+fn allowed_ids(m: &Matches, users: bool) -> Result<Vec<u32>, String> {
+    let opt = if users { "allow-uid" } else { "allow-gid" };
+    let mut ids = Vec::new();
+    for v in m.opt_strs(opt) {
+        let id = match v.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if users => corral::__private::lookup(Some(&v), None)
+                .ok()
+                .and_then(|c| c.uid)
+                .ok_or_else(|| format!("--{opt} {v}: no such user"))?,
+            Err(_) => corral::__private::lookup(None, Some(&v))
+                .map(|c| c.gid)
+                .map_err(|_| format!("--{opt} {v}: no such group"))?,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The states `wait` knows, and what each accepts.
@@ -2670,6 +2946,7 @@ fn describe_text(d: &Description) -> String {
         ("out log", e.pm_out_log_path.clone()),
         ("error log", e.pm_err_log_path.clone()),
         ("pid file", e.pm_pid_path.clone()),
+        ("log lines dropped", e.log_lines_dropped.to_string()),
         ("autorestart", e.autorestart.to_string()),
         ("min uptime", format!("{}ms", e.min_uptime)),
         ("max restarts", e.max_restarts.to_string()),

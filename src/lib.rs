@@ -6,7 +6,8 @@
 //! The calls are PM2's, with Rust names: `connect`, `start`, `stop`,
 //! `restart`, `reload`, `graceful_reload`, `delete`, `describe`, `list`,
 //! `flush`, `reload_logs`, `launch_bus`, `send_signal_to_process_name`,
-//! `send_data_to_process_id`, `kill_daemon`, `disconnect`.
+//! `send_data_to_process_id`, `dump`, `resurrect`, `startup`,
+//! `kill_daemon`, `disconnect`.
 //!
 //! PM2's first example — a cluster of 4 with a memory limit — reads:
 //!
@@ -60,6 +61,7 @@ mod cron;
 // Private; its `run` and `Config` are the binary's, through `__private`.
 #[allow(missing_docs)]
 mod daemon;
+mod dump;
 mod listen;
 mod logs;
 mod mini_yaml;
@@ -89,13 +91,13 @@ pub use client::{Client, Error};
 /// of the library's API, and free to change with every release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::daemon::{Config, run};
+    pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
     pub use crate::options::{edit_distance, parse_duration};
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::regex::Regex;
     pub use crate::sys::dup_cloexec;
-    pub use crate::users::parse_passwd;
+    pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).
     pub mod startup {
         pub use crate::startup::*;

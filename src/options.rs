@@ -223,12 +223,14 @@ pub struct Parsed {
 /// `reload` with flags, as PM2's `--watch`, `--node-args`,
 /// `--max-memory-restart`...). Options that would make it another app
 /// (`name`, `script`, `instances`...) are refused, or ignored when
-/// `lenient` (a config file's app restarted: PM2 keeps those too).
+/// `lenient` (a config file's app restarted: PM2 keeps those too). With
+/// the keys of `changes` that were applied.
 pub fn overlay(
     spec: &AppSpec,
     changes: &Map<String, Value>,
     lenient: bool,
-) -> Result<AppSpec, OptionError> {
+) -> Result<(AppSpec, Vec<String>), OptionError> {
+    let mut applied = Vec::new();
     let mut v = changes.clone();
     v.insert("script".into(), Value::String(spec.script.clone()));
     v.insert("name".into(), Value::String(spec.name.clone()));
@@ -240,10 +242,12 @@ pub fn overlay(
                 && let Some(o) = new.env_overlays.get(n)
             {
                 out.env_overlays.insert(n.to_string(), o.clone());
+                applied.push(key.clone());
             }
             // Custom keys: parse_app warned about them already.
             continue;
         };
+        applied.push(key.clone());
         match def.name {
             "args" => out.args = new.args.clone(),
             "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
@@ -280,8 +284,12 @@ pub fn overlay(
             "uid" => out.uid = new.uid.clone(),
             "gid" => out.gid = new.gid.clone(),
             "stdin" => out.stdin = new.stdin,
-            "force" | "write" | "name" | "script" => {}
-            _ if lenient => {}
+            "force" | "write" | "name" | "script" => {
+                applied.pop();
+            }
+            _ if lenient => {
+                applied.pop();
+            }
             other => {
                 return Err(OptionError::new(
                     key.as_str(),
@@ -293,7 +301,7 @@ pub fn overlay(
             }
         }
     }
-    Ok(out)
+    Ok((out, applied))
 }
 
 /// The key that is wrong (as the user wrote it) and why.
@@ -892,6 +900,13 @@ fn check_name(key: &str, name: &str) -> Result<(), OptionError> {
         format!("must not be \"{ALL_TARGET}\" (it means every app)")
     } else if name.bytes().all(|b| b.is_ascii_digit()) {
         "must not be all digits (it would be taken for a pm_id)".to_string()
+    } else if name.contains('/') {
+        "must not contain `/` (names make file names)".to_string()
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!(
+            "must not contain control characters (found {})",
+            c.escape_default()
+        )
     } else {
         return Ok(());
     };
@@ -1639,6 +1654,7 @@ mod tests {
             ("node server.js --x", "node", None),
             ("python3 -m http.server", "python3", None),
             ("/usr/bin/python3.12 -m x", "python3", None),
+            ("node ./dist/a.js\n--x\t1", "node", None),
         ];
         for (script, name, interpreter) in cases {
             let spec = parse_app(&json!({ "script": script }))
@@ -2066,6 +2082,31 @@ mod tests {
                 json!({"script": "a", "name": "123"}),
                 "name",
                 "must not be all digits (it would be taken for a pm_id)",
+            ),
+            (
+                json!({"script": "a", "name": "a/b"}),
+                "name",
+                "must not contain `/` (names make file names)",
+            ),
+            (
+                json!({"script": "a", "name": "a\nb"}),
+                "name",
+                "must not contain control characters (found \\n)",
+            ),
+            (
+                json!({"script": "a", "name": "red\u{1b}[31m"}),
+                "name",
+                "must not contain control characters (found \\u{1b})",
+            ),
+            (
+                json!({"script": "a", "name": "tab\there"}),
+                "name",
+                "must not contain control characters (found \\t)",
+            ),
+            (
+                json!({"script": "a\u{7}b"}),
+                "name",
+                "must not contain control characters (found \\u{7}) (derived from `script` \"a\\u0007b\"); give a `name`",
             ),
             (
                 json!({"script": "a", "name": "x".repeat(MAX_NAME_LEN + 1)}),

@@ -256,6 +256,16 @@ pub(crate) enum Command {
     /// Reopen every log file (after logrotate renamed them).
     ReloadLogs,
     KillDaemon,
+    /// Save every app to the dump file; `force` lets an empty list replace
+    /// a dump that holds apps.
+    Dump {
+        force: bool,
+    },
+    /// Bring back the apps of the dump file, or of `apps` (dump entries,
+    /// as a client read them from a file, e.g. PM2's dump).
+    Resurrect {
+        apps: Option<Vec<Value>>,
+    },
 }
 
 /// New options for apps a `restart`/`reload` (or `stop`) acts on.
@@ -303,7 +313,8 @@ pub(crate) struct Request {
 pub(crate) type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
-                     send_signal, send_data, send_line, subscribe, flush, reload_logs, scale, kill_daemon";
+                     send_signal, send_data, send_line, subscribe, flush, reload_logs, scale, \
+                     kill_daemon, dump, resurrect";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -378,6 +389,19 @@ impl Request {
             Command::List => ("list", vec![]),
             Command::KillDaemon => ("kill_daemon", vec![]),
             Command::ReloadLogs => ("reload_logs", vec![]),
+            Command::Dump { force } => (
+                "dump",
+                match force {
+                    true => vec![("force", json!(true))],
+                    false => vec![],
+                },
+            ),
+            Command::Resurrect { apps } => (
+                "resurrect",
+                apps.iter()
+                    .map(|a| ("apps", Value::Array(a.clone())))
+                    .collect(),
+            ),
             Command::Scale { name, instances } => (
                 "scale",
                 vec![("target", json!(name)), ("instances", instances.clone())],
@@ -490,6 +514,20 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
             "list" => Command::List,
             "kill_daemon" => Command::KillDaemon,
             "reload_logs" => Command::ReloadLogs,
+            "dump" => Command::Dump {
+                force: match obj.remove("force") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(_) => return Err(bad("`force` must be true or false".into())),
+                },
+            },
+            "resurrect" => Command::Resurrect {
+                apps: match obj.remove("apps") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(a)) => Some(a),
+                    Some(_) => return Err(bad("`apps` must be an array of dump entries".into())),
+                },
+            },
             "scale" => Command::Scale {
                 name: match obj.remove("target") {
                     Some(Value::String(n)) => n,
@@ -953,6 +991,10 @@ pub struct Pm2Env {
     /// The cron expression that restarts it, if any.
     #[serde(default)]
     pub cron_restart: Option<String>,
+    /// Lines of its output not written to its log files because they could
+    /// not be written whole (a full disk), since it was started.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
     /// Whether it is online only once it says it is ready.
     #[serde(default)]
     pub wait_ready: bool,
@@ -1059,6 +1101,21 @@ mod tests {
                 Ok(Command::Flush(Some(Target::Name("api".into())))),
             ),
             ("reload_logs", Ok(Command::ReloadLogs)),
+            ("dump", Ok(Command::Dump { force: false })),
+            (
+                r#"{"cmd":"dump","force":true}"#,
+                Ok(Command::Dump { force: true }),
+            ),
+            (r#"{"cmd":"dump","force":1}"#, Err(ErrorCode::BadRequest)),
+            ("resurrect", Ok(Command::Resurrect { apps: None })),
+            (
+                r#"{"cmd":"resurrect","apps":[]}"#,
+                Ok(Command::Resurrect { apps: Some(vec![]) }),
+            ),
+            (
+                r#"{"cmd":"resurrect","apps":{}}"#,
+                Err(ErrorCode::BadRequest),
+            ),
             (
                 r#"{"cmd":"scale","target":"api","instances":"+2"}"#,
                 Ok(Command::Scale {
@@ -1191,6 +1248,12 @@ mod tests {
                 env_name: Some("prod".into()),
                 caller_env: Some(BTreeMap::from([("A".into(), "1".into())])),
             }),
+            Command::Dump { force: true },
+            Command::Dump { force: false },
+            Command::Resurrect {
+                apps: Some(vec![json!({"name": "a"})]),
+            },
+            Command::Resurrect { apps: None },
         ];
         for cmd in reqs {
             let req = Request {

@@ -30,11 +30,17 @@ mod lifecycle;
 mod node_client;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/persistence.rs"]
+mod persistence;
 #[path = "integration/pm2_cli.rs"]
 mod pm2_cli;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;

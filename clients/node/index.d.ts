@@ -210,6 +210,8 @@ export interface Pm2Env {
   created_at?: number;
   restart_time?: number;
   unstable_restarts?: number;
+  /** Output lines not logged because they could not be written whole (a full disk). */
+  log_lines_dropped?: number;
   exit_code?: number | null;
   autorestart?: boolean;
   watch?: boolean | string[];
@@ -289,6 +291,10 @@ export interface PingResult {
   pid: number;
   protocol: number;
   uptime_ms: number;
+  /** Users obeyed besides the daemon's own (`corral daemon --allow-uid`). */
+  allow_uid: number[];
+  /** Groups obeyed (`corral daemon --allow-gid`). */
+  allow_gid: number[];
 }
 
 export interface ReloadLogsResult {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use mio::Token;
 use serde_json::{Value, json};
 
-use crate::app::{App, Slot};
+use crate::app::{App, Home, Slot};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
+use crate::users;
 
 use super::describe::to_json;
 use super::schedule::check_watch;
@@ -48,6 +49,13 @@ pub(crate) enum PendingKind {
     Start {
         fresh: Vec<u32>,
     },
+    /// A resurrect: as a start, plus the apps that could not even be
+    /// installed (`failed`), out of `asked`.
+    Resurrect {
+        fresh: Vec<u32>,
+        failed: Vec<WireError>,
+        asked: usize,
+    },
     /// Describe only the apps still there (scale).
     Present,
     KillDaemon,
@@ -70,6 +78,9 @@ pub(crate) struct Reload {
 }
 
 type Answer = Result<Option<(String, Vec<String>)>, WireError>;
+
+/// The `listen` sockets of one app (`listen_key`), bound.
+type Binds = (String, Vec<(listen::Addr, std::os::fd::OwnedFd)>);
 
 /// What a start did: the pm_ids started, those new to the table, and the
 /// warnings.
@@ -109,6 +120,8 @@ impl Daemon {
                     "pid": std::process::id(),
                     "protocol": PROTOCOL,
                     "uptime_ms": self.started.elapsed().as_millis() as u64,
+                    "allow_uid": self.allow_uid,
+                    "allow_gid": self.allow_gid,
                 })
                 .to_string(),
             ),
@@ -215,10 +228,44 @@ impl Daemon {
                 let n = self.reopen_logs();
                 done(json!({ "files": n }).to_string())
             }
+            Command::Dump { force } => {
+                let (path, count) = self.save_dump(force)?;
+                done(json!({"path": path.display().to_string(), "count": count}).to_string())
+            }
+            Command::Resurrect { apps } => {
+                self.refuse_while_stopping()?;
+                let r = self.resurrect(apps)?;
+                let kind = PendingKind::Resurrect {
+                    fresh: r.ids.clone(),
+                    failed: r.failed,
+                    asked: r.asked,
+                };
+                self.wait_for(t, req.id, kind, r.ids, r.warnings);
+                Ok(None)
+            }
         }
     }
 
-    fn refuse_while_stopping(&self) -> Result<(), WireError> {
+    /// `corral runtime`: start its apps, with the daemon's own environment.
+    pub(super) fn start_runtime(&mut self, rt: super::Runtime) -> Result<(), WireError> {
+        self.start(StartArgs {
+            apps: rt.apps,
+            target: None,
+            env_name: rt.env_name,
+            caller_env: None,
+        })
+        .map(drop)
+    }
+
+    /// SIGHUP to the runtime: reload every app, answering nobody.
+    pub(super) fn reload_all(&mut self) {
+        let ids = self.table.ids();
+        if let Err(e) = self.begin_reload(super::NOBODY, Value::Null, ids, false) {
+            self.log(&format!("reload: {}", e.message));
+        }
+    }
+
+    pub(super) fn refuse_while_stopping(&self) -> Result<(), WireError> {
         match self.stopping_all {
             true => Err(internal("the daemon is shutting down")),
             false => Ok(()),
@@ -226,7 +273,7 @@ impl Daemon {
     }
 
     /// Park connection `t` until `pm_ids` have settled.
-    fn wait_for(
+    pub(super) fn wait_for(
         &mut self,
         t: Token,
         id: Value,
@@ -319,7 +366,7 @@ impl Daemon {
     }
 
     /// The pm_ids of the apps named `name`.
-    fn named(&self, name: &str) -> Vec<u32> {
+    pub(super) fn named(&self, name: &str) -> Vec<u32> {
         self.table
             .iter()
             .filter(|(_, e)| e.app.spec.name == name)
@@ -396,8 +443,9 @@ impl Daemon {
             let e = self.table.get(*id).ok_or_else(|| internal("vanished"))?;
             let name = &e.app.spec.name;
             let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
-            let mut spec = options::overlay(&e.app.spec, &changes.options, changes.from_config)
-                .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
+            let (mut spec, applied) =
+                options::overlay(&e.app.spec, &changes.options, changes.from_config)
+                    .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
             if changes.toggle_watch {
                 spec.watch = match spec.watch {
                     options::Watch::Off => options::Watch::Cwd,
@@ -413,8 +461,24 @@ impl Daemon {
             }
             let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
             let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
-            let app = App::resolve(spec, e.app.slot, &self.home, base_env, env_name, self.root)?;
-            let logs = open_logs(&app)?;
+            // The options as given, for the dump: the changes laid over them.
+            let mut given = match e.app.options.as_ref() {
+                Value::Object(o) => o.clone(),
+                _ => serde_json::Map::new(),
+            };
+            for k in applied {
+                if let Some(v) = changes.options.get(&k) {
+                    given.insert(k, v.clone());
+                }
+            }
+            if changes.toggle_watch {
+                given.insert("watch".into(), json!(spec.watch != options::Watch::Off));
+            }
+            let given = Rc::new(Value::Object(given));
+            let app = App::resolve(
+                spec, given, e.app.slot, &self.home, base_env, env_name, self.root,
+            )?;
+            let logs = open_logs(&app, &self.home)?;
             if action != Action::Stop {
                 check_watch(&app)?;
             }
@@ -471,6 +535,9 @@ impl Daemon {
         for pm_id in ids {
             if input != Input::Restart {
                 self.unwatch_app(pm_id);
+            }
+            if let Some(e) = self.table.get_mut(pm_id) {
+                e.stop_requested = input != Input::Restart;
             }
             self.step(pm_id, input);
         }
@@ -627,7 +694,12 @@ impl Daemon {
             let conn = op.conn;
             let kind = std::mem::replace(&mut op.kind, PendingKind::Describe);
             let line = match kind {
-                PendingKind::Start { fresh } => self.start_answer(op, &fresh),
+                PendingKind::Start { fresh } => self.start_answer(op, &fresh, Vec::new(), 0),
+                PendingKind::Resurrect {
+                    fresh,
+                    failed,
+                    asked,
+                } => self.start_answer(op, &fresh, failed, asked),
                 PendingKind::Describe | PendingKind::Present => {
                     let present = matches!(kind, PendingKind::Present);
                     let list: Vec<Description> = op
@@ -659,9 +731,15 @@ impl Daemon {
     }
 
     /// The answer to a start: the descriptions, or the errors of the apps
-    /// that could not be run (the new ones leave the table).
-    fn start_answer(&mut self, op: Pending, fresh: &[u32]) -> String {
-        let mut errors = Vec::new();
+    /// that could not be run (the new ones leave the table). A resurrect
+    /// brings `errors` of its own, and says how many of `asked` came back.
+    fn start_answer(
+        &mut self,
+        op: Pending,
+        fresh: &[u32],
+        mut errors: Vec<WireError>,
+        asked: usize,
+    ) -> String {
         for id in &op.pm_ids {
             let failed = self.table.get(*id).and_then(|e| {
                 (e.m().status() == protocol::Status::Errored)
@@ -676,10 +754,70 @@ impl Daemon {
                 }
             }
         }
-        match errors.is_empty() {
-            true => protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings),
-            false => protocol::err_line(&op.id, &join_errors(errors)),
+        if errors.is_empty() {
+            return protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings);
         }
+        let mut e = join_errors(errors);
+        if asked > 0 {
+            let back = op.pm_ids.iter().filter(|id| self.table.contains(**id));
+            e.message = format!(
+                "{} of {asked} apps came back; not: {}",
+                back.count(),
+                e.message
+            );
+        }
+        protocol::err_line(&op.id, &e)
+    }
+
+    /// The `listen` sockets `spec` needs that its name does not hold yet
+    /// (addresses already held are shared, not bound again); `None` when
+    /// it holds them all or has none.
+    pub(super) fn bind_listen(&self, spec: &options::AppSpec) -> Result<Option<Binds>, WireError> {
+        if spec.listen.is_empty() {
+            return Ok(None);
+        }
+        // A unix socket is made as the app's user, like its files.
+        let user = match (self.root, &spec.uid) {
+            (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
+                .ok()
+                .and_then(|c| c.fs_user()),
+            _ => None,
+        };
+        let addrs: Vec<listen::Addr> = spec
+            .listen
+            .iter()
+            .filter_map(|a| listen::parse(a).ok())
+            .collect();
+        let key = listen_key(spec);
+        let held: Vec<&listen::Addr> = self
+            .listeners
+            .get(&key)
+            .map(|l| l.iter().map(|(a, _)| a).collect())
+            .unwrap_or_default();
+        if held == addrs.iter().collect::<Vec<_>>() {
+            return Ok(None);
+        }
+        let mut socks = Vec::new();
+        for a in addrs {
+            // An address already held is kept (a copy of it): binding it
+            // again would find it in use.
+            let held_fd = self
+                .listeners
+                .get(&key)
+                .and_then(|l| l.iter().find(|(h, _)| *h == a))
+                .and_then(|(_, fd)| fd.try_clone().ok());
+            let fd = match held_fd {
+                Some(fd) => fd,
+                None => sys::as_user(user.as_ref(), || Ok(a.bind()))
+                    .map_err(|e| e.to_string())
+                    .and_then(|bound| bound)
+                    .map_err(|e| {
+                        WireError::new(ErrorCode::InvalidOption, format!("option `listen`: {e}"))
+                    })?,
+            };
+            socks.push((a, fd));
+        }
+        Ok(Some((key, socks)))
     }
 
     /// Start apps.
@@ -687,6 +825,9 @@ impl Daemon {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
+                if let Some(e) = self.table.get_mut(*id) {
+                    e.stop_requested = false;
+                }
                 if !self.table.get(*id).is_some_and(|e| e.m().is_running()) {
                     self.watch_app(*id)?;
                     self.step(*id, Input::Start);
@@ -712,10 +853,10 @@ impl Daemon {
                 WireError::new(ErrorCode::InvalidOption, format!("{at}{e}"))
             })?;
             warnings.extend(parsed.warnings);
-            specs.push(parsed.spec);
+            specs.push((parsed.spec, Rc::new(v.clone())));
         }
         if let Some(name) = &args.env_name
-            && !specs.iter().any(|s| s.env_overlays.contains_key(name))
+            && !specs.iter().any(|(s, _)| s.env_overlays.contains_key(name))
         {
             return Err(WireError::new(
                 ErrorCode::InvalidOption,
@@ -727,7 +868,7 @@ impl Daemon {
         let mut binds = Vec::new();
         let mut next_id = self.table.next_id();
         let mut replaced = Vec::new();
-        for spec in specs {
+        for (spec, raw) in specs {
             let same = self.named(&spec.name);
             // Still stopping (its group lingering) counts as running.
             let busy = |id: &u32| {
@@ -747,41 +888,8 @@ impl Daemon {
                 ));
             }
             let count = instance_count(spec.instances, cpu_count());
-            if !spec.listen.is_empty() {
-                let addrs: Vec<listen::Addr> = spec
-                    .listen
-                    .iter()
-                    .filter_map(|a| listen::parse(a).ok())
-                    .collect();
-                let key = listen_key(&spec);
-                let held: Vec<&listen::Addr> = self
-                    .listeners
-                    .get(&key)
-                    .map(|l| l.iter().map(|(a, _)| a).collect())
-                    .unwrap_or_default();
-                if held != addrs.iter().collect::<Vec<_>>() {
-                    let mut socks = Vec::new();
-                    for a in addrs {
-                        // An address already held is kept (a copy of it):
-                        // binding it again would find it in use.
-                        let held_fd = self
-                            .listeners
-                            .get(&key)
-                            .and_then(|l| l.iter().find(|(h, _)| *h == a))
-                            .and_then(|(_, fd)| fd.try_clone().ok());
-                        let fd = match held_fd {
-                            Some(fd) => fd,
-                            None => a.bind().map_err(|e| {
-                                WireError::new(
-                                    ErrorCode::InvalidOption,
-                                    format!("option `listen`: {e}"),
-                                )
-                            })?,
-                        };
-                        socks.push((a, fd));
-                    }
-                    binds.push((key, socks));
-                }
+            if let Some(b) = self.bind_listen(&spec)? {
+                binds.push(b);
             }
             let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
             // Stopped apps of that name: one is started again with the new
@@ -813,13 +921,14 @@ impl Daemon {
                 };
                 let app = App::resolve(
                     spec.clone(),
+                    raw.clone(),
                     slot,
                     &self.home,
                     caller_env.clone(),
                     args.env_name.clone(),
                     self.root,
                 )?;
-                let logs = open_logs(&app)?;
+                let logs = open_logs(&app, &self.home)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
@@ -842,7 +951,8 @@ impl Daemon {
         let mut started = Vec::new();
         let mut fresh = Vec::new();
         for (pm_id, reused, app, logs) in plan {
-            self.install(pm_id, reused, app, logs)?;
+            let start = app.spec.autostart;
+            self.install(pm_id, reused, app, logs, start)?;
             started.push(pm_id);
             if !reused {
                 fresh.push(pm_id);
@@ -856,15 +966,15 @@ impl Daemon {
     }
 
     /// Put app `pm_id` in the table (or give a known one its new options),
-    /// start it unless `autostart` is false, arm its cron.
-    fn install(
+    /// start it if `autostart`, arm its cron.
+    pub(super) fn install(
         &mut self,
         pm_id: u32,
         reused: bool,
         app: App,
         logs: (LogFile, LogFile),
+        autostart: bool,
     ) -> Result<(), WireError> {
-        let autostart = app.spec.autostart;
         let write = app.spec.write;
         let policy = policy_of(&app);
         let cron = app
@@ -964,14 +1074,16 @@ impl Daemon {
             };
             let app = App::resolve(
                 template.spec.clone(),
+                template.options.clone(),
                 slot,
                 &self.home,
                 template.base_env.clone(),
                 template.env_name.clone(),
                 self.root,
             )?;
-            let logs = open_logs(&app)?;
-            self.install(pm_id, false, app, logs)?;
+            let logs = open_logs(&app, &self.home)?;
+            let start = app.spec.autostart;
+            self.install(pm_id, false, app, logs, start)?;
             kept.push(pm_id);
         }
         Ok((kept, Vec::new()))
@@ -986,7 +1098,11 @@ impl Daemon {
             crate::app::file_stem(&e.app.spec.name)
         ));
         let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
-        if let Err(err) = sys::write_atomic(&path, text.as_bytes(), false) {
+        let user = e.app.file_user(&self.home, &path);
+        let written = sys::as_user(user.as_ref(), || {
+            sys::write_atomic(&path, text.as_bytes(), false)
+        });
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }
@@ -1000,9 +1116,10 @@ fn join_errors(errors: Vec<WireError>) -> WireError {
 }
 
 /// The two log files of an app, open for appending.
-fn open_logs(app: &App) -> Result<(LogFile, LogFile), WireError> {
+pub(super) fn open_logs(app: &App, home: &Home) -> Result<(LogFile, LogFile), WireError> {
     let open = |path: &std::path::Path| {
-        LogFile::open(path, app.spec.log_date_format.as_deref()).map_err(|e| {
+        let user = app.file_user(home, path);
+        LogFile::open(path, app.spec.log_date_format.as_deref(), user).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidOption,
                 format!("cannot open log {}: {e}", path.display()),
@@ -1023,7 +1140,7 @@ fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
 }
 
 /// The restart and stop rules of an app's options.
-fn policy_of(app: &App) -> Policy {
+pub(super) fn policy_of(app: &App) -> Policy {
     let s = &app.spec;
     Policy {
         min_uptime: s.min_uptime,
