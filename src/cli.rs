@@ -558,7 +558,8 @@ fn general_help() -> String {
         s.push_str(&format!("  {:<12} {}\n", v.name(), v.summary));
     }
     s.push_str(
-        "\nTargets: an app name, a pm_id, a namespace, or all.\n\
+        "\nTargets: an app name, a pm_id, a namespace, all; for stop, restart, reload,\n\
+         delete and reset also a script path, a config file, /regex/, several at once.\n\
          Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, DUMP_FILE_PATH.\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
