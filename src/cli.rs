@@ -1391,8 +1391,20 @@ fn cmd_act(verb: &str, args: &[String]) -> i32 {
     let mut words = Vec::new();
     for w in &m.free {
         // restart/reload of a config file start what does not run, as PM2.
-        let is_config = corral::client::is_config_file(w) && Path::new(w).is_file();
-        if is_config && matches!(verb, "restart" | "reload" | "graceful_reload") {
+        // `-`: a config on stdin, as PM2's.
+        let is_config = w == "-" || corral::client::is_config_file(w) && Path::new(w).is_file();
+        if w == "-" && !matches!(verb, "restart" | "reload" | "graceful_reload") {
+            let apps = match read_start_config(w) {
+                Ok((apps, _, _)) => apps,
+                Err(e) => return report(e),
+            };
+            let names = corral::client::config_app_names(&apps, &only);
+            if names.is_empty() {
+                eprintln!("corral: stdin: no app named {}", only.join(", "));
+                return EXIT_REFUSED;
+            }
+            words.extend(names);
+        } else if is_config && matches!(verb, "restart" | "reload" | "graceful_reload") {
             let config = match read_start_config(w) {
                 Ok(c) => c,
                 Err(e) => return report(e),

@@ -160,6 +160,12 @@ fn config_file_targets_only_and_start_or_restart() {
     assert_eq!(env_of(&h.describe("three"), "restart_time"), json!(1));
     ok(&h, &["startOrRestart", "eco.json"]);
     ok(&h, &["startOrGracefulReload", "eco.json", "--only", "two"]);
+    // `stop -`: the apps of a config on stdin.
+    let file = std::fs::File::open(h.work.join("eco.json")).unwrap();
+    let out = run_with_stdin(h.command(&["stop", "-", "--only", "two"]), file.into());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(h.status("two"), "stopped");
+    assert_eq!(h.status("one"), "online");
     // delete <config>: its apps, not the others.
     ok(&h, &["delete", "eco.json"]);
     let names: Vec<String> = statuses(&h).into_iter().map(|(n, _)| n).collect();
