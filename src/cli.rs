@@ -299,7 +299,7 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "unstable restarts in a row before errored (default 16)",
     ),
     (
-        "",
+        "k",
         "kill-timeout",
         "DUR",
         "from the stop signal to SIGKILL (default 1600)",
