@@ -43,16 +43,7 @@ fn ok(h: &TestHome, args: &[&str]) -> String {
 fn sleeper(h: &TestHome, name: &str) {
     ok(
         h,
-        &[
-            "start",
-            "sleep",
-            "--name",
-            name,
-            "--kill-timeout",
-            "300",
-            "--",
-            "1000",
-        ],
+        &["start", "sleep", "--name", name, "-k", "300", "--", "1000"],
     );
 }
 
@@ -74,6 +65,8 @@ fn several_targets_regex_script_and_all() {
     for n in ["api-1", "api-2", "web", "db"] {
         sleeper(&h, n);
     }
+    // PM2's -k for --kill-timeout.
+    assert_eq!(env_of(&h.describe("web"), "kill_timeout"), json!(300));
     // Two targets at once: a pm_id and a name.
     ok(&h, &["stop", "0", "web", "--json"]);
     let st = statuses(&h);
