@@ -1,6 +1,7 @@
 //! Carrying out what the machines decide: `step` feeds an app's machine
 //! (through the table's one door) and `apply` performs each effect — fork
-//! and exec with fresh pipes and channel, signals, timers, pid files,
+//! and exec with fresh pipes (stdin too: its write end waits in the entry
+//! for `send_line`) and channel, signals, timers, pid files,
 //! events, releasing a process, forgetting an app. Also the two sources of
 //! process facts: reaping (exits, then groups that emptied) and the exec
 //! status pipes, watched by the loop. Never reads a client's request.
