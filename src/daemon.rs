@@ -17,11 +17,13 @@
 //! | `describe` | a process → PM2's description |
 //! | `persist` | the dump file: `dump`, `resurrect`, the save on SIGTERM |
 //! | `runtime` | `corral runtime`: the console, when to exit |
+//! | `recover` | the journal's file, crash recovery |
 
 mod conn;
 mod describe;
 mod links;
 mod persist;
+mod recover;
 mod relay;
 mod requests;
 mod runtime;
@@ -210,6 +212,8 @@ enum Timer {
     Sample,
     /// The next `WATCHDOG=1` to the service manager.
     Watchdog,
+    /// The next look at the processes of a dead daemon being stopped.
+    Orphans,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -232,6 +236,7 @@ pub fn run(mut cfg: Config) -> i32 {
                 std::process::id(),
                 cfg.home.display()
             ));
+            d.recover();
             // `corral runtime`: its apps start once the daemon serves.
             if let Some(rt) = cfg.runtime.take()
                 && let Err(e) = d.start_runtime(rt)
@@ -326,6 +331,10 @@ struct Daemon {
     started: Instant,
     stopping_all: bool,
     exit_now: bool,
+    /// This boot's id, for the journal.
+    boot_id: String,
+    /// Processes of a dead daemon being stopped (crash recovery).
+    orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
     /// Pid files of processes that exited in this wake.
@@ -572,6 +581,8 @@ impl Daemon {
             started: Instant::now(),
             stopping_all: false,
             exit_now: false,
+            boot_id: crate::journal::boot_id(),
+            orphans: Vec::new(),
             trim: false,
             stale_pid_files: Vec::new(),
             root: sys::euid() == 0,
@@ -682,6 +693,10 @@ impl Daemon {
             if self.exit_now {
                 return 0;
             }
+            // What changed in this wake, on disk once.
+            if self.table.take_dirty() {
+                self.write_journal(false);
+            }
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));
                 return code;
@@ -782,6 +797,9 @@ impl Daemon {
 
     fn cleanup(&mut self) {
         self.log("daemon exiting");
+        // Stopped on request: nothing to recover. Otherwise (the poller
+        // failed) the apps may run on, and the next daemon takes them back.
+        self.write_journal(self.exit_now);
         if let Some(c) = self.console.as_mut() {
             c.drain();
         }

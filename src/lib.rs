@@ -62,6 +62,7 @@ mod cron;
 #[allow(missing_docs)]
 mod daemon;
 mod dump;
+mod journal;
 mod listen;
 mod logs;
 mod mini_yaml;

@@ -275,7 +275,12 @@ pub fn write_atomic_private(path: &Path, data: &[u8], mode: u32) -> io::Result<(
 
 /// `write_atomic`, the new file made 0644 less the umask, or exactly
 /// `mode`.
-fn write_atomic_mode(path: &Path, data: &[u8], durable: bool, mode: Option<u32>) -> io::Result<()> {
+pub fn write_atomic_mode(
+    path: &Path,
+    data: &[u8],
+    durable: bool,
+    mode: Option<u32>,
+) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;

@@ -34,6 +34,8 @@ mod options;
 mod persistence;
 #[path = "integration/pm2_cli.rs"]
 mod pm2_cli;
+#[path = "integration/recovery.rs"]
+mod recovery;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]

@@ -33,6 +33,7 @@ use crate::sys;
 
 use super::requests::open_logs;
 use super::schedule::check_watch;
+use super::table::Entry;
 use super::{Daemon, internal};
 
 /// The environment variable naming the dump file (PM2's name).
@@ -70,36 +71,10 @@ impl Daemon {
     /// Every app of the table as the dump keeps it (apps being deleted
     /// are left out).
     fn saved_apps(&self) -> Vec<Saved> {
-        let mut out = Vec::new();
-        for (pm_id, e) in self.table.iter() {
-            let m = e.m();
-            let wanted = match m.wanted() {
-                state::Wanted::Gone => continue,
-                state::Wanted::Up => Wanted::Online,
-                // Errored: it was meant to run, and gave up.
-                state::Wanted::Down if m.status() == Status::Errored => Wanted::Online,
-                state::Wanted::Down => Wanted::Stopped,
-            };
-            let a = &e.app;
-            let mut options = Value::clone(&a.options);
-            if let Value::Object(o) = &mut options {
-                // What resurrect needs whoever asks it: the cwd this app
-                // resolved, and its name even when it came from the script.
-                o.insert("cwd".into(), Value::from(a.cwd.display().to_string()));
-                o.insert("name".into(), Value::from(a.spec.name.clone()));
-            }
-            out.push(Saved {
-                name: a.spec.name.clone(),
-                pm_id,
-                namespace: a.spec.namespace.clone(),
-                instance: a.slot.instance,
-                instances: a.slot.count.max(1),
-                wanted,
-                env_name: a.env_name.clone(),
-                options,
-            });
-        }
-        out
+        self.table
+            .iter()
+            .filter_map(|(pm_id, e)| saved_entry(pm_id, e))
+            .collect()
     }
 
     /// `dump`: write the table to the dump file; its path and how many
@@ -311,4 +286,35 @@ impl Daemon {
         self.install(pm_id, false, app, logs, e.wanted == Wanted::Online)?;
         Ok(parsed.warnings)
     }
+}
+
+/// App `pm_id` as the dump (and the journal) keeps it; `None` while it is
+/// being deleted.
+pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
+    let m = e.m();
+    let wanted = match m.wanted() {
+        state::Wanted::Gone => return None,
+        state::Wanted::Up => Wanted::Online,
+        // Errored: it was meant to run, and gave up.
+        state::Wanted::Down if m.status() == Status::Errored => Wanted::Online,
+        state::Wanted::Down => Wanted::Stopped,
+    };
+    let a = &e.app;
+    let mut options = Value::clone(&a.options);
+    if let Value::Object(o) = &mut options {
+        // What resurrect needs whoever asks it: the cwd this app resolved,
+        // and its name even when it came from the script.
+        o.insert("cwd".into(), Value::from(a.cwd.display().to_string()));
+        o.insert("name".into(), Value::from(a.spec.name.clone()));
+    }
+    Some(Saved {
+        name: a.spec.name.clone(),
+        pm_id,
+        namespace: a.spec.namespace.clone(),
+        instance: a.slot.instance,
+        instances: a.slot.count.max(1),
+        wanted,
+        env_name: a.env_name.clone(),
+        options,
+    })
 }

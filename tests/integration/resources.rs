@@ -348,7 +348,7 @@ fn cron_restart_restarts_every_two_seconds_and_starts_a_stopped_job() {
                 assert_eq!(rt, at.len() as u64 + 1, "restarts came too close: {d}");
                 at.push(Instant::now());
                 // The replacement is spawned as the old process is reaped
-                // (launching until its exec is confirmed, under load).
+                // (launching until the loop reads that it exec'd).
                 let status = env_of(&d, "status");
                 assert!(status == "online" || status == "launching", "{d}");
                 let pid = pid_of(&d);
