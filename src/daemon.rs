@@ -708,15 +708,17 @@ impl Daemon {
             self.remove_stale_pid_files();
             self.drive_reloads();
             self.finish_pending();
-            if std::mem::take(&mut self.trim) {
-                sys::trim_heap();
-            }
             if self.exit_now {
                 return 0;
             }
-            // What changed in this wake, on disk once.
+            // What changed in this wake, on disk once; its text is freed
+            // at once.
             if self.table.take_dirty() {
                 self.write_journal(false);
+                self.trim = true;
+            }
+            if std::mem::take(&mut self.trim) {
+                sys::trim_heap();
             }
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));
@@ -794,11 +796,8 @@ impl Daemon {
     /// and `id` get the answer.
     fn stop_everything(&mut self, conn: Token, id: Value) {
         let ids = self.table.ids();
-        let stopped = self
-            .table
-            .iter()
-            .filter(|(_, e)| e.m().is_running())
-            .count();
+        // Every app in the list, as PM2 counts them (stopped ones too).
+        let stopped = ids.len();
         self.pending.push(Pending {
             conn,
             id,

@@ -75,6 +75,7 @@ mod process;
 mod procfs;
 pub mod protocol;
 mod reaper;
+mod regex;
 mod relaxed_json;
 mod spawn;
 // Private; the binary's `startup` verb reaches it through `__private`.
@@ -95,8 +96,9 @@ pub use client::{Client, Error};
 pub mod __private {
     pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
-    pub use crate::options::parse_duration;
+    pub use crate::options::{edit_distance, parse_duration};
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
+    pub use crate::regex::Regex;
     pub use crate::sys::dup_cloexec;
     pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).

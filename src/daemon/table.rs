@@ -40,6 +40,8 @@ pub(crate) struct Entry {
     pub watch_at: Option<u64>,
     /// The IPC channels of its processes (main, replacement, draining).
     pub links: Vec<Link>,
+    /// The write ends of its processes' stdin pipes (non-blocking), by pid.
+    pub stdins: Vec<(i32, std::os::fd::OwnedFd)>,
     /// Why the last replacement or spawn failed, for the answer and events.
     pub spawn_error: Option<Fault>,
     /// Why the daemon restarts the app (memory, cron, watch), for the
@@ -53,6 +55,8 @@ pub(crate) struct Entry {
     /// Brought back from the journal, waiting for its old processes to go
     /// before it starts.
     pub recovering: bool,
+    /// A request caused what happens to it now (PM2's `manually`).
+    pub manual: bool,
     /// Stopped or deleted by a request (not ended on its own).
     pub stop_requested: bool,
     /// The pid of the last main process, for the events that follow it.
@@ -79,12 +83,14 @@ impl Entry {
             cron_fired: None,
             watch_at: None,
             links: Vec::new(),
+            stdins: Vec::new(),
             spawn_error: None,
             restart_reason: None,
             online_warning: None,
             notify_status: None,
             node_version: None,
             recovering: false,
+            manual: false,
             stop_requested: false,
             last_pid: 0,
             starttimes: Vec::new(),
@@ -98,8 +104,9 @@ impl Entry {
         &self.m
     }
 
-    /// New options for an app that is not running: its machine keeps its
-    /// counters.
+    /// New options for an app: its machine keeps its counters. A running
+    /// process goes on as it was started (its output goes to the new log
+    /// files); the next start uses the new options.
     pub fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
         self.app = app;
         (self.out, self.err) = logs;
@@ -183,9 +190,13 @@ impl Table {
         self.dirty = true;
     }
 
-    /// Take an app out of the table; its processes are forgotten too.
+    /// Take an app out of the table; its processes are forgotten too. An
+    /// empty table numbers from 0 again, as PM2's does.
     pub fn remove(&mut self, id: u32) -> Option<Box<Entry>> {
         let e = self.apps.remove(&id)?;
+        if self.apps.is_empty() {
+            self.next_id = 0;
+        }
         for pid in e.m.pids() {
             self.by_pid.remove(&pid);
         }
