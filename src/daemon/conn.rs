@@ -168,20 +168,25 @@ impl Daemon {
     }
 
     /// Close the connections whose client has hung up (it will never read
-    /// an answer), however busy they are.
+    /// an answer), however busy they are: one `poll` over all of them.
     fn drop_hung_up_conns(&mut self) {
-        let hung_up: Vec<Token> = self
+        let (tokens, mut fds): (Vec<Token>, Vec<PollFd>) = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                let mut fds = [PollFd::new(c.sock.as_fd(), PollFlags::empty())];
-                matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-                    && fds[0]
-                        .revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+            .map(|(t, c)| (*t, PollFd::new(c.sock.as_fd(), PollFlags::empty())))
+            .unzip();
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+            return;
+        }
+        let hung_up: Vec<Token> = tokens
+            .into_iter()
+            .zip(fds.iter().map(|f| f.revents()))
+            .filter(|(_, r)| {
+                r.is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
             })
-            .map(|(t, _)| *t)
+            .map(|(t, _)| t)
             .collect();
+        drop(fds);
         for t in hung_up {
             self.drop_conn(t);
         }
