@@ -422,15 +422,15 @@ impl Daemon {
 
     /// Before exiting: give every reply a last chance to be written, without
     /// blocking on a client that does not read (its answer is lost, as it
-    /// would be if it had gone).
+    /// would be if it had gone). The connections stay open until the
+    /// process exits, after its socket and pid file are removed: a client
+    /// of `kill` that reads to the end (`Client::kill_daemon`) returns when
+    /// the daemon is gone, and its next command finds no socket left to
+    /// reach the dying daemon through.
     pub(super) fn flush_all(&mut self) {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
-            if let Some(c) = self.conns.get_mut(&t) {
-                c.read_closed = true;
-                c.waiting = false;
-            }
-            self.flush_conn(t);
+            self.write_some(t);
         }
     }
 }
