@@ -90,7 +90,7 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["logs"],
-        usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp]",
+        usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp[=FMT]] [--json|--format]",
         summary: "print the last lines of apps' logs, then follow them",
     },
     Verb {
@@ -100,8 +100,8 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["reload-logs", "reloadLogs"],
-        usage: "reload-logs",
-        summary: "reopen every log file (after logrotate renamed them)",
+        usage: "reload-logs [--rotate]",
+        summary: "reopen every log file (after logrotate renamed them); --rotate: rename each to <name>-<out|err>-<N>.log first",
     },
     Verb {
         names: &["send"],
@@ -220,6 +220,36 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "prefix log lines with a timestamp in this format",
     ),
     ("", "time", "", "prefix log lines with YYYY-MM-DDTHH:mm:ss"),
+    (
+        "l",
+        "log",
+        "[FILE]",
+        "also a combined stdout+stderr file (--log alone: logs/<name>.log; else --log=FILE or -l FILE)",
+    ),
+    (
+        "",
+        "log-type",
+        "TYPE",
+        "json: each log line as a JSON object (default text)",
+    ),
+    (
+        "",
+        "max-log-size",
+        "SIZE",
+        "rotate a log file before it passes SIZE (e.g. 10M)",
+    ),
+    (
+        "",
+        "log-retain",
+        "N",
+        "rotated files kept per log file (default 5)",
+    ),
+    (
+        "",
+        "disable-logs",
+        "",
+        "write no log file (stdout and stderr discarded)",
+    ),
     ("p", "pid", "FILE", "pid file of the app"),
     (
         "",
@@ -476,6 +506,8 @@ fn verb_options(verb: &str) -> Options {
             for (short, long, hint, help) in START_FLAGS {
                 if hint.is_empty() {
                     o.optflag(short, long, help);
+                } else if let Some(h) = hint.strip_prefix('[') {
+                    o.optflagopt(short, long, help, h.trim_end_matches(']'));
                 } else {
                     o.optopt(short, long, help, hint);
                 }
@@ -496,14 +528,33 @@ fn verb_options(verb: &str) -> Options {
             o.optflag("", "raw", "the lines only, without app prefixes or headers");
             o.optflag("", "out", "standard output only");
             o.optflag("", "err", "standard error only");
-            o.optflag(
+            o.optflagopt(
                 "",
                 "timestamp",
-                "prefix followed lines with the time they came",
+                "prefix followed lines with the time they came (--timestamp=FMT; default YYYY-MM-DD-HH:mm:ss)",
+                "FMT",
+            );
+            o.optflag(
+                "",
+                "json",
+                "follow as JSON lines (PM2's), without the last lines first",
+            );
+            o.optflag(
+                "",
+                "format",
+                "follow as key=value lines (PM2's), without the last lines first",
             );
         }
-        "flush" | "reload-logs" => {
+        "flush" => {
             o.optflag("", "json", "print the result as JSON");
+        }
+        "reload-logs" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optflag(
+                "",
+                "rotate",
+                "rename each file to the next free <name>-<out|err>-<N>.log, then reopen",
+            );
         }
         "send" => {
             o.optopt("", "topic", "the packet's topic", "TOPIC");
@@ -559,6 +610,18 @@ fn verb_options(verb: &str) -> Options {
                 "sample-interval",
                 "sample the apps' memory and CPU this often (default 1s)",
                 "DUR",
+            );
+            o.optopt(
+                "",
+                "max-log-size",
+                "rotate log files past this size, for apps that set no max_log_size and the daemon's own log (default: never)",
+                "SIZE",
+            );
+            o.optopt(
+                "",
+                "log-retain",
+                "rotated files kept, for apps that set no log_retain (default 5)",
+                "N",
             );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
         }
@@ -756,6 +819,9 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("watch-delay", "watch_delay"),
         ("instance-var", "instance_var"),
         ("listen-timeout", "listen_timeout"),
+        ("log-type", "log_type"),
+        ("max-log-size", "max_log_size"),
+        ("log-retain", "log_retain"),
     ];
     for (flag, key) in strings {
         if let Some(v) = m.opt_str(flag) {
@@ -768,6 +834,10 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
             o.insert("cron_restart".into(), json!(c));
         }
         (None, None) => {}
+    }
+    if m.opt_present("log") {
+        let v = m.opt_str("log").map_or(json!(true), |p| json!(p));
+        o.insert("log_file".into(), v);
     }
     if let Some(list) = m.opt_str("ignore-watch") {
         let names: Vec<&str> = list.split_whitespace().collect();
@@ -792,6 +862,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("write", "write", true),
         ("watch", "watch", true),
         ("merge-logs", "merge_logs", true),
+        ("disable-logs", "disable_logs", true),
         ("wait-ready", "wait_ready", true),
         ("shutdown-with-message", "shutdown_with_message", true),
         ("no-ipc", "ipc", false),
@@ -1022,9 +1093,18 @@ fn cmd_reload_logs(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match c.reload_logs() {
+    let rotate = m.opt_present("rotate");
+    let done = match rotate {
+        true => c.reload_logs_rotate(),
+        false => c.reload_logs(),
+    };
+    match done {
         Ok(n) if m.opt_present("json") => {
             println!("{}", json!({ "files": n }));
+            0
+        }
+        Ok(n) if rotate => {
+            println!("rotated {n} log files");
             0
         }
         Ok(n) => {
@@ -1146,9 +1226,17 @@ fn cmd_logs(args: &[String]) -> i32 {
         }
     };
     let mut out = std::io::stdout().lock();
+    // PM2's --json and --format only follow.
+    let shape = match (m.opt_present("json"), m.opt_present("format")) {
+        (true, true) => return usage_error("logs: give --json or --format, not both"),
+        (true, false) => Shape::Json,
+        (false, true) => Shape::Format,
+        (false, false) => Shape::Text,
+    };
+    let nostream = m.opt_present("nostream");
     // Each file once, even when out and err are the same file.
     let mut seen = std::collections::BTreeSet::new();
-    for d in &apps {
+    for d in apps.iter().filter(|_| shape == Shape::Text || nostream) {
         let e = &d.pm2_env;
         let files = [
             (want_out, &e.pm_out_log_path),
@@ -1175,39 +1263,102 @@ fn cmd_logs(args: &[String]) -> i32 {
         }
     }
     let _ = out.flush();
-    if m.opt_present("nostream") {
+    if nostream {
         return 0;
     }
     let ids: Vec<u32> = apps.iter().map(|d| d.pm_id).collect();
-    let names = match (want_out, want_err) {
+    let mut names = match (want_out, want_err) {
         (true, false) => vec!["log:out".to_string()],
         (false, true) => vec!["log:err".to_string()],
         _ => vec!["log:*".to_string()],
     };
+    if shape == Shape::Json {
+        names.push("process:event".into());
+    }
     let bus = match c.launch_bus(Some(names)) {
         Ok(b) => b,
         Err(e) => return report(e),
     };
-    let stamp = corral::__private::Format::parse("YYYY-MM-DDTHH:mm:ss");
+    let stamp = match m.opt_str("timestamp") {
+        Some(f) => Some(corral::__private::Format::parse(&f)),
+        None if m.opt_present("timestamp") => Some(corral::__private::Format::parse(
+            LOGS_TIMESTAMP_FORMAT,
+        )),
+        None => None,
+    };
+    let render = |f: &corral::__private::Format, at: u64| {
+        let mut buf = Vec::new();
+        f.render(&corral::__private::local_tm(at as i64), at as i64, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let iso = |at: u64| {
+        let mut buf = Vec::new();
+        let f = corral::__private::Format::parse("YYYY-MM-DDTHH:mm:ss.SSS[Z]");
+        f.render(&corral::__private::utc_tm(at as i64), at as i64, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let format_stamp = corral::__private::Format::parse("YYYY-MM-DD-HH:mm:ssZZ");
     for ev in bus {
-        let Ok(Event::Log {
-            process, line, at, ..
-        }) = ev
-        else {
-            continue;
+        let text = match ev {
+            Ok(Event::Log {
+                process,
+                line,
+                at,
+                stream,
+            }) => {
+                // A target of all follows apps started later too.
+                if target != Target::All && !ids.contains(&process.pm_id) {
+                    continue;
+                }
+                let kind = match stream {
+                    corral::protocol::LogStream::Out => "out",
+                    corral::protocol::LogStream::Err => "err",
+                };
+                let bare = line.strip_suffix('\n').unwrap_or(&line);
+                match shape {
+                    Shape::Json => json!({
+                        "message": line,
+                        "timestamp": iso(at),
+                        "type": kind,
+                        "process_id": process.pm_id,
+                        "app_name": process.name,
+                    })
+                    .to_string(),
+                    Shape::Format => format!(
+                        "timestamp={} app={} id={} type={} message={bare}",
+                        render(&format_stamp, at),
+                        process.name,
+                        process.pm_id,
+                        if kind == "err" { "error" } else { "out" },
+                    ),
+                    Shape::Text => {
+                        let mut text = String::new();
+                        if let Some(f) = &stamp {
+                            text.push_str(&render(f, at));
+                            text.push(' ');
+                        }
+                        text.push_str(&prefix(process.pm_id, &process.name));
+                        text.push_str(bare);
+                        text
+                    }
+                }
+            }
+            Ok(Event::Process {
+                kind, process, at, ..
+            }) if shape == Shape::Json => {
+                if target != Target::All && !ids.contains(&process.pm_id) {
+                    continue;
+                }
+                json!({
+                    "timestamp": iso(at),
+                    "type": "process_event",
+                    "status": kind,
+                    "app_name": process.name,
+                })
+                .to_string()
+            }
+            _ => continue,
         };
-        // A target of all follows apps started later too.
-        if target != Target::All && !ids.contains(&process.pm_id) {
-            continue;
-        }
-        let mut text = prefix(process.pm_id, &process.name);
-        if m.opt_present("timestamp") {
-            let mut buf = Vec::new();
-            stamp.render(&corral::__private::local_tm(at as i64), at as i64, &mut buf);
-            text.push_str(&String::from_utf8_lossy(&buf));
-            text.push_str(": ");
-        }
-        text.push_str(line.strip_suffix('\n').unwrap_or(&line));
         if writeln!(out, "{text}").is_err() {
             return 0;
         }
@@ -1215,6 +1366,19 @@ fn cmd_logs(args: &[String]) -> i32 {
     }
     0
 }
+
+/// How `logs` prints followed lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Text,
+    /// PM2's `--json`.
+    Json,
+    /// PM2's `--format`.
+    Format,
+}
+
+/// PM2's format for `logs --timestamp` without one.
+const LOGS_TIMESTAMP_FORMAT: &str = "YYYY-MM-DD-HH:mm:ss";
 
 /// The file `corral ecosystem` writes, as PM2's verb does.
 const ECOSYSTEM_FILE: &str = "ecosystem.config.js";
@@ -1386,6 +1550,19 @@ fn cmd_daemon(args: &[String]) -> i32 {
             Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),
         },
     };
+    let max_log_size = match m.opt_str("max-log-size") {
+        None => None,
+        Some(v) => match corral::__private::parse_size(&json!(v)) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) => return usage_error(&format!("daemon: --max-log-size: {e}")),
+        },
+    };
+    let log_retain = match m.opt_str("log-retain").map(|v| v.parse::<u32>()) {
+        None => corral::__private::DEFAULT_RETAIN,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return usage_error("daemon: --log-retain takes a number"),
+    };
     let cfg = |ready, detach_stdio, lifeline| daemon::Config {
         home: paths.home.clone(),
         socket: paths.socket.clone(),
@@ -1393,6 +1570,8 @@ fn cmd_daemon(args: &[String]) -> i32 {
         detach_stdio,
         lifeline,
         sample_interval,
+        max_log_size,
+        log_retain,
     };
     if m.opt_present("lifeline") {
         // A daemon of connect_no_daemon: says ready on stdout, lives as long

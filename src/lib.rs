@@ -70,6 +70,7 @@ mod process;
 mod procfs;
 pub mod protocol;
 mod reaper;
+mod rotate;
 mod relaxed_json;
 mod spawn;
 // Private; the binary's `startup` verb reaches it through `__private`.
@@ -90,7 +91,8 @@ pub use client::{Client, Error};
 pub mod __private {
     pub use crate::daemon::{Config, run};
     pub use crate::logs::last_lines;
-    pub use crate::options::parse_duration;
+    pub use crate::options::{parse_duration, parse_size};
+    pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::sys::dup_cloexec;
     pub use crate::users::parse_passwd;
@@ -98,5 +100,5 @@ pub mod __private {
     pub mod startup {
         pub use crate::startup::*;
     }
-    pub use crate::timefmt::{Format, local_tm};
+    pub use crate::timefmt::{Format, local_tm, utc_tm};
 }
