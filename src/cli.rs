@@ -1281,9 +1281,9 @@ fn cmd_logs(args: &[String]) -> i32 {
     };
     let stamp = match m.opt_str("timestamp") {
         Some(f) => Some(corral::__private::Format::parse(&f)),
-        None if m.opt_present("timestamp") => Some(corral::__private::Format::parse(
-            LOGS_TIMESTAMP_FORMAT,
-        )),
+        None if m.opt_present("timestamp") => {
+            Some(corral::__private::Format::parse(LOGS_TIMESTAMP_FORMAT))
+        }
         None => None,
     };
     let render = |f: &corral::__private::Format, at: u64| {
@@ -1333,7 +1333,8 @@ fn cmd_logs(args: &[String]) -> i32 {
                     ),
                     Shape::Text => {
                         let mut text = String::new();
-                        if let Some(f) = &stamp {
+                        // As PM2: --raw prints the line only.
+                        if let Some(f) = stamp.as_ref().filter(|_| !raw) {
                             text.push_str(&render(f, at));
                             text.push(' ');
                         }

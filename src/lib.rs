@@ -70,8 +70,8 @@ mod process;
 mod procfs;
 pub mod protocol;
 mod reaper;
-mod rotate;
 mod relaxed_json;
+mod rotate;
 mod spawn;
 // Private; the binary's `startup` verb reaches it through `__private`.
 #[allow(missing_docs)]
@@ -92,8 +92,8 @@ pub mod __private {
     pub use crate::daemon::{Config, run};
     pub use crate::logs::last_lines;
     pub use crate::options::{parse_duration, parse_size};
-    pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
+    pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::sys::dup_cloexec;
     pub use crate::users::parse_passwd;
     /// Boot units (`corral startup`).

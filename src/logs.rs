@@ -171,7 +171,6 @@ impl LogFile {
             rest = tail;
         }
     }
-
 }
 
 // ---- Rotation, JSON lines, the combined file (issue 13) ----------------
@@ -430,10 +429,7 @@ impl LogFile {
             rest = tail;
         }
         match failed {
-            Some(e) => Err(io::Error::new(
-                e.kind(),
-                format!("cannot rotate: {e}"),
-            )),
+            Some(e) => Err(io::Error::new(e.kind(), format!("cannot rotate: {e}"))),
             None => Ok(()),
         }
     }

@@ -140,10 +140,12 @@ pub fn memrchr(b: u8, s: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// size, at_line_start, max, data, what `plan` says.
+    type Case = (u64, bool, u64, &'static str, (usize, bool));
+
     #[test]
     fn plans_from_a_table() {
-        // (size, at_line_start, max, data, want)
-        let cases: &[(u64, bool, u64, &str, (usize, bool))] = &[
+        let cases: &[Case] = &[
             (0, true, 10, "abc\n", (4, false)),
             (6, true, 10, "abc\n", (4, false)),
             // Does not fit: the whole lines that do, then rotate.
@@ -167,7 +169,9 @@ mod tests {
     /// over many line lengths.
     #[test]
     fn plans_keep_lines_whole() {
-        let text: String = (0..500).map(|i| format!("{}\n", "x".repeat(i % 37))).collect();
+        let text: String = (0..500)
+            .map(|i| format!("{}\n", "x".repeat(i % 37)))
+            .collect();
         for max in [1u64, 7, 40, 100, 1000] {
             let mut files = vec![String::new()];
             let mut rest = text.as_bytes();

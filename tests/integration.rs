@@ -26,6 +26,8 @@ mod config_files;
 mod ipc;
 #[path = "integration/lifecycle.rs"]
 mod lifecycle;
+#[path = "integration/logs.rs"]
+mod logs;
 #[path = "integration/options.rs"]
 mod options;
 #[path = "integration/resources.rs"]

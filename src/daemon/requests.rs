@@ -16,10 +16,10 @@ use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
 use crate::options::{self, LogType, instance_count, parse_app};
-use crate::rotate::Rotation;
 use crate::protocol::{
     self, Action, Command, Description, ErrorCode, PROTOCOL, Request, StartArgs, Target, WireError,
 };
+use crate::rotate::Rotation;
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
 
