@@ -167,7 +167,7 @@ impl LogFile {
                 None => (rest, &[][..]),
             };
             out.extend_from_slice(line);
-            self.at_line_start = line.ends_with(b"\n");
+            self.at_line_start = line.last() == Some(&b'\n');
             rest = tail;
         }
     }
@@ -397,7 +397,7 @@ impl LogFile {
             return Ok(());
         }
         let Some(rot) = self.extra.rotation else {
-            self.extra.ends_line = data.ends_with(b"\n");
+            self.extra.ends_line = data.last() == Some(&b'\n');
             return self.write_raw(data);
         };
         self.follow_rename()?;
@@ -418,7 +418,7 @@ impl LogFile {
             if !now.is_empty() {
                 self.write_raw(now)?;
                 size += now.len() as u64;
-                self.extra.ends_line = now.ends_with(b"\n");
+                self.extra.ends_line = now.last() == Some(&b'\n');
             }
             if rotate {
                 match self.rotate_now(rot.retain) {
