@@ -22,6 +22,8 @@ const INHERITED_NOT: &[&str] = &[
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "NODE_UNIQUE_ID",
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
 ];
 
 /// Where the daemon keeps its files.
@@ -299,6 +301,19 @@ impl App {
             slot,
             increment,
         })
+    }
+
+    /// Whose identity a file of this app is opened or written with: the
+    /// app's user for any file outside the daemon's `logs/` and `pids/`
+    /// (a directory that user may control, where a planted link must not
+    /// lead the daemon anywhere that user could not go); the daemon's for
+    /// its own directories and for apps that run as the daemon's user.
+    pub fn file_user(&self, home: &Home, path: &Path) -> Option<crate::sys::FsUser> {
+        let parent = path.parent()?;
+        if parent == home.logs() || parent == home.pids() {
+            return None;
+        }
+        self.creds.as_ref()?.fs_user()
     }
 
     /// The `env` keys shown in descriptions: `env` with the overlay on it.

@@ -140,8 +140,13 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["daemon"],
-        usage: "daemon [--no-daemon]",
+        usage: "daemon [--no-daemon] [--allow-uid USER]... [--allow-gid GROUP]...",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
+    },
+    Verb {
+        names: &["runtime"],
+        usage: "runtime <script|config> [start options] [--raw] [--logs] [--exit-with first|last|max] [-- args...]",
+        summary: "run apps in the foreground as a container's entrypoint (PID 1): output on stdout/stderr, exit when none is left",
     },
     Verb {
         names: &["ecosystem", "init"],
@@ -448,6 +453,7 @@ pub fn run(args: &[String]) -> i32 {
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
         "daemon" => cmd_daemon(rest),
+        "runtime" => cmd_runtime(rest),
         "ecosystem" => cmd_ecosystem(rest),
         "wait" => cmd_wait(rest),
         "startup" | "unstartup" => cmd_startup(v.name(), rest),
@@ -502,7 +508,21 @@ fn verb_options(verb: &str) -> Options {
     let mut o = Options::new();
     o.optflag("h", "help", "show this help");
     match verb {
-        "start" => {
+        "start" | "runtime" => {
+            if verb == "runtime" {
+                o.optflag("", "raw", "app output without the `name| ` prefix");
+                o.optflag(
+                    "",
+                    "logs",
+                    "also write the apps' log files (default: output on stdout/stderr only)",
+                );
+                o.optopt(
+                    "",
+                    "exit-with",
+                    "once every app has ended: exit with the code of the first, the last (default) or the highest",
+                    "first|last|max",
+                );
+            }
             for (short, long, hint, help) in START_FLAGS {
                 if hint.is_empty() {
                     o.optflag(short, long, help);
@@ -622,6 +642,18 @@ fn verb_options(verb: &str) -> Options {
                 "log-retain",
                 "rotated files kept, for apps that set no log_retain (default 5)",
                 "N",
+            );
+            o.optmulti(
+                "",
+                "allow-uid",
+                "obey this user's connections too (repeatable)",
+                "USER",
+            );
+            o.optmulti(
+                "",
+                "allow-gid",
+                "obey connections of processes of this group too (repeatable)",
+                "GROUP",
             );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
         }
@@ -754,6 +786,131 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(descs) => show(&mut c, json, &descs),
         Err(e) => report(e),
     }
+}
+
+/// `runtime`: the daemon in the foreground with the apps of a script or
+/// config, as PM2's `pm2-runtime` (PID 1 of a container).
+fn cmd_runtime(args: &[String]) -> i32 {
+    let (m, extra) = match parse("runtime", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let default_config = [ECOSYSTEM_FILE.to_string()];
+    let what = match m.free.as_slice() {
+        [what] => what,
+        [] if Path::new(ECOSYSTEM_FILE).is_file() => &default_config[0],
+        _ => return usage_error("runtime: give one script or config file"),
+    };
+    let exit_with = match m.opt_str("exit-with") {
+        None => daemon::ExitWith::Last,
+        Some(w) => match daemon::ExitWith::parse(&w) {
+            Some(e) => e,
+            None => {
+                return usage_error(&format!(
+                    "runtime: --exit-with {w}: give first, last or max"
+                ));
+            }
+        },
+    };
+    let app = match app_options(&m, &extra) {
+        Ok(a) => a,
+        Err(msg) => return usage_error(&format!("runtime: {msg}")),
+    };
+    let is_config = what == "-" || corral::client::is_config_file(what);
+    if is_config && !app.is_empty() {
+        return usage_error(&format!(
+            "runtime: start options cannot be used with a config file ({what})"
+        ));
+    }
+    let env_name = m.opt_str("env");
+    let only: Vec<String> = m
+        .opt_str("only")
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let here = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            return report(Error::Invalid(format!(
+                "cannot read the current directory: {e}"
+            )));
+        }
+    };
+    let (apps, dir) = match is_config {
+        true => match read_start_config(what) {
+            Ok((apps, dir, _)) => (apps, dir),
+            Err(e) => return report(e),
+        },
+        false => {
+            let mut app = app;
+            app.insert("script".into(), json!(what));
+            (vec![Value::Object(app)], here)
+        }
+    };
+    let logs = m.opt_present("logs");
+    let mut picked = Vec::new();
+    for mut app in apps {
+        let Value::Object(obj) = &mut app else {
+            picked.push(app);
+            continue;
+        };
+        if !only.is_empty() {
+            let name = obj.get("name").and_then(Value::as_str).unwrap_or("");
+            if !only.iter().any(|o| o == name) {
+                continue;
+            }
+        }
+        // Paths are relative to the config file (or the current directory).
+        let cwd = match obj.get("cwd").and_then(Value::as_str) {
+            Some(c) => dir.join(c),
+            None => dir.clone(),
+        };
+        obj.insert("cwd".into(), json!(cwd.display().to_string()));
+        // Output goes to the console; files only where asked.
+        if !logs {
+            for (keys, key) in [
+                (["output", "out_file"], "output"),
+                (["error", "error_file"], "error"),
+            ] {
+                if !keys.iter().any(|k| obj.contains_key(*k)) {
+                    obj.insert(key.into(), json!("/dev/null"));
+                }
+            }
+        }
+        picked.push(app);
+    }
+    if picked.is_empty() {
+        return report(Error::Invalid(format!(
+            "{what}: no app named {}",
+            only.join(", ")
+        )));
+    }
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    daemon::run(daemon::Config {
+        home: paths.home,
+        socket: paths.socket,
+        ready: None,
+        detach_stdio: false,
+        lifeline: false,
+        sample_interval: daemon::DEFAULT_INTERVAL,
+        max_log_size: None,
+        log_retain: daemon::DEFAULT_RETAIN,
+        allow_uid: Vec::new(),
+        allow_gid: Vec::new(),
+        runtime: Some(daemon::Runtime {
+            apps: picked,
+            env_name,
+            raw: m.opt_present("raw"),
+            exit_with,
+        }),
+    })
 }
 
 /// The apps of the config `what` (a file, or `-` for stdin), the directory
@@ -1564,7 +1721,14 @@ fn cmd_daemon(args: &[String]) -> i32 {
         Some(Ok(n)) => n,
         Some(Err(_)) => return usage_error("daemon: --log-retain takes a number"),
     };
+    let (allow_uid, allow_gid) = match (allowed_ids(&m, true), allowed_ids(&m, false)) {
+        (Ok(u), Ok(g)) => (u, g),
+        (Err(e), _) | (_, Err(e)) => return usage_error(&format!("daemon: {e}")),
+    };
     let cfg = |ready, detach_stdio, lifeline| daemon::Config {
+        allow_uid: allow_uid.clone(),
+        allow_gid: allow_gid.clone(),
+        runtime: None,
         home: paths.home.clone(),
         socket: paths.socket.clone(),
         ready,
@@ -1585,6 +1749,29 @@ fn cmd_daemon(args: &[String]) -> i32 {
         return daemon::run(cfg(None, false, false));
     }
     background(cfg)
+}
+
+/// The values of `--allow-uid` (`users`) or `--allow-gid`: numbers, or
+/// names looked up now in /etc/passwd or /etc/group.
+fn allowed_ids(m: &Matches, users: bool) -> Result<Vec<u32>, String> {
+    let opt = if users { "allow-uid" } else { "allow-gid" };
+    let mut ids = Vec::new();
+    for v in m.opt_strs(opt) {
+        let id = match v.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if users => corral::__private::lookup(Some(&v), None)
+                .ok()
+                .and_then(|c| c.uid)
+                .ok_or_else(|| format!("--{opt} {v}: no such user"))?,
+            Err(_) => corral::__private::lookup(None, Some(&v))
+                .map(|c| c.gid)
+                .map_err(|_| format!("--{opt} {v}: no such group"))?,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// The states `wait` knows, and what each accepts.
@@ -2203,6 +2390,7 @@ fn describe_text(d: &Description) -> String {
         ("out log", e.pm_out_log_path.clone()),
         ("error log", e.pm_err_log_path.clone()),
         ("pid file", e.pm_pid_path.clone()),
+        ("log lines dropped", e.log_lines_dropped.to_string()),
         ("autorestart", e.autorestart.to_string()),
         ("min uptime", format!("{}ms", e.min_uptime)),
         ("max restarts", e.max_restarts.to_string()),

@@ -633,9 +633,16 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let line = Request { id: json!(id), cmd }.to_line();
-        self.stream.write_all(line.as_bytes()).map_err(Error::Io)?;
+        // A daemon that refuses the connection says why and closes: its
+        // answer may already wait when writing fails.
+        let sent = self.stream.write_all(line.as_bytes());
         let mut answer = String::new();
-        let n = self.reader.read_line(&mut answer).map_err(Error::Io)?;
+        let n = match (self.reader.read_line(&mut answer), sent) {
+            (Ok(n), _) if n > 0 => n,
+            (_, Err(e)) => return Err(Error::Io(e)),
+            (Ok(n), Ok(())) => n,
+            (Err(e), Ok(())) => return Err(Error::Io(e)),
+        };
         if n == 0 {
             return Err(Error::Closed);
         }

@@ -15,12 +15,14 @@
 //! | `requests` | what clients ask; pending answers; rolling reloads |
 //! | `schedule` | deadlines, sampling, cron, watch |
 //! | `describe` | a process → PM2's description |
+//! | `runtime` | `corral runtime`: the console, when to exit |
 
 mod conn;
 mod describe;
 mod links;
 mod relay;
 mod requests;
+mod runtime;
 mod schedule;
 mod supervise;
 mod table;
@@ -53,6 +55,7 @@ use crate::protocol::{ErrorCode, WireError};
 use crate::reaper;
 use crate::rotate::Rotation;
 use crate::spawn::{SpawnError, Step};
+use crate::startup;
 use crate::state::Input;
 use crate::sys;
 use crate::timers::Timers;
@@ -61,6 +64,8 @@ use crate::watch::Watcher;
 use conn::Conn;
 use relay::Pipe;
 use requests::{Pending, PendingKind, Reload};
+use runtime::{CONSOLE_ERR, CONSOLE_OUT, Console};
+pub use runtime::{ExitWith, Runtime};
 use supervise::Exec;
 use table::Table;
 
@@ -81,7 +86,8 @@ const SIGNALS: Token = Token(1);
 const LIFELINE: Token = Token(2);
 const WATCH: Token = Token(3);
 const NOTIFY: Token = Token(4);
-const FIRST_DYNAMIC: usize = 5;
+// 5 and 6: the runtime's console (`runtime.rs`).
+const FIRST_DYNAMIC: usize = 7;
 /// The "connection" of a request that came as a signal: nobody to answer.
 const NOBODY: Token = Token(usize::MAX);
 
@@ -105,6 +111,15 @@ pub struct Config {
     pub max_log_size: Option<u64>,
     /// Rotated files kept for apps that set no `log_retain` (`--log-retain`).
     pub log_retain: u32,
+    /// Users whose connections are obeyed besides the daemon's own
+    /// (`--allow-uid`).
+    pub allow_uid: Vec<u32>,
+    /// Groups whose members' connections are obeyed (`--allow-gid`): the
+    /// peer's effective gid, as the kernel reports it on the socket.
+    pub allow_gid: Vec<u32>,
+    /// Run as `corral runtime`: start these apps, relay their output to
+    /// stdout/stderr, exit when none is left to run.
+    pub runtime: Option<Runtime>,
 }
 
 /// Why the daemon could not start: what it was doing, and the system's
@@ -197,6 +212,8 @@ enum Timer {
     Watch(u32),
     /// The next /proc sample.
     Sample,
+    /// The next `WATCHDOG=1` to the service manager.
+    Watchdog,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -219,6 +236,19 @@ pub fn run(mut cfg: Config) -> i32 {
                 std::process::id(),
                 cfg.home.display()
             ));
+            // `corral runtime`: its apps start once the daemon serves.
+            if let Some(rt) = cfg.runtime.take()
+                && let Err(e) = d.start_runtime(rt)
+            {
+                eprintln!("corral: {}", e.message);
+                d.cleanup();
+                return 1;
+            }
+            // Under systemd (`Type=notify`): serving now.
+            d.tell_systemd("READY=1");
+            if let Some(every) = d.watchdog {
+                d.timers.arm(every, Timer::Watchdog);
+            }
             let code = d.serve();
             d.cleanup();
             code
@@ -270,12 +300,17 @@ struct Daemon {
     channels: HashMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
     execs: HashMap<Token, Exec>,
+    /// `corral runtime`'s console and exit rules.
+    console: Option<Console>,
     next_token: usize,
     timers: Timers<Timer>,
     sampler: Sampler,
     sample_interval: u64,
     /// The deadline of the next sample, while any app is online.
     sample_at: Option<u64>,
+    /// Half of systemd's `WATCHDOG_USEC` (ms): how often the loop says it
+    /// is alive, when the service manager asks.
+    watchdog: Option<u64>,
     /// inotify, once an app watches files.
     watcher: Option<Watcher>,
     /// The sd_notify socket, when its path fits in a socket address.
@@ -298,28 +333,135 @@ struct Daemon {
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
     /// Pid files of processes that exited in this wake.
-    stale_pid_files: Vec<(u32, PathBuf)>,
+    stale_pid_files: Vec<(u32, PathBuf, Option<sys::FsUser>)>,
     root: bool,
     /// `--max-log-size` and `--log-retain`.
     log_defaults: (Option<u64>, u32),
     /// Stdout and stderr point at the daemon's log: after it rotates they
     /// are pointed at the new file.
     detached: bool,
+    allow_uid: Vec<u32>,
+    allow_gid: Vec<u32>,
+}
+
+/// Make the home the daemon's alone: created 0700, or an existing one
+/// owned by the daemon's user tightened to 0700; one of another user's is
+/// refused.
+fn own_home(home: &std::path::Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shown = home.display();
+    if !home.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(home)
+            .map_err(failed(format!("cannot create home {shown}")))?;
+    }
+    let meta = std::fs::metadata(home).map_err(failed(format!("cannot read home {shown}")))?;
+    let me = sys::euid();
+    if !meta.is_dir() {
+        return Err(StartupError {
+            doing: format!("home {shown}"),
+            cause: io::Error::other("not a directory"),
+        });
+    }
+    if meta.uid() != me {
+        return Err(StartupError {
+            doing: format!("home {shown}"),
+            cause: io::Error::other(format!(
+                "owned by uid {}, not by the daemon's user (uid {me})",
+                meta.uid()
+            )),
+        });
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+            .map_err(failed(format!("cannot set the mode of {shown}")))?;
+    }
+    Ok(())
+}
+
+/// A directory of the daemon's (`logs/`, `pids/`): never writable by
+/// group or others, whatever the umask.
+fn own_dir(dir: &std::path::Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shown = dir.display();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(failed(format!("cannot create {shown}")))?;
+    let meta = std::fs::metadata(dir).map_err(failed(format!("cannot read {shown}")))?;
+    if meta.uid() != sys::euid() {
+        return Err(StartupError {
+            doing: shown.to_string(),
+            cause: io::Error::other(format!(
+                "owned by uid {}, not by the daemon's user (uid {})",
+                meta.uid(),
+                sys::euid()
+            )),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o022))
+            .map_err(failed(format!("cannot set the mode of {shown}")))?;
+    }
+    Ok(())
+}
+
+/// Bind the control socket at `path`, 0600 from birth (umask around
+/// `bind`). What is already there is replaced only if it is a socket
+/// nobody listens on (a daemon that died); anything else is an error
+/// naming it.
+fn bind_socket(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, StartupError> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    let cannot = |why: String| StartupError {
+        doing: format!("cannot bind {shown}"),
+        cause: io::Error::other(why),
+    };
+    if path.as_os_str().len() >= 108 {
+        return Err(cannot("the path is too long (at most 107 bytes)".into()));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(format!("cannot look at {shown}"))(e)),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(cannot(
+                "a file that is not a socket is there; remove it if it is not needed".into(),
+            ));
+        }
+        Ok(_) => match StdStream::connect(path) {
+            Ok(_) => {
+                return Err(cannot(
+                    "the socket is in use (another daemon listens there)".into(),
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(failed(format!("cannot remove the stale socket {shown}")))?;
+            }
+            Err(e) => return Err(failed(format!("cannot look at {shown}"))(e)),
+        },
+    }
+    // SAFETY: umask(2) cannot fail; the daemon has one thread, so no other
+    // file is created under the narrower mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, the previous mask back.
+    unsafe { libc::umask(old) };
+    bound.map_err(failed(format!("cannot bind {shown}")))
 }
 
 impl Daemon {
     fn new(cfg: &Config) -> Result<Daemon, StartupError> {
-        let home = &cfg.home;
-        if !home.exists() {
-            std::fs::create_dir_all(home)
-                .map_err(failed(format!("cannot create home {}", home.display())))?;
-            std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
-                .map_err(failed(format!("cannot set the mode of {}", home.display())))?;
-        }
-        let home = Home { dir: home.clone() };
+        own_home(&cfg.home)?;
+        let home = Home {
+            dir: cfg.home.clone(),
+        };
         for dir in [home.logs(), home.pids()] {
-            std::fs::create_dir_all(&dir)
-                .map_err(failed(format!("cannot create {}", dir.display())))?;
+            own_dir(&dir)?;
         }
         // Lock, then bind (STYLE 12).
         let pid_file = home.dir.join("corral.pid");
@@ -348,18 +490,7 @@ impl Daemon {
             .and_then(|_| lock.write_all(format!("{}\n", std::process::id()).as_bytes()))
             .map_err(failed(format!("cannot write {}", pid_file.display())))?;
 
-        if cfg.socket.as_os_str().len() >= 108 {
-            return Err(StartupError {
-                doing: format!("cannot bind {}", cfg.socket.display()),
-                cause: io::Error::other("the path is too long (at most 107 bytes)"),
-            });
-        }
-        let _ = std::fs::remove_file(&cfg.socket);
-        let std_listener = std::os::unix::net::UnixListener::bind(&cfg.socket)
-            .map_err(failed(format!("cannot bind {}", cfg.socket.display())))?;
-        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o600)).map_err(
-            failed(format!("cannot set the mode of {}", cfg.socket.display())),
-        )?;
+        let std_listener = bind_socket(&cfg.socket)?;
         std_listener
             .set_nonblocking(true)
             .map_err(failed(format!("cannot set up {}", cfg.socket.display())))?;
@@ -412,6 +543,7 @@ impl Daemon {
         let log_file = LogFile::open(
             &home.dir.join("corral.log"),
             Some(options::TIME_LOG_DATE_FORMAT),
+            None,
         )
         .ok()
         .map(|f| {
@@ -420,6 +552,7 @@ impl Daemon {
                 retain: cfg.log_retain,
             }))
         });
+        let console = cfg.runtime.as_ref().map(|rt| Console::new(rt, &poll));
         Ok(Daemon {
             poll,
             home,
@@ -435,11 +568,13 @@ impl Daemon {
             busy_pipes: Vec::new(),
             channels: HashMap::new(),
             execs: HashMap::new(),
+            console,
             next_token: FIRST_DYNAMIC,
             timers: Timers::default(),
             sampler: Sampler::new(),
             sample_interval: cfg.sample_interval,
             sample_at: None,
+            watchdog: startup::watchdog_interval().map(|d| (d.as_millis() as u64 / 2).max(1)),
             watcher: None,
             notify,
             listeners: HashMap::new(),
@@ -457,11 +592,24 @@ impl Daemon {
             root: sys::euid() == 0,
             log_defaults: (cfg.max_log_size, cfg.log_retain),
             detached: cfg.detach_stdio,
+            allow_uid: cfg.allow_uid.clone(),
+            allow_gid: cfg.allow_gid.clone(),
         })
+    }
+
+    /// Tell the service manager that started the daemon (`NOTIFY_SOCKET`,
+    /// systemd's `Type=notify`) how it is; nothing without one.
+    fn tell_systemd(&mut self, state: &str) {
+        if let Err(e) = startup::sd_notify(state) {
+            self.log(&format!("cannot notify the service manager ({state}): {e}"));
+        }
     }
 
     /// One line in the daemon's own log.
     fn log(&mut self, msg: &str) {
+        if let Some(c) = self.console.as_mut() {
+            c.say(msg);
+        }
         if let Some(f) = self.log_file.as_mut() {
             let before = f.rotations();
             let _ = f.write_chunk(format!("{msg}\n").as_bytes(), wall_ms() as i64);
@@ -516,6 +664,11 @@ impl Daemon {
                     LIFELINE => self.read_lifeline(),
                     WATCH => self.read_watch(),
                     NOTIFY => self.read_notify(),
+                    t @ (CONSOLE_OUT | CONSOLE_ERR) => {
+                        if let Some(c) = self.console.as_mut() {
+                            c.writable(t);
+                        }
+                    }
                     t if self.execs.contains_key(&t) => execs.push(t),
                     t if self.channels.contains_key(&t) => chans.push(t),
                     t if self.pipes.contains_key(&t) => {
@@ -551,6 +704,10 @@ impl Daemon {
             if self.exit_now {
                 return 0;
             }
+            if let Some(code) = self.runtime_done() {
+                self.log(&format!("no app left to run: exiting with status {code}"));
+                return code;
+            }
         }
     }
 
@@ -570,12 +727,22 @@ impl Daemon {
         // SIGCHLD needs nothing here: every wake reaps.
         for sig in came {
             match sig {
+                libc::SIGTERM | libc::SIGINT if self.stopping_all && self.console.is_some() => {
+                    self.log("second stop signal: SIGKILL to every app");
+                    for id in self.table.ids() {
+                        self.step(id, Input::Kill);
+                    }
+                }
                 libc::SIGTERM | libc::SIGINT => {
                     self.log(&format!(
                         "signal {}: stopping every app",
                         options::signal_name(sig)
                     ));
                     self.stop_everything(NOBODY, Value::Null);
+                }
+                libc::SIGHUP if self.console.is_some() => {
+                    self.log("SIGHUP: reloading every app");
+                    self.reload_all();
                 }
                 libc::SIGHUP => self.log("SIGHUP ignored"),
                 libc::SIGUSR2 => {
@@ -628,6 +795,7 @@ impl Daemon {
             return;
         }
         self.stopping_all = true;
+        self.tell_systemd("STOPPING=1");
         for id in ids {
             self.step(id, Input::Stop);
         }
@@ -635,6 +803,9 @@ impl Daemon {
 
     fn cleanup(&mut self) {
         self.log("daemon exiting");
+        if let Some(c) = self.console.as_mut() {
+            c.drain();
+        }
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
     }

@@ -89,13 +89,13 @@ pub use client::{Client, Error};
 /// of the library's API, and free to change with every release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::daemon::{Config, run};
+    pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
     pub use crate::options::{parse_duration, parse_size};
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::sys::dup_cloexec;
-    pub use crate::users::parse_passwd;
+    pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).
     pub mod startup {
         pub use crate::startup::*;

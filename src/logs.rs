@@ -5,11 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::rotate::{self, Rotation, memchr, memrchr};
+use crate::sys::{self, FsUser};
 use crate::timefmt::{Format, Tm, local_tm, utc_tm};
 use serde_json::Value;
 
@@ -18,6 +19,8 @@ pub struct LogFile {
     path: PathBuf,
     /// `None` when the path is `/dev/null`: nothing is written.
     file: Option<File>,
+    /// Whose identity the file is opened with (`None`: the daemon's).
+    user: Option<FsUser>,
     stamp: Option<Format>,
     at_line_start: bool,
     buf: Vec<u8>,
@@ -25,6 +28,14 @@ pub struct LogFile {
     /// time is computed and rendered once per slot, not once per line.
     prefix: Vec<u8>,
     prefix_slot: Option<i64>,
+    /// Bytes of the current, unfinished line already in the file.
+    partial: u64,
+    /// The rest of a line that could not be written whole is dropped.
+    skipping: bool,
+    /// The last write failed (the next success ends the run of failures).
+    failing: bool,
+    /// Lines dropped because they could not be written whole.
+    dropped: u64,
     /// Rotation, JSON lines and the combined file (see "Rotation, JSON
     /// lines, the combined file" below).
     extra: Extra,
@@ -35,34 +46,98 @@ pub fn is_null(path: &Path) -> bool {
     path == Path::new("/dev/null") || path == Path::new("NULL")
 }
 
-/// Open for appending, close-on-exec, 0640, creating the directory.
-fn open_append(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Open for appending, close-on-exec, 0640, creating the directory; as
+/// `user` when given.
+fn open_append(path: &Path, user: Option<&FsUser>) -> io::Result<File> {
+    sys::as_user(user, || {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+    })
+}
+
+/// What a write that stopped after `written` bytes of `data` leaves: how
+/// many bytes at the file's end belong to a line that is not whole (with
+/// `partial`, the bytes of the line already there before `data`), how many
+/// lines are lost, and whether the last lost line goes on in later chunks.
+#[derive(Debug, PartialEq, Eq)]
+struct Cut {
+    bytes: u64,
+    lines: u64,
+    skip_rest: bool,
+}
+
+fn after_short_write(data: &[u8], written: usize, partial: u64) -> Cut {
+    let done = data.get(..written).unwrap_or(data);
+    let (bytes, lost_from) = match done.iter().rposition(|&b| b == b'\n') {
+        Some(i) => ((written - i - 1) as u64, i + 1),
+        None => (partial + written as u64, 0),
+    };
+    let lost = data.get(lost_from..).unwrap_or_default();
+    Cut {
+        bytes,
+        lines: lost.split_inclusive(|&b| b == b'\n').count() as u64,
+        skip_rest: !lost.is_empty() && !lost.ends_with(b"\n"),
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+}
+
+/// Write all of `data`; how much went, and why the rest did not.
+fn write_counting(file: &mut File, data: &[u8]) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+        match file.write(rest) {
+            Ok(0) => return (done, Some(ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// Take the last `bytes` off the file, unless someone else appended after
+/// this descriptor's last write (then they are not ours to take).
+fn cut_end(file: &mut File, bytes: u64) -> io::Result<()> {
+    let end = file.metadata()?.len();
+    let pos = file.stream_position()?;
+    if bytes == 0 || pos != end || bytes > end {
+        return Ok(());
+    }
+    file.set_len(end - bytes)?;
+    file.seek(SeekFrom::End(0)).map(drop)
 }
 
 impl LogFile {
-    pub fn open(path: &Path, date_format: Option<&str>) -> io::Result<LogFile> {
+    /// Open `path` for appending, as `user` when given (see `sys::as_user`).
+    pub fn open(
+        path: &Path,
+        date_format: Option<&str>,
+        user: Option<FsUser>,
+    ) -> io::Result<LogFile> {
         let file = if is_null(path) {
             None
         } else {
-            Some(open_append(path)?)
+            Some(open_append(path, user.as_ref())?)
         };
         Ok(LogFile {
             path: path.to_path_buf(),
             file,
+            user,
             stamp: date_format.map(Format::parse),
             at_line_start: true,
             buf: Vec::new(),
             prefix: Vec::new(),
             prefix_slot: None,
+            partial: 0,
+            skipping: false,
+            failing: false,
+            dropped: 0,
             extra: Extra::default(),
         }
         .with_identity())
@@ -72,13 +147,20 @@ impl LogFile {
         &self.path
     }
 
+    /// Lines dropped because they could not be written whole (a full
+    /// disk).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Open the path again (after logrotate renamed the file), keeping
     /// where the current line stands; false for /dev/null.
     pub fn reopen(&mut self) -> io::Result<bool> {
         if self.file.is_none() {
             return Ok(false);
         }
-        self.file = Some(open_append(&self.path)?);
+        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        self.partial = 0;
         self.extra.identity = self.file.as_ref().and_then(identity_of);
         if let Some(also) = self.extra.also.as_mut() {
             also.reopen()?;
@@ -93,13 +175,20 @@ impl LogFile {
             also.truncate()?;
         }
         match self.file.as_mut() {
-            Some(f) => f.set_len(0).map(|()| true),
+            Some(f) => {
+                f.set_len(0)?;
+                self.partial = 0;
+                Ok(true)
+            }
             None => Ok(false),
         }
     }
 
     /// Append a chunk read from the app at `now_ms` (to the combined file
-    /// too).
+    /// too). Only whole lines reach the file: when a write falls short (a
+    /// full disk), the line it cut is taken back off the file and dropped
+    /// with the lines after it, counted in `dropped`; the next chunk tries
+    /// again. The error is returned once, when writing starts to fail.
     pub fn write_chunk(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
         let also = match self.extra.also.as_mut() {
             Some(a) => a.write_chunk(chunk, now_ms),
@@ -113,9 +202,12 @@ impl LogFile {
             return Ok(());
         }
         if self.extra.json.is_some() || self.extra.whole_lines {
-            return self.write_whole_lines(chunk, now_ms);
+            return self.write_held_lines(chunk, now_ms);
         }
-        if self.stamp.is_none() {
+        if self.stamp.is_none() && !self.skipping {
+            if let Some(&last) = chunk.last() {
+                self.at_line_start = last == b'\n';
+            }
             return self.emit(chunk);
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -126,49 +218,84 @@ impl LogFile {
         r
     }
 
-    /// `chunk` with the timestamp at the start of each line, to `out`.
+    /// `chunk` with the timestamp (if any) at the start of each line, to
+    /// `out`, without the rest of a line dropped before (`skipping`).
     fn stamp_lines(&mut self, chunk: &[u8], now_ms: i64, out: &mut Vec<u8>) {
-        let Some(stamp) = &self.stamp else {
-            out.extend_from_slice(chunk);
-            return;
-        };
-        let slot = now_ms.div_euclid(stamp.resolution_ms());
-        if self.prefix_slot != Some(slot) {
-            // Local time changes only at a second: kept per second, the
-            // milliseconds put in.
-            let second = now_ms.div_euclid(1000);
-            let tm = match self.extra.tm {
-                Some((s, tm)) if s == second => tm,
-                _ => {
-                    let tm = local_tm(now_ms);
-                    self.extra.tm = Some((second, tm));
-                    tm
-                }
-            };
-            let tm = Tm {
-                millis: now_ms.rem_euclid(1000) as u32,
-                ..tm
-            };
-            self.prefix.clear();
-            stamp.render(&tm, now_ms, &mut self.prefix);
-            self.prefix.extend_from_slice(b": ");
-            self.prefix_slot = Some(slot);
+        if let Some(stamp) = &self.stamp {
+            let slot = now_ms.div_euclid(stamp.resolution_ms());
+            if self.prefix_slot != Some(slot) {
+                // Local time changes only at a second: kept per second,
+                // the milliseconds put in.
+                let second = now_ms.div_euclid(1000);
+                let tm = match self.extra.tm {
+                    Some((s, tm)) if s == second => tm,
+                    _ => {
+                        let tm = local_tm(now_ms);
+                        self.extra.tm = Some((second, tm));
+                        tm
+                    }
+                };
+                let tm = Tm {
+                    millis: now_ms.rem_euclid(1000) as u32,
+                    ..tm
+                };
+                self.prefix.clear();
+                stamp.render(&tm, now_ms, &mut self.prefix);
+                self.prefix.extend_from_slice(b": ");
+                self.prefix_slot = Some(slot);
+            }
         }
+        let stamped = self.stamp.is_some();
         // One memchr per line: a binary built for size does not vectorise
         // a byte loop.
         out.reserve(chunk.len() + self.prefix.len() * (chunk.len() / 32 + 1));
         let mut rest = chunk;
         while !rest.is_empty() {
-            if self.at_line_start {
-                out.extend_from_slice(&self.prefix);
-            }
             let (line, tail) = match memchr(b'\n', rest) {
                 Some(i) => rest.split_at(i + 1),
                 None => (rest, &[][..]),
             };
-            out.extend_from_slice(line);
-            self.at_line_start = line.last() == Some(&b'\n');
+            let ends = line.last() == Some(&b'\n');
+            if self.skipping {
+                // The rest of a line already dropped.
+                self.skipping = !ends;
+            } else {
+                if self.at_line_start && stamped {
+                    out.extend_from_slice(&self.prefix);
+                }
+                out.extend_from_slice(line);
+            }
+            self.at_line_start = ends;
             rest = tail;
+        }
+    }
+
+    /// Write `data` (whole lines, but perhaps the end of one already begun);
+    /// on a short write, take the cut line back off (see `write_chunk`).
+    fn write_cut_back(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        let (written, err) = write_counting(file, data);
+        let Some(err) = err else {
+            self.failing = false;
+            self.partial = match data.iter().rposition(|&b| b == b'\n') {
+                Some(i) => (data.len() - i - 1) as u64,
+                None => self.partial + data.len() as u64,
+            };
+            return Ok(());
+        };
+        let cut = after_short_write(data, written, self.partial);
+        let _ = cut_end(file, cut.bytes);
+        self.partial = 0;
+        self.dropped += cut.lines;
+        self.skipping = cut.skip_rest;
+        match std::mem::replace(&mut self.failing, true) {
+            true => Ok(()),
+            false => Err(err),
         }
     }
 }
@@ -222,6 +349,7 @@ impl LogFile {
     fn with_identity(mut self) -> LogFile {
         self.extra.identity = self.file.as_ref().and_then(identity_of);
         self.extra.ends_line = true;
+        self.partial = 0;
         self
     }
 
@@ -304,20 +432,21 @@ impl LogFile {
         }
         if renamed.insert(self.path.clone()) {
             let to = rotate::next_numbered(&self.path);
-            match std::fs::rename(&self.path, &to) {
+            match sys::as_user(self.user.as_ref(), || std::fs::rename(&self.path, &to)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        self.file = Some(open_append(&self.path)?);
+        self.file = Some(open_append(&self.path, self.user.as_ref())?);
         self.extra.identity = self.file.as_ref().and_then(identity_of);
         self.extra.ends_line = true;
+        self.partial = 0;
         Ok(())
     }
 
     /// Whole lines of `chunk` (after what was kept back) written; a
     /// partial one kept back.
-    fn write_whole_lines(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
+    fn write_held_lines(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
         let Some(i) = memrchr(b'\n', chunk) else {
             self.extra.pending.extend_from_slice(chunk);
             if self.extra.pending.len() >= MAX_PENDING {
@@ -342,6 +471,10 @@ impl LogFile {
     }
 
     fn format_and_emit(&mut self, data: &[u8], now_ms: i64) -> io::Result<()> {
+        // Held lines start at a line's start: nothing is left of a line
+        // dropped before.
+        self.skipping = false;
+        self.at_line_start = true;
         if self.extra.json.is_none() && self.stamp.is_none() {
             return self.emit(data);
         }
@@ -398,7 +531,7 @@ impl LogFile {
         }
         let Some(rot) = self.extra.rotation else {
             self.extra.ends_line = data.last() == Some(&b'\n');
-            return self.write_raw(data);
+            return self.write_cut_back(data);
         };
         self.follow_rename()?;
         let mut size = match self.file.as_ref() {
@@ -416,7 +549,7 @@ impl LogFile {
             };
             let (now, tail) = rest.split_at(n.min(rest.len()));
             if !now.is_empty() {
-                self.write_raw(now)?;
+                self.write_cut_back(now)?;
                 size += now.len() as u64;
                 self.extra.ends_line = now.last() == Some(&b'\n');
             }
@@ -434,20 +567,16 @@ impl LogFile {
         }
     }
 
-    fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.write_all(data),
-            None => Ok(()),
-        }
-    }
-
     /// Rename the file to `.1` (shifting the older ones) and open a fresh
     /// one.
     fn rotate_now(&mut self, retain: u32) -> io::Result<()> {
-        rotate::shift(&self.path, retain)?;
-        self.file = Some(open_append(&self.path)?);
+        // As the file's user: a directory of the app's user is never
+        // renamed in or deleted from with the daemon's rights.
+        sys::as_user(self.user.as_ref(), || rotate::shift(&self.path, retain))?;
+        self.file = Some(open_append(&self.path, self.user.as_ref())?);
         self.extra.identity = self.file.as_ref().and_then(identity_of);
         self.extra.ends_line = true;
+        self.partial = 0;
         self.extra.rotations += 1;
         Ok(())
     }
@@ -460,9 +589,10 @@ impl LogFile {
             .ok()
             .map(|m| (m.dev(), m.ino()));
         if now.is_none() || now != self.extra.identity {
-            self.file = Some(open_append(&self.path)?);
+            self.file = Some(open_append(&self.path, self.user.as_ref())?);
             self.extra.identity = self.file.as_ref().and_then(identity_of);
             self.extra.ends_line = true;
+            self.partial = 0;
         }
         Ok(())
     }
@@ -477,7 +607,7 @@ fn iso_format() -> &'static Format {
 /// The last `n` lines of the file at `path` (fewer if it has fewer),
 /// reading backwards from its end in blocks.
 pub fn last_lines(path: &Path, n: usize) -> io::Result<Vec<String>> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::Read;
     const BLOCK: u64 = 16 * 1024;
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
@@ -538,7 +668,7 @@ mod tests {
     fn stamps_every_line_once_even_across_chunks() {
         let dir = std::env::temp_dir().join(format!("corral-stamp-{}", std::process::id()));
         let path = dir.join("a.log");
-        let mut lf = LogFile::open(&path, Some("[T]")).unwrap();
+        let mut lf = LogFile::open(&path, Some("[T]"), None).unwrap();
         for chunk in ["one\ntw", "o\n", "", "three\nfour"] {
             lf.write_chunk(chunk.as_bytes(), 0).unwrap();
         }
@@ -546,6 +676,60 @@ mod tests {
         assert_eq!(text, "T: one\nT: two\nT: three\nT: four");
         assert!(lf.truncate().unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_short_write_loses_whole_lines_from_a_table() {
+        // (data, written, partial before) -> bytes to take back, lines
+        // lost, whether the rest of the last lost line is to be skipped.
+        type Case = (&'static str, usize, u64, (u64, u64, bool));
+        let cases: &[Case] = &[
+            ("a\nb\n", 0, 0, (0, 2, false)),
+            ("a\nb\n", 1, 0, (1, 2, false)),
+            ("a\nb\n", 2, 0, (0, 1, false)),
+            ("a\nb\n", 3, 0, (1, 1, false)),
+            ("a\nbc", 3, 0, (1, 1, true)),
+            ("a\nbc", 2, 0, (0, 1, true)),
+            // The line began in an earlier chunk: its start goes too.
+            ("ef\ng\n", 1, 4, (5, 2, false)),
+            ("ef\ng\n", 0, 4, (4, 2, false)),
+            ("ef", 1, 4, (5, 1, true)),
+            ("ef\ng\n", 4, 4, (1, 1, false)),
+        ];
+        for (i, (data, written, partial, (bytes, lines, skip))) in cases.iter().enumerate() {
+            let got = after_short_write(data.as_bytes(), *written, *partial);
+            let want = Cut {
+                bytes: *bytes,
+                lines: *lines,
+                skip_rest: *skip,
+            };
+            assert_eq!(got, want, "case {i}: {data:?} {written} {partial}");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_drops_whole_lines_and_writing_resumes() {
+        let dir = std::env::temp_dir().join(format!("corral-full-{}", std::process::id()));
+        let path = dir.join("a.log");
+        let mut lf = LogFile::open(&path, Some("[T]"), None).unwrap();
+        let real = lf.file.take();
+        // /dev/full: every write fails with ENOSPC.
+        lf.file = Some(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let e = lf.write_chunk(b"one\ntw", 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(lf.dropped(), 2);
+        // Failing again is not reported again, only counted; the rest of
+        // the cut line is not written later either.
+        lf.write_chunk(b"o\nthree\n", 0).unwrap();
+        assert_eq!(lf.dropped(), 3);
+        // Space is back.
+        lf.file = real;
+        for chunk in ["fo", "ur\n"] {
+            lf.write_chunk(chunk.as_bytes(), 0).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "T: four\n");
+        assert_eq!(lf.dropped(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

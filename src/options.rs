@@ -842,7 +842,15 @@ fn cron(key: &str, v: &Value) -> Result<Option<String>, OptionError> {
 fn default_name(script: &str) -> String {
     let script = script.trim();
     if script.chars().any(|c| c.is_ascii_whitespace()) {
-        return script.to_string();
+        // One line, and each path by its file name: `/` cannot be in a name.
+        let words: Vec<&str> = script
+            .split_ascii_whitespace()
+            .map(|w| match w.rsplit_once('/') {
+                Some((_, "")) | None => w,
+                Some((_, base)) => base,
+            })
+            .collect();
+        return words.join(" ");
     }
     Path::new(script)
         .file_stem()
@@ -871,6 +879,13 @@ fn check_name(key: &str, name: &str) -> Result<(), OptionError> {
         format!("must not be \"{ALL_TARGET}\" (it means every app)")
     } else if name.bytes().all(|b| b.is_ascii_digit()) {
         "must not be all digits (it would be taken for a pm_id)".to_string()
+    } else if name.contains('/') {
+        "must not contain `/` (names make file names)".to_string()
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!(
+            "must not contain control characters (found {})",
+            c.escape_default()
+        )
     } else {
         return Ok(());
     };
@@ -1619,6 +1634,7 @@ mod tests {
             ("server.go", "server", None),
             (".hidden", ".hidden", None),
             ("node server.js --x", "node server.js --x", None),
+            ("node ./dist/a.js\n--x\t1", "node a.js --x 1", None),
         ];
         for (script, name, interpreter) in cases {
             let spec = parse_app(&json!({ "script": script }))
@@ -2079,6 +2095,31 @@ mod tests {
                 json!({"script": "a", "name": "123"}),
                 "name",
                 "must not be all digits (it would be taken for a pm_id)",
+            ),
+            (
+                json!({"script": "a", "name": "a/b"}),
+                "name",
+                "must not contain `/` (names make file names)",
+            ),
+            (
+                json!({"script": "a", "name": "a\nb"}),
+                "name",
+                "must not contain control characters (found \\n)",
+            ),
+            (
+                json!({"script": "a", "name": "red\u{1b}[31m"}),
+                "name",
+                "must not contain control characters (found \\u{1b})",
+            ),
+            (
+                json!({"script": "a", "name": "tab\there"}),
+                "name",
+                "must not contain control characters (found \\t)",
+            ),
+            (
+                json!({"script": "a\u{7}b"}),
+                "name",
+                "must not contain control characters (found \\u{7}) (derived from `script` \"a\\u0007b\"); give a `name`",
             ),
             (
                 json!({"script": "a", "name": "x".repeat(MAX_NAME_LEN + 1)}),

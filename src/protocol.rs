@@ -857,6 +857,10 @@ pub struct Pm2Env {
     /// The cron expression that restarts it, if any.
     #[serde(default)]
     pub cron_restart: Option<String>,
+    /// Lines of its output not written to its log files because they could
+    /// not be written whole (a full disk), since it was started.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
     /// Whether it is online only once it says it is ready.
     #[serde(default)]
     pub wait_ready: bool,

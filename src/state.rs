@@ -95,6 +95,9 @@ pub enum Input {
     Delete,
     /// Zero the counters.
     Reset,
+    /// SIGKILL every process of the app now (a second SIGTERM to the
+    /// runtime while it stops); the app ends as a stop would.
+    Kill,
     /// Replace the running process by a new one started beside it (`rolls`:
     /// several instances, cluster mode, `listen`), else restart. A
     /// replacement that `must_signal` (wait_ready, a Node worker) has
@@ -359,6 +362,14 @@ impl Machine {
             Input::Reset => {
                 self.restart_time = 0;
                 self.unstable_restarts = 0;
+            }
+            Input::Kill => {
+                if self.wanted == Wanted::Up {
+                    self.wanted = Wanted::Down;
+                }
+                for pid in self.pids() {
+                    self.feed(pid, Event::Kill, now, &mut fx);
+                }
             }
             Input::Reload {
                 graceful,
@@ -1259,6 +1270,19 @@ mod tests {
                 Status::Errored,
                 Wanted::Down,
                 vec![Emit("restart overlimit")],
+            ),
+            (
+                "kill SIGKILLs the main process at once",
+                online(10, 0),
+                Input::Kill,
+                100,
+                Status::Stopping,
+                Wanted::Down,
+                vec![Kill {
+                    pid: 10,
+                    group: true,
+                    leader: true,
+                }],
             ),
             (
                 "a fork failure is errored",

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 
@@ -189,28 +189,124 @@ pub fn trim_heap() {
     };
 }
 
-/// Write a file through `.tmp` + rename (STYLE 12), so nobody reads it half
-/// written; `durable` adds an fsync of the file before the rename and of
-/// its directory after, for files that must survive a crash of the machine
-/// (pid files need not).
-pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    if durable {
-        f.sync_all()?;
+/// The identity files are opened with on behalf of an app that runs as
+/// another user: the kernel checks every component of the path, links
+/// included, against it (as systemd does for `StandardOutput=file:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+fn set_groups(groups: &[u32]) -> Result<(), Errno> {
+    // SAFETY: setgroups reads `len` gids from a live slice. The daemon has
+    // one thread, so the whole process changes together.
+    unsafe { syscall!(setgroups(groups.len(), groups.as_ptr())) }.map(drop)
+}
+
+fn current_groups() -> Result<Vec<u32>, Errno> {
+    // SAFETY: a size query (0, null) writes nothing.
+    let n = unsafe { syscall!(getgroups(0, std::ptr::null_mut())) }?;
+    let mut groups = vec![0u32; usize::try_from(n).unwrap_or(0)];
+    // SAFETY: getgroups writes at most `len` gids into the live buffer.
+    let n = unsafe { syscall!(getgroups(n, groups.as_mut_ptr())) }?;
+    groups.truncate(usize::try_from(n).unwrap_or(0));
+    Ok(groups)
+}
+
+/// Run `f` with the filesystem identity of `user` (fsuid, fsgid and the
+/// supplementary groups), then take the daemon's back; `f` alone when
+/// `user` is `None`. Only root can switch; the daemon has one thread, so
+/// nothing else runs meanwhile.
+pub fn as_user<T>(user: Option<&FsUser>, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let Some(u) = user else { return f() };
+    let saved = current_groups()?;
+    set_groups(&u.groups)?;
+    // SAFETY: setfsgid/setfsuid change this thread's filesystem identity
+    // only; they return the previous value and cannot fail otherwise.
+    // A second call with the same value reads back what is in force.
+    let (old_gid, old_uid, now_uid, now_gid) = unsafe {
+        let old_gid = libc::setfsgid(u.gid);
+        let old_uid = libc::setfsuid(u.uid);
+        let now_uid = libc::setfsuid(u.uid);
+        let now_gid = libc::setfsgid(u.gid);
+        (old_gid, old_uid, now_uid, now_gid)
+    };
+    let r = match (now_uid as u32 == u.uid, now_gid as u32 == u.gid) {
+        (true, true) => f(),
+        _ => Err(io::Error::other(format!(
+            "cannot take the identity of uid {} gid {}",
+            u.uid, u.gid
+        ))),
+    };
+    // SAFETY: as above, back to what was in force before.
+    unsafe {
+        libc::setfsuid(old_uid as u32);
+        libc::setfsgid(old_gid as u32);
     }
-    std::fs::rename(&tmp, path)?;
-    if durable && let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+    set_groups(&saved)?;
+    r
+}
+
+fn cstring(p: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+}
+
+/// Write a file through `<name>.tmp` + rename (STYLE 12), so nobody reads
+/// it half written. Both happen in the directory opened once (`openat`,
+/// `renameat`), and the temporary file is created new (`O_EXCL`,
+/// `O_NOFOLLOW`), so a link planted at either name is replaced, never
+/// written through. `durable` adds an fsync of the file before the rename
+/// and of its directory after, for files that must survive a crash of the
+/// machine (pid files need not).
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = name.to_owned();
+    tmp.push(".tmp");
+    let (name, tmp, cdir) = (cstring(name)?, cstring(&tmp)?, cstring(dir.as_os_str())?);
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: open(2) of a NUL-terminated path; the fd is owned below.
+    let dfd = unsafe { syscall!(open(cdir.as_ptr(), flags)) }?;
+    // SAFETY: `dfd` was just opened and nothing else owns it.
+    let dir = unsafe { OwnedFd::from_raw_fd(dfd) };
+    let dfd = dir.as_raw_fd();
+    // A leftover (or planted) temporary file goes; unlink removes a link
+    // itself, not what it points to.
+    // SAFETY: unlinkat of a NUL-terminated name in a live directory fd.
+    match unsafe { syscall!(unlinkat(dfd, tmp.as_ptr(), 0)) } {
+        Ok(_) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: openat of a NUL-terminated name; the fd is owned below.
+    let fd = unsafe { syscall!(openat(dfd, tmp.as_ptr(), flags, 0o644 as libc::c_uint)) }?;
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let written = f
+        .write_all(data)
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
+    let written = written.and_then(|()| {
+        // SAFETY: renameat of NUL-terminated names in a live directory fd.
+        let r = unsafe { syscall!(renameat(dfd, tmp.as_ptr(), dfd, name.as_ptr())) };
+        r.map(drop).map_err(io::Error::from)
+    });
+    if let Err(e) = written {
+        // SAFETY: as the unlinkat above.
+        let _ = unsafe { syscall!(unlinkat(dfd, tmp.as_ptr(), 0)) };
+        return Err(e);
+    }
+    if durable {
+        File::from(dir).sync_all()?;
     }
     Ok(())
 }
@@ -255,6 +351,17 @@ mod tests {
         write_atomic(&path, b"two", false).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert!(!dir.join("f.tmp").exists());
+        // Links at the name or at its temporary name are replaced, not
+        // written through.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("g")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("g.tmp")).unwrap();
+        write_atomic(&dir.join("g"), b"three", false).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(dir.join("g")).unwrap(), b"three");
+        assert!(!dir.join("g").is_symlink());
+        assert!(!dir.join("g.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,6 +56,9 @@ pub fn local_tm(epoch_ms: i64) -> Tm {
     init();
     let secs = epoch_ms.div_euclid(1000);
     let millis = epoch_ms.rem_euclid(1000) as u32;
+    // musl's libc crate marks `time_t` deprecated (it is to become 64-bit
+    // there); it is still the type localtime_r takes.
+    #[allow(deprecated)]
     let t = secs as libc::time_t;
     // SAFETY: libc::tm is a plain C struct of integers plus a nullable pointer (tm_zone);
     // all-zero bytes are a valid value for it.

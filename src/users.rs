@@ -189,6 +189,20 @@ fn find_group(group: &str, groups: &[Group]) -> Result<u32, String> {
 
 /// Reads `/etc/passwd` and `/etc/group` (a missing file counts as empty) and calls
 /// [`resolve`]. At least one of `user`/`group` should be `Some`.
+impl Credentials {
+    /// The identity files are opened with for a process that runs with
+    /// these credentials; `None` when it keeps the daemon's uid.
+    pub fn fs_user(&self) -> Option<crate::sys::FsUser> {
+        Some(crate::sys::FsUser {
+            uid: self.uid?,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        })
+    }
+}
+
+/// Look `user` and `group` (names or numbers) up in /etc/passwd and
+/// /etc/group.
 pub fn lookup(user: Option<&str>, group: Option<&str>) -> Result<Credentials, String> {
     let passwd = parse_passwd(&read_optional("/etc/passwd")?);
     let groups = parse_group(&read_optional("/etc/group")?);

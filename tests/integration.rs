@@ -28,11 +28,17 @@ mod ipc;
 mod lifecycle;
 #[path = "integration/logs.rs"]
 mod logs;
+#[path = "integration/node_client.rs"]
+mod node_client;
 #[path = "integration/options.rs"]
 mod options;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/runtime.rs"]
+mod runtime;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;

@@ -47,15 +47,11 @@ impl Daemon {
                     return;
                 }
             };
-            let peer_ok = match getsockopt(&sock.as_fd(), PeerCredentials) {
-                Ok(c) => self.root || c.uid() == sys::euid(),
-                Err(_) => false,
-            };
+            let peer = getsockopt(&sock.as_fd(), PeerCredentials);
+            let who = peer.as_ref().ok().map(|c| (c.uid(), c.gid()));
+            let peer_ok = who.is_some_and(|(uid, gid)| self.allowed(uid, gid));
             let refusal = match (peer_ok, self.conns.len() >= MAX_CONNS) {
-                (false, _) => Some(WireError::new(
-                    ErrorCode::BadRequest,
-                    "connection from another user refused",
-                )),
+                (false, _) => Some(WireError::new(ErrorCode::BadRequest, self.refusal(who))),
                 (true, true) => Some(WireError::new(
                     ErrorCode::Internal,
                     format!("too many connections (at most {MAX_CONNS})"),
@@ -87,6 +83,25 @@ impl Daemon {
                     sub: None,
                 },
             );
+        }
+    }
+
+    /// Whether a peer with this uid and effective gid is obeyed: the
+    /// daemon's own user (root for a root daemon), and those allowed by
+    /// `--allow-uid` and `--allow-gid`.
+    fn allowed(&self, uid: u32, gid: u32) -> bool {
+        uid == sys::euid() || self.allow_uid.contains(&uid) || self.allow_gid.contains(&gid)
+    }
+
+    /// What a peer that is not allowed is told.
+    fn refusal(&self, who: Option<(u32, u32)>) -> String {
+        let me = sys::euid();
+        match who {
+            Some((uid, gid)) => format!(
+                "connection from uid {uid} (gid {gid}) refused: this daemon obeys uid {me} \
+                 and those it was started to allow (corral daemon --allow-uid {uid})"
+            ),
+            None => "connection refused: the peer's credentials cannot be read".to_string(),
         }
     }
 

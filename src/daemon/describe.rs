@@ -96,6 +96,7 @@ impl Daemon {
                     .exp_backoff_restart_delay
                     .map(|_| m.prev_restart_delay()),
                 cron_restart: a.spec.cron_restart.clone(),
+                log_lines_dropped: e.out.dropped() + e.err.dropped(),
                 wait_ready: a.spec.wait_ready,
                 listen_timeout: a.spec.listen_timeout,
                 shutdown_with_message: a.spec.shutdown_with_message,

@@ -81,6 +81,11 @@ impl Daemon {
             if let Some(msg) = failed {
                 self.log(&msg);
             }
+            if let Some(c) = self.console.as_mut()
+                && let Some(e) = self.table.get(id)
+            {
+                c.relay(id, &e.app.spec.name, stream, chunk);
+            }
             if self.subscribers > 0 {
                 self.publish_lines(id, stream, chunk);
             }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use mio::Token;
 use serde_json::{Value, json};
 
-use crate::app::{App, Slot};
+use crate::app::{App, Home, Slot};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
@@ -22,6 +22,7 @@ use crate::protocol::{
 use crate::rotate::Rotation;
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
+use crate::users;
 
 use super::describe::to_json;
 use super::schedule::check_watch;
@@ -106,6 +107,8 @@ impl Daemon {
                     "pid": std::process::id(),
                     "protocol": PROTOCOL,
                     "uptime_ms": self.started.elapsed().as_millis() as u64,
+                    "allow_uid": self.allow_uid,
+                    "allow_gid": self.allow_gid,
                 })
                 .to_string(),
             ),
@@ -203,6 +206,25 @@ impl Daemon {
                 };
                 done(json!({ "files": n }).to_string())
             }
+        }
+    }
+
+    /// `corral runtime`: start its apps, with the daemon's own environment.
+    pub(super) fn start_runtime(&mut self, rt: super::Runtime) -> Result<(), WireError> {
+        self.start(StartArgs {
+            apps: rt.apps,
+            target: None,
+            env_name: rt.env_name,
+            caller_env: None,
+        })
+        .map(drop)
+    }
+
+    /// SIGHUP to the runtime: reload every app, answering nobody.
+    pub(super) fn reload_all(&mut self) {
+        let ids = self.table.ids();
+        if let Err(e) = self.begin_reload(super::NOBODY, Value::Null, ids, false) {
+            self.log(&format!("reload: {}", e.message));
         }
     }
 
@@ -348,6 +370,9 @@ impl Daemon {
         for pm_id in ids {
             if input != Input::Restart {
                 self.unwatch_app(pm_id);
+            }
+            if let Some(e) = self.table.get_mut(pm_id) {
+                e.stop_requested = input != Input::Restart;
             }
             self.step(pm_id, input);
         }
@@ -564,6 +589,9 @@ impl Daemon {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
+                if let Some(e) = self.table.get_mut(*id) {
+                    e.stop_requested = false;
+                }
                 if !self.table.get(*id).is_some_and(|e| e.m().is_running()) {
                     self.watch_app(*id)?;
                     self.step(*id, Input::Start);
@@ -625,6 +653,13 @@ impl Daemon {
             }
             let count = instance_count(spec.instances, cpu_count());
             if !spec.listen.is_empty() {
+                // A unix socket is made as the app's user, like its files.
+                let user = match (self.root, &spec.uid) {
+                    (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
+                        .ok()
+                        .and_then(|c| c.fs_user()),
+                    _ => None,
+                };
                 let addrs: Vec<listen::Addr> = spec
                     .listen
                     .iter()
@@ -648,12 +683,15 @@ impl Daemon {
                             .and_then(|(_, fd)| fd.try_clone().ok());
                         let fd = match held_fd {
                             Some(fd) => fd,
-                            None => a.bind().map_err(|e| {
-                                WireError::new(
-                                    ErrorCode::InvalidOption,
-                                    format!("option `listen`: {e}"),
-                                )
-                            })?,
+                            None => sys::as_user(user.as_ref(), || Ok(a.bind()))
+                                .map_err(|e| e.to_string())
+                                .and_then(|bound| bound)
+                                .map_err(|e| {
+                                    WireError::new(
+                                        ErrorCode::InvalidOption,
+                                        format!("option `listen`: {e}"),
+                                    )
+                                })?,
                         };
                         socks.push((a, fd));
                     }
@@ -717,7 +755,7 @@ impl Daemon {
                         ),
                     ));
                 }
-                let logs = open_logs(&app, self.log_defaults)?;
+                let logs = open_logs(&app, &self.home, self.log_defaults)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
@@ -868,7 +906,7 @@ impl Daemon {
                 template.env_name.clone(),
                 self.root,
             )?;
-            let logs = open_logs(&app, self.log_defaults)?;
+            let logs = open_logs(&app, &self.home, self.log_defaults)?;
             self.install(pm_id, false, app, logs)?;
             kept.push(pm_id);
         }
@@ -884,7 +922,11 @@ impl Daemon {
             crate::app::file_stem(&e.app.spec.name)
         ));
         let text = serde_json::to_string_pretty(&d.pm2_env).unwrap_or_default();
-        if let Err(err) = sys::write_atomic(&path, text.as_bytes(), false) {
+        let user = e.app.file_user(&self.home, &path);
+        let written = sys::as_user(user.as_ref(), || {
+            sys::write_atomic(&path, text.as_bytes(), false)
+        });
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }
@@ -916,7 +958,11 @@ fn log_clash(app: &App, other: &App) -> Option<std::path::PathBuf> {
 /// The two log files of an app, open for appending, each also feeding the
 /// combined file (`log_file`) when there is one; rotation from the app's
 /// options, else the daemon's `defaults` (`--max-log-size`, `--log-retain`).
-fn open_logs(app: &App, defaults: (Option<u64>, u32)) -> Result<(LogFile, LogFile), WireError> {
+fn open_logs(
+    app: &App,
+    home: &Home,
+    defaults: (Option<u64>, u32),
+) -> Result<(LogFile, LogFile), WireError> {
     let s = &app.spec;
     let rotation = match s.max_log_size.or(defaults.0) {
         Some(max) if max > 0 => Some(Rotation {
@@ -926,7 +972,8 @@ fn open_logs(app: &App, defaults: (Option<u64>, u32)) -> Result<(LogFile, LogFil
         _ => None,
     };
     let open = |path: &std::path::Path, err: bool| {
-        let lf = LogFile::open(path, s.log_date_format.as_deref())
+        let user = app.file_user(home, path);
+        let lf = LogFile::open(path, s.log_date_format.as_deref(), user)
             .map_err(|e| {
                 WireError::new(
                     ErrorCode::InvalidOption,

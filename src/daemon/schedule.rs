@@ -43,6 +43,13 @@ impl Daemon {
                         self.restart_for(id, "files changed (watch)");
                     }
                 }
+                Timer::Watchdog => {
+                    // The loop runs: say so, and again in half the period.
+                    self.tell_systemd("WATCHDOG=1");
+                    if let Some(every) = self.watchdog {
+                        self.timers.arm(now + every, Timer::Watchdog);
+                    }
+                }
                 Timer::Sample => {
                     if self.sample_at == Some(t) {
                         self.sample_at = None;

@@ -112,10 +112,17 @@ impl Daemon {
                 // replacement is not kept waiting for the filesystem, and
                 // rewrites the file anyway.
                 if let Some(e) = self.table.get(id) {
-                    self.stale_pid_files.push((id, e.app.pid_path.clone()));
+                    let user = e.app.file_user(&self.home, &e.app.pid_path);
+                    self.stale_pid_files
+                        .push((id, e.app.pid_path.clone(), user));
                 }
             }
-            Effect::Emit(what) => self.emit(id, what),
+            Effect::Emit(what) => {
+                if what == "exit" {
+                    self.runtime_exit_seen(id);
+                }
+                self.emit(id, what);
+            }
             Effect::ReadyTimeout => {
                 if let Some(e) = self.table.get_mut(id) {
                     e.online_warning = Some(format!(
@@ -192,8 +199,10 @@ impl Daemon {
                 .map(OwnedFd::from)
                 .map_err(|err| Fault::system(format!("cannot open /dev/null: {err}")))
         };
+        // The runtime shows every app's output, logged to a file or not.
+        let console = self.console.is_some();
         let pipe = |path: &Path| -> Result<(Option<OwnedFd>, OwnedFd), Fault> {
-            if is_null(path) {
+            if is_null(path) && !console {
                 return Ok((None, null()?));
             }
             let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
@@ -453,22 +462,27 @@ impl Daemon {
     }
 
     fn write_pid_file(&mut self, id: u32, pid: i32) {
-        let Some(path) = self.table.get(id).map(|e| e.app.pid_path.clone()) else {
+        let Some(e) = self.table.get(id) else {
             return;
         };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(err) = sys::write_atomic(&path, format!("{pid}\n").as_bytes(), false) {
+        let path = e.app.pid_path.clone();
+        let user = e.app.file_user(&self.home, &path);
+        let written = sys::as_user(user.as_ref(), || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            sys::write_atomic(&path, format!("{pid}\n").as_bytes(), false)
+        });
+        if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
         }
     }
 
     /// Remove the pid files of apps that exited and did not start again.
     pub(super) fn remove_stale_pid_files(&mut self) {
-        for (id, path) in std::mem::take(&mut self.stale_pid_files) {
+        for (id, path, user) in std::mem::take(&mut self.stale_pid_files) {
             if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
-                let _ = std::fs::remove_file(path);
+                let _ = sys::as_user(user.as_ref(), || std::fs::remove_file(&path));
             }
         }
     }

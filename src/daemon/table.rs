@@ -45,6 +45,8 @@ pub(crate) struct Entry {
     /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
     pub notify_status: Option<String>,
     pub node_version: Option<String>,
+    /// Stopped or deleted by a request (not ended on its own).
+    pub stop_requested: bool,
     /// The pid of the last main process, for the events that follow it.
     pub last_pid: i32,
     /// Partial lines of stdout and stderr, for `log:*` events.
@@ -72,6 +74,7 @@ impl Entry {
             online_warning: None,
             notify_status: None,
             node_version: None,
+            stop_requested: false,
             last_pid: 0,
             line_out: Vec::new(),
             line_err: Vec::new(),

@@ -615,3 +615,57 @@ fn wait_without_a_daemon_and_with_bad_words() {
         assert!(stderr(&out).contains(want), "{args:?}: {}", text(&out));
     }
 }
+
+/// Under systemd's `Type=notify` the daemon says `READY=1` once it serves,
+/// `WATCHDOG=1` at half of `WATCHDOG_USEC` while its loop runs, and
+/// `STOPPING=1` when SIGTERM stops it; its apps never see the variables.
+#[test]
+fn the_daemon_speaks_sd_notify_to_its_service_manager() {
+    use std::os::unix::net::UnixDatagram;
+    let h = TestHome::new();
+    let sock_path = h.root.join("n.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let mut c = h.command(&["daemon", "--no-daemon"]);
+    c.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut daemon = c.spawn().expect("spawn corral daemon --no-daemon");
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    // Serving once ready: an app starts, and does not inherit the variables.
+    h.start(
+        h.with_cwd(json!({"name": "env", "script": "sh", "args": ["-c",
+        "echo W=${WATCHDOG_USEC:-none} N=${NOTIFY_SOCKET:-none}; sleep 60"]})),
+    );
+    let log = h.wait_log("env", "W=");
+    assert!(log.contains("W=none"), "{log}");
+    assert!(!log.contains(sock_path.to_str().unwrap()), "{log}");
+    let started = Instant::now();
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the daemon");
+    let mut rest = Vec::new();
+    loop {
+        let m = next();
+        if m == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(m, "WATCHDOG=1", "only watchdog pings before STOPPING=1");
+        rest.push(m);
+    }
+    let status = daemon.wait().expect("the daemon exits");
+    assert_eq!(status.code(), Some(0));
+}

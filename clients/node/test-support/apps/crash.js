@@ -1,0 +1,2 @@
+// Runs until told to crash (any message), then exits with 3.
+process.on('message', () => process.exit(3));

@@ -1,0 +1,4 @@
+// Runs and prints one line on each stream; nothing else.
+console.log('quiet out');
+console.error('quiet err');
+setInterval(() => {}, 1 << 30);
