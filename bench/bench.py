@@ -660,6 +660,10 @@ def w_logs(m, ctx):
     # on both managers: "YYYY-MM-DDTHH:mm:ss: ", 21 bytes before each
     # 100-byte line), alternating runs so both see the same machine load.
     variants = [("", 0, []), (" with --time", 21, ["--time"])]
+    if m.name == "corral":
+        # Built-in rotation (PM2 needs the pm2-logrotate module): 10 MB
+        # files, all kept, so every byte can be counted.
+        variants.append((" with --max-log-size 10M", 0, ["--max-log-size", "10M", "--log-retain", "1000"]))
     runs = {v: ([], []) for v, _, _ in variants}
     for i in range(ctx.reps_logs):
         for label, stamp_len, flags in variants:
@@ -686,7 +690,7 @@ def flood_once(m, ctx, name, size, want, flags, i):
     m.start(ctx.flood, name, output=path, autorestart=False, args=(size, sp), flags=flags)
     got, t1, deadline = 0, time.time_ns(), time.monotonic() + 600
     while got < want and time.monotonic() < deadline:
-        now = os.path.getsize(path) if os.path.exists(path) else 0
+        now = logged_bytes(path)
         if now != got:
             got, t1 = now, time.time_ns()
         elif (stamps(sp) and not alive(stamps(sp)[0][1])
@@ -699,8 +703,29 @@ def flood_once(m, ctx, name, size, want, flags, i):
                          f"({want - got} lost) 5 s after the app exited; timed to its last growth")
     secs = (t1 - stamps(sp)[0][0]) / 1e9 * want / max(got, 1)
     m.delete(name)
-    os.remove(path)
+    for p in generations(path):
+        os.remove(p)
     return secs, c1 - c0
+
+
+def generations(path):
+    """`path` and the files rotation made of it (`path.1`, `path.2`, ...)."""
+    out, k = [], 1
+    while os.path.exists(f"{path}.{k}"):
+        out.append(f"{path}.{k}")
+        k += 1
+    return out + ([path] if os.path.exists(path) else [])
+
+
+def logged_bytes(path):
+    """Bytes in `path` and its rotated files."""
+    total = 0
+    for p in generations(path):
+        try:
+            total += os.path.getsize(p)
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def w_stop(m, ctx):
@@ -889,7 +914,9 @@ Method (all times wall clock on this machine, medians with min–max over n runs
    holds all N bytes (if a manager loses bytes: until the file last grew,
    rate = bytes that arrived / time). "with --time": the same with a
    timestamp before every line (`--time` on both managers); the rate is of
-   the app's N bytes, the file holds 21 % more. The limit is the same app with stdout on a file; the
+   the app's N bytes, the file holds 21 % more. "with --max-log-size 10M"
+   (corral only; PM2 has no built-in rotation): the same, rotated into
+   10 MB files, the bytes of all of them counted. The limit is the same app with stdout on a file; the
    same app piped through `cat` to the file shows what one pipe costs.
  - Stop timeout: `stop` of an app with SIGINT ignored and kill_timeout set;
    from the command's start until it has returned and the process is gone.
