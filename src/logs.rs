@@ -248,7 +248,9 @@ impl LogFile {
         let stamped = self.stamp.is_some();
         // One memchr per line: a binary built for size does not vectorise
         // a byte loop.
-        out.reserve(chunk.len() + self.prefix.len() * (chunk.len() / 32 + 1));
+        // Room for lines of 84 bytes or more with a 21-byte stamp; shorter
+        // lines make it grow once.
+        out.reserve(chunk.len() + chunk.len() / 4 + self.prefix.len());
         let mut rest = chunk;
         while !rest.is_empty() {
             let (line, tail) = match memchr(b'\n', rest) {
@@ -462,8 +464,11 @@ impl LogFile {
             let mut p = std::mem::take(&mut self.extra.pending);
             p.extend_from_slice(lines);
             let r = self.format_and_emit(&p, now_ms);
-            p.clear();
-            self.extra.pending = p;
+            // An idle app keeps no big buffer.
+            if p.capacity() <= MAX_PENDING / 8 {
+                p.clear();
+                self.extra.pending = p;
+            }
             r
         };
         self.extra.pending.extend_from_slice(tail);

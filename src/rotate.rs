@@ -66,14 +66,18 @@ pub fn shift(path: &Path, retain: u32) -> io::Result<()> {
     if retain == 0 {
         return ignore_missing(std::fs::remove_file(path));
     }
-    // The oldest, and any beyond it left by a larger `log_retain`.
-    let mut n = retain;
-    while numbered(path, n).exists() {
-        std::fs::remove_file(numbered(path, n))?;
-        n += 1;
+    // Only the files there are touched (a large `log_retain` costs
+    // nothing): the highest generation first.
+    let mut top = 0;
+    while numbered(path, top + 1).exists() {
+        top += 1;
     }
-    for n in (1..retain).rev() {
-        ignore_missing(std::fs::rename(numbered(path, n), numbered(path, n + 1)))?;
+    // The oldest, and any beyond it left by a larger `log_retain`.
+    for n in (retain..=top).rev() {
+        ignore_missing(std::fs::remove_file(numbered(path, n)))?;
+    }
+    for n in (1..=top.min(retain - 1)).rev() {
+        std::fs::rename(numbered(path, n), numbered(path, n + 1))?;
     }
     std::fs::rename(path, numbered(path, 1))
 }
