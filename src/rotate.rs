@@ -126,6 +126,7 @@ fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
 
 /// The first `b` in `s` (libc's memchr: vectorised, unlike a byte loop in
 /// a binary built for size).
+#[inline]
 pub fn memchr(b: u8, s: &[u8]) -> Option<usize> {
     // SAFETY: the pointer and length describe the live slice `s`; memchr
     // reads only within them.
