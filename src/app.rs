@@ -77,6 +77,9 @@ pub struct App {
     pub slot: Slot,
     /// `increment_var` and its value for this instance.
     pub increment: Option<(String, i64)>,
+    /// The options object `spec` was parsed from, kept whole for the dump
+    /// (`dump.rs`): shared by the instances of one start.
+    pub options: Rc<serde_json::Value>,
 }
 
 /// One instance of an app: its pm_id, its index among the instances of the
@@ -157,10 +160,11 @@ impl App {
         v
     }
 
-    /// Resolve `spec`: `base_env` is the caller's environment, if any;
+    /// Resolve `spec` (parsed from `options`): `base_env` is the caller's environment, if any;
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
         spec: AppSpec,
+        options: Rc<serde_json::Value>,
         slot: Slot,
         home: &Home,
         base_env: Option<Rc<BTreeMap<String, String>>>,
@@ -300,6 +304,7 @@ impl App {
             shell,
             slot,
             increment,
+            options,
         })
     }
 

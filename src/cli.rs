@@ -119,6 +119,16 @@ const VERBS: &[Verb] = &[
         summary: "check the daemon answers (starting it if needed)",
     },
     Verb {
+        names: &["dump", "save"],
+        usage: "dump [--force] [--json]",
+        summary: "save every app (options, pm_id, wanted state) for resurrect, to $DUMP_FILE_PATH or the home's dump.json",
+    },
+    Verb {
+        names: &["resurrect"],
+        usage: "resurrect [--from FILE] [--json]",
+        summary: "bring back the saved apps that are not in the list (PM2's dump.pm2 with --from)",
+    },
+    Verb {
         names: &["kill"],
         usage: "kill",
         summary: "stop every app and the daemon",
@@ -449,6 +459,8 @@ pub fn run(args: &[String]) -> i32 {
         "scale" => cmd_scale(rest),
         "flush" => cmd_flush(rest),
         "reload-logs" => cmd_reload_logs(rest),
+        "dump" => cmd_dump(rest),
+        "resurrect" => cmd_resurrect(rest),
         "send" => cmd_send(rest),
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
@@ -473,7 +485,7 @@ fn general_help() -> String {
     }
     s.push_str(
         "\nTargets: an app name, a pm_id, a namespace, or all.\n\
-         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN.\n\
+         Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, DUMP_FILE_PATH.\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
     );
@@ -574,6 +586,23 @@ fn verb_options(verb: &str) -> Options {
                 "",
                 "rotate",
                 "rename each file to the next free <name>-<out|err>-<N>.log, then reopen",
+            );
+        }
+        "dump" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optflag(
+                "f",
+                "force",
+                "save even an empty list over a dump that holds apps",
+            );
+        }
+        "resurrect" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optopt(
+                "",
+                "from",
+                "read this dump instead: corral's, or PM2's dump.pm2",
+                "FILE",
             );
         }
         "send" => {
@@ -1267,6 +1296,68 @@ fn cmd_reload_logs(args: &[String]) -> i32 {
         Ok(n) => {
             println!("reopened {n} log files");
             0
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `dump` / `save`: the daemon writes its list to the dump file.
+fn cmd_dump(args: &[String]) -> i32 {
+    let (m, _) = match parse("dump", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error(
+            "dump takes no argument (the file is $DUMP_FILE_PATH or the home's dump.json)",
+        );
+    }
+    // No daemon, nothing to save: never launch one just to save its empty list.
+    let mut c = match connect(false) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.dump(m.opt_present("force")) {
+        Ok(d) if m.opt_present("json") => {
+            println!(
+                "{}",
+                json!({"path": d.path.display().to_string(), "count": d.count})
+            );
+            0
+        }
+        Ok(d) => {
+            println!("saved {} apps to {}", d.count, d.path.display());
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `resurrect [--from FILE]`: bring back the saved apps not in the list.
+fn cmd_resurrect(args: &[String]) -> i32 {
+    let (m, _) = match parse("resurrect", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("resurrect takes no argument (use --from FILE for another dump)");
+    }
+    let json = m.opt_present("json");
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match m.opt_str("from") {
+        Some(f) => c.resurrect_from(Path::new(&f)),
+        None => c.resurrect(),
+    };
+    print_warnings(&c);
+    match result {
+        Ok(descs) => {
+            if !json {
+                println!("brought back {} apps", descs.len());
+            }
+            show(&mut c, json, &descs)
         }
         Err(e) => report(e),
     }

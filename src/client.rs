@@ -487,7 +487,9 @@ impl Iterator for Bus {
 /// ```
 pub struct Client {
     stream: UnixStream,
-    socket: PathBuf,
+    /// Where its daemon lives (the socket for buses, the binary for
+    /// `startup`).
+    paths: Paths,
     /// Dups of the sockets of the buses launched, to end them.
     buses: Vec<UnixStream>,
     reader: BufReader<UnixStream>,
@@ -527,7 +529,7 @@ impl Client {
     /// Connect to the daemon at `paths`, launching one if `launch`.
     pub fn connect_with(paths: &Paths, launch: bool) -> Result<Client, Error> {
         match UnixStream::connect(&paths.socket) {
-            Ok(s) => Client::over(s, paths.socket.clone()),
+            Ok(s) => Client::over(s, paths),
             Err(e) if !launch => Err(Error::NoDaemon(format!(
                 "cannot connect to {}: {e}",
                 paths.socket.display()
@@ -547,7 +549,7 @@ impl Client {
                 let _ = child.wait();
                 let answer = answer?;
                 match UnixStream::connect(&paths.socket) {
-                    Ok(s) => Client::over(s, paths.socket.clone()),
+                    Ok(s) => Client::over(s, paths),
                     Err(e) => Err(Error::NoDaemon(if answer.is_empty() || answer == "ready" {
                         format!("cannot connect to {}: {e}", paths.socket.display())
                     } else {
@@ -582,17 +584,17 @@ impl Client {
         let stream = UnixStream::connect(&paths.socket).map_err(|e| {
             Error::NoDaemon(format!("cannot connect to {}: {e}", paths.socket.display()))
         })?;
-        let mut c = Client::over(stream, paths.socket.clone())?;
+        let mut c = Client::over(stream, &paths)?;
         c.lifeline = child.stdin.take();
         c.child = Some(child);
         Ok(c)
     }
 
-    fn over(stream: UnixStream, socket: PathBuf) -> Result<Client, Error> {
+    fn over(stream: UnixStream, paths: &Paths) -> Result<Client, Error> {
         let reader = BufReader::new(stream.try_clone().map_err(Error::Io)?);
         Ok(Client {
             stream,
-            socket,
+            paths: paths.clone(),
             buses: Vec::new(),
             reader,
             next_id: 1,
@@ -903,7 +905,7 @@ impl Client {
     /// names in `events` (`"log:*"` is a prefix). [`Client::disconnect`]
     /// ends it.
     pub fn launch_bus(&mut self, events: Option<Vec<String>>) -> Result<Bus, Error> {
-        let mut stream = UnixStream::connect(&self.socket).map_err(Error::Io)?;
+        let mut stream = UnixStream::connect(&self.paths.socket).map_err(Error::Io)?;
         let line = Request {
             id: json!(0),
             cmd: Command::Subscribe { events },
@@ -926,6 +928,108 @@ impl Client {
         Ok(bus)
     }
 
+    /// Save every app — its options (the `env` keys given, never the
+    /// inherited environment), name, pm_id, namespace and wanted state — to
+    /// the daemon's dump file (`$DUMP_FILE_PATH` of the daemon, else
+    /// `<home>/dump.json`), as PM2's `dump(force)`. An empty list replaces
+    /// a dump that holds apps only with `force`; without it that is
+    /// refused, naming the file and how many apps it keeps.
+    pub fn dump(&mut self, force: bool) -> Result<Dumped, Error> {
+        let v = self.request(Command::Dump { force })?;
+        Ok(Dumped {
+            path: PathBuf::from(v.get("path").and_then(Value::as_str).unwrap_or("")),
+            count: v.get("count").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+
+    /// Bring back the apps of the daemon's dump file that are not in its
+    /// list (what runs is left alone, so twice changes nothing); an app
+    /// saved stopped comes back stopped. The apps it brought back.
+    pub fn resurrect(&mut self) -> Result<Vec<Description>, Error> {
+        self.descriptions(Command::Resurrect { apps: None })
+    }
+
+    /// [`Client::resurrect`] from a file read by this process: a dump of
+    /// corral's, or PM2's own `dump.pm2` (its option fields mapped to
+    /// corral's, a field corral cannot honour refused by name, PM2's
+    /// runtime fields skipped). What the import has to say comes with the
+    /// daemon's warnings in [`Client::warnings`].
+    pub fn resurrect_from(&mut self, path: &Path) -> Result<Vec<Description>, Error> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Invalid(format!("cannot read {label}: {e}")))?;
+        let read = crate::dump::read(&text, &label).map_err(Error::Invalid)?;
+        let apps = read
+            .apps
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(format!("{label}: {e}")))?;
+        let result = self.descriptions(Command::Resurrect { apps: Some(apps) });
+        let mut warnings = read.warnings;
+        warnings.append(&mut self.warnings);
+        self.warnings = warnings;
+        result
+    }
+
+    /// PM2's `startup(platform)`: write and enable the boot unit that
+    /// starts this daemon's user's daemon at boot and resurrects its saved
+    /// list, then save the list — what `corral startup [platform]
+    /// [--dry-run]` does, run as such with this client's binary, home and
+    /// socket, so the two cannot differ. `platform` as the command line
+    /// takes it (`systemd`, `openrc`, `sysv`, `rcd`, `launchd` or PM2's
+    /// names), `None` to detect it. With `dry_run` it writes and runs
+    /// nothing and answers the unit's text; else what it printed. Without
+    /// root, [`Error::Invalid`] carries the `sudo` command to run.
+    pub fn startup(&mut self, platform: Option<&str>, dry_run: bool) -> Result<String, Error> {
+        self.run_verb("startup", platform, dry_run)
+    }
+
+    /// PM2's `uninstallStartup`: disable and remove the boot unit, as
+    /// `corral unstartup [platform] [--dry-run]` does (see
+    /// [`Client::startup`]). The daemon and its apps are left as they are.
+    pub fn unstartup(&mut self, platform: Option<&str>, dry_run: bool) -> Result<String, Error> {
+        self.run_verb("unstartup", platform, dry_run)
+    }
+
+    /// Run `<binary> <verb> [platform] [--dry-run]` for this daemon; its
+    /// standard output, or an error with everything it said.
+    fn run_verb(&self, verb: &str, platform: Option<&str>, dry_run: bool) -> Result<String, Error> {
+        let mut c = std::process::Command::new(&self.paths.binary);
+        c.arg(verb);
+        if let Some(p) = platform {
+            if p.starts_with('-') {
+                return Err(Error::Invalid(format!("{verb}: `{p}` is not a platform")));
+            }
+            c.arg(p);
+        }
+        if dry_run {
+            c.arg("--dry-run");
+        }
+        let out = c
+            .env("CORRAL_HOME", &self.paths.home)
+            .env("CORRAL_SOCKET", &self.paths.socket)
+            .env("CORRAL_BIN", &self.paths.binary)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot run {} {verb}: {e}",
+                    self.paths.binary.display()
+                ))
+            })?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return Ok(said);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(Error::Invalid(
+            format!("{}\n{}", said.trim(), err.trim())
+                .trim()
+                .to_string(),
+        ))
+    }
+
     /// Stop every app and the daemon; how many apps were stopped.
     pub fn kill_daemon(mut self) -> Result<u64, Error> {
         let v = self.request(Command::KillDaemon)?;
@@ -945,6 +1049,15 @@ impl Drop for Client {
             std::mem::forget(l);
         }
     }
+}
+
+/// What [`Client::dump`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    /// The dump file.
+    pub path: PathBuf,
+    /// How many apps it holds.
+    pub count: u64,
 }
 
 /// Whether `path` names a config file rather than a script, by its name as

@@ -15,11 +15,15 @@
 //! | `requests` | what clients ask; pending answers; rolling reloads |
 //! | `schedule` | deadlines, sampling, cron, watch |
 //! | `describe` | a process → PM2's description |
+//! | `persist` | the dump file: `dump`, `resurrect`, the save on SIGTERM |
 //! | `runtime` | `corral runtime`: the console, when to exit |
+//! | `recover` | the journal's file, crash recovery |
 
 mod conn;
 mod describe;
 mod links;
+mod persist;
+mod recover;
 mod relay;
 mod requests;
 mod runtime;
@@ -214,6 +218,8 @@ enum Timer {
     Sample,
     /// The next `WATCHDOG=1` to the service manager.
     Watchdog,
+    /// The next look at the processes of a dead daemon being stopped.
+    Orphans,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -236,6 +242,7 @@ pub fn run(mut cfg: Config) -> i32 {
                 std::process::id(),
                 cfg.home.display()
             ));
+            d.recover();
             // `corral runtime`: its apps start once the daemon serves.
             if let Some(rt) = cfg.runtime.take()
                 && let Err(e) = d.start_runtime(rt)
@@ -330,6 +337,10 @@ struct Daemon {
     started: Instant,
     stopping_all: bool,
     exit_now: bool,
+    /// This boot's id, for the journal.
+    boot_id: String,
+    /// Processes of a dead daemon being stopped (crash recovery).
+    orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
     /// Pid files of processes that exited in this wake.
@@ -587,6 +598,8 @@ impl Daemon {
             started: Instant::now(),
             stopping_all: false,
             exit_now: false,
+            boot_id: crate::journal::boot_id(),
+            orphans: Vec::new(),
             trim: false,
             stale_pid_files: Vec::new(),
             root: sys::euid() == 0,
@@ -704,6 +717,10 @@ impl Daemon {
             if self.exit_now {
                 return 0;
             }
+            // What changed in this wake, on disk once.
+            if self.table.take_dirty() {
+                self.write_journal(false);
+            }
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));
                 return code;
@@ -734,10 +751,14 @@ impl Daemon {
                     }
                 }
                 libc::SIGTERM | libc::SIGINT => {
-                    self.log(&format!(
-                        "signal {}: stopping every app",
-                        options::signal_name(sig)
-                    ));
+                    let name = options::signal_name(sig);
+                    // Saved before the stops make every app `stopped`;
+                    // a second signal finds the list already stopping. Not
+                    // in a container's runtime (PM2's runtime does not).
+                    if !self.stopping_all && self.console.is_none() {
+                        self.dump_on_signal(&name);
+                    }
+                    self.log(&format!("signal {name}: stopping every app"));
                     self.stop_everything(NOBODY, Value::Null);
                 }
                 libc::SIGHUP if self.console.is_some() => {
@@ -803,6 +824,9 @@ impl Daemon {
 
     fn cleanup(&mut self) {
         self.log("daemon exiting");
+        // Stopped on request: nothing to recover. Otherwise (the poller
+        // failed) the apps may run on, and the next daemon takes them back.
+        self.write_journal(self.exit_now);
         if let Some(c) = self.console.as_mut() {
             c.drain();
         }

@@ -6,7 +6,8 @@
 //! The calls are PM2's, with Rust names: `connect`, `start`, `stop`,
 //! `restart`, `reload`, `graceful_reload`, `delete`, `describe`, `list`,
 //! `flush`, `reload_logs`, `launch_bus`, `send_signal_to_process_name`,
-//! `send_data_to_process_id`, `kill_daemon`, `disconnect`.
+//! `send_data_to_process_id`, `dump`, `resurrect`, `startup`,
+//! `kill_daemon`, `disconnect`.
 //!
 //! PM2's first example — a cluster of 4 with a memory limit — reads:
 //!
@@ -60,6 +61,8 @@ mod cron;
 // Private; its `run` and `Config` are the binary's, through `__private`.
 #[allow(missing_docs)]
 mod daemon;
+mod dump;
+mod journal;
 mod listen;
 mod logs;
 mod mini_yaml;

@@ -249,6 +249,16 @@ pub(crate) enum Command {
         rotate: bool,
     },
     KillDaemon,
+    /// Save every app to the dump file; `force` lets an empty list replace
+    /// a dump that holds apps.
+    Dump {
+        force: bool,
+    },
+    /// Bring back the apps of the dump file, or of `apps` (dump entries,
+    /// as a client read them from a file, e.g. PM2's dump).
+    Resurrect {
+        apps: Option<Vec<Value>>,
+    },
 }
 
 /// The arguments of `start`.
@@ -273,7 +283,8 @@ pub(crate) struct Request {
 pub(crate) type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
-                     send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon";
+                     send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon, \
+                     dump, resurrect";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -349,6 +360,19 @@ impl Request {
             Command::KillDaemon => ("kill_daemon", vec![]),
             Command::ReloadLogs { rotate: false } => ("reload_logs", vec![]),
             Command::ReloadLogs { rotate: true } => ("reload_logs", vec![("rotate", json!(true))]),
+            Command::Dump { force } => (
+                "dump",
+                match force {
+                    true => vec![("force", json!(true))],
+                    false => vec![],
+                },
+            ),
+            Command::Resurrect { apps } => (
+                "resurrect",
+                apps.iter()
+                    .map(|a| ("apps", Value::Array(a.clone())))
+                    .collect(),
+            ),
             Command::Scale { name, instances } => (
                 "scale",
                 vec![("target", json!(name)), ("instances", instances.clone())],
@@ -425,6 +449,20 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
                     None | Some(Value::Null) | Some(Value::Bool(false)) => false,
                     Some(Value::Bool(true)) => true,
                     Some(_) => return Err(bad("`rotate` must be a boolean".into())),
+                },
+            },
+            "dump" => Command::Dump {
+                force: match obj.remove("force") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(_) => return Err(bad("`force` must be true or false".into())),
+                },
+            },
+            "resurrect" => Command::Resurrect {
+                apps: match obj.remove("apps") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(a)) => Some(a),
+                    Some(_) => return Err(bad("`apps` must be an array of dump entries".into())),
                 },
             },
             "scale" => Command::Scale {
@@ -967,6 +1005,21 @@ mod tests {
                 r#"{"cmd":"reload_logs","rotate":"yes"}"#,
                 Err(ErrorCode::BadRequest),
             ),
+            ("dump", Ok(Command::Dump { force: false })),
+            (
+                r#"{"cmd":"dump","force":true}"#,
+                Ok(Command::Dump { force: true }),
+            ),
+            (r#"{"cmd":"dump","force":1}"#, Err(ErrorCode::BadRequest)),
+            ("resurrect", Ok(Command::Resurrect { apps: None })),
+            (
+                r#"{"cmd":"resurrect","apps":[]}"#,
+                Ok(Command::Resurrect { apps: Some(vec![]) }),
+            ),
+            (
+                r#"{"cmd":"resurrect","apps":{}}"#,
+                Err(ErrorCode::BadRequest),
+            ),
             (
                 r#"{"cmd":"scale","target":"api","instances":"+2"}"#,
                 Ok(Command::Scale {
@@ -1099,6 +1152,12 @@ mod tests {
                 env_name: Some("prod".into()),
                 caller_env: Some(BTreeMap::from([("A".into(), "1".into())])),
             }),
+            Command::Dump { force: true },
+            Command::Dump { force: false },
+            Command::Resurrect {
+                apps: Some(vec![json!({"name": "a"})]),
+            },
+            Command::Resurrect { apps: None },
         ];
         for cmd in reqs {
             let req = Request {

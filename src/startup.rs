@@ -18,8 +18,9 @@
 //! - The script-based inits (OpenRC, FreeBSD rc.d, SysV, launchd) have no
 //!   readiness protocol, so they start the daemon with `corral ping` (which
 //!   returns once the daemon serves) and then `corral resurrect`, as the
-//!   user, and stop it with `corral kill`. They never read a PID file the
-//!   user could write.
+//!   user, and stop it with `corral dump` (saving the list, as SIGTERM
+//!   does under systemd) then `corral kill`. They never read a PID file
+//!   the user could write.
 //! - PM2's `upstart` was always an `/etc/init.d` script; here too: `upstart`
 //!   is the SysV script, enabled with `update-rc.d` where it exists, else
 //!   `chkconfig`.
@@ -506,6 +507,9 @@ fn openrc_script(v: &Values) -> String {
          \n\
          stop() {{\n\
          \tebegin \"Stopping corral for $corral_user\"\n\
+         \t# Save the list first, as SIGTERM does under systemd (an empty\n\
+         \t# list never replaces a saved one).\n\
+         \tas_user dump >/dev/null 2>&1\n\
          \tas_user kill >/dev/null\n\
          \teend $?\n\
          }}\n\
@@ -561,6 +565,9 @@ fn sysv_script(v: &Values) -> String {
          \t;;\n\
          stop)\n\
          \techo \"Stopping corral for $corral_user\"\n\
+         \t# Save the list first, as SIGTERM does under systemd (an empty\n\
+         \t# list never replaces a saved one).\n\
+         \tas_user dump >/dev/null 2>&1\n\
          \tas_user kill\n\
          \t;;\n\
          restart | force-reload)\n\
@@ -631,6 +638,9 @@ fn rcd_script(v: &Values) -> String {
          \n\
          corral_stop() {{\n\
          \techo \"Stopping corral for $corral_user\"\n\
+         \t# Save the list first, as SIGTERM does under systemd (an empty\n\
+         \t# list never replaces a saved one).\n\
+         \tas_user dump >/dev/null 2>&1\n\
          \tas_user kill\n\
          }}\n\
          \n\
@@ -798,10 +808,11 @@ pub enum Saved {
     Failed(String),
 }
 
-/// HOOK(dump): `startup` saves the current list by sending `dump` to the
-/// daemon on `socket` (never launching one). Until the daemon has a `dump`
-/// request this answers `Saved::Unsupported`; once `Client::dump` exists,
-/// this can become a call to it.
+/// `startup` saves the current list by sending `dump` to the daemon on
+/// `socket` — possibly another user's, as `startup` runs as root — never
+/// launching one, and with a timeout (`SAVE_TIMEOUT`), which `Client`
+/// has not: a daemon that does not answer must not hang the install. A
+/// daemon older than `dump` answers `Saved::Unsupported`.
 pub fn save_list(socket: &Path) -> Saved {
     let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
         Ok(s) => s,
@@ -1057,6 +1068,7 @@ mod tests {
             "corral_cmd='CORRAL_HOME=/home/alice/.corral PATH=/usr/local/bin:/usr/bin:/bin exec /usr/local/bin/corral'",
             "\tsu -s /bin/sh -c \"$corral_cmd $*\" \"$corral_user\"",
             "\tas_user ping >/dev/null",
+            "\tas_user dump >/dev/null 2>&1",
             "\tas_user kill >/dev/null",
             "\tneed net localmount",
         ] {
@@ -1090,6 +1102,7 @@ mod tests {
             "# chkconfig: 2345 90 10",
             "corral_socket=/home/alice/.corral/corral.sock",
             "\tas_user ping >/dev/null || exit 1",
+            "\tas_user dump >/dev/null 2>&1",
             "\tas_user kill",
         ] {
             assert!(

@@ -223,6 +223,15 @@ impl Machine {
         }
     }
 
+    /// Counters carried over from a previous daemon (crash recovery), for
+    /// an app that is not running.
+    pub fn restore(&mut self, restart_time: u32, unstable_restarts: u32) {
+        if self.main.is_none() {
+            self.restart_time = restart_time;
+            self.unstable_restarts = unstable_restarts;
+        }
+    }
+
     /// New options for an app that is not running.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -264,6 +264,23 @@ fn cstring(p: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
 /// and of its directory after, for files that must survive a crash of the
 /// machine (pid files need not).
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    write_atomic_mode(path, data, durable, None)
+}
+
+/// `write_atomic` for a private file (the dump): durable, and mode `mode`
+/// whatever the umask.
+pub fn write_atomic_private(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_mode(path, data, true, Some(mode))
+}
+
+/// `write_atomic`, the new file made 0644 less the umask, or exactly
+/// `mode`.
+pub fn write_atomic_mode(
+    path: &Path,
+    data: &[u8],
+    durable: bool,
+    mode: Option<u32>,
+) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
@@ -288,12 +305,17 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
         Err(e) => return Err(e.into()),
     }
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let create = mode.unwrap_or(0o644) as libc::c_uint;
     // SAFETY: openat of a NUL-terminated name; the fd is owned below.
-    let fd = unsafe { syscall!(openat(dfd, tmp.as_ptr(), flags, 0o644 as libc::c_uint)) }?;
+    let fd = unsafe { syscall!(openat(dfd, tmp.as_ptr(), flags, create)) }?;
     // SAFETY: `fd` was just created and nothing else owns it.
     let mut f = unsafe { File::from_raw_fd(fd) };
-    let written = f
-        .write_all(data)
+    let chmod = match mode {
+        Some(m) => f.set_permissions(std::fs::Permissions::from_mode(m)),
+        None => Ok(()),
+    };
+    let written = chmod
+        .and_then(|()| f.write_all(data))
         .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
     let written = written.and_then(|()| {
         // SAFETY: renameat of NUL-terminated names in a live directory fd.
@@ -362,6 +384,13 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("g")).unwrap(), b"three");
         assert!(!dir.join("g").is_symlink());
         assert!(!dir.join("g.tmp").exists());
+        // A private file has its mode exactly, even over a wider one.
+        let p = dir.join("dump.json");
+        write_atomic(&p, b"old", false).unwrap();
+        write_atomic_private(&p, b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -32,6 +32,10 @@ mod logs;
 mod node_client;
 #[path = "integration/options.rs"]
 mod options;
+#[path = "integration/persistence.rs"]
+mod persistence;
+#[path = "integration/recovery.rs"]
+mod recovery;
 #[path = "integration/resources.rs"]
 mod resources;
 #[path = "integration/robustness.rs"]

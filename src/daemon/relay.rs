@@ -185,9 +185,9 @@ impl Daemon {
                 add("signal", json!(name));
                 words = format!("exit by {name}");
             }
-            ("restart", _) => {
+            ("restart" | "start", _) => {
                 if let Some(r) = e.restart_reason.take() {
-                    words = format!("restart ({r})");
+                    words = format!("{what} ({r})");
                     add("reason", json!(r));
                 }
             }

@@ -50,6 +50,13 @@ pub(crate) enum PendingKind {
     Start {
         fresh: Vec<u32>,
     },
+    /// A resurrect: as a start, plus the apps that could not even be
+    /// installed (`failed`), out of `asked`.
+    Resurrect {
+        fresh: Vec<u32>,
+        failed: Vec<WireError>,
+        asked: usize,
+    },
     /// Describe only the apps still there (scale).
     Present,
     KillDaemon,
@@ -68,6 +75,9 @@ pub(crate) struct Reload {
 }
 
 type Answer = Result<Option<(String, Vec<String>)>, WireError>;
+
+/// The `listen` sockets of one app (`listen_key`), bound.
+type Binds = (String, Vec<(listen::Addr, std::os::fd::OwnedFd)>);
 
 /// What a start did: the pm_ids started, those new to the table, and the
 /// warnings.
@@ -206,6 +216,21 @@ impl Daemon {
                 };
                 done(json!({ "files": n }).to_string())
             }
+            Command::Dump { force } => {
+                let (path, count) = self.save_dump(force)?;
+                done(json!({"path": path.display().to_string(), "count": count}).to_string())
+            }
+            Command::Resurrect { apps } => {
+                self.refuse_while_stopping()?;
+                let r = self.resurrect(apps)?;
+                let kind = PendingKind::Resurrect {
+                    fresh: r.ids.clone(),
+                    failed: r.failed,
+                    asked: r.asked,
+                };
+                self.wait_for(t, req.id, kind, r.ids, r.warnings);
+                Ok(None)
+            }
         }
     }
 
@@ -228,7 +253,7 @@ impl Daemon {
         }
     }
 
-    fn refuse_while_stopping(&self) -> Result<(), WireError> {
+    pub(super) fn refuse_while_stopping(&self) -> Result<(), WireError> {
         match self.stopping_all {
             true => Err(internal("the daemon is shutting down")),
             false => Ok(()),
@@ -236,7 +261,7 @@ impl Daemon {
     }
 
     /// Park connection `t` until `pm_ids` have settled.
-    fn wait_for(
+    pub(super) fn wait_for(
         &mut self,
         t: Token,
         id: Value,
@@ -285,7 +310,7 @@ impl Daemon {
     }
 
     /// The pm_ids of the apps named `name`.
-    fn named(&self, name: &str) -> Vec<u32> {
+    pub(super) fn named(&self, name: &str) -> Vec<u32> {
         self.table
             .iter()
             .filter(|(_, e)| e.app.spec.name == name)
@@ -529,7 +554,12 @@ impl Daemon {
             let conn = op.conn;
             let kind = std::mem::replace(&mut op.kind, PendingKind::Describe);
             let line = match kind {
-                PendingKind::Start { fresh } => self.start_answer(op, &fresh),
+                PendingKind::Start { fresh } => self.start_answer(op, &fresh, Vec::new(), 0),
+                PendingKind::Resurrect {
+                    fresh,
+                    failed,
+                    asked,
+                } => self.start_answer(op, &fresh, failed, asked),
                 PendingKind::Describe | PendingKind::Present => {
                     let present = matches!(kind, PendingKind::Present);
                     let list: Vec<Description> = op
@@ -561,9 +591,15 @@ impl Daemon {
     }
 
     /// The answer to a start: the descriptions, or the errors of the apps
-    /// that could not be run (the new ones leave the table).
-    fn start_answer(&mut self, op: Pending, fresh: &[u32]) -> String {
-        let mut errors = Vec::new();
+    /// that could not be run (the new ones leave the table). A resurrect
+    /// brings `errors` of its own, and says how many of `asked` came back.
+    fn start_answer(
+        &mut self,
+        op: Pending,
+        fresh: &[u32],
+        mut errors: Vec<WireError>,
+        asked: usize,
+    ) -> String {
         for id in &op.pm_ids {
             let failed = self.table.get(*id).and_then(|e| {
                 (e.m().status() == protocol::Status::Errored)
@@ -578,10 +614,70 @@ impl Daemon {
                 }
             }
         }
-        match errors.is_empty() {
-            true => protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings),
-            false => protocol::err_line(&op.id, &join_errors(errors)),
+        if errors.is_empty() {
+            return protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings);
         }
+        let mut e = join_errors(errors);
+        if asked > 0 {
+            let back = op.pm_ids.iter().filter(|id| self.table.contains(**id));
+            e.message = format!(
+                "{} of {asked} apps came back; not: {}",
+                back.count(),
+                e.message
+            );
+        }
+        protocol::err_line(&op.id, &e)
+    }
+
+    /// The `listen` sockets `spec` needs that its name does not hold yet
+    /// (addresses already held are shared, not bound again); `None` when
+    /// it holds them all or has none.
+    pub(super) fn bind_listen(&self, spec: &options::AppSpec) -> Result<Option<Binds>, WireError> {
+        if spec.listen.is_empty() {
+            return Ok(None);
+        }
+        // A unix socket is made as the app's user, like its files.
+        let user = match (self.root, &spec.uid) {
+            (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
+                .ok()
+                .and_then(|c| c.fs_user()),
+            _ => None,
+        };
+        let addrs: Vec<listen::Addr> = spec
+            .listen
+            .iter()
+            .filter_map(|a| listen::parse(a).ok())
+            .collect();
+        let key = listen_key(spec);
+        let held: Vec<&listen::Addr> = self
+            .listeners
+            .get(&key)
+            .map(|l| l.iter().map(|(a, _)| a).collect())
+            .unwrap_or_default();
+        if held == addrs.iter().collect::<Vec<_>>() {
+            return Ok(None);
+        }
+        let mut socks = Vec::new();
+        for a in addrs {
+            // An address already held is kept (a copy of it): binding it
+            // again would find it in use.
+            let held_fd = self
+                .listeners
+                .get(&key)
+                .and_then(|l| l.iter().find(|(h, _)| *h == a))
+                .and_then(|(_, fd)| fd.try_clone().ok());
+            let fd = match held_fd {
+                Some(fd) => fd,
+                None => sys::as_user(user.as_ref(), || Ok(a.bind()))
+                    .map_err(|e| e.to_string())
+                    .and_then(|bound| bound)
+                    .map_err(|e| {
+                        WireError::new(ErrorCode::InvalidOption, format!("option `listen`: {e}"))
+                    })?,
+            };
+            socks.push((a, fd));
+        }
+        Ok(Some((key, socks)))
     }
 
     /// Start apps.
@@ -617,10 +713,10 @@ impl Daemon {
                 WireError::new(ErrorCode::InvalidOption, format!("{at}{e}"))
             })?;
             warnings.extend(parsed.warnings);
-            specs.push(parsed.spec);
+            specs.push((parsed.spec, Rc::new(v.clone())));
         }
         if let Some(name) = &args.env_name
-            && !specs.iter().any(|s| s.env_overlays.contains_key(name))
+            && !specs.iter().any(|(s, _)| s.env_overlays.contains_key(name))
         {
             return Err(WireError::new(
                 ErrorCode::InvalidOption,
@@ -632,7 +728,7 @@ impl Daemon {
         let mut binds = Vec::new();
         let mut next_id = self.table.next_id();
         let mut replaced = Vec::new();
-        for spec in specs {
+        for (spec, raw) in specs {
             let same = self.named(&spec.name);
             // Still stopping (its group lingering) counts as running.
             let busy = |id: &u32| {
@@ -652,51 +748,8 @@ impl Daemon {
                 ));
             }
             let count = instance_count(spec.instances, cpu_count());
-            if !spec.listen.is_empty() {
-                // A unix socket is made as the app's user, like its files.
-                let user = match (self.root, &spec.uid) {
-                    (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
-                        .ok()
-                        .and_then(|c| c.fs_user()),
-                    _ => None,
-                };
-                let addrs: Vec<listen::Addr> = spec
-                    .listen
-                    .iter()
-                    .filter_map(|a| listen::parse(a).ok())
-                    .collect();
-                let key = listen_key(&spec);
-                let held: Vec<&listen::Addr> = self
-                    .listeners
-                    .get(&key)
-                    .map(|l| l.iter().map(|(a, _)| a).collect())
-                    .unwrap_or_default();
-                if held != addrs.iter().collect::<Vec<_>>() {
-                    let mut socks = Vec::new();
-                    for a in addrs {
-                        // An address already held is kept (a copy of it):
-                        // binding it again would find it in use.
-                        let held_fd = self
-                            .listeners
-                            .get(&key)
-                            .and_then(|l| l.iter().find(|(h, _)| *h == a))
-                            .and_then(|(_, fd)| fd.try_clone().ok());
-                        let fd = match held_fd {
-                            Some(fd) => fd,
-                            None => sys::as_user(user.as_ref(), || Ok(a.bind()))
-                                .map_err(|e| e.to_string())
-                                .and_then(|bound| bound)
-                                .map_err(|e| {
-                                    WireError::new(
-                                        ErrorCode::InvalidOption,
-                                        format!("option `listen`: {e}"),
-                                    )
-                                })?,
-                        };
-                        socks.push((a, fd));
-                    }
-                    binds.push((key, socks));
-                }
+            if let Some(b) = self.bind_listen(&spec)? {
+                binds.push(b);
             }
             let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
             // Stopped apps of that name: one is started again with the new
@@ -728,6 +781,7 @@ impl Daemon {
                 };
                 let app = App::resolve(
                     spec.clone(),
+                    raw.clone(),
                     slot,
                     &self.home,
                     caller_env.clone(),
@@ -778,7 +832,8 @@ impl Daemon {
         let mut started = Vec::new();
         let mut fresh = Vec::new();
         for (pm_id, reused, app, logs) in plan {
-            self.install(pm_id, reused, app, logs)?;
+            let start = app.spec.autostart;
+            self.install(pm_id, reused, app, logs, start)?;
             started.push(pm_id);
             if !reused {
                 fresh.push(pm_id);
@@ -792,15 +847,15 @@ impl Daemon {
     }
 
     /// Put app `pm_id` in the table (or give a known one its new options),
-    /// start it unless `autostart` is false, arm its cron.
-    fn install(
+    /// start it if `autostart`, arm its cron.
+    pub(super) fn install(
         &mut self,
         pm_id: u32,
         reused: bool,
         app: App,
         logs: (LogFile, LogFile),
+        autostart: bool,
     ) -> Result<(), WireError> {
-        let autostart = app.spec.autostart;
         let write = app.spec.write;
         let policy = policy_of(&app);
         let cron = app
@@ -900,6 +955,7 @@ impl Daemon {
             };
             let app = App::resolve(
                 template.spec.clone(),
+                template.options.clone(),
                 slot,
                 &self.home,
                 template.base_env.clone(),
@@ -907,7 +963,8 @@ impl Daemon {
                 self.root,
             )?;
             let logs = open_logs(&app, &self.home, self.log_defaults)?;
-            self.install(pm_id, false, app, logs)?;
+            let start = app.spec.autostart;
+            self.install(pm_id, false, app, logs, start)?;
             kept.push(pm_id);
         }
         Ok((kept, Vec::new()))
@@ -958,7 +1015,7 @@ fn log_clash(app: &App, other: &App) -> Option<std::path::PathBuf> {
 /// The two log files of an app, open for appending, each also feeding the
 /// combined file (`log_file`) when there is one; rotation from the app's
 /// options, else the daemon's `defaults` (`--max-log-size`, `--log-retain`).
-fn open_logs(
+pub(super) fn open_logs(
     app: &App,
     home: &Home,
     defaults: (Option<u64>, u32),
@@ -1007,7 +1064,7 @@ fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
 }
 
 /// The restart and stop rules of an app's options.
-fn policy_of(app: &App) -> Policy {
+pub(super) fn policy_of(app: &App) -> Policy {
     let s = &app.spec;
     Policy {
         min_uptime: s.min_uptime,

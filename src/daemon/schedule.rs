@@ -43,6 +43,7 @@ impl Daemon {
                         self.restart_for(id, "files changed (watch)");
                     }
                 }
+                Timer::Orphans => self.check_orphans(),
                 Timer::Watchdog => {
                     // The loop runs: say so, and again in half the period.
                     self.tell_systemd("WATCHDOG=1");

@@ -45,10 +45,15 @@ pub(crate) struct Entry {
     /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
     pub notify_status: Option<String>,
     pub node_version: Option<String>,
+    /// Brought back from the journal, waiting for its old processes to go
+    /// before it starts.
+    pub recovering: bool,
     /// Stopped or deleted by a request (not ended on its own).
     pub stop_requested: bool,
     /// The pid of the last main process, for the events that follow it.
     pub last_pid: i32,
+    /// Start times (`/proc/<pid>/stat`) of its processes, for the journal.
+    pub starttimes: Vec<(i32, u64)>,
     /// Partial lines of stdout and stderr, for `log:*` events.
     pub line_out: Vec<u8>,
     pub line_err: Vec<u8>,
@@ -74,8 +79,10 @@ impl Entry {
             online_warning: None,
             notify_status: None,
             node_version: None,
+            recovering: false,
             stop_requested: false,
             last_pid: 0,
+            starttimes: Vec::new(),
             line_out: Vec::new(),
             line_err: Vec::new(),
         }
@@ -107,6 +114,8 @@ pub(crate) struct Table {
     /// Every process of every app not yet released, to its app.
     by_pid: HashMap<i32, u32>,
     next_id: u32,
+    /// Something changed since the journal was last written.
+    dirty: bool,
 }
 
 impl Table {
@@ -135,6 +144,19 @@ impl Table {
         self.apps.iter_mut().map(|(id, e)| (*id, &mut **e))
     }
 
+    /// Counters of a previous daemon for app `id` (crash recovery).
+    pub fn restore(&mut self, id: u32, restart_time: u32, unstable_restarts: u32) {
+        if let Some(e) = self.apps.get_mut(&id) {
+            e.m.restore(restart_time, unstable_restarts);
+            self.dirty = true;
+        }
+    }
+
+    /// Whether anything changed since the last call: the journal is due.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
     /// The app process `pid` belongs to.
     pub fn app_of(&self, pid: i32) -> Option<u32> {
         self.by_pid.get(&pid).copied()
@@ -149,6 +171,7 @@ impl Table {
     pub fn insert(&mut self, id: u32, entry: Entry) {
         self.next_id = self.next_id.max(id + 1);
         self.apps.insert(id, Box::new(entry));
+        self.dirty = true;
     }
 
     /// Take an app out of the table; its processes are forgotten too.
@@ -157,6 +180,7 @@ impl Table {
         for pid in e.m.pids() {
             self.by_pid.remove(&pid);
         }
+        self.dirty = true;
         Some(e)
     }
 
@@ -166,6 +190,7 @@ impl Table {
             return Vec::new();
         };
         let fx = e.m.step(input, now);
+        self.dirty = true;
         if let Input::Spawned { pid, .. } = input {
             self.by_pid.insert(pid, id);
         }

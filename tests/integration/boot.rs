@@ -293,20 +293,21 @@ fn startup_writes_under_a_root_detects_the_init_and_unstartup_removes_it() {
 }
 
 #[test]
-fn startup_with_a_running_daemon_saves_the_list_or_says_it_did_not() {
+fn startup_with_a_running_daemon_saves_the_list() {
     let h = TestHome::started();
     h.start(json!({"name": "keep", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
     let root = h.root.join("r");
     let out = startup(&h, Some(&root), &["startup", "systemd"]);
-    // Until the daemon knows `dump`, startup says the list was not saved,
-    // and does not fail because of it.
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let so = stdout(&out);
+    let file = h.home.join("dump.json");
     assert!(
-        so.contains("saved the list (1 apps)") || so.contains("the list was not saved"),
+        so.contains(&format!("saved the list (1 apps) to {}", file.display())),
         "{}",
         text(&out)
     );
+    let dump: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
+    assert_eq!(dump["apps"][0]["name"], json!("keep"));
     assert!(!so.contains("no daemon runs"), "{}", text(&out));
     assert_eq!(h.status("keep"), "online");
 }
@@ -442,11 +443,21 @@ fn sysv_script_starts_status_and_stops_the_daemon() {
     let out = sh("status");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout(&out).contains("status"), "{}", text(&out));
+    h.start(json!({"name": "kept", "script": "sleep", "args": ["1000"], "kill_timeout": 300}));
     let out = sh("stop");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     wait_gone(pid, "the daemon after the script's stop");
     let out = sh("status");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // The stop saved the list; the next start brings it back.
+    assert!(read(&h.home.join("dump.json")).contains("\"kept\""));
+    let out = sh("start");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.wait_status("kept", "online");
+    let pid = h.daemon_pid();
+    let out = sh("stop");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_gone(pid, "the daemon after the second stop");
 }
 
 // ---- wait ------------------------------------------------------------------

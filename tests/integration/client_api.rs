@@ -351,3 +351,48 @@ fn the_seed_example_starts_a_cluster_of_four() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("api"), "{}", text(&out));
 }
+
+#[test]
+fn client_dump_resurrect_and_startup() {
+    let h = TestHome::new();
+    let mut c = Client::connect_with(&paths(&h), true).expect("launch and connect");
+    let opts = StartOptions {
+        name: Some("saved".into()),
+        args: Some(vec!["1000".into()]),
+        cwd: Some(h.work.clone()),
+        kill_timeout: Some(300),
+        ..StartOptions::script("sleep")
+    };
+    let id = c.start(&opts).expect("start")[0].pm_id;
+    let d = c.dump(false).expect("dump");
+    assert_eq!(d.count, 1);
+    assert_eq!(d.path, h.home.join("dump.json"));
+    c.delete("all").expect("delete");
+    match c.dump(false) {
+        Err(Error::Daemon { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("keeps its 1 apps"), "{message}");
+        }
+        other => panic!("an empty list must not replace the dump: {other:?}"),
+    }
+    let back = c.resurrect().expect("resurrect");
+    assert_eq!(back.len(), 1);
+    assert_eq!((back[0].name.as_str(), back[0].pm_id), ("saved", id + 1));
+    assert_eq!(back[0].pm2_env.status, Status::Online);
+    assert!(c.resurrect().expect("again").is_empty());
+    assert_eq!(c.list().unwrap().len(), 1);
+    // The same file read by the client.
+    let again = c
+        .resurrect_from(&h.home.join("dump.json"))
+        .expect("resurrect_from");
+    assert!(again.is_empty(), "already there: {again:?}");
+
+    let unit = c.startup(Some("systemd"), true).expect("startup --dry-run");
+    assert!(unit.contains("ExecStartPost=-"), "{unit}");
+    assert!(unit.contains(&h.home.display().to_string()), "{unit}");
+    match c.startup(Some("nosuch"), true) {
+        Err(Error::Invalid(m)) => assert!(m.contains("nosuch"), "{m}"),
+        other => panic!("an unknown platform is refused: {other:?}"),
+    }
+    c.kill_daemon().expect("kill");
+}

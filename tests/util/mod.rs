@@ -163,6 +163,7 @@ impl TestHome {
             .env("CORRAL_HOME", &self.home)
             .env_remove("CORRAL_SOCKET")
             .env_remove("CORRAL_BIN")
+            .env_remove("DUMP_FILE_PATH")
             .current_dir(&self.work);
         c
     }

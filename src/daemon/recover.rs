@@ -1,0 +1,300 @@
+//! The journal's file and crash recovery (the rules are `journal.rs`'s):
+//! writing the table at the end of a wake that changed it, marking a clean
+//! stop, and — when the previous daemon died — bringing its apps back:
+//! installed at once with their pm_ids and counters, their old processes
+//! (checked by pid and start time) stopped by group, then started again.
+//! Never reads a client's request.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::app::{App, Slot};
+use crate::dump::Wanted;
+use crate::journal::{self, Journal, Plan, Proc};
+use crate::options::parse_app;
+use crate::process::KILL_GRACE;
+use crate::procfs;
+use crate::protocol::{ErrorCode, WireError};
+use crate::state::Input;
+use crate::sys::{self, Signal};
+
+use super::persist::saved_entry;
+use super::requests::open_logs;
+use super::schedule::check_watch;
+use super::{Daemon, Timer};
+
+/// How often the groups of a dead daemon's processes are looked at while
+/// they are being stopped (they are not our children: no exit to reap).
+const ORPHAN_POLL: u64 = 20;
+
+/// A process group of the previous daemon, being stopped.
+pub(crate) struct Orphan {
+    pub pm_id: u32,
+    pub pgid: i32,
+    pub group: bool,
+    pub deadline: u64,
+    pub killed: bool,
+}
+
+impl Daemon {
+    fn journal_path(&self) -> PathBuf {
+        self.home.dir.join(journal::FILE)
+    }
+
+    /// Write the journal: the table now, and whether the daemon is stopping
+    /// cleanly. The runtime keeps none (a container's PID 1 takes its apps
+    /// with it).
+    pub(super) fn write_journal(&mut self, clean: bool) {
+        if self.console.is_some() {
+            return;
+        }
+        let mut apps = Vec::new();
+        // Each inherited environment once (the apps of a start share one).
+        let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
+        for id in self.table.ids() {
+            let Some(e) = self.table.get_mut(id) else {
+                continue;
+            };
+            // Start times are read once per process, when first journaled.
+            let pids = e.m().pids();
+            e.starttimes.retain(|(p, _)| pids.contains(p));
+            for pid in &pids {
+                if !e.starttimes.iter().any(|(p, _)| p == pid)
+                    && let Ok(Some(st)) = procfs::read_stat(*pid)
+                {
+                    e.starttimes.push((*pid, st.starttime));
+                }
+            }
+            let Some(saved) = saved_entry(id, e) else {
+                continue;
+            };
+            let m = e.m();
+            apps.push(journal::App {
+                saved,
+                restart_time: m.restart_time(),
+                unstable_restarts: m.unstable_restarts(),
+                created_at: e.created_at,
+                base_env: e.app.base_env.as_ref().map(|env| {
+                    match envs.iter().position(|x| Rc::ptr_eq(x, env)) {
+                        Some(i) => i,
+                        None => {
+                            envs.push(Rc::clone(env));
+                            envs.len() - 1
+                        }
+                    }
+                }),
+                processes: e
+                    .starttimes
+                    .iter()
+                    .map(|&(pid, starttime)| Proc { pid, starttime })
+                    .collect(),
+            });
+        }
+        let j = Journal {
+            version: journal::VERSION,
+            boot_id: self.boot_id.clone(),
+            daemon_pid: std::process::id(),
+            clean,
+            apps,
+            envs: envs.iter().map(|e| BTreeMap::clone(e)).collect(),
+        };
+        let path = self.journal_path();
+        if let Err(e) = sys::write_atomic_mode(&path, j.to_text().as_bytes(), false, Some(0o600)) {
+            self.log(&format!("cannot write the journal {}: {e}", path.display()));
+        }
+    }
+
+    /// Before serving: act on the journal the previous daemon left.
+    pub(super) fn recover(&mut self) {
+        let path = self.journal_path();
+        if self.console.is_some() {
+            return;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!("unreadable: {e}")),
+        };
+        match journal::plan(text.as_deref(), &self.boot_id) {
+            Plan::Nothing(None) => {}
+            Plan::Nothing(Some(why)) => self.log(&format!("journal: {why}")),
+            Plan::Corrupt(why) => {
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(".corrupt");
+                let aside = PathBuf::from(aside);
+                let kept = std::fs::rename(&path, &aside).is_ok();
+                self.log(&format!(
+                    "journal {}: {why}; {}; starting afresh",
+                    path.display(),
+                    match kept {
+                        true => format!("kept as {}", aside.display()),
+                        false => "left where it is".to_string(),
+                    }
+                ));
+            }
+            Plan::Recover {
+                daemon_pid,
+                apps,
+                envs,
+            } => {
+                self.log(&format!(
+                    "journal: the previous daemon (pid {daemon_pid}) died; bringing back {} apps",
+                    apps.len()
+                ));
+                let envs: Vec<Rc<BTreeMap<String, String>>> =
+                    envs.into_iter().map(Rc::new).collect();
+                for app in apps {
+                    let name = app.saved.name.clone();
+                    let pm_id = app.saved.pm_id;
+                    let env = app.base_env.and_then(|i| envs.get(i)).cloned();
+                    if let Err(e) = self.recover_app(app, env) {
+                        self.log(&format!(
+                            "journal: {name} ({pm_id}) cannot come back: {}",
+                            e.message
+                        ));
+                    }
+                }
+                self.check_orphans();
+            }
+        }
+    }
+
+    /// Put one app of the journal back in the table, stopped, and stop
+    /// what still runs of it; it starts once that is gone.
+    fn recover_app(
+        &mut self,
+        j: journal::App,
+        base_env: Option<Rc<BTreeMap<String, String>>>,
+    ) -> Result<(), WireError> {
+        let e = j.saved;
+        let parsed = parse_app(&e.options)
+            .map_err(|err| WireError::new(ErrorCode::InvalidOption, err.to_string()))?;
+        let spec = parsed.spec;
+        let slot = Slot {
+            pm_id: e.pm_id,
+            instance: e.instance,
+            count: e.instances.max(1),
+            cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
+        };
+        let (signal, timeout, group) = (spec.kill_signal, spec.kill_timeout, spec.treekill);
+        let app = App::resolve(
+            spec,
+            Rc::new(e.options),
+            slot,
+            &self.home,
+            base_env,
+            e.env_name,
+            self.root,
+        )?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
+        check_watch(&app)?;
+        self.install(e.pm_id, false, app, logs, false)?;
+        self.table
+            .restore(e.pm_id, j.restart_time, j.unstable_restarts);
+        if let Some(entry) = self.table.get_mut(e.pm_id) {
+            entry.created_at = j.created_at;
+            entry.recovering = e.wanted == Wanted::Online;
+        }
+        // Its old processes: the same pid and start time, or not ours.
+        let now = self.now();
+        for p in j.processes {
+            let same = procfs::read_stat(p.pid)
+                .ok()
+                .flatten()
+                .is_some_and(|st| st.starttime == p.starttime);
+            if !same {
+                continue;
+            }
+            self.log(&format!(
+                "journal: {} ({}): pid {} of the previous daemon still runs: stopping it",
+                e.name, e.pm_id, p.pid
+            ));
+            sys::send_and_continue(p.pid, signal, group);
+            self.orphans.push(Orphan {
+                pm_id: e.pm_id,
+                pgid: p.pid,
+                group,
+                deadline: now + timeout,
+                killed: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Look at the groups being stopped: SIGKILL at the kill timeout, give
+    /// up on leftovers after a grace; start the apps whose old processes
+    /// are all gone.
+    pub(super) fn check_orphans(&mut self) {
+        let now = self.now();
+        let mut left = Vec::new();
+        for mut o in std::mem::take(&mut self.orphans) {
+            // Not our child: once it has died its parent (init) reaps it
+            // when it will. A dead leader is gone; what is left of its
+            // group gets SIGKILL at once.
+            let leader = procfs::read_stat(o.pgid).ok().flatten();
+            if leader.is_none_or(|st| st.state == 'Z') {
+                if o.group && sys::group_alive(o.pgid) {
+                    sys::send(o.pgid, Signal::KILL, true);
+                }
+                continue;
+            }
+            if now >= o.deadline {
+                if o.killed {
+                    self.log(&format!(
+                        "journal: pid {} survived SIGKILL for {KILL_GRACE} ms: left alone",
+                        o.pgid
+                    ));
+                    continue;
+                }
+                sys::send(o.pgid, Signal::KILL, o.group);
+                o.killed = true;
+                o.deadline = now + KILL_GRACE;
+            }
+            left.push(o);
+        }
+        self.orphans = left;
+        let ready: Vec<u32> = self
+            .table
+            .iter()
+            .filter(|(id, e)| e.recovering && !self.orphans.iter().any(|o| o.pm_id == *id))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ready {
+            self.start_recovered(id);
+        }
+        if !self.orphans.is_empty() {
+            self.timers.arm(now + ORPHAN_POLL, Timer::Orphans);
+        }
+    }
+
+    /// Start app `id` again under this daemon, its `listen` sockets bound
+    /// anew now that its old processes have let them go.
+    fn start_recovered(&mut self, id: u32) {
+        let Some(spec) = self.table.get_mut(id).map(|e| {
+            e.recovering = false;
+            e.restart_reason = Some("recovered".to_string());
+            e.app.spec.clone()
+        }) else {
+            return;
+        };
+        match self.bind_listen(&spec) {
+            Ok(binds) => {
+                if let Some((key, socks)) = binds {
+                    self.listeners.insert(key, socks);
+                }
+            }
+            Err(e) => {
+                self.log(&format!(
+                    "journal: {} ({id}) cannot bind its sockets again: {}",
+                    spec.name, e.message
+                ));
+                return;
+            }
+        }
+        if let Err(e) = self.watch_app(id) {
+            self.log(&format!("journal: {} ({id}): {}", spec.name, e.message));
+        }
+        self.step(id, Input::Start);
+    }
+}
