@@ -239,7 +239,7 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "l",
         "log",
         "[FILE]",
-        "also a combined stdout+stderr file (--log alone: logs/<name>.log; else --log=FILE or -l FILE)",
+        "also a combined stdout+stderr file (--log alone: logs/<name>.log; else --log FILE or -l FILE)",
     ),
     (
         "",
@@ -706,6 +706,29 @@ fn parse(verb: &str, args: &[String]) -> Result<(Matches, Vec<String>), i32> {
         .map_err(|e| usage_error(&format!("{verb}: {e}")))
 }
 
+/// `--log PATH` as PM2 reads it (its optional value is the next word
+/// unless that is a flag) made `--log=PATH`, which is how getopts takes an
+/// optional value.
+fn optional_value_joined(args: &[String], flag: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.cloned());
+            break;
+        }
+        match it.peek() {
+            Some(next) if a == flag && !next.starts_with('-') => {
+                out.push(format!("{flag}={next}"));
+                it.next();
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
 fn connect(launch: bool) -> Result<Client, i32> {
     let paths = Paths::from_env().map_err(report)?;
     Client::connect_with(&paths, launch).map_err(report)
@@ -747,6 +770,7 @@ fn print_table(c: &mut Client) -> i32 {
 }
 
 fn cmd_start(args: &[String]) -> i32 {
+    let args = &optional_value_joined(args, "--log");
     let (m, extra) = match parse("start", args) {
         Ok(p) => p,
         Err(code) => return code,

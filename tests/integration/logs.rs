@@ -443,6 +443,15 @@ fn start_flags_for_logs() {
     assert_eq!(env["log_retain"], json!(2));
     wait_until(SOON, "the combined file", || read(&combined).contains("up"));
 
+    // PM2's `--log PATH`, and `-l PATH`.
+    for (name, flag) in [("h", "--log"), ("i", "-l")] {
+        let file = format!("{name}-all.log");
+        let o = h.corral(&["start", "app.sh", "--name", name, flag, &file]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let want = h.work.join(&file).display().to_string();
+        assert_eq!(h.describe(name)["pm2_env"]["pm_log_path"], json!(want));
+    }
+
     let o = h.corral(&["start", "app.sh", "--name", "g", "--disable-logs"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let env = h.describe("g")["pm2_env"].clone();
