@@ -275,8 +275,13 @@ impl App {
                 Some((var.clone(), base + i64::from(slot.instance)))
             }
         };
-        let pid_path = in_cwd(&spec.pid_file)
-            .unwrap_or_else(|| home.pids().join(format!("{stem}-{pm_id}.pid")));
+        // A pid file given for several instances is one per instance, named
+        // by pm_id as in PM2 (`echo.pid` -> `echo-0.pid`, `echo-1.pid`).
+        let pid_path = match in_cwd(&spec.pid_file) {
+            Some(p) if slot.cluster || slot.count > 1 => with_id(&p, pm_id),
+            Some(p) => p,
+            None => home.pids().join(format!("{stem}-{pm_id}.pid")),
+        };
         let creds = match (&spec.uid, &spec.gid) {
             (None, None) => None,
             (user, group) => {

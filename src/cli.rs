@@ -40,27 +40,47 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["stop"],
-        usage: "stop <name|id|namespace|all>",
+        usage: "stop <target...> [--watch]",
         summary: "stop apps (kill signal, then SIGKILL after kill_timeout)",
     },
     Verb {
         names: &["restart"],
-        usage: "restart <name|id|namespace|all>",
-        summary: "stop then start apps again",
+        usage: "restart <target...> [--update-env] [--env NAME] [--watch] [start options]",
+        summary: "stop then start apps again, with new options if given",
     },
     Verb {
         names: &["reload"],
-        usage: "reload <name|id|namespace|all>",
+        usage: "reload <target...> [--update-env] [--env NAME] [start options]",
         summary: "replace apps one instance at a time, without downtime (others: restart)",
     },
     Verb {
+        names: &["gracefulReload"],
+        usage: "gracefulReload <target...> [--update-env] [--env NAME] [start options]",
+        summary: "reload, sending each old process the shutdown message first",
+    },
+    Verb {
+        names: &["startOrRestart"],
+        usage: "startOrRestart <config> [--env NAME] [--only NAMES]",
+        summary: "start the config's apps, restarting those that run",
+    },
+    Verb {
+        names: &["startOrReload"],
+        usage: "startOrReload <config> [--env NAME] [--only NAMES]",
+        summary: "start the config's apps, reloading those that run",
+    },
+    Verb {
+        names: &["startOrGracefulReload"],
+        usage: "startOrGracefulReload <config> [--env NAME] [--only NAMES]",
+        summary: "start the config's apps, gracefully reloading those that run",
+    },
+    Verb {
         names: &["delete", "del"],
-        usage: "delete <name|id|namespace|all>",
+        usage: "delete <target...>",
         summary: "stop apps and forget them",
     },
     Verb {
         names: &["reset"],
-        usage: "reset <name|id|namespace|all>",
+        usage: "reset <target...>",
         summary: "set the restart counters of apps to zero",
     },
     Verb {
@@ -72,6 +92,31 @@ const VERBS: &[Verb] = &[
         names: &["jlist"],
         usage: "jlist",
         summary: "every app as JSON, in PM2's shape",
+    },
+    Verb {
+        names: &["prettylist"],
+        usage: "prettylist",
+        summary: "every app as indented JSON",
+    },
+    Verb {
+        names: &["monit"],
+        usage: "monit",
+        summary: "a live dashboard of every app (q quits)",
+    },
+    Verb {
+        names: &["env"],
+        usage: "env <pm_id>",
+        summary: "print the env variables given to an app",
+    },
+    Verb {
+        names: &["id"],
+        usage: "id <name>",
+        summary: "print the pm_ids of the apps of a name, as a JSON array",
+    },
+    Verb {
+        names: &["pid"],
+        usage: "pid [target]",
+        summary: "print the pids of apps (0 when not running), one a line",
     },
     Verb {
         names: &["describe", "show", "desc", "info"],
@@ -105,7 +150,12 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["send"],
-        usage: "send <pm_id> <json> [--topic TOPIC]",
+        usage: "send <pm_id> <line>",
+        summary: "write a line to an app's standard input",
+    },
+    Verb {
+        names: &["msg", "send-data"],
+        usage: "msg <pm_id> <json> [--topic TOPIC]",
         summary: "send a message to an app's IPC channel (process.on('message'))",
     },
     Verb {
@@ -279,7 +329,7 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "unstable restarts in a row before errored (default 16)",
     ),
     (
-        "",
+        "k",
         "kill-timeout",
         "DUR",
         "from the stop signal to SIGKILL (default 1600)",
@@ -418,8 +468,51 @@ fn find_verb(name: &str) -> Option<&'static Verb> {
     VERBS.iter().find(|v| v.names.contains(&name))
 }
 
+/// The closest of `known` to `word`, if it is close enough to be a typo.
+fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word_l = word.to_ascii_lowercase();
+    known
+        .into_iter()
+        .map(|k| (daemon::edit_distance(&word_l, &k.to_ascii_lowercase()), k))
+        .filter(|(d, k)| *d <= 2 && 3 * d <= word.len().max(k.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// "unknown verb", with the closest verb.
+fn unknown_verb(verb: &str) -> String {
+    let all = VERBS.iter().flat_map(|v| v.names.iter().copied());
+    match closest(verb, all) {
+        Some(near) => format!("unknown verb `{verb}`; did you mean `{near}`?"),
+        None => format!("unknown verb `{verb}`"),
+    }
+}
+
+/// `--no-color` was given.
+static NO_COLOR_FLAG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether to colour standard output: a terminal, and neither `NO_COLOR`
+/// (any non-empty value) nor `--no-color`.
+pub fn colour_on() -> bool {
+    !NO_COLOR_FLAG.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
 /// Run the command line; the exit status.
 pub fn run(args: &[String]) -> i32 {
+    // `--no-color` is accepted anywhere before `--`, for every verb.
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let mut args = args.to_vec();
+    if args.iter().take(end).any(|a| a == "--no-color") {
+        NO_COLOR_FLAG.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut i = 0;
+        args.retain(|a| {
+            i += 1;
+            !(i <= end && a == "--no-color")
+        });
+    }
+    let args = args.as_slice();
     let Some(verb) = args.first() else {
         print!("{}", general_help());
         return EXIT_USAGE;
@@ -437,7 +530,7 @@ pub fn run(args: &[String]) -> i32 {
         _ => {}
     }
     let Some(v) = find_verb(verb) else {
-        return usage_error(&format!("unknown verb `{verb}`"));
+        return usage_error(&unknown_verb(verb));
     };
     if rest
         .iter()
@@ -449,7 +542,18 @@ pub fn run(args: &[String]) -> i32 {
     }
     match v.name() {
         "start" => cmd_start(rest),
-        "stop" | "restart" | "reload" | "delete" | "reset" => cmd_act(v.name(), rest),
+        "stop" | "restart" | "reload" | "delete" | "reset" | "gracefulReload" => {
+            cmd_act(v.name(), rest)
+        }
+        "startOrRestart" | "startOrReload" | "startOrGracefulReload" => {
+            cmd_start_or(v.name(), rest)
+        }
+        "prettylist" => cmd_prettylist(rest),
+        "monit" => crate::monit::cmd_monit(rest),
+        "env" => cmd_env(rest),
+        "id" => cmd_id(rest),
+        "pid" => cmd_pid(rest),
+        "msg" => cmd_msg(rest),
         "list" => cmd_list(rest, false),
         "jlist" => cmd_list(rest, true),
         "describe" => cmd_describe(rest),
@@ -484,7 +588,8 @@ fn general_help() -> String {
         s.push_str(&format!("  {:<12} {}\n", v.name(), v.summary));
     }
     s.push_str(
-        "\nTargets: an app name, a pm_id, a namespace, or all.\n\
+        "\nTargets: an app name, a pm_id, a namespace, all; for stop, restart, reload,\n\
+         delete and reset also a script path, a config file, /regex/, several at once.\n\
          Environment: CORRAL_HOME (default ~/.corral), CORRAL_SOCKET, CORRAL_BIN, DUMP_FILE_PATH.\n\
          Exit status: 0 done, 1 refused by the daemon, 2 wrong usage, 3 no daemon.\n\
          'corral help <verb>' or 'corral <verb> --help' for a verb; 'man corral' for all.\n",
@@ -545,8 +650,66 @@ fn verb_options(verb: &str) -> Options {
                 }
             }
         }
-        "list" | "describe" | "stop" | "restart" | "reload" | "delete" | "reset" | "signal"
-        | "ping" | "kill" | "scale" => {
+        "restart" | "reload" | "gracefulReload" => {
+            for (short, long, hint, help) in START_FLAGS {
+                let help = match *long {
+                    "watch" => "turn watching on if it is off, off if it is on",
+                    "env" => "use env_<NAME> of the apps from now on",
+                    "only" => "config files: act on these apps only (comma-separated)",
+                    _ => help,
+                };
+                if hint.is_empty() {
+                    o.optflag(short, long, help);
+                } else {
+                    o.optopt(short, long, help, hint);
+                }
+            }
+            o.optflag(
+                "a",
+                "update-env",
+                "give the apps your current environment (keys you no longer have are removed)",
+            );
+            o.optopt(
+                "",
+                "parallel",
+                "accepted for PM2; corral acts in order",
+                "N",
+            );
+        }
+        "stop" => {
+            o.optflag(
+                "",
+                "watch",
+                "stop watching too (a later restart does not watch)",
+            );
+            o.optopt(
+                "",
+                "only",
+                "config files: these apps only (comma-separated)",
+                "NAMES",
+            );
+            o.optflag("", "json", "print the result as JSON");
+        }
+        "delete" | "reset" => {
+            o.optopt(
+                "",
+                "only",
+                "config files: these apps only (comma-separated)",
+                "NAMES",
+            );
+            o.optflag("", "json", "print the result as JSON");
+        }
+        "startOrRestart" | "startOrReload" | "startOrGracefulReload" => {
+            o.optopt("", "env", "use env_<NAME> of each app", "NAME");
+            o.optopt("", "only", "these apps only (comma-separated)", "NAMES");
+            o.optflag(
+                "a",
+                "update-env",
+                "give running apps your current environment",
+            );
+            o.optflag("", "json", "print the result as JSON");
+        }
+        "list" | "describe" | "signal" | "ping" | "kill" | "scale" | "pid" | "env" | "id" => {
             o.optflag("", "json", "print the result as JSON");
         }
         "logs" => {
@@ -605,7 +768,7 @@ fn verb_options(verb: &str) -> Options {
                 "FILE",
             );
         }
-        "send" => {
+        "msg" => {
             o.optopt("", "topic", "the packet's topic", "TOPIC");
         }
         "ecosystem" => {
@@ -700,10 +863,24 @@ fn parse(verb: &str, args: &[String]) -> Result<(Matches, Vec<String>), i32> {
         ),
         None => (args, Vec::new()),
     };
-    verb_options(verb)
-        .parse(ours)
-        .map(|m| (m, extra))
-        .map_err(|e| usage_error(&format!("{verb}: {e}")))
+    let opts = verb_options(verb);
+    opts.parse(ours).map(|m| (m, extra)).map_err(|e| match &e {
+        getopts::Fail::UnrecognizedOption(name) if name.len() > 1 => {
+            // The long flags of this verb, read from its help.
+            let usage = opts.usage("");
+            let longs = usage
+                .split_whitespace()
+                .filter_map(|w| w.strip_prefix("--"))
+                .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()));
+            match closest(name, longs) {
+                Some(near) => usage_error(&format!(
+                    "{verb}: unknown flag --{name}; did you mean --{near}?"
+                )),
+                None => usage_error(&format!("{verb}: unknown flag --{name}")),
+            }
+        }
+        _ => usage_error(&format!("{verb}: {e}")),
+    })
 }
 
 /// `--log PATH` as PM2 reads it (its optional value is the next word
@@ -825,11 +1002,27 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let result = if let Some((apps, dir, label)) = config {
-        c.start_config(apps, &dir, &label, env_name.as_deref(), &only)
+    let result = if let Some(config) = config {
+        // As PM2: apps of the config that run are restarted with its
+        // options (startOrRestart), the others started.
+        let update = corral::client::Update {
+            env_name: env_name.clone(),
+            ..Default::default()
+        };
+        match start_or(&mut c, "restart", config, &only, &update) {
+            Ok(d) => Ok(d),
+            Err(code) => return code,
+        }
     } else if app.is_empty() && !Path::new(what).exists() && known(&mut c, what) {
+        let _p = Progress::show(&format!("starting {what}"));
         c.start_target(Target::from(what))
     } else {
+        // The answer comes once the app is online (with --wait-ready: ready).
+        let waits = app.contains_key("wait_ready");
+        let _p = Progress::show(&match waits {
+            true => format!("starting {what}, waiting for it to say it is ready"),
+            false => format!("starting {what}"),
+        });
         let mut app = app;
         app.insert("script".into(), json!(what));
         c.start_apps(vec![Value::Object(app)], None)
@@ -1124,30 +1317,456 @@ fn one_target(verb: &str, m: &Matches) -> Result<Target, i32> {
     }
 }
 
+/// The names given to `--only` (comma- or space-separated).
+fn only_names(m: &Matches) -> Vec<String> {
+    m.opt_str("only")
+        .map(|s| {
+            s.split([',', ' '])
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One word of a command line as the apps it names, as PM2 reads it: `all`,
+/// a pm_id, `/regex/` (tested against each name), a config file (its apps,
+/// `--only` applied), a script path (the apps running it), else a name or
+/// namespace. `Err` is an exit status, the error printed.
+fn resolve_word(c: &mut Client, word: &str, only: &[String]) -> Result<Vec<Target>, i32> {
+    if let Some(pattern) = word
+        .strip_prefix('/')
+        .and_then(|w| w.strip_suffix('/'))
+        .filter(|p| !p.is_empty() && !Path::new(word).exists())
+    {
+        let re = daemon::Regex::new(pattern).map_err(|e| {
+            usage_error(&format!(
+                "`{word}` is not a regular expression I can read: {e}"
+            ))
+        })?;
+        let all = c.list().map_err(report)?;
+        let ids: Vec<Target> = all
+            .iter()
+            .filter(|d| re.is_match(&d.name))
+            .map(|d| Target::Id(d.pm_id))
+            .collect();
+        if ids.is_empty() {
+            eprintln!("corral: no process matches {word}");
+            return Err(EXIT_REFUSED);
+        }
+        return Ok(ids);
+    }
+    if corral::client::is_config_file(word) && Path::new(word).is_file() {
+        let apps = corral::client::read_config(Path::new(word)).map_err(report)?;
+        let names = corral::client::config_app_names(&apps, only);
+        if names.is_empty() {
+            eprintln!("corral: {word}: no app named {}", only.join(", "));
+            return Err(EXIT_REFUSED);
+        }
+        return Ok(names.into_iter().map(Target::Name).collect());
+    }
+    let path = Path::new(word);
+    if word != "all" && word.parse::<u32>().is_err() && path.is_file() {
+        // A script: the apps whose script it is.
+        let want = std::fs::canonicalize(path).ok();
+        let all = c.list().map_err(report)?;
+        let ids: Vec<Target> = all
+            .iter()
+            .filter(|d| {
+                let exec = std::fs::canonicalize(&d.pm2_env.pm_exec_path).ok();
+                exec.is_some() && exec == want
+            })
+            .map(|d| Target::Id(d.pm_id))
+            .collect();
+        if !ids.is_empty() {
+            return Ok(ids);
+        }
+    }
+    Ok(vec![Target::from(word)])
+}
+
+/// Every word's targets, in order, each once.
+fn resolve_words(c: &mut Client, words: &[String], only: &[String]) -> Result<Vec<Target>, i32> {
+    let mut out: Vec<Target> = Vec::new();
+    for w in words {
+        for t in resolve_word(c, w, only)? {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// On a terminal, a line saying what is being waited for, erased by the
+/// guard's drop.
+struct Progress(bool);
+
+impl Progress {
+    fn show(what: &str) -> Progress {
+        let on = std::io::stderr().is_terminal();
+        if on {
+            eprint!("corral: {what}…");
+            let _ = std::io::stderr().flush();
+        }
+        Progress(on)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.0 {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// The progress line of an action verb.
+fn progress_text(verb: &str, target: &Target) -> String {
+    let doing = match verb {
+        "stop" => "stopping",
+        "restart" => "restarting",
+        "reload" | "graceful_reload" => "reloading",
+        "delete" => "stopping and deleting",
+        _ => "updating",
+    };
+    format!("{doing} {target} (waiting for it to settle)")
+}
+
+/// The restart/reload options given as flags (`Update`), or a usage error.
+fn update_of(verb: &str, m: &Matches, extra: &[String]) -> Result<corral::client::Update, i32> {
+    let mut u = corral::client::Update::default();
+    if verb == "stop" {
+        if m.opt_present("watch") {
+            u.options.insert("watch".into(), json!(false));
+        }
+        return Ok(u);
+    }
+    if !matches!(verb, "restart" | "reload" | "graceful_reload") {
+        return Ok(u);
+    }
+    let mut opts = app_options(m, extra).map_err(|e| usage_error(&format!("{verb}: {e}")))?;
+    // As PM2: `restart --watch` toggles watching.
+    if opts.remove("watch").is_some() {
+        u.toggle_watch = true;
+    }
+    u.options = opts;
+    u.env_name = m.opt_str("env");
+    u.update_env = m.opt_present("update-env");
+    Ok(u)
+}
+
 fn cmd_act(verb: &str, args: &[String]) -> i32 {
+    let verb = match verb {
+        "gracefulReload" => "graceful_reload",
+        v => v,
+    };
+    let flags_of = match verb {
+        "graceful_reload" => "gracefulReload",
+        v => v,
+    };
+    let (m, extra) = match parse(flags_of, args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if m.free.is_empty() {
+        return usage_error(&format!(
+            "{flags_of}: give a name, id, namespace, script, config file, /regex/ or all"
+        ));
+    }
+    let update = match update_of(verb, &m, &extra) {
+        Ok(u) => u,
+        Err(code) => return code,
+    };
+    let only = only_names(&m);
+    let json = m.opt_present("json");
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut done: Vec<Description> = Vec::new();
+    let mut words = Vec::new();
+    for w in &m.free {
+        // restart/reload of a config file start what does not run, as PM2.
+        // `-`: a config on stdin, as PM2's.
+        let is_config = w == "-" || corral::client::is_config_file(w) && Path::new(w).is_file();
+        if w == "-" && !matches!(verb, "restart" | "reload" | "graceful_reload") {
+            let apps = match read_start_config(w) {
+                Ok((apps, _, _)) => apps,
+                Err(e) => return report(e),
+            };
+            let names = corral::client::config_app_names(&apps, &only);
+            if names.is_empty() {
+                eprintln!("corral: stdin: no app named {}", only.join(", "));
+                return EXIT_REFUSED;
+            }
+            words.extend(names);
+        } else if is_config && matches!(verb, "restart" | "reload" | "graceful_reload") {
+            let config = match read_start_config(w) {
+                Ok(c) => c,
+                Err(e) => return report(e),
+            };
+            match start_or(&mut c, verb, config, &only, &update) {
+                Ok(d) => done.extend(d),
+                Err(code) => return code,
+            }
+        } else {
+            words.push(w.clone());
+        }
+    }
+    let targets = match resolve_words(&mut c, &words, &only) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    for target in targets {
+        let all = target == Target::All;
+        let r = {
+            let _p = Progress::show(&progress_text(verb, &target));
+            match verb {
+                "stop" | "restart" | "reload" | "graceful_reload" => {
+                    c.update(verb, target, &update)
+                }
+                "delete" => c.delete(target),
+                _ => c.reset(target),
+            }
+        };
+        match r {
+            Ok(d) if d.is_empty() && all => {
+                eprintln!("corral: no process found (the list is empty)");
+                return EXIT_REFUSED;
+            }
+            Ok(d) => done.extend(d),
+            Err(e) => return report(e),
+        }
+    }
+    print_warnings(&c);
+    show(&mut c, json, &done)
+}
+
+/// `restart|reload <config>` and `startOrRestart|Reload|GracefulReload`:
+/// the config's apps that run are restarted (reloaded) with its options,
+/// the others started, as PM2's `_startJson`.
+fn start_or(
+    c: &mut Client,
+    verb: &str,
+    (apps, dir, label): (Vec<Value>, PathBuf, String),
+    only: &[String],
+    flags: &corral::client::Update,
+) -> Result<Vec<Description>, i32> {
+    let running: Vec<String> = c
+        .list()
+        .map_err(report)?
+        .into_iter()
+        .filter(|d| !matches!(d.pm2_env.status, Status::Stopped | Status::Errored))
+        .map(|d| d.name)
+        .collect();
+    let mut fresh = Vec::new();
+    let mut done = Vec::new();
+    for app in apps {
+        let names = corral::client::config_app_names(std::slice::from_ref(&app), &[]);
+        let Some(name) = names.first().cloned() else {
+            fresh.push(app);
+            continue;
+        };
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        if !running.contains(&name) {
+            fresh.push(app);
+            continue;
+        }
+        let mut options = match app {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        };
+        // Paths in a config are relative to its directory.
+        let cwd = match options.get("cwd").and_then(Value::as_str) {
+            Some(d) => dir.join(d),
+            None => dir.clone(),
+        };
+        options.insert("cwd".into(), json!(cwd.display().to_string()));
+        options.extend(flags.options.clone());
+        let update = corral::client::Update {
+            options,
+            env_name: flags.env_name.clone(),
+            update_env: flags.update_env,
+            toggle_watch: flags.toggle_watch,
+            from_config: true,
+        };
+        let _p = Progress::show(&progress_text(verb, &Target::Name(name.clone())));
+        done.extend(
+            c.update(verb, Target::Name(name), &update)
+                .map_err(report)?,
+        );
+    }
+    if !fresh.is_empty() {
+        let _p = Progress::show(&format!("starting the apps of {label}"));
+        let d = c
+            .start_config(fresh, &dir, &label, flags.env_name.as_deref(), only)
+            .map_err(report)?;
+        done.extend(d);
+    }
+    Ok(done)
+}
+
+fn cmd_start_or(verb: &str, args: &[String]) -> i32 {
     let (m, _) = match parse(verb, args) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let target = match one_target(verb, &m) {
-        Ok(t) => t,
+    let [file] = m.free.as_slice() else {
+        return usage_error(&format!("{verb}: give one config file"));
+    };
+    let action = match verb {
+        "startOrRestart" => "restart",
+        "startOrReload" => "reload",
+        _ => "graceful_reload",
+    };
+    let update = corral::client::Update {
+        env_name: m.opt_str("env"),
+        update_env: m.opt_present("update-env"),
+        ..Default::default()
+    };
+    if !corral::client::is_config_file(file) && file != "-" {
+        return usage_error(&format!("{verb}: {file} is not a config file"));
+    }
+    let config = match read_start_config(file) {
+        Ok(c) => c,
+        Err(e) => return report(e),
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match start_or(&mut c, action, config, &only_names(&m), &update) {
+        Ok(d) => {
+            print_warnings(&c);
+            show(&mut c, m.opt_present("json"), &d)
+        }
+        Err(code) => code,
+    }
+}
+
+fn cmd_prettylist(args: &[String]) -> i32 {
+    if let Err(code) = parse("prettylist", args) {
+        return code;
+    }
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.list_json() {
+        Ok(raw) => {
+            let v: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or(raw));
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// The apps of one target word; "no process" is an error.
+fn described(c: &mut Client, word: &str) -> Result<Vec<Description>, i32> {
+    let mut out = Vec::new();
+    for t in resolve_word(c, word, &[])? {
+        out.extend(c.describe(t).map_err(report)?);
+    }
+    if out.is_empty() {
+        eprintln!("corral: no process named {word}");
+        return Err(EXIT_REFUSED);
+    }
+    Ok(out)
+}
+
+fn cmd_env(args: &[String]) -> i32 {
+    let (m, _) = match parse("env", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [id] = m.free.as_slice() else {
+        return usage_error("env: give a pm_id");
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let descs = match described(&mut c, id) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if m.opt_present("json") {
+        let envs: Vec<&BTreeMap<String, String>> = descs.iter().map(|d| &d.pm2_env.env).collect();
+        println!("{}", json!(envs));
+        return 0;
+    }
+    let colour = colour_on();
+    for d in &descs {
+        for (k, v) in &d.pm2_env.env {
+            match colour {
+                true => println!("{k}: \x1b[32m{v}\x1b[0m"),
+                false => println!("{k}: {v}"),
+            }
+        }
+    }
+    0
+}
+
+fn cmd_id(args: &[String]) -> i32 {
+    let (m, _) = match parse("id", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [name] = m.free.as_slice() else {
+        return usage_error("id: give an app name");
+    };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // As PM2: the ids of that name, an empty array when there are none.
+    match c.list() {
+        Ok(all) => {
+            let ids: Vec<u32> = all
+                .iter()
+                .filter(|d| &d.name == name)
+                .map(|d| d.pm_id)
+                .collect();
+            println!("{}", json!(ids));
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn cmd_pid(args: &[String]) -> i32 {
+    let (m, _) = match parse("pid", args) {
+        Ok(p) => p,
         Err(code) => return code,
     };
     let mut c = match connect(true) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let r = match verb {
-        "stop" => c.stop(target),
-        "restart" => c.restart(target),
-        "reload" => c.reload(target),
-        "delete" => c.delete(target),
-        _ => c.reset(target),
+    let descs = match m.free.as_slice() {
+        [] => match c.list() {
+            Ok(d) => d,
+            Err(e) => return report(e),
+        },
+        [t] => match described(&mut c, t) {
+            Ok(d) => d,
+            Err(code) => return code,
+        },
+        _ => return usage_error("pid: give at most one target"),
     };
-    match r {
-        Ok(descs) => show(&mut c, m.opt_present("json"), &descs),
-        Err(e) => report(e),
+    if m.opt_present("json") {
+        let pids: Vec<i32> = descs.iter().map(|d| d.pid).collect();
+        println!("{}", json!(pids));
+        return 0;
     }
+    for d in &descs {
+        println!("{}", d.pid);
+    }
+    0
 }
 
 fn cmd_list(args: &[String], json: bool) -> i32 {
@@ -1387,20 +2006,45 @@ fn cmd_resurrect(args: &[String]) -> i32 {
     }
 }
 
+/// `send <pm_id> <line>`: the line (and a newline) to the app's stdin, as
+/// PM2's `sendLineToStdin`.
 fn cmd_send(args: &[String]) -> i32 {
     let (m, _) = match parse("send", args) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let [id, data] = m.free.as_slice() else {
-        return usage_error("send: give a pm_id and a JSON value");
+    let (id, words) = match m.free.split_first() {
+        Some((id, words)) if !words.is_empty() => (id, words),
+        _ => return usage_error("send: give a pm_id and a line"),
     };
     let Ok(id) = id.parse::<u32>() else {
         return usage_error(&format!("send: `{id}` is not a pm_id"));
     };
+    let mut c = match connect(true) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match c.send_line_to_stdin(id, &words.join(" ")) {
+        Ok(()) => 0,
+        Err(e) => report(e),
+    }
+}
+
+/// `msg <pm_id> <json>`: a message to the app's IPC channel.
+fn cmd_msg(args: &[String]) -> i32 {
+    let (m, _) = match parse("msg", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let [id, data] = m.free.as_slice() else {
+        return usage_error("msg: give a pm_id and a JSON value");
+    };
+    let Ok(id) = id.parse::<u32>() else {
+        return usage_error(&format!("msg: `{id}` is not a pm_id"));
+    };
     let data: Value = match serde_json::from_str(data) {
         Ok(v) => v,
-        Err(e) => return usage_error(&format!("send: the message is not JSON: {e}")),
+        Err(e) => return usage_error(&format!("msg: the message is not JSON: {e}")),
     };
     let mut c = match connect(true) {
         Ok(c) => c,
@@ -1469,7 +2113,7 @@ fn cmd_logs(args: &[String]) -> i32 {
     }
     let (want_out, want_err) = (!m.opt_present("err"), !m.opt_present("out"));
     let raw = m.opt_present("raw");
-    let colour = std::io::stdout().is_terminal() && !raw;
+    let colour = colour_on() && !raw;
     let mut c = match connect(true) {
         Ok(c) => c,
         Err(code) => return code,
@@ -1761,16 +2405,25 @@ fn cmd_kill(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let c = match connect(false) {
+    let json = m.opt_present("json");
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    let c = match Client::connect_with(&paths, false) {
         Ok(c) => c,
-        Err(_) => {
-            println!("no daemon was running");
-            return 0;
+        Err(Error::NoDaemon(_)) => {
+            if json {
+                println!("{}", json!({"stopped": 0, "running": false}));
+            }
+            eprintln!("corral: no daemon is running (nothing to kill)");
+            return EXIT_NO_DAEMON;
         }
+        Err(e) => return report(e),
     };
     match c.kill_daemon() {
-        Ok(n) if m.opt_present("json") => {
-            println!("{}", json!({"stopped": n}));
+        Ok(n) if json => {
+            println!("{}", json!({"stopped": n, "running": true}));
             0
         }
         Ok(n) => {
@@ -1792,7 +2445,7 @@ fn cmd_help(args: &[String]) -> i32 {
                 print!("{}", verb_help(v));
                 0
             }
-            None => usage_error(&format!("unknown verb `{verb}`")),
+            None => usage_error(&unknown_verb(verb)),
         },
         _ => usage_error("help: give at most one verb"),
     }
@@ -2373,8 +3026,8 @@ fn now_ms() -> u64 {
 }
 
 /// The `list` table.
-fn table(all: &[Description]) -> String {
-    let color = std::io::stdout().is_terminal();
+pub fn table(all: &[Description]) -> String {
+    let color = colour_on();
     let head = [
         "id",
         "name",
@@ -2435,6 +3088,8 @@ fn table(all: &[Description]) -> String {
             let pad = " ".repeat(w - c.chars().count());
             let cell = match (i, status_col) {
                 (7, Some(code)) => format!("\x1b[{code}m{c}\x1b[0m"),
+                // Names bold cyan, as PM2 shows them.
+                (1, Some(_)) => format!("\x1b[1;36m{c}\x1b[0m"),
                 _ => c.clone(),
             };
             s.push_str(&cell);
@@ -2448,18 +3103,23 @@ fn table(all: &[Description]) -> String {
     let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
     line(&head, &mut s, None);
     for r in &rows {
-        let code = match r[7].as_str() {
-            "online" => "32",
-            "errored" => "31",
-            "stopped" => "90",
-            _ => "33",
-        };
-        line(r, &mut s, color.then_some(code));
+        line(r, &mut s, color.then(|| status_colour(&r[7])));
     }
     if all.is_empty() {
         s.push_str("(no apps; start one with: corral start <script>)\n");
     }
     s
+}
+
+/// The ANSI colour of a status, as PM2's: online green, stopped and
+/// errored red, the passing states yellow.
+pub fn status_colour(status: &str) -> &'static str {
+    match status {
+        "online" => "1;32",
+        "errored" => "1;31",
+        "stopped" => "31",
+        _ => "33",
+    }
 }
 
 fn describe_text(d: &Description) -> String {

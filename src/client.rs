@@ -22,7 +22,8 @@ use serde_json::{Map, Value, json};
 use crate::config_file;
 use crate::options::apps_of_config;
 use crate::protocol::{
-    Action, Command, Description, ErrorCode, Event, Request, Response, StartArgs, Target, WireError,
+    Action, Changes, Command, Description, ErrorCode, Event, Request, Response, StartArgs, Target,
+    WireError,
 };
 
 /// How long a launched daemon may take to say it is ready.
@@ -722,40 +723,21 @@ impl Client {
         env_name: Option<&str>,
         only: &[String],
     ) -> Result<Vec<Description>, Error> {
-        let mut picked = Vec::new();
-        for mut app in apps {
-            if !only.is_empty() {
-                // The name the daemon will give it (explicit, or from the script).
-                let name = match crate::options::parse_app(&app) {
-                    Ok(p) => p.spec.name,
-                    Err(_) => app.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                };
-                if !only.contains(&name) {
-                    continue;
-                }
-            }
-            // Paths in a config file are relative to the file.
-            if let Value::Object(obj) = &mut app {
-                let cwd = match obj.get("cwd").and_then(Value::as_str) {
-                    Some(c) => dir.join(c),
-                    None => dir.to_path_buf(),
-                };
-                obj.insert("cwd".into(), json!(cwd.display().to_string()));
-            }
-            picked.push(app);
-        }
-        if picked.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{label}: no app named {}",
-                only.join(", ")
-            )));
-        }
+        let picked = pick_apps(apps, dir, label, only)?;
         self.start_apps(picked, env_name)
     }
 
     /// Start apps given as option objects, with this process's cwd and
     /// environment.
     pub fn start_apps(
+        &mut self,
+        apps: Vec<Value>,
+        env_name: Option<&str>,
+    ) -> Result<Vec<Description>, Error> {
+        self.start_request(apps, env_name)
+    }
+
+    fn start_request(
         &mut self,
         mut apps: Vec<Value>,
         env_name: Option<&str>,
@@ -777,6 +759,45 @@ impl Client {
             env_name: env_name.map(str::to_string),
             caller_env: Some(std::env::vars().collect()),
         }))
+    }
+
+    /// Stop, restart or reload the target's apps with new options first
+    /// (`corral restart api --watch --update-env`); `verb` is `"stop"`,
+    /// `"restart"`, `"reload"` or `"graceful_reload"`. The options are what
+    /// `describe` shows afterwards.
+    pub fn update(
+        &mut self,
+        verb: &str,
+        target: impl Into<Target>,
+        update: &Update,
+    ) -> Result<Vec<Description>, Error> {
+        let action = match verb {
+            "stop" => Action::Stop,
+            "restart" => Action::Restart,
+            "reload" => Action::Reload,
+            "graceful_reload" => Action::GracefulReload,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "`{other}` cannot change options (stop, restart, reload)"
+                )));
+            }
+        };
+        let changes = Changes {
+            options: update.options.clone(),
+            env_name: update.env_name.clone(),
+            caller_env: update.update_env.then(|| std::env::vars().collect()),
+            toggle_watch: update.toggle_watch,
+            from_config: update.from_config,
+        };
+        let target = target.into();
+        if changes == Changes::default() {
+            return self.act(action, target);
+        }
+        self.descriptions(Command::Update {
+            action,
+            target,
+            changes,
+        })
     }
 
     /// Start known apps again (by name, pm_id, namespace or `"all"`).
@@ -871,6 +892,17 @@ impl Client {
             o.insert("topic".into(), json!(t));
         }
         self.request(Command::SendData { packet }).map(|_| ())
+    }
+
+    /// Write `line` and a newline to app `pm_id`'s stdin, as PM2's
+    /// `sendLineToStdin`. Refused when the app has no stdin pipe (`stdin:
+    /// false`), is not running, or has not read what it was sent before.
+    pub fn send_line_to_stdin(&mut self, pm_id: u32, line: &str) -> Result<(), Error> {
+        self.request(Command::SendLine {
+            pm_id,
+            line: line.to_string(),
+        })
+        .map(|_| ())
     }
 
     /// Grow or shrink the instances of app `name`: `json!(4)`, `json!("+2")`
@@ -1049,6 +1081,75 @@ impl Drop for Client {
             std::mem::forget(l);
         }
     }
+}
+
+/// The apps of a config kept by `only`, with their paths made relative to
+/// `dir`.
+fn pick_apps(
+    apps: Vec<Value>,
+    dir: &Path,
+    label: &str,
+    only: &[String],
+) -> Result<Vec<Value>, Error> {
+    let mut picked = Vec::new();
+    for mut app in apps {
+        if !only.is_empty() {
+            // The name the daemon will give it (explicit, or from the script).
+            let name = match crate::options::parse_app(&app) {
+                Ok(p) => p.spec.name,
+                Err(_) => app.get("name").and_then(Value::as_str).unwrap_or("").into(),
+            };
+            if !only.contains(&name) {
+                continue;
+            }
+        }
+        // Paths in a config file are relative to the file.
+        if let Value::Object(obj) = &mut app {
+            let cwd = match obj.get("cwd").and_then(Value::as_str) {
+                Some(c) => dir.join(c),
+                None => dir.to_path_buf(),
+            };
+            obj.insert("cwd".into(), json!(cwd.display().to_string()));
+        }
+        picked.push(app);
+    }
+    if picked.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{label}: no app named {}",
+            only.join(", ")
+        )));
+    }
+    Ok(picked)
+}
+
+/// The names of the apps of a config (explicit, or derived from the
+/// script as the daemon derives them), kept by `only`.
+pub fn config_app_names(apps: &[Value], only: &[String]) -> Vec<String> {
+    apps.iter()
+        .filter_map(|app| match crate::options::parse_app(app) {
+            Ok(p) => Some(p.spec.name),
+            Err(_) => app.get("name").and_then(Value::as_str).map(str::to_string),
+        })
+        .filter(|n| only.is_empty() || only.contains(n))
+        .collect()
+}
+
+/// New options for [`Client::update`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Update {
+    /// App options laid over each app's (`{"watch": true}`,
+    /// `{"max_memory_restart": "100M"}`...).
+    pub options: Map<String, Value>,
+    /// Use the `env_<name>` set of variables from now on.
+    pub env_name: Option<String>,
+    /// Replace the environment the apps inherited by this process's
+    /// (PM2's `--update-env`); keys gone from it are gone from the apps.
+    pub update_env: bool,
+    /// Watching on if it was off, off if it was on (`restart --watch`).
+    pub toggle_watch: bool,
+    /// `options` are a config file's app: options that cannot change
+    /// (`instances`, `exec_mode`...) are ignored rather than refused.
+    pub from_config: bool,
 }
 
 /// What [`Client::dump`] wrote.

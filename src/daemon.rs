@@ -797,11 +797,8 @@ impl Daemon {
     /// and `id` get the answer.
     fn stop_everything(&mut self, conn: Token, id: Value) {
         let ids = self.table.ids();
-        let stopped = self
-            .table
-            .iter()
-            .filter(|(_, e)| e.m().is_running())
-            .count();
+        // Every app in the list, as PM2 counts them (stopped ones too).
+        let stopped = ids.len();
         self.pending.push(Pending {
             conn,
             id,

@@ -73,6 +73,7 @@ mod process;
 mod procfs;
 pub mod protocol;
 mod reaper;
+mod regex;
 mod relaxed_json;
 mod rotate;
 mod spawn;
@@ -94,8 +95,9 @@ pub use client::{Client, Error};
 pub mod __private {
     pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
-    pub use crate::options::{parse_duration, parse_size};
+    pub use crate::options::{edit_distance, parse_duration, parse_size};
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
+    pub use crate::regex::Regex;
     pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::sys::dup_cloexec;
     pub use crate::users::{lookup, parse_passwd};

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::sys::Signal;
 
@@ -173,6 +173,9 @@ pub struct AppSpec {
     pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
+    /// Give the app a stdin pipe the daemon writes to (`send`), as PM2
+    /// does; false: `/dev/null`.
+    pub stdin: bool,
     /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
     /// that many (at least 1).
     pub instances: i64,
@@ -239,6 +242,91 @@ pub enum Watch {
 pub struct Parsed {
     pub spec: AppSpec,
     pub warnings: Vec<String>,
+}
+
+/// `spec` with the options of `changes` laid over it (`restart` and
+/// `reload` with flags, as PM2's `--watch`, `--node-args`,
+/// `--max-memory-restart`...). Options that would make it another app
+/// (`name`, `script`, `instances`...) are refused, or ignored when
+/// `lenient` (a config file's app restarted: PM2 keeps those too). With
+/// the keys of `changes` that were applied.
+pub fn overlay(
+    spec: &AppSpec,
+    changes: &Map<String, Value>,
+    lenient: bool,
+) -> Result<(AppSpec, Vec<String>), OptionError> {
+    let mut applied = Vec::new();
+    let mut v = changes.clone();
+    v.insert("script".into(), Value::String(spec.script.clone()));
+    v.insert("name".into(), Value::String(spec.name.clone()));
+    let new = parse_app(&Value::Object(v))?.spec;
+    let mut out = spec.clone();
+    for key in changes.keys() {
+        let Some(def) = lookup(key) else {
+            if let Some(n) = key.strip_prefix(ENV_OVERLAY_PREFIX)
+                && let Some(o) = new.env_overlays.get(n)
+            {
+                out.env_overlays.insert(n.to_string(), o.clone());
+                applied.push(key.clone());
+            }
+            // Custom keys: parse_app warned about them already.
+            continue;
+        };
+        applied.push(key.clone());
+        match def.name {
+            "args" => out.args = new.args.clone(),
+            "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
+            "env" => out.env = new.env.clone(),
+            "log_date_format" | "time" => out.log_date_format = new.log_date_format.clone(),
+            "min_uptime" => out.min_uptime = new.min_uptime,
+            "max_restarts" => out.max_restarts = new.max_restarts,
+            "kill_timeout" => out.kill_timeout = new.kill_timeout,
+            "kill_signal" => out.kill_signal = new.kill_signal,
+            "restart_delay" => out.restart_delay = new.restart_delay,
+            "autorestart" => out.autorestart = new.autorestart,
+            "stop_exit_codes" => out.stop_exit_codes = new.stop_exit_codes.clone(),
+            "treekill" => out.treekill = new.treekill,
+            "source_map_support" => out.source_map_support = new.source_map_support,
+            "disable_source_map_support" => {
+                out.disable_source_map_support = new.disable_source_map_support
+            }
+            "max_memory_restart" => out.max_memory_restart = new.max_memory_restart,
+            "exp_backoff_restart_delay" => {
+                out.exp_backoff_restart_delay = new.exp_backoff_restart_delay
+            }
+            "watch" => out.watch = new.watch.clone(),
+            "ignore_watch" => out.ignore_watch = new.ignore_watch.clone(),
+            "watch_delay" => out.watch_delay = new.watch_delay,
+            "cron_restart" => out.cron_restart = new.cron_restart.clone(),
+            "wait_ready" => out.wait_ready = new.wait_ready,
+            "listen_timeout" => out.listen_timeout = new.listen_timeout,
+            "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
+            "output" => out.output = new.output.clone(),
+            "error" => out.error = new.error.clone(),
+            "pid_file" => out.pid_file = new.pid_file.clone(),
+            "interpreter" => out.interpreter = new.interpreter.clone(),
+            "cwd" => out.cwd = new.cwd.clone(),
+            "uid" => out.uid = new.uid.clone(),
+            "gid" => out.gid = new.gid.clone(),
+            "stdin" => out.stdin = new.stdin,
+            "force" | "write" | "name" | "script" => {
+                applied.pop();
+            }
+            _ if lenient => {
+                applied.pop();
+            }
+            other => {
+                return Err(OptionError::new(
+                    key.as_str(),
+                    format!(
+                        "cannot be changed by a restart or reload (`{other}`); \
+                         delete the app and start it again"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((out, applied))
 }
 
 /// The key that is wrong (as the user wrote it) and why.
@@ -349,6 +437,7 @@ const OPTIONS: &[OptionDef] = &[
     yes("listen_timeout", &[]),
     yes("shutdown_with_message", &[]),
     yes("ipc", &[]),
+    yes("stdin", &[]),
     yes("listen", &[]),
     yes("instance_var", &[]),
     yes("increment_var", &[]),
@@ -678,6 +767,7 @@ fn build_spec(
             .parse("shutdown_with_message", boolean)?
             .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
+        stdin: given.parse("stdin", boolean)?.unwrap_or(true),
         instances: instances.unwrap_or(1),
         cluster,
         merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
@@ -838,20 +928,9 @@ fn cron(key: &str, v: &Value) -> Result<Option<String>, OptionError> {
 
 /// Default name: the script's file name without its last extension. A
 /// script with whitespace is a command line (PM2 runs it through a shell),
-/// and is named by the whole command.
+/// named by its first word's stem (`python3 -m http.server` -> `python3`).
 fn default_name(script: &str) -> String {
-    let script = script.trim();
-    if script.chars().any(|c| c.is_ascii_whitespace()) {
-        // One line, and each path by its file name: `/` cannot be in a name.
-        let words: Vec<&str> = script
-            .split_ascii_whitespace()
-            .map(|w| match w.rsplit_once('/') {
-                Some((_, "")) | None => w,
-                Some((_, base)) => base,
-            })
-            .collect();
-        return words.join(" ");
-    }
+    let script = script.split_ascii_whitespace().next().unwrap_or_default();
     Path::new(script)
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
@@ -1416,6 +1495,7 @@ mod tests {
             listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
             shutdown_with_message: false,
             ipc: true,
+            stdin: true,
             instances: 1,
             cluster: None,
             merge_logs: false,
@@ -1633,8 +1713,10 @@ mod tests {
             ("archive.tar.gz", "archive.tar", None),
             ("server.go", "server", None),
             (".hidden", ".hidden", None),
-            ("node server.js --x", "node server.js --x", None),
-            ("node ./dist/a.js\n--x\t1", "node a.js --x 1", None),
+            ("node server.js --x", "node", None),
+            ("python3 -m http.server", "python3", None),
+            ("/usr/bin/python3.12 -m x", "python3", None),
+            ("node ./dist/a.js\n--x\t1", "node", None),
         ];
         for (script, name, interpreter) in cases {
             let spec = parse_app(&json!({ "script": script }))

@@ -222,6 +222,12 @@ pub(crate) enum Command {
     /// New apps (option objects), or known apps by target.
     Start(StartArgs),
     Act(Action, Target),
+    /// `stop`, `restart` or `reload` that first changes the apps' options.
+    Update {
+        action: Action,
+        target: Target,
+        changes: Changes,
+    },
     List,
     SendSignal {
         signal: Value,
@@ -230,6 +236,11 @@ pub(crate) enum Command {
     /// A packet for an app's IPC channel (`sendDataToProcessId`).
     SendData {
         packet: Value,
+    },
+    /// A line for an app's stdin (`sendLineToStdin`).
+    SendLine {
+        pm_id: u32,
+        line: String,
     },
     /// Turn this connection into a stream of bus events (all, or these).
     Subscribe {
@@ -261,6 +272,29 @@ pub(crate) enum Command {
     },
 }
 
+/// New options for apps a `restart`/`reload` (or `stop`) acts on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Changes {
+    /// Options laid over each app's (`options::overlay`).
+    pub options: Map<String, Value>,
+    /// Use `env_<name>` from now on.
+    pub env_name: Option<String>,
+    /// `--update-env`: the caller's environment replaces the one the apps
+    /// inherited (keys gone from it are gone).
+    pub caller_env: Option<BTreeMap<String, String>>,
+    /// `restart --watch`: watching on if it was off, off if it was on.
+    pub toggle_watch: bool,
+    /// The options are a config file's app: those that cannot change are
+    /// ignored rather than refused.
+    pub from_config: bool,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
 /// The arguments of `start`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct StartArgs {
@@ -283,8 +317,8 @@ pub(crate) struct Request {
 pub(crate) type Refusal = (Value, WireError);
 
 const VERBS: &str = "ping, start, stop, restart, reload, graceful_reload, delete, reset, describe, list, \
-                     send_signal, send_data, subscribe, flush, reload_logs, scale, kill_daemon, \
-                     dump, resurrect";
+                     send_signal, send_data, send_line, subscribe, flush, reload_logs, scale, \
+                     kill_daemon, dump, resurrect";
 
 impl Request {
     /// Parse one line (newline already removed).
@@ -382,11 +416,38 @@ impl Request {
                 t.iter().map(|t| ("target", t.to_value())).collect(),
             ),
             Command::SendData { packet } => ("send_data", vec![("packet", packet.clone())]),
+            Command::SendLine { pm_id, line } => (
+                "send_line",
+                vec![("pm_id", json!(pm_id)), ("line", json!(line))],
+            ),
             Command::Subscribe { events } => (
                 "subscribe",
                 events.iter().map(|e| ("events", json!(e))).collect(),
             ),
             Command::Act(a, t) => (a.name(), vec![("target", t.to_value())]),
+            Command::Update {
+                action,
+                target,
+                changes,
+            } => {
+                let mut args = vec![("target", target.to_value())];
+                if !changes.options.is_empty() {
+                    args.push(("options", Value::Object(changes.options.clone())));
+                }
+                if let Some(e) = &changes.env_name {
+                    args.push(("env_name", json!(e)));
+                }
+                if let Some(env) = &changes.caller_env {
+                    args.push(("caller_env", json!(env)));
+                }
+                if changes.toggle_watch {
+                    args.push(("toggle_watch", json!(true)));
+                }
+                if changes.from_config {
+                    args.push(("from_config", json!(true)));
+                }
+                (action.name(), args)
+            }
             Command::SendSignal { signal, target } => (
                 "send_signal",
                 vec![("signal", signal.clone()), ("target", target.to_value())],
@@ -438,7 +499,20 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
         _ => None,
     };
     let cmd = if let Some(a) = action {
-        Command::Act(a, target(&mut obj)?)
+        let changes = match a {
+            Action::Stop | Action::Restart | Action::Reload | Action::GracefulReload => {
+                changes(&mut obj)?
+            }
+            _ => Changes::default(),
+        };
+        match changes.is_empty() {
+            true => Command::Act(a, target(&mut obj)?),
+            false => Command::Update {
+                action: a,
+                target: target(&mut obj)?,
+                changes,
+            },
+        }
     } else {
         match verb {
             "ping" => Command::Ping,
@@ -478,6 +552,17 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
                 None | Some(Value::Null) => None,
                 Some(v) => Some(Target::parse(&v).map_err(bad)?),
             }),
+            "send_line" => Command::SendLine {
+                pm_id: obj
+                    .remove("pm_id")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("`send_line` needs a `pm_id`".into()))?,
+                line: match obj.remove("line") {
+                    Some(Value::String(l)) => l,
+                    _ => return Err(bad("`send_line` needs a `line` string".into())),
+                },
+            },
             "send_data" => Command::SendData {
                 packet: obj
                     .remove("packet")
@@ -514,6 +599,41 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
         return Err(bad(format!("`{verb}` takes no argument `{k}`")));
     }
     Ok(cmd)
+}
+
+fn changes(obj: &mut Map<String, Value>) -> Result<Changes, WireError> {
+    let bad = |m: &str| WireError::new(ErrorCode::BadRequest, m);
+    let mut c = Changes::default();
+    match obj.remove("options") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => c.options = o,
+        Some(_) => return Err(bad("`options` must be an object")),
+    }
+    match obj.remove("env_name") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => c.env_name = Some(s),
+        Some(_) => return Err(bad("`env_name` must be a string")),
+    }
+    match obj.remove("caller_env") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            c.caller_env = Some(
+                serde_json::from_value(v)
+                    .map_err(|_| bad("`caller_env` must be an object of strings"))?,
+            );
+        }
+    }
+    match obj.remove("toggle_watch") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => c.toggle_watch = b,
+        Some(_) => return Err(bad("`toggle_watch` must be true or false")),
+    }
+    match obj.remove("from_config") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => c.from_config = b,
+        Some(_) => return Err(bad("`from_config` must be true or false")),
+    }
+    Ok(c)
 }
 
 fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
@@ -911,6 +1031,9 @@ pub struct Pm2Env {
     /// Whether it has an IPC channel (Node's `process.send`).
     #[serde(default)]
     pub ipc: bool,
+    /// Whether its stdin is a pipe `send` writes to (else `/dev/null`).
+    #[serde(default = "yes")]
+    pub stdin: bool,
     /// The last `STATUS=` an app sent through `NOTIFY_SOCKET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_status: Option<String>,
@@ -936,6 +1059,11 @@ pub struct Pm2Env {
     /// Empty (see `axm_actions`).
     #[serde(default)]
     pub axm_dynamic: Map<String, Value>,
+}
+
+/// `true`, for serde defaults.
+fn yes() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ mod node_client;
 mod options;
 #[path = "integration/persistence.rs"]
 mod persistence;
+#[path = "integration/pm2_cli.rs"]
+mod pm2_cli;
 #[path = "integration/recovery.rs"]
 mod recovery;
 #[path = "integration/resources.rs"]

@@ -101,6 +101,7 @@ impl Daemon {
                 listen_timeout: a.spec.listen_timeout,
                 shutdown_with_message: a.spec.shutdown_with_message,
                 ipc: a.spec.ipc,
+                stdin: a.spec.stdin,
                 notify_status: e.notify_status.clone(),
                 node_version: e.node_version.clone(),
                 env: a.shown_env(),

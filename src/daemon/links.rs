@@ -35,12 +35,16 @@ impl Daemon {
         let Some(&(id, pid)) = self.channels.get(&t) else {
             return;
         };
+        // With wait_ready only the app's own "ready" counts, as in PM2 (a
+        // worker's `listening` does otherwise).
+        let wait_ready = self.table.get(id).is_some_and(|e| e.app.spec.wait_ready);
         let Some(link) = self.table.get_mut(id).and_then(|e| e.link_mut(pid)) else {
             return;
         };
         let _ = link.ch.flush();
         let inbound = link.ch.read();
         let mut ready = false;
+        let mut said_ready = false;
         let mut errors = Vec::new();
         let mut others = Vec::new();
         for msg in inbound.messages {
@@ -56,9 +60,9 @@ impl Daemon {
                             errors.push(e);
                         }
                     }
-                    ready |= ev == Some(WorkerEvent::Listening);
+                    ready |= ev == Some(WorkerEvent::Listening) && !wait_ready;
                 }
-                Message::Ready => ready = true,
+                Message::Ready => said_ready = true,
                 other => others.push(other),
             }
         }
@@ -68,8 +72,8 @@ impl Daemon {
         for e in errors {
             self.log(&format!("app {id}: cluster: {e}"));
         }
-        if ready {
-            self.ready(id, pid);
+        if ready || said_ready {
+            self.ready(id, pid, said_ready);
         }
         for msg in others {
             self.on_message(id, msg);
@@ -81,9 +85,10 @@ impl Daemon {
         }
     }
 
-    /// Process `pid` of app `id` says it is ready. A draining process's
-    /// readiness means nothing any more.
-    fn ready(&mut self, id: u32, pid: i32) {
+    /// Process `pid` of app `id` is ready: it `said` "ready" on its channel
+    /// (a `process:msg` for the bus, once), or listened, or notified. A
+    /// draining process's readiness means nothing any more.
+    fn ready(&mut self, id: u32, pid: i32, said: bool) {
         let role = self.table.get(id).and_then(|e| e.m().role_of(pid));
         if role == Some(Role::Drain) || role.is_none() {
             return;
@@ -95,7 +100,7 @@ impl Daemon {
                 event: Event::Ready,
             },
         );
-        if role == Some(Role::Main) {
+        if said {
             let data = json!({"process": self.process_ref(id), "raw": "ready", "at": wall_ms()});
             self.publish("process:msg", data);
         }
@@ -202,7 +207,7 @@ impl Daemon {
             };
             for (k, v) in note.pairs {
                 match k.as_str() {
-                    "READY" if v == "1" => self.ready(id, pid),
+                    "READY" if v == "1" => self.ready(id, pid, false),
                     "STATUS" => {
                         let main = self.table.get(id).and_then(|e| e.m().role_of(pid));
                         if let (Some(Role::Main), Some(e)) = (main, self.table.get_mut(id)) {

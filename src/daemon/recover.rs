@@ -63,6 +63,7 @@ impl Daemon {
                 if !e.starttimes.iter().any(|(p, _)| p == pid)
                     && let Ok(Some(st)) = procfs::read_stat(*pid)
                 {
+                    e.starttimes.reserve_exact(1);
                     e.starttimes.push((*pid, st.starttime));
                 }
             }

@@ -37,7 +37,7 @@ pub(crate) struct Pending {
     pub pm_ids: Vec<u32>,
     /// Descriptions of apps forgotten meanwhile (delete).
     pub gone: BTreeMap<u32, Description>,
-    /// How many of the apps were running when the request came.
+    /// How many apps the list held when the request came (kill_daemon).
     pub stopped: usize,
     /// Warnings to send with the answer.
     pub warnings: Vec<String>,
@@ -61,6 +61,10 @@ pub(crate) enum PendingKind {
     Present,
     KillDaemon,
 }
+
+/// Longest `send_line` line with its newline: PIPE_BUF, so a write to the
+/// app's stdin pipe is atomic.
+const MAX_STDIN_LINE: usize = libc::PIPE_BUF;
 
 /// A rolling reload: one instance at a time.
 pub(crate) struct Reload {
@@ -131,6 +135,15 @@ impl Daemon {
                 Ok(None)
             }
             Command::Act(action, target) => self.act(t, req.id, action, &target),
+            Command::Update {
+                action,
+                target,
+                changes,
+            } => {
+                let ids = self.resolve(&target)?;
+                self.reconfigure(&ids, &changes, action)?;
+                self.act_on(t, req.id, action, ids)
+            }
             Command::SendSignal { signal, target } => {
                 let sig = options::parse_signal(&signal)
                     .map_err(|m| WireError::new(ErrorCode::BadRequest, format!("signal: {m}")))?;
@@ -159,6 +172,9 @@ impl Daemon {
                 Ok(None)
             }
             Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
+            Command::SendLine { pm_id, line } => {
+                self.send_line(pm_id, &line).map(|v| Some((v, Vec::new())))
+            }
             Command::Subscribe { events } => {
                 if let Some(c) = self.conns.get_mut(&t)
                     && c.sub.is_none()
@@ -309,6 +325,50 @@ impl Daemon {
         Ok(json!({"delivered": true}).to_string())
     }
 
+    /// `send_line`: `line` and a newline to app `id`'s stdin. A line fits
+    /// in PIPE_BUF, so the write is whole or refused: the pipe's buffer is
+    /// the queue, and an app that does not read gets an error, never a
+    /// blocked daemon.
+    fn send_line(&mut self, id: u32, line: &str) -> Result<String, WireError> {
+        let bad = |m: String| WireError::new(ErrorCode::BadRequest, m);
+        if line.len() >= MAX_STDIN_LINE {
+            return Err(bad(format!(
+                "a stdin line is at most {} bytes",
+                MAX_STDIN_LINE - 1
+            )));
+        }
+        if line.contains('\n') {
+            return Err(bad("a stdin line has no newline in it".into()));
+        }
+        let e = self.table.get(id).ok_or_else(|| {
+            WireError::new(ErrorCode::NotFound, format!("no process with pm_id {id}"))
+        })?;
+        let name = &e.app.spec.name;
+        let Some(pid) = e.m().pid() else {
+            return Err(bad(format!("{name} ({id}) is not running")));
+        };
+        let Some((_, fd)) = e.stdins.iter().find(|(p, _)| *p == pid) else {
+            return Err(bad(format!(
+                "{name} ({id}) has no stdin pipe (option stdin: false)"
+            )));
+        };
+        let mut buf = line.as_bytes().to_vec();
+        buf.push(b'\n');
+        match nix::unistd::write(fd, &buf) {
+            Ok(n) if n == buf.len() => Ok(json!({"written": n}).to_string()),
+            Ok(_) => Err(internal("short write to the stdin pipe")),
+            Err(nix::errno::Errno::EAGAIN) => Err(WireError::new(
+                ErrorCode::Internal,
+                format!("{name} ({id}) does not read its stdin: its pipe is full"),
+            )),
+            Err(nix::errno::Errno::EPIPE) => Err(WireError::new(
+                ErrorCode::Internal,
+                format!("{name} ({id}) has closed its stdin"),
+            )),
+            Err(err) => Err(internal(&format!("cannot write to {name}'s stdin: {err}"))),
+        }
+    }
+
     /// The pm_ids of the apps named `name`.
     pub(super) fn named(&self, name: &str) -> Vec<u32> {
         self.table
@@ -365,6 +425,90 @@ impl Daemon {
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;
+        self.act_on(t, id, action, ids)
+    }
+
+    /// Give apps `ids` new options (`restart api --watch`, `--update-env`,
+    /// `--env`): each app's options with `changes` laid over them, resolved
+    /// again as at a start; all checked before any changes. The next start
+    /// (the restart that follows) uses them; `describe` shows them.
+    fn reconfigure(
+        &mut self,
+        ids: &[u32],
+        changes: &protocol::Changes,
+        action: Action,
+    ) -> Result<(), WireError> {
+        if action != Action::Stop {
+            self.refuse_while_stopping()?;
+        }
+        let caller_env = changes.caller_env.clone().map(Rc::new);
+        let mut plan = Vec::new();
+        for id in ids {
+            let e = self.table.get(*id).ok_or_else(|| internal("vanished"))?;
+            let name = &e.app.spec.name;
+            let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
+            let (mut spec, applied) =
+                options::overlay(&e.app.spec, &changes.options, changes.from_config)
+                    .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
+            if changes.toggle_watch {
+                spec.watch = match spec.watch {
+                    options::Watch::Off => options::Watch::Cwd,
+                    _ => options::Watch::Off,
+                };
+            }
+            if let Some(n) = &changes.env_name
+                && !spec.env_overlays.contains_key(n)
+            {
+                return Err(invalid(format!(
+                    "{name} ({id}) has no `env_{n}` (from --env {n})"
+                )));
+            }
+            let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
+            let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
+            // The options as given, for the dump: the changes laid over them.
+            let mut given = match e.app.options.as_ref() {
+                Value::Object(o) => o.clone(),
+                _ => serde_json::Map::new(),
+            };
+            for k in applied {
+                if let Some(v) = changes.options.get(&k) {
+                    given.insert(k, v.clone());
+                }
+            }
+            if changes.toggle_watch {
+                given.insert("watch".into(), json!(spec.watch != options::Watch::Off));
+            }
+            let given = Rc::new(Value::Object(given));
+            let app = App::resolve(
+                spec, given, e.app.slot, &self.home, base_env, env_name, self.root,
+            )?;
+            let logs = open_logs(&app, &self.home, self.log_defaults)?;
+            if action != Action::Stop {
+                check_watch(&app)?;
+            }
+            plan.push((*id, app, logs));
+        }
+        for (id, app, logs) in plan {
+            self.unwatch_app(id);
+            let policy = policy_of(&app);
+            let cron = app
+                .spec
+                .cron_restart
+                .as_deref()
+                .and_then(|c| Cron::parse(c).ok());
+            if let Some(e) = self.table.get_mut(id) {
+                e.reconfigure(app, policy, logs);
+                e.cron = cron;
+                e.cron_at = None;
+                e.cron_fired = None;
+            }
+            self.arm_cron(id);
+        }
+        Ok(())
+    }
+
+    /// Act on apps `ids`.
+    fn act_on(&mut self, t: Token, id: Value, action: Action, ids: Vec<u32>) -> Answer {
         let input = match action {
             Action::Stop => Input::Stop,
             Action::Restart => Input::Restart,

@@ -1,6 +1,7 @@
 //! Carrying out what the machines decide: `step` feeds an app's machine
 //! (through the table's one door) and `apply` performs each effect — fork
-//! and exec with fresh pipes and channel, signals, timers, pid files,
+//! and exec with fresh pipes (stdin too: its write end waits in the entry
+//! for `send_line`) and channel, signals, timers, pid files,
 //! events, releasing a process, forgetting an app. Also the two sources of
 //! process facts: reaping (exits, then groups that emptied) and the exec
 //! status pipes, watched by the loop. Never reads a client's request.
@@ -146,6 +147,9 @@ impl Daemon {
                 }
             }
             Effect::Released(pid) => {
+                if let Some(e) = self.table.get_mut(id) {
+                    e.stdins.retain(|(p, _)| *p != pid);
+                }
                 self.drop_link(id, pid);
                 self.unwatch_exec(pid);
             }
@@ -212,6 +216,17 @@ impl Daemon {
                 .map_err(|err| Fault::system(format!("cannot set up a pipe: {err}")))?;
             Ok((Some(r), w))
         };
+        // stdin: a pipe the daemon writes `send` lines to, as PM2's.
+        let (stdin_r, stdin_w) = match e.app.spec.stdin {
+            true => {
+                let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                    .map_err(|err| Fault::system(format!("cannot make a pipe: {err}")))?;
+                sys::set_nonblocking(r.as_raw_fd(), false)
+                    .map_err(|err| Fault::system(format!("cannot set up a pipe: {err}")))?;
+                (r, Some(w))
+            }
+            false => (null()?, None),
+        };
         let (out_r, out_w) = pipe(&e.app.out_path)?;
         let (err_r, err_w) = pipe(&e.app.err_path)?;
         let (ours, theirs) = match e.app.spec.ipc {
@@ -242,7 +257,7 @@ impl Daemon {
             false => 0,
         };
         let io = Io {
-            stdio: [null()?, out_w, err_w],
+            stdio: [stdin_r, out_w, err_w],
             listen,
             channel: theirs,
             notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
@@ -306,6 +321,9 @@ impl Daemon {
             }
         };
         let pid = pending.pid;
+        if let (Some(w), Some(e)) = (stdin_w, self.table.get_mut(id)) {
+            e.stdins.push((pid, w));
+        }
         let t = self.token();
         let status_fd = pending.status.as_raw_fd();
         if let Err(err) =
@@ -339,6 +357,9 @@ impl Daemon {
                 Registered::Channel(sock) => {
                     self.channels.insert(t, (id, pid));
                     if let Some(e) = self.table.get_mut(id) {
+                        // Room for this one only: a Vec's first push
+                        // reserves four, and a Link is large.
+                        e.links.reserve_exact(1);
                         e.links.push(Link {
                             pid,
                             token: t,

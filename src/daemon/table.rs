@@ -35,6 +35,8 @@ pub(crate) struct Entry {
     pub watch_at: Option<u64>,
     /// The IPC channels of its processes (main, replacement, draining).
     pub links: Vec<Link>,
+    /// The write ends of its processes' stdin pipes (non-blocking), by pid.
+    pub stdins: Vec<(i32, std::os::fd::OwnedFd)>,
     /// Why the last replacement or spawn failed, for the answer and events.
     pub spawn_error: Option<Fault>,
     /// Why the daemon restarts the app (memory, cron, watch), for the
@@ -74,6 +76,7 @@ impl Entry {
             cron_fired: None,
             watch_at: None,
             links: Vec::new(),
+            stdins: Vec::new(),
             spawn_error: None,
             restart_reason: None,
             online_warning: None,
@@ -93,8 +96,9 @@ impl Entry {
         &self.m
     }
 
-    /// New options for an app that is not running: its machine keeps its
-    /// counters.
+    /// New options for an app: its machine keeps its counters. A running
+    /// process goes on as it was started (its output goes to the new log
+    /// files); the next start uses the new options.
     pub fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
         self.app = app;
         (self.out, self.err) = logs;
@@ -174,9 +178,13 @@ impl Table {
         self.dirty = true;
     }
 
-    /// Take an app out of the table; its processes are forgotten too.
+    /// Take an app out of the table; its processes are forgotten too. An
+    /// empty table numbers from 0 again, as PM2's does.
     pub fn remove(&mut self, id: u32) -> Option<Box<Entry>> {
         let e = self.apps.remove(&id)?;
+        if self.apps.is_empty() {
+            self.next_id = 0;
+        }
         for pid in e.m.pids() {
             self.by_pid.remove(&pid);
         }

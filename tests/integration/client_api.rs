@@ -377,7 +377,9 @@ fn client_dump_resurrect_and_startup() {
     }
     let back = c.resurrect().expect("resurrect");
     assert_eq!(back.len(), 1);
-    assert_eq!((back[0].name.as_str(), back[0].pm_id), ("saved", id + 1));
+    // The emptied list numbers from 0 again (as PM2's): the saved pm_id is
+    // free, and kept.
+    assert_eq!((back[0].name.as_str(), back[0].pm_id), ("saved", id));
     assert_eq!(back[0].pm2_env.status, Status::Online);
     assert!(c.resurrect().expect("again").is_empty());
     assert_eq!(c.list().unwrap().len(), 1);

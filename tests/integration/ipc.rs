@@ -107,7 +107,7 @@ fn a_node_app_gets_send_data_and_its_answer_reaches_the_bus() {
     assert_eq!(logged_json(&log, "got "), vec![packet.clone()], "{log:?}");
 
     // The same packet from the command line.
-    let out = h.corral(&["send", &id.to_string(), r#"{"x":1}"#, "--topic", "t"]);
+    let out = h.corral(&["msg", &id.to_string(), r#"{"x":1}"#, "--topic", "t"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (process, data) = next_message(&rx, "process:msg");
     assert_eq!(data, json!({"success": true}));
@@ -227,7 +227,7 @@ fn without_ipc_an_app_has_no_channel() {
     let r = h.send_data(json!({"id": id, "type": "process:msg", "data": "x"}));
     assert_eq!(error_code(&r), "no_channel", "{r}");
     // The command line reports the refusal.
-    let out = h.corral(&["send", &id.to_string(), "1"]);
+    let out = h.corral(&["msg", &id.to_string(), "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 

@@ -185,7 +185,7 @@ fn reload_in_fork_mode_restarts() {
 }
 
 #[test]
-fn delete_frees_the_name_and_never_reuses_a_pm_id() {
+fn delete_frees_the_name_and_pm_ids_restart_from_0_when_empty() {
     let h = TestHome::started();
     let first = sleeper(&h, "del");
     let pid = pid_of(&first);
@@ -197,7 +197,15 @@ fn delete_frees_the_name_and_never_reuses_a_pm_id() {
     assert!(h.describe_all(json!("del")).is_empty());
     let again = sleeper(&h, "del");
     let id2 = again["pm_id"].as_u64().unwrap();
-    assert!(id2 > id, "pm_id {id2} after deleted {id}: reused");
+    // As PM2: an empty list numbers from 0 again.
+    assert_eq!((id, id2), (0, 0), "pm_ids after the list emptied");
+    // While the list is not empty, a deleted pm_id is not given again.
+    let other = sleeper(&h, "other");
+    assert_eq!(other["pm_id"], json!(1), "{other}");
+    h.ok(json!({"cmd": "delete", "target": "other"}));
+    let third = sleeper(&h, "third");
+    assert_eq!(third["pm_id"], json!(2), "{third}");
+    h.ok(json!({"cmd": "delete", "target": "third"}));
     // CLI delete, then the name is free once more.
     let out = h.corral(&["delete", "del"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

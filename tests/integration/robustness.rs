@@ -123,9 +123,10 @@ fn a_second_daemon_refuses_to_start() {
 #[test]
 fn cli_exit_statuses() {
     let h = TestHome::new();
-    // No daemon: kill says so and succeeds, without starting one.
+    // No daemon: kill says so (exit status 3), without starting one.
     let out = h.corral(&["kill"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "no success line: {}", text(&out));
     assert!(!h.socket().exists(), "kill started a daemon");
 
     let out = h.corral(&["frobnicate"]);

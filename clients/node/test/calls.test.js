@@ -139,7 +139,7 @@ test('each call calls back (err, result) in PM2\'s shapes', async () => {
     assert.ok(pid && alive(pid));
     const killed = ok(await callback((cb) => pm2.killDaemon(cb)));
     assert.strictEqual(killed.success, true);
-    assert.strictEqual(killed.stopped, 4, 'echo, web ×2 and cfg ran');
+    assert.strictEqual(killed.stopped, 5, 'every app in the list, as PM2 counts: echo, web ×2, cfg and the stopped fromopts');
     await waitUntil('the daemon gone', () => !alive(pid));
     assert.strictEqual(pm2.disconnect(), undefined);
   } finally {
