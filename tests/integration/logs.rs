@@ -279,13 +279,25 @@ fn reload_logs_rotate_numbers_the_files() {
     let first = |p: &Path| read(p).lines().filter_map(tick_of).next().unwrap();
     assert!(last(&one) < first(&two), "-1 before -2");
     assert_eq!(first(&two), last(&one) + 1, "nothing lost between");
-    // Plain reload-logs only reopens.
+    // And through the library.
     wait_until(SOON, "a tick after the second rotation", || {
+        read(&out).contains("tick")
+    });
+    let paths = corral::client::Paths {
+        home: h.home.clone(),
+        socket: h.socket(),
+        binary: bin(),
+    };
+    let mut c = corral::Client::connect_with(&paths, false).unwrap();
+    assert_eq!(c.reload_logs_rotate().unwrap(), 2);
+    assert!(read(&logs.join("num-out-3.log")).contains("tick"));
+    // Plain reload-logs only reopens.
+    wait_until(SOON, "a tick after the third rotation", || {
         read(&out).contains("tick")
     });
     let o = h.corral(&["reload-logs"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(!logs.join("num-out-3.log").exists());
+    assert!(!logs.join("num-out-4.log").exists());
     assert!(err.exists());
 }
 
