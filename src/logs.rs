@@ -1,7 +1,9 @@
 //! App log files: what the daemon reads from an app's stdout or stderr pipe
 //! is appended to its file, with the `log_date_format` timestamp at the
 //! start of every line — of every line, not of every chunk, so a line split
-//! across two reads gets exactly one stamp.
+//! across two reads gets exactly one stamp. Beside that (the section at the
+//! end): rotation by size (`rotate.rs` cuts and renames), PM2's JSON lines
+//! (`log_type`), and the combined file (`log_file`) each stream also feeds.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
