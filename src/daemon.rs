@@ -711,15 +711,17 @@ impl Daemon {
             self.remove_stale_pid_files();
             self.drive_reloads();
             self.finish_pending();
-            if std::mem::take(&mut self.trim) {
-                sys::trim_heap();
-            }
             if self.exit_now {
                 return 0;
             }
-            // What changed in this wake, on disk once.
+            // What changed in this wake, on disk once; its text is freed
+            // at once.
             if self.table.take_dirty() {
                 self.write_journal(false);
+                self.trim = true;
+            }
+            if std::mem::take(&mut self.trim) {
+                sys::trim_heap();
             }
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));

@@ -104,9 +104,33 @@ export function sendSignalToProcessName(signal: string | number, process: number
 export function sendSignalToProcessName(signal: string | number, process: number | string): Promise<ProcessDescription[]>;
 export function sendSignalToProcessId(signal: string | number, process: number | string, errback: ErrResultCallback): void;
 
-/** Have the app list started at boot on this `platform` (systemd, openrc, ...). */
-export function startup(platform: Platform, errback: ErrResultCallback): void;
-export function startup(platform?: Platform): Promise<any>;
+/** How `startup` / `uninstallStartup` run (`corral startup` flags). */
+export interface StartupOptions {
+  user?: string;
+  hp?: string;
+  serviceName?: string;
+  /** Print the unit (in `result.output`); write and run nothing. */
+  dryRun?: boolean;
+}
+
+/** What `startup` did: `corral startup`'s output. */
+export interface StartupResult {
+  success: true;
+  output: string;
+}
+
+/**
+ * Have the app list started at boot on this `platform` (systemd, openrc,
+ * ...), as `corral startup` does. Without root: an Error with code
+ * `not_root` whose message is the `sudo` command to run.
+ */
+export function startup(platform: Platform, errback: ErrResultCallback<StartupResult>): void;
+export function startup(platform: Platform, opts: StartupOptions, errback: ErrResultCallback<StartupResult>): void;
+export function startup(platform?: Platform, opts?: StartupOptions): Promise<StartupResult>;
+/** Disable and remove the boot unit, as `corral unstartup` does. */
+export function uninstallStartup(platform: Platform, errback: ErrResultCallback<StartupResult>): void;
+export function uninstallStartup(platform: Platform, opts: StartupOptions, errback: ErrResultCallback<StartupResult>): void;
+export function uninstallStartup(platform?: Platform, opts?: StartupOptions): Promise<StartupResult>;
 
 /** Send a packet to an app's `process.on('message')`. */
 export function sendDataToProcessId(proc_id: number, packet: object, cb: ErrResultCallback<SendDataResult>): void;
@@ -142,6 +166,7 @@ export class custom {
   sendSignalToProcessName: typeof sendSignalToProcessName;
   sendSignalToProcessId: typeof sendSignalToProcessId;
   startup: typeof startup;
+  uninstallStartup: typeof uninstallStartup;
   sendDataToProcessId: typeof sendDataToProcessId;
 }
 

@@ -170,7 +170,12 @@ impl Daemon {
         let mut data = Map::new();
         data.insert("event".into(), json!(what));
         data.insert("at".into(), json!(wall_ms()));
-        data.insert("manually".into(), json!(false));
+        // PM2's `manually`: the events a request caused, up to the app's
+        // next online, stop or delete.
+        data.insert("manually".into(), json!(e.manual));
+        if matches!(what, "online" | "stop" | "delete" | "restart overlimit") {
+            e.manual = false;
+        }
         let mut words = what.to_string();
         let mut add = |k: &str, v: Value| data.insert(k.into(), v);
         match (what, e.m().last_exit()) {

@@ -542,6 +542,7 @@ impl Daemon {
             }
             if let Some(e) = self.table.get_mut(pm_id) {
                 e.stop_requested = input != Input::Restart;
+                e.manual = true;
             }
             self.step(pm_id, input);
         }
@@ -1028,6 +1029,9 @@ impl Daemon {
                     self.table.remove(pm_id);
                 }
                 return Err(e);
+            }
+            if let Some(e) = self.table.get_mut(pm_id) {
+                e.manual = true;
             }
             self.step(pm_id, Input::Start);
         }

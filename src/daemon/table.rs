@@ -50,6 +50,8 @@ pub(crate) struct Entry {
     /// Brought back from the journal, waiting for its old processes to go
     /// before it starts.
     pub recovering: bool,
+    /// A request caused what happens to it now (PM2's `manually`).
+    pub manual: bool,
     /// Stopped or deleted by a request (not ended on its own).
     pub stop_requested: bool,
     /// The pid of the last main process, for the events that follow it.
@@ -83,6 +85,7 @@ impl Entry {
             notify_status: None,
             node_version: None,
             recovering: false,
+            manual: false,
             stop_requested: false,
             last_pid: 0,
             starttimes: Vec::new(),

@@ -18,7 +18,8 @@ const { pathToFileURL } = require('url');
 
 const { Connection, noDaemonError } = require('./connection');
 const { Bus } = require('./bus');
-const { resolvePaths, launchDetached, launchTied } = require('./daemon');
+const { execFile } = require('child_process');
+const { resolvePaths, launchDetached, launchTied, findBinary } = require('./daemon');
 
 /** How long killDaemon waits for the daemon to go after it answered. */
 const KILL_WAIT_MS = 10000;
@@ -522,18 +523,63 @@ class API {
   }
 
   /**
-   * `startup(platform, errback(err, result))`: have the app list started
-   * at boot. Needs a daemon that serves `startup`.
+   * `startup(platform, [opts], errback(err, result))`: have the app list
+   * started at boot, as `corral startup` does (the same binary, home and
+   * socket): the unit written and enabled as root (`result.output` says
+   * what was done), the `sudo` command to run otherwise (an Error with
+   * code `not_root` whose message holds it). `opts`: `user`, `hp`,
+   * `serviceName`, `dryRun` (print the unit, write nothing).
    */
   startup(platform, opts, cb) {
+    return this._bootVerb('startup', platform, opts, cb);
+  }
+
+  /** `uninstallStartup(platform, [opts], errback(err, result))`: as `corral unstartup`. */
+  uninstallStartup(platform, opts, cb) {
+    return this._bootVerb('unstartup', platform, opts, cb);
+  }
+
+  _bootVerb(verb, platform, opts, cb) {
     if (typeof platform === 'function') {
       cb = platform;
       platform = undefined;
+      opts = {};
     } else if (typeof opts === 'function') {
       cb = opts;
+      opts = {};
     }
-    const args = typeof platform === 'string' && platform !== '' ? { platform } : {};
-    return settle(this._request('startup', args), cb);
+    opts = opts || {};
+    const args = [verb];
+    if (typeof platform === 'string' && platform !== '') args.push(platform);
+    if (opts.user) args.push('-u', String(opts.user));
+    if (opts.hp) args.push('--hp', String(opts.hp));
+    if (opts.serviceName) args.push('--service-name', String(opts.serviceName));
+    if (opts.dryRun) args.push('--dry-run');
+    const run = new Promise((resolve, reject) => {
+      let bin;
+      try {
+        bin = findBinary();
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      const env = Object.assign({}, process.env, {
+        CORRAL_HOME: this._paths.home,
+        CORRAL_SOCKET: this._paths.socket,
+        CORRAL_BIN: bin,
+      });
+      execFile(bin, args, { env }, (err, stdout, stderr) => {
+        if (!err) {
+          resolve({ success: true, output: stdout });
+          return;
+        }
+        const said = `${stderr}${stdout}`.trim();
+        const e = new Error(said || `corral ${verb} failed`);
+        e.code = /sudo/.test(said) ? 'not_root' : err.code === 2 ? 'bad_request' : 'startup_failed';
+        reject(e);
+      });
+    });
+    return settle(run, cb);
   }
 
   // ---- the bus -----------------------------------------------------------

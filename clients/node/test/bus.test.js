@@ -20,6 +20,8 @@ test('a listener gets process:event for a crash, with the whole description', as
     await pm2.sendDataToProcessId(app.pm_id, { type: 'process:msg', data: 'crash now', topic: true });
     await waitUntil('the exit event', () => events.some((p) => p.event === 'exit'));
     const exit = events.find((p) => p.event === 'exit');
+    // The start was asked for; the crash was not.
+    assert.strictEqual(events.find((p) => p.event === 'online').manually, true);
     assert.strictEqual(exit.manually, false);
     assert.strictEqual(typeof exit.at, 'number');
     assert.strictEqual(exit.code, 3);
