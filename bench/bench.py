@@ -304,8 +304,9 @@ class Manager:
         return wait_until(self.daemon_pid, f"the {self.name} daemon's pid file")
 
     def start(self, script, name, interpreter="none", instances=None, kill_timeout=None,
-              autorestart=True, output=None, error="/dev/null", args=(), max_restarts=None):
-        a = ["start", script, "--name", name]
+              autorestart=True, output=None, error="/dev/null", args=(), max_restarts=None,
+              flags=()):
+        a = ["start", script, "--name", name, *flags]
         if interpreter:
             a += ["--interpreter", interpreter]
         if instances:
@@ -654,35 +655,77 @@ def w_logs(m, ctx):
             os.remove(path)
         ctx.piped_logs = secs
     m.ping()
-    secs, cpu = [], []
-    for i in range(ctx.reps_logs):
-        path, sp = os.path.join(ctx.work, f"{m.name}-flood{i}.log"), os.path.join(ctx.work, f"{m.name}-flood{i}.stamp")
-        dpid = m.daemon_pid()
-        c0 = cpu_seconds(dpid)
-        m.start(ctx.flood, f"flood{i}", output=path, autorestart=False, args=(size, sp))
-        got, t1, deadline = 0, time.time_ns(), time.monotonic() + 600
-        while got < size and time.monotonic() < deadline:
-            now = os.path.getsize(path) if os.path.exists(path) else 0
-            if now != got:
-                got, t1 = now, time.time_ns()
-            elif (stamps(sp) and not alive(stamps(sp)[0][1])
-                  and time.time_ns() - t1 > 5e9):
-                break  # the app is gone and the file has not grown for 5 s
-            time.sleep(0.002)
-        c1 = cpu_seconds(dpid)
-        if got < size:
-            ctx.notes.append(f"logs on {m.name}, run {i + 1}: the log file holds {got} of {size} bytes "
-                             f"({size - got} lost) 5 s after the app exited; timed to its last growth")
-        secs.append((t1 - stamps(sp)[0][0]) / 1e9 * size / max(got, 1))
-        cpu.append(c1 - c0)
-        m.delete(f"flood{i}")
-        os.remove(path)
     mb = size / 1e6
-    out[("5", f"log throughput, {ctx.log_mb} MB to stdout", "MB/s")] = [mb / s for s in secs]
-    out[("5", f"daemon CPU while logging {ctx.log_mb} MB", "cpu")] = cpu
+    # Plain, then with a timestamp on every line (`--time`, the same format
+    # on both managers: "YYYY-MM-DDTHH:mm:ss: ", 21 bytes before each
+    # 100-byte line), alternating runs so both see the same machine load.
+    variants = [("", 0, []), (" with --time", 21, ["--time"])]
+    if m.name == "corral":
+        # Built-in rotation (PM2 needs the pm2-logrotate module): 10 MB
+        # files, all kept, so every byte can be counted.
+        variants.append((" with --max-log-size 10M", 0, ["--max-log-size", "10M", "--log-retain", "1000"]))
+    runs = {v: ([], []) for v, _, _ in variants}
+    for i in range(ctx.reps_logs):
+        for label, stamp_len, flags in variants:
+            want = size + (size // 100) * stamp_len
+            s, c = flood_once(m, ctx, f"flood{i}{'t' if flags else ''}", size, want, flags, i)
+            runs[label][0].append(s)
+            runs[label][1].append(c)
+    for label, _, _ in variants:
+        secs, cpu = runs[label]
+        out[("5", f"log throughput{label}, {ctx.log_mb} MB to stdout", "MB/s")] = [mb / s for s in secs]
+        out[("5", f"daemon CPU while logging {ctx.log_mb} MB{label}", "cpu")] = cpu
     out[("5", "  (the same app writing straight to a file)", "MB/s")] = [mb / s for s in ctx.direct_logs]
     out[("5", "  (the same app through a pipe: `app | cat > file`)", "MB/s")] = [mb / s for s in ctx.piped_logs]
     return out
+
+
+def flood_once(m, ctx, name, size, want, flags, i):
+    """Start the flood app writing `size` bytes; wait until its log file
+    holds `want` bytes (more than `size` with timestamps); the seconds
+    (scaled to the share that arrived) and the daemon's CPU seconds."""
+    path, sp = os.path.join(ctx.work, f"{m.name}-{name}.log"), os.path.join(ctx.work, f"{m.name}-{name}.stamp")
+    dpid = m.daemon_pid()
+    c0 = cpu_seconds(dpid)
+    m.start(ctx.flood, name, output=path, autorestart=False, args=(size, sp), flags=flags)
+    got, t1, deadline = 0, time.time_ns(), time.monotonic() + 600
+    while got < want and time.monotonic() < deadline:
+        now = logged_bytes(path)
+        if now != got:
+            got, t1 = now, time.time_ns()
+        elif (stamps(sp) and not alive(stamps(sp)[0][1])
+              and time.time_ns() - t1 > 5e9):
+            break  # the app is gone and the file has not grown for 5 s
+        time.sleep(0.002)
+    c1 = cpu_seconds(dpid)
+    if got < want:
+        ctx.notes.append(f"logs on {m.name} ({name}), run {i + 1}: the log file holds {got} of {want} bytes "
+                         f"({want - got} lost) 5 s after the app exited; timed to its last growth")
+    secs = (t1 - stamps(sp)[0][0]) / 1e9 * want / max(got, 1)
+    m.delete(name)
+    for p in generations(path):
+        os.remove(p)
+    return secs, c1 - c0
+
+
+def generations(path):
+    """`path` and the files rotation made of it (`path.1`, `path.2`, ...)."""
+    out, k = [], 1
+    while os.path.exists(f"{path}.{k}"):
+        out.append(f"{path}.{k}")
+        k += 1
+    return out + ([path] if os.path.exists(path) else [])
+
+
+def logged_bytes(path):
+    """Bytes in `path` and its rotated files."""
+    total = 0
+    for p in generations(path):
+        try:
+            total += os.path.getsize(p)
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def w_stop(m, ctx):
@@ -869,7 +912,11 @@ Method (all times wall clock on this machine, medians with min–max over n runs
  - Logs: a static C app writes N bytes of 100-byte lines to stdout in 100 kB
    write()s; from the app's exec (its own clock) until the log file (-o)
    holds all N bytes (if a manager loses bytes: until the file last grew,
-   rate = bytes that arrived / time). The limit is the same app with stdout on a file; the
+   rate = bytes that arrived / time). "with --time": the same with a
+   timestamp before every line (`--time` on both managers); the rate is of
+   the app's N bytes, the file holds 21 % more. "with --max-log-size 10M"
+   (corral only; PM2 has no built-in rotation): the same, rotated into
+   10 MB files, the bytes of all of them counted. The limit is the same app with stdout on a file; the
    same app piped through `cat` to the file shows what one pipe costs.
  - Stop timeout: `stop` of an app with SIGINT ignored and kill_timeout set;
    from the command's start until it has returned and the process is gone.
@@ -962,6 +1009,13 @@ def goals(rows, corral, pm2):
         x = ratio_direct(lr[0], rows, corral)
         out.append(("log throughput within 2× of writing the file directly", x <= 2,
                     f"direct is {x:.2f}× corral"))
+    plain = [r for r in lr if "--time" not in r.metric]
+    timed = [r for r in lr if "--time" in r.metric]
+    if plain and timed:
+        p, t = med("5", plain[0].metric, corral), med("5", timed[0].metric, corral)
+        if p and t:
+            out.append(("log throughput with timestamps ≥ 80 % of plain", t >= 0.8 * p,
+                        f"{t / p * 100:.0f} % ({t:.0f} of {p:.0f} MB/s)"))
     f = med("7", "failed requests during a rolling reload", corral)
     if f is not None:
         r = find[("7", "failed requests during a rolling reload")]

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::options::{AppSpec, signal_name};
+use crate::options::{AppSpec, CombinedLog, signal_name};
 use crate::protocol::{ErrorCode, WireError};
 use crate::spawn;
 use crate::users;
@@ -62,6 +62,8 @@ pub struct App {
     pub cwd: PathBuf,
     pub out_path: PathBuf,
     pub err_path: PathBuf,
+    /// The combined stdout+stderr file (`log_file`), if any.
+    pub log_path: Option<PathBuf>,
     pub pid_path: PathBuf,
     /// The environment inherited instead of the daemon's (the caller's),
     /// shared by the apps of one start request.
@@ -143,6 +145,21 @@ fn invalid(msg: String) -> WireError {
 }
 
 impl App {
+    /// Its log files, each with whether the user gave the path (rather
+    /// than corral choosing it from the name).
+    pub fn log_paths(&self) -> Vec<(&Path, bool)> {
+        let mut v = vec![
+            (self.out_path.as_path(), self.spec.output.is_some()),
+            (self.err_path.as_path(), self.spec.error.is_some()),
+        ];
+        if let Some(p) = &self.log_path {
+            let given = matches!(self.spec.log_file, Some(CombinedLog::Path(_)));
+            v.push((p.as_path(), given));
+        }
+        v.retain(|(p, _)| !crate::logs::is_null(p));
+        v
+    }
+
     /// Resolve `spec` (parsed from `options`): `base_env` is the caller's environment, if any;
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
@@ -227,9 +244,18 @@ impl App {
             in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
         // Several instances write files of their own unless merge_logs.
         let own_files = (slot.cluster || slot.count > 1) && !spec.merge_logs;
+        let log_path = match &spec.log_file {
+            None => None,
+            Some(CombinedLog::Default) => Some(home.logs().join(format!("{stem}.log"))),
+            Some(CombinedLog::Path(p)) => in_cwd(&Some(p.clone())),
+        };
         let (out_path, err_path) = match own_files {
             true => (with_id(&out_path, pm_id), with_id(&err_path, pm_id)),
             false => (out_path, err_path),
+        };
+        let log_path = match own_files {
+            true => log_path.map(|p| with_id(&p, pm_id)),
+            false => log_path,
         };
         let increment = match &spec.increment_var {
             None => None,
@@ -275,6 +301,7 @@ impl App {
             cwd,
             out_path,
             err_path,
+            log_path,
             pid_path,
             base_env,
             env_name,

@@ -135,7 +135,7 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["logs"],
-        usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp]",
+        usage: "logs [name|id|namespace|all] [--lines N] [--nostream] [--raw] [--out|--err] [--timestamp[=FMT]] [--json|--format]",
         summary: "print the last lines of apps' logs, then follow them",
     },
     Verb {
@@ -145,8 +145,8 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         names: &["reload-logs", "reloadLogs"],
-        usage: "reload-logs",
-        summary: "reopen every log file (after logrotate renamed them)",
+        usage: "reload-logs [--rotate]",
+        summary: "reopen every log file (after logrotate renamed them); --rotate: rename each to <name>-<out|err>-<N>.log first",
     },
     Verb {
         names: &["send"],
@@ -285,6 +285,36 @@ const START_FLAGS: &[(&str, &str, &str, &str)] = &[
         "prefix log lines with a timestamp in this format",
     ),
     ("", "time", "", "prefix log lines with YYYY-MM-DDTHH:mm:ss"),
+    (
+        "l",
+        "log",
+        "[FILE]",
+        "also a combined stdout+stderr file (--log alone: logs/<name>.log; else --log FILE or -l FILE)",
+    ),
+    (
+        "",
+        "log-type",
+        "TYPE",
+        "json: each log line as a JSON object (default text)",
+    ),
+    (
+        "",
+        "max-log-size",
+        "SIZE",
+        "rotate a log file before it passes SIZE (e.g. 10M)",
+    ),
+    (
+        "",
+        "log-retain",
+        "N",
+        "rotated files kept per log file (default 5)",
+    ),
+    (
+        "",
+        "disable-logs",
+        "",
+        "write no log file (stdout and stderr discarded)",
+    ),
     ("p", "pid", "FILE", "pid file of the app"),
     (
         "",
@@ -620,6 +650,8 @@ fn verb_options(verb: &str) -> Options {
             for (short, long, hint, help) in START_FLAGS {
                 if hint.is_empty() {
                     o.optflag(short, long, help);
+                } else if let Some(h) = hint.strip_prefix('[') {
+                    o.optflagopt(short, long, help, h.trim_end_matches(']'));
                 } else {
                     o.optopt(short, long, help, hint);
                 }
@@ -698,14 +730,33 @@ fn verb_options(verb: &str) -> Options {
             o.optflag("", "raw", "the lines only, without app prefixes or headers");
             o.optflag("", "out", "standard output only");
             o.optflag("", "err", "standard error only");
-            o.optflag(
+            o.optflagopt(
                 "",
                 "timestamp",
-                "prefix followed lines with the time they came",
+                "prefix followed lines with the time they came (--timestamp=FMT; default YYYY-MM-DD-HH:mm:ss)",
+                "FMT",
+            );
+            o.optflag(
+                "",
+                "json",
+                "follow as JSON lines (PM2's), without the last lines first",
+            );
+            o.optflag(
+                "",
+                "format",
+                "follow as key=value lines (PM2's), without the last lines first",
             );
         }
-        "flush" | "reload-logs" => {
+        "flush" => {
             o.optflag("", "json", "print the result as JSON");
+        }
+        "reload-logs" => {
+            o.optflag("", "json", "print the result as JSON");
+            o.optflag(
+                "",
+                "rotate",
+                "rename each file to the next free <name>-<out|err>-<N>.log, then reopen",
+            );
         }
         "dump" => {
             o.optflag("", "json", "print the result as JSON");
@@ -779,6 +830,18 @@ fn verb_options(verb: &str) -> Options {
                 "sample the apps' memory and CPU this often (default 1s)",
                 "DUR",
             );
+            o.optopt(
+                "",
+                "max-log-size",
+                "rotate log files past this size, for apps that set no max_log_size and the daemon's own log (default: never)",
+                "SIZE",
+            );
+            o.optopt(
+                "",
+                "log-retain",
+                "rotated files kept, for apps that set no log_retain (default 5)",
+                "N",
+            );
             o.optmulti(
                 "",
                 "allow-uid",
@@ -827,6 +890,29 @@ fn parse(verb: &str, args: &[String]) -> Result<(Matches, Vec<String>), i32> {
     })
 }
 
+/// `--log PATH` as PM2 reads it (its optional value is the next word
+/// unless that is a flag) made `--log=PATH`, which is how getopts takes an
+/// optional value.
+fn optional_value_joined(args: &[String], flag: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.cloned());
+            break;
+        }
+        match it.peek() {
+            Some(next) if a == flag && !next.starts_with('-') => {
+                out.push(format!("{flag}={next}"));
+                it.next();
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
 fn connect(launch: bool) -> Result<Client, i32> {
     let paths = Paths::from_env().map_err(report)?;
     Client::connect_with(&paths, launch).map_err(report)
@@ -868,6 +954,7 @@ fn print_table(c: &mut Client) -> i32 {
 }
 
 fn cmd_start(args: &[String]) -> i32 {
+    let args = &optional_value_joined(args, "--log");
     let (m, extra) = match parse("start", args) {
         Ok(p) => p,
         Err(code) => return code,
@@ -1066,6 +1153,8 @@ fn cmd_runtime(args: &[String]) -> i32 {
         detach_stdio: false,
         lifeline: false,
         sample_interval: daemon::DEFAULT_INTERVAL,
+        max_log_size: None,
+        log_retain: daemon::DEFAULT_RETAIN,
         allow_uid: Vec::new(),
         allow_gid: Vec::new(),
         runtime: Some(daemon::Runtime {
@@ -1141,6 +1230,9 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("watch-delay", "watch_delay"),
         ("instance-var", "instance_var"),
         ("listen-timeout", "listen_timeout"),
+        ("log-type", "log_type"),
+        ("max-log-size", "max_log_size"),
+        ("log-retain", "log_retain"),
     ];
     for (flag, key) in strings {
         if let Some(v) = m.opt_str(flag) {
@@ -1153,6 +1245,10 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
             o.insert("cron_restart".into(), json!(c));
         }
         (None, None) => {}
+    }
+    if m.opt_present("log") {
+        let v = m.opt_str("log").map_or(json!(true), |p| json!(p));
+        o.insert("log_file".into(), v);
     }
     if let Some(list) = m.opt_str("ignore-watch") {
         let names: Vec<&str> = list.split_whitespace().collect();
@@ -1177,6 +1273,7 @@ fn app_options(m: &Matches, extra: &[String]) -> Result<Map<String, Value>, Stri
         ("write", "write", true),
         ("watch", "watch", true),
         ("merge-logs", "merge_logs", true),
+        ("disable-logs", "disable_logs", true),
         ("wait-ready", "wait_ready", true),
         ("shutdown-with-message", "shutdown_with_message", true),
         ("no-ipc", "ipc", false),
@@ -1833,9 +1930,18 @@ fn cmd_reload_logs(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match c.reload_logs() {
+    let rotate = m.opt_present("rotate");
+    let done = match rotate {
+        true => c.reload_logs_rotate(),
+        false => c.reload_logs(),
+    };
+    match done {
         Ok(n) if m.opt_present("json") => {
             println!("{}", json!({ "files": n }));
+            0
+        }
+        Ok(n) if rotate => {
+            println!("rotated {n} log files");
             0
         }
         Ok(n) => {
@@ -2044,9 +2150,17 @@ fn cmd_logs(args: &[String]) -> i32 {
         }
     };
     let mut out = std::io::stdout().lock();
+    // PM2's --json and --format only follow.
+    let shape = match (m.opt_present("json"), m.opt_present("format")) {
+        (true, true) => return usage_error("logs: give --json or --format, not both"),
+        (true, false) => Shape::Json,
+        (false, true) => Shape::Format,
+        (false, false) => Shape::Text,
+    };
+    let nostream = m.opt_present("nostream");
     // Each file once, even when out and err are the same file.
     let mut seen = std::collections::BTreeSet::new();
-    for d in &apps {
+    for d in apps.iter().filter(|_| shape == Shape::Text || nostream) {
         let e = &d.pm2_env;
         let files = [
             (want_out, &e.pm_out_log_path),
@@ -2073,39 +2187,103 @@ fn cmd_logs(args: &[String]) -> i32 {
         }
     }
     let _ = out.flush();
-    if m.opt_present("nostream") {
+    if nostream {
         return 0;
     }
     let ids: Vec<u32> = apps.iter().map(|d| d.pm_id).collect();
-    let names = match (want_out, want_err) {
+    let mut names = match (want_out, want_err) {
         (true, false) => vec!["log:out".to_string()],
         (false, true) => vec!["log:err".to_string()],
         _ => vec!["log:*".to_string()],
     };
+    if shape == Shape::Json {
+        names.push("process:event".into());
+    }
     let bus = match c.launch_bus(Some(names)) {
         Ok(b) => b,
         Err(e) => return report(e),
     };
-    let stamp = corral::__private::Format::parse("YYYY-MM-DDTHH:mm:ss");
+    let stamp = match m.opt_str("timestamp") {
+        Some(f) => Some(corral::__private::Format::parse(&f)),
+        None if m.opt_present("timestamp") => {
+            Some(corral::__private::Format::parse(LOGS_TIMESTAMP_FORMAT))
+        }
+        None => None,
+    };
+    let render = |f: &corral::__private::Format, at: u64| {
+        let mut buf = Vec::new();
+        f.render(&corral::__private::local_tm(at as i64), at as i64, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let iso = |at: u64| {
+        let mut buf = Vec::new();
+        let f = corral::__private::Format::parse("YYYY-MM-DDTHH:mm:ss.SSS[Z]");
+        f.render(&corral::__private::utc_tm(at as i64), at as i64, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let format_stamp = corral::__private::Format::parse("YYYY-MM-DD-HH:mm:ssZZ");
     for ev in bus {
-        let Ok(Event::Log {
-            process, line, at, ..
-        }) = ev
-        else {
-            continue;
+        let text = match ev {
+            Ok(Event::Log {
+                process,
+                line,
+                at,
+                stream,
+            }) => {
+                // A target of all follows apps started later too.
+                if target != Target::All && !ids.contains(&process.pm_id) {
+                    continue;
+                }
+                let kind = match stream {
+                    corral::protocol::LogStream::Out => "out",
+                    corral::protocol::LogStream::Err => "err",
+                };
+                let bare = line.strip_suffix('\n').unwrap_or(&line);
+                match shape {
+                    Shape::Json => json!({
+                        "message": line,
+                        "timestamp": iso(at),
+                        "type": kind,
+                        "process_id": process.pm_id,
+                        "app_name": process.name,
+                    })
+                    .to_string(),
+                    Shape::Format => format!(
+                        "timestamp={} app={} id={} type={} message={bare}",
+                        render(&format_stamp, at),
+                        process.name,
+                        process.pm_id,
+                        if kind == "err" { "error" } else { "out" },
+                    ),
+                    Shape::Text => {
+                        let mut text = String::new();
+                        // As PM2: --raw prints the line only.
+                        if let Some(f) = stamp.as_ref().filter(|_| !raw) {
+                            text.push_str(&render(f, at));
+                            text.push(' ');
+                        }
+                        text.push_str(&prefix(process.pm_id, &process.name));
+                        text.push_str(bare);
+                        text
+                    }
+                }
+            }
+            Ok(Event::Process {
+                kind, process, at, ..
+            }) if shape == Shape::Json => {
+                if target != Target::All && !ids.contains(&process.pm_id) {
+                    continue;
+                }
+                json!({
+                    "timestamp": iso(at),
+                    "type": "process_event",
+                    "status": kind,
+                    "app_name": process.name,
+                })
+                .to_string()
+            }
+            _ => continue,
         };
-        // A target of all follows apps started later too.
-        if target != Target::All && !ids.contains(&process.pm_id) {
-            continue;
-        }
-        let mut text = prefix(process.pm_id, &process.name);
-        if m.opt_present("timestamp") {
-            let mut buf = Vec::new();
-            stamp.render(&corral::__private::local_tm(at as i64), at as i64, &mut buf);
-            text.push_str(&String::from_utf8_lossy(&buf));
-            text.push_str(": ");
-        }
-        text.push_str(line.strip_suffix('\n').unwrap_or(&line));
         if writeln!(out, "{text}").is_err() {
             return 0;
         }
@@ -2113,6 +2291,19 @@ fn cmd_logs(args: &[String]) -> i32 {
     }
     0
 }
+
+/// How `logs` prints followed lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Text,
+    /// PM2's `--json`.
+    Json,
+    /// PM2's `--format`.
+    Format,
+}
+
+/// PM2's format for `logs --timestamp` without one.
+const LOGS_TIMESTAMP_FORMAT: &str = "YYYY-MM-DD-HH:mm:ss";
 
 /// The file `corral ecosystem` writes, as PM2's verb does.
 const ECOSYSTEM_FILE: &str = "ecosystem.config.js";
@@ -2293,6 +2484,19 @@ fn cmd_daemon(args: &[String]) -> i32 {
             Err(e) => return usage_error(&format!("daemon: --sample-interval: {e}")),
         },
     };
+    let max_log_size = match m.opt_str("max-log-size") {
+        None => None,
+        Some(v) => match corral::__private::parse_size(&json!(v)) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) => return usage_error(&format!("daemon: --max-log-size: {e}")),
+        },
+    };
+    let log_retain = match m.opt_str("log-retain").map(|v| v.parse::<u32>()) {
+        None => corral::__private::DEFAULT_RETAIN,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return usage_error("daemon: --log-retain takes a number"),
+    };
     let (allow_uid, allow_gid) = match (allowed_ids(&m, true), allowed_ids(&m, false)) {
         (Ok(u), Ok(g)) => (u, g),
         (Err(e), _) | (_, Err(e)) => return usage_error(&format!("daemon: {e}")),
@@ -2307,6 +2511,8 @@ fn cmd_daemon(args: &[String]) -> i32 {
         detach_stdio,
         lifeline,
         sample_interval,
+        max_log_size,
+        log_retain,
     };
     if m.opt_present("lifeline") {
         // A daemon of connect_no_daemon: says ready on stdout, lives as long

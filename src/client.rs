@@ -1047,7 +1047,14 @@ impl Client {
 
     /// Reopen every log file (after logrotate renamed them); how many.
     pub fn reload_logs(&mut self) -> Result<u64, Error> {
-        let v = self.request(Command::ReloadLogs)?;
+        let v = self.request(Command::ReloadLogs { rotate: false })?;
+        Ok(v.get("files").and_then(Value::as_u64).unwrap_or(0))
+    }
+
+    /// The seed's `reloadLogs`: rename every app log file to the next free
+    /// `<name>-<out|err>-<N>.log` and open a fresh one; how many files.
+    pub fn reload_logs_rotate(&mut self) -> Result<u64, Error> {
+        let v = self.request(Command::ReloadLogs { rotate: true })?;
         Ok(v.get("files").and_then(Value::as_u64).unwrap_or(0))
     }
 

@@ -57,6 +57,7 @@ use crate::options;
 use crate::poll::Sampler;
 use crate::protocol::{ErrorCode, WireError};
 use crate::reaper;
+use crate::rotate::Rotation;
 use crate::spawn::{SpawnError, Step};
 use crate::startup;
 use crate::state::Input;
@@ -113,6 +114,11 @@ pub struct Config {
     pub lifeline: bool,
     /// Time between two samples of the apps' memory and CPU (ms).
     pub sample_interval: u64,
+    /// Rotation for apps that set no `max_log_size`, and for the daemon's
+    /// own log (`--max-log-size`; none: never).
+    pub max_log_size: Option<u64>,
+    /// Rotated files kept for apps that set no `log_retain` (`--log-retain`).
+    pub log_retain: u32,
     /// Users whose connections are obeyed besides the daemon's own
     /// (`--allow-uid`).
     pub allow_uid: Vec<u32>,
@@ -354,6 +360,11 @@ struct Daemon {
     /// Pid files of processes that exited in this wake.
     stale_pid_files: Vec<(u32, PathBuf, Option<sys::FsUser>)>,
     root: bool,
+    /// `--max-log-size` and `--log-retain`.
+    log_defaults: (Option<u64>, u32),
+    /// Stdout and stderr point at the daemon's log: after it rotates they
+    /// are pointed at the new file.
+    detached: bool,
     allow_uid: Vec<u32>,
     allow_gid: Vec<u32>,
 }
@@ -562,7 +573,13 @@ impl Daemon {
             Some(options::TIME_LOG_DATE_FORMAT),
             None,
         )
-        .ok();
+        .ok()
+        .map(|f| {
+            f.with_rotation(cfg.max_log_size.map(|max| Rotation {
+                max,
+                retain: cfg.log_retain,
+            }))
+        });
         let console = cfg.runtime.as_ref().map(|rt| Console::new(rt, &poll));
         Ok(Daemon {
             poll,
@@ -606,6 +623,8 @@ impl Daemon {
             trim: false,
             stale_pid_files: Vec::new(),
             root: sys::euid() == 0,
+            log_defaults: (cfg.max_log_size, cfg.log_retain),
+            detached: cfg.detach_stdio,
             allow_uid: cfg.allow_uid.clone(),
             allow_gid: cfg.allow_gid.clone(),
         })
@@ -625,7 +644,12 @@ impl Daemon {
             c.say(msg);
         }
         if let Some(f) = self.log_file.as_mut() {
+            let before = f.rotations();
             let _ = f.write_chunk(format!("{msg}\n").as_bytes(), wall_ms() as i64);
+            if f.rotations() != before && self.detached {
+                // What the daemon's stdout/stderr get goes to the new file.
+                let _ = sys::redirect_stdio(&self.home.dir.join("corral.log"), false);
+            }
         }
     }
 

@@ -542,7 +542,7 @@ mod tests {
     #[test]
     fn pm2_fields_corral_cannot_honour_are_refused_by_name() {
         let cases: &[(Value, &str)] = &[
-            (json!({"log_file": "/var/log/all.log"}), "log_file"),
+            (json!({"log_type": "xml"}), "log_type"),
             (json!({"exec_mode": "spawn_mode"}), "exec_mode"),
             (json!({"max_restarts": "x"}), "max_restarts"),
         ];

@@ -77,6 +77,7 @@ pub mod protocol;
 mod reaper;
 mod regex;
 mod relaxed_json;
+mod rotate;
 mod spawn;
 // Private; the binary's `startup` verb reaches it through `__private`.
 #[allow(missing_docs)]
@@ -96,14 +97,15 @@ pub use client::{Client, Error};
 pub mod __private {
     pub use crate::daemon::{Config, ExitWith, Runtime, run};
     pub use crate::logs::last_lines;
-    pub use crate::options::{edit_distance, parse_duration};
+    pub use crate::options::{edit_distance, parse_duration, parse_size};
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::regex::Regex;
+    pub use crate::rotate::DEFAULT_RETAIN;
     pub use crate::sys::dup_cloexec;
     pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).
     pub mod startup {
         pub use crate::startup::*;
     }
-    pub use crate::timefmt::{Format, local_tm};
+    pub use crate::timefmt::{Format, local_tm, utc_tm};
 }

@@ -1,15 +1,20 @@
 //! App log files: what the daemon reads from an app's stdout or stderr pipe
 //! is appended to its file, with the `log_date_format` timestamp at the
 //! start of every line — of every line, not of every chunk, so a line split
-//! across two reads gets exactly one stamp.
+//! across two reads gets exactly one stamp. Beside that (the section at the
+//! end): rotation by size (`rotate.rs` cuts and renames), PM2's JSON lines
+//! (`log_type`), and the combined file (`log_file`) each stream also feeds.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::rotate::{self, Rotation, memchr, memrchr};
 use crate::sys::{self, FsUser};
-use crate::timefmt::{Format, local_tm};
+use crate::timefmt::{Format, Tm, local_tm, utc_tm};
+use serde_json::Value;
 
 /// Where one stream of one app goes.
 pub struct LogFile {
@@ -36,6 +41,9 @@ pub struct LogFile {
     failing: bool,
     /// Lines dropped because they could not be written whole.
     dropped: u64,
+    /// Rotation, JSON lines and the combined file (see "Rotation, JSON
+    /// lines, the combined file" below).
+    extra: Extra,
 }
 
 /// Whether this path discards output (no pipe, no file).
@@ -146,7 +154,9 @@ impl LogFile {
             skipping: false,
             failing: false,
             dropped: 0,
-        })
+            extra: Extra::default(),
+        }
+        .with_identity())
     }
 
     pub fn path(&self) -> &Path {
@@ -168,25 +178,40 @@ impl LogFile {
         }
         self.file = Some(open_append(&self.path, self.user.as_ref())?);
         self.partial = 0;
+        self.extra.identity = self.file.as_ref().and_then(identity_of);
+        if let Some(also) = self.extra.also.as_mut() {
+            also.reopen()?;
+        }
         Ok(true)
     }
 
-    /// Close the file (its app stopped): a stopped app holds no fd. The
-    /// next write, or `ensure_open`, opens it again.
+    /// Close the file and the combined one (the app stopped): a stopped
+    /// app holds no fd. The next write, or `ensure_open`, opens them again.
     pub fn close(&mut self) {
         self.file = None;
+        if let Some(also) = self.extra.also.as_mut() {
+            also.close();
+        }
     }
 
-    /// Open the file if it is closed.
+    /// Open the file and the combined one if they are closed.
     pub fn ensure_open(&mut self) -> io::Result<()> {
+        if let Some(also) = self.extra.also.as_mut() {
+            also.ensure_open()?;
+        }
         if !self.null && self.file.is_none() {
             self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.extra.identity = self.file.as_ref().and_then(identity_of);
         }
         Ok(())
     }
 
-    /// Empty the file (`flush`); false for /dev/null.
+    /// Empty the file, and the combined file (`flush`); false for
+    /// /dev/null.
     pub fn truncate(&mut self) -> io::Result<bool> {
+        if let Some(also) = self.extra.also.as_mut() {
+            also.truncate()?;
+        }
         match self.file.as_mut() {
             Some(f) => {
                 f.set_len(0)?;
@@ -202,56 +227,101 @@ impl LogFile {
         }
     }
 
-    /// Append a chunk read from the app at `now_ms`. Only whole lines
-    /// reach the file: when a write falls short (a full disk), the line it
-    /// cut is taken back off the file and dropped with the lines after it,
-    /// counted in `dropped`; the next chunk tries again. The error is
-    /// returned once, when writing starts to fail.
+    /// Append a chunk read from the app at `now_ms` (to the combined file
+    /// too). Only whole lines reach the file: when a write falls short (a
+    /// full disk), the line it cut is taken back off the file and dropped
+    /// with the lines after it, counted in `dropped`; the next chunk tries
+    /// again. The error is returned once, when writing starts to fail.
     pub fn write_chunk(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
-        self.ensure_open()?;
+        let also = match self.extra.also.as_mut() {
+            Some(a) => a.write_chunk(chunk, now_ms),
+            None => Ok(()),
+        };
+        self.write_own(chunk, now_ms).and(also)
+    }
+
+    fn write_own(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
+        if !self.null && self.file.is_none() {
+            self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.extra.identity = self.file.as_ref().and_then(identity_of);
+        }
         if self.file.is_none() {
             return Ok(());
         }
-        if let Some(stamp) = &self.stamp {
-            let slot = now_ms.div_euclid(stamp.resolution_ms());
-            if self.prefix_slot != Some(slot) {
-                self.prefix.clear();
-                stamp.render(&local_tm(now_ms), now_ms, &mut self.prefix);
-                self.prefix.extend_from_slice(b": ");
-                self.prefix_slot = Some(slot);
+        if self.extra.json.is_some() || self.extra.whole_lines {
+            return self.write_held_lines(chunk, now_ms);
+        }
+        if self.stamp.is_none() && !self.skipping {
+            if let Some(&last) = chunk.last() {
+                self.at_line_start = last == b'\n';
             }
+            return self.emit(chunk);
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let direct = self.stamp.is_none() && !self.skipping;
-        if !direct {
-            for line in chunk.split_inclusive(|&b| b == b'\n') {
-                let ends = line.ends_with(b"\n");
-                if self.skipping {
-                    // The rest of a line already dropped.
-                    self.skipping = !ends;
-                } else {
-                    if self.at_line_start && self.stamp.is_some() {
-                        buf.extend_from_slice(&self.prefix);
-                    }
-                    buf.extend_from_slice(line);
-                }
-                self.at_line_start = ends;
-            }
-        }
-        let data = match direct {
-            true => chunk,
-            false => &buf,
-        };
-        let r = self.write_whole_lines(data);
-        if direct && let Some(&last) = chunk.last() {
-            self.at_line_start = last == b'\n';
-        }
+        self.stamp_lines(chunk, now_ms, &mut buf);
+        let r = self.emit(&buf);
         self.buf = buf;
         r
     }
 
-    fn write_whole_lines(&mut self, data: &[u8]) -> io::Result<()> {
+    /// `chunk` with the timestamp (if any) at the start of each line, to
+    /// `out`, without the rest of a line dropped before (`skipping`).
+    fn stamp_lines(&mut self, chunk: &[u8], now_ms: i64, out: &mut Vec<u8>) {
+        if let Some(stamp) = &self.stamp {
+            let slot = now_ms.div_euclid(stamp.resolution_ms());
+            if self.prefix_slot != Some(slot) {
+                // Local time changes only at a second: kept per second,
+                // the milliseconds put in.
+                let second = now_ms.div_euclid(1000);
+                let tm = match self.extra.tm {
+                    Some((s, tm)) if s == second => tm,
+                    _ => {
+                        let tm = local_tm(now_ms);
+                        self.extra.tm = Some((second, tm));
+                        tm
+                    }
+                };
+                let tm = Tm {
+                    millis: now_ms.rem_euclid(1000) as u32,
+                    ..tm
+                };
+                self.prefix.clear();
+                stamp.render(&tm, now_ms, &mut self.prefix);
+                self.prefix.extend_from_slice(b": ");
+                self.prefix_slot = Some(slot);
+            }
+        }
+        let stamped = self.stamp.is_some();
+        // One memchr per line: a binary built for size does not vectorise
+        // a byte loop.
+        // Room for lines of 84 bytes or more with a 21-byte stamp; shorter
+        // lines make it grow once.
+        out.reserve(chunk.len() + chunk.len() / 4 + self.prefix.len());
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (line, tail) = match memchr(b'\n', rest) {
+                Some(i) => rest.split_at(i + 1),
+                None => (rest, &[][..]),
+            };
+            let ends = line.last() == Some(&b'\n');
+            if self.skipping {
+                // The rest of a line already dropped.
+                self.skipping = !ends;
+            } else {
+                if self.at_line_start && stamped {
+                    out.extend_from_slice(&self.prefix);
+                }
+                out.extend_from_slice(line);
+            }
+            self.at_line_start = ends;
+            rest = tail;
+        }
+    }
+
+    /// Write `data` (whole lines, but perhaps the end of one already begun);
+    /// on a short write, take the cut line back off (see `write_chunk`).
+    fn write_cut_back(&mut self, data: &[u8]) -> io::Result<()> {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
@@ -277,6 +347,319 @@ impl LogFile {
             false => Err(err),
         }
     }
+}
+
+// ---- Rotation, JSON lines, the combined file (issue 13) ----------------
+//
+// What a `LogFile` does beyond appending: rotate when a write would take
+// the file past `max_log_size` (cut after a newline, see `rotate::plan`),
+// follow a rename by someone else (another writer of the same path, or
+// logrotate) before deciding, write each line as PM2's JSON object
+// (`log_type: "json"`), keep partial lines back (the combined file, where
+// two streams meet), and feed a second file (`also`: the combined one).
+
+/// A partial line kept back longer than this is written as it is.
+const MAX_PENDING: usize = 64 * 1024;
+
+/// What a JSON line says of its app: everything after the timestamp.
+struct JsonTag {
+    /// `,"type":"out","process_id":0,"app_name":"api"}` and a newline.
+    tail: Vec<u8>,
+    /// The timestamp of the current slot, as a JSON string, and its slot.
+    ts: Vec<u8>,
+    ts_slot: Option<i64>,
+}
+
+#[derive(Default)]
+struct Extra {
+    rotation: Option<Rotation>,
+    json: Option<JsonTag>,
+    /// Write only whole lines; keep a partial one back until its end.
+    whole_lines: bool,
+    pending: Vec<u8>,
+    /// The combined file this stream also goes to.
+    also: Option<Box<LogFile>>,
+    /// Device and inode of the open file, to see it renamed away.
+    identity: Option<(u64, u64)>,
+    /// Whether what was written last ended a line.
+    ends_line: bool,
+    /// Rotations done, for a caller that must follow them.
+    rotations: u64,
+    /// Local time of the last stamped second.
+    tm: Option<(i64, Tm)>,
+}
+
+fn identity_of(f: &File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl LogFile {
+    fn with_identity(mut self) -> LogFile {
+        self.extra.identity = self.file.as_ref().and_then(identity_of);
+        self.extra.ends_line = true;
+        self.partial = 0;
+        self
+    }
+
+    /// Rotate by size (`None`: never).
+    pub fn with_rotation(mut self, rotation: Option<Rotation>) -> LogFile {
+        self.extra.rotation = rotation.filter(|r| r.max > 0);
+        self
+    }
+
+    /// Write each line as PM2's `{"message","timestamp","type",
+    /// "process_id","app_name"}`; the timestamp in `log_date_format` if
+    /// the file has one, else ISO 8601 UTC, as PM2.
+    pub fn with_json(mut self, app_name: &str, pm_id: u32, err: bool) -> LogFile {
+        let kind = if err { "err" } else { "out" };
+        let tail = format!(
+            ",\"type\":\"{kind}\",\"process_id\":{pm_id},\"app_name\":{}}}\n",
+            Value::String(app_name.to_string())
+        );
+        self.extra.json = Some(JsonTag {
+            tail: tail.into_bytes(),
+            ts: Vec::new(),
+            ts_slot: None,
+        });
+        self.extra.whole_lines = true;
+        self
+    }
+
+    /// Write whole lines only (a file that several streams share).
+    pub fn whole_lines(mut self) -> LogFile {
+        self.extra.whole_lines = true;
+        self
+    }
+
+    /// Send what this stream writes to `also` too (the combined file).
+    pub fn with_also(mut self, also: Option<LogFile>) -> LogFile {
+        self.extra.also = also.map(Box::new);
+        self
+    }
+
+    /// This file's path and the combined file's, without /dev/null.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        if self.file.is_some() {
+            v.push(self.path.clone());
+        }
+        if let Some(a) = &self.extra.also {
+            v.extend(a.paths());
+        }
+        v
+    }
+
+    /// How many times this file was rotated by size.
+    pub fn rotations(&self) -> u64 {
+        self.extra.rotations
+    }
+
+    /// The app's pipe closed: write the partial line kept back.
+    pub fn finish(&mut self, now_ms: i64) -> io::Result<()> {
+        let also = match self.extra.also.as_mut() {
+            Some(a) => a.finish(now_ms),
+            None => Ok(()),
+        };
+        if self.extra.pending.is_empty() || self.file.is_none() {
+            return also;
+        }
+        let pending = std::mem::take(&mut self.extra.pending);
+        self.format_and_emit(&pending, now_ms).and(also)
+    }
+
+    /// The seed's `reloadLogs`: rename the file to the next free
+    /// `<stem>-<N>.<ext>` and open a fresh one (the combined file too).
+    /// A path in `renamed` was renamed already (by another stream writing
+    /// it): only reopened.
+    pub fn rotate_numbered(&mut self, renamed: &mut BTreeSet<PathBuf>) -> io::Result<()> {
+        if let Some(also) = self.extra.also.as_mut() {
+            also.rotate_numbered(renamed)?;
+        }
+        if self.null {
+            return Ok(());
+        }
+        if renamed.insert(self.path.clone()) {
+            let to = rotate::next_numbered(&self.path);
+            match sys::as_user(self.user.as_ref(), || std::fs::rename(&self.path, &to)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        if self.file.is_none() {
+            // Closed (the app is not running): a fresh file when it runs.
+            self.extra.ends_line = true;
+            self.partial = 0;
+            return Ok(());
+        }
+        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        self.extra.identity = self.file.as_ref().and_then(identity_of);
+        self.extra.ends_line = true;
+        self.partial = 0;
+        Ok(())
+    }
+
+    /// Whole lines of `chunk` (after what was kept back) written; a
+    /// partial one kept back.
+    fn write_held_lines(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
+        let Some(i) = memrchr(b'\n', chunk) else {
+            self.extra.pending.extend_from_slice(chunk);
+            if self.extra.pending.len() >= MAX_PENDING {
+                let pending = std::mem::take(&mut self.extra.pending);
+                return self.format_and_emit(&pending, now_ms);
+            }
+            return Ok(());
+        };
+        let (lines, tail) = chunk.split_at(i + 1);
+        let r = if self.extra.pending.is_empty() {
+            self.format_and_emit(lines, now_ms)
+        } else {
+            let mut p = std::mem::take(&mut self.extra.pending);
+            p.extend_from_slice(lines);
+            let r = self.format_and_emit(&p, now_ms);
+            // An idle app keeps no big buffer.
+            if p.capacity() <= MAX_PENDING / 8 {
+                p.clear();
+                self.extra.pending = p;
+            }
+            r
+        };
+        self.extra.pending.extend_from_slice(tail);
+        r
+    }
+
+    fn format_and_emit(&mut self, data: &[u8], now_ms: i64) -> io::Result<()> {
+        // Held lines start at a line's start: nothing is left of a line
+        // dropped before.
+        self.skipping = false;
+        self.at_line_start = true;
+        if self.extra.json.is_none() && self.stamp.is_none() {
+            return self.emit(data);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        match self.extra.json.is_some() {
+            true => self.json_lines(data, now_ms, &mut buf),
+            false => self.stamp_lines(data, now_ms, &mut buf),
+        }
+        let r = self.emit(&buf);
+        self.buf = buf;
+        r
+    }
+
+    /// Each line of `data` as one JSON object (a last line without its
+    /// newline too), to `out`.
+    fn json_lines(&mut self, data: &[u8], now_ms: i64, out: &mut Vec<u8>) {
+        let Some(tag) = self.extra.json.as_mut() else {
+            return;
+        };
+        let resolution = self.stamp.as_ref().map_or(1, Format::resolution_ms);
+        let slot = now_ms.div_euclid(resolution);
+        if tag.ts_slot != Some(slot) {
+            let mut text = Vec::new();
+            match &self.stamp {
+                Some(f) => f.render(&local_tm(now_ms), now_ms, &mut text),
+                None => iso_format().render(&utc_tm(now_ms), now_ms, &mut text),
+            }
+            tag.ts.clear();
+            tag.ts.extend_from_slice(b",\"timestamp\":");
+            let text = String::from_utf8_lossy(&text).into_owned();
+            tag.ts
+                .extend_from_slice(Value::String(text).to_string().as_bytes());
+            tag.ts_slot = Some(slot);
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (line, tail) = match memchr(b'\n', rest) {
+                Some(i) => rest.split_at(i + 1),
+                None => (rest, &[][..]),
+            };
+            out.extend_from_slice(b"{\"message\":");
+            let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(line));
+            out.extend_from_slice(&tag.ts);
+            out.extend_from_slice(&tag.tail);
+            rest = tail;
+        }
+    }
+
+    /// Write `data` to the file, rotating on the way when it has a limit.
+    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let Some(rot) = self.extra.rotation else {
+            self.extra.ends_line = data.last() == Some(&b'\n');
+            return self.write_cut_back(data);
+        };
+        self.follow_rename()?;
+        let mut size = match self.file.as_ref() {
+            Some(f) => f.metadata()?.len(),
+            None => return Ok(()),
+        };
+        let mut rest = data;
+        let mut failed = None;
+        while !rest.is_empty() {
+            let at_start = size == 0 || self.extra.ends_line;
+            let (n, rotate) = match failed {
+                // Could not rotate: the rest goes on where it is.
+                Some(_) => (rest.len(), false),
+                None => rotate::plan(size, at_start, rot.max, rest),
+            };
+            let (now, tail) = rest.split_at(n.min(rest.len()));
+            if !now.is_empty() {
+                self.write_cut_back(now)?;
+                size += now.len() as u64;
+                self.extra.ends_line = now.last() == Some(&b'\n');
+            }
+            if rotate {
+                match self.rotate_now(rot.retain) {
+                    Ok(()) => size = 0,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            rest = tail;
+        }
+        match failed {
+            Some(e) => Err(io::Error::new(e.kind(), format!("cannot rotate: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Rename the file to `.1` (shifting the older ones) and open a fresh
+    /// one.
+    fn rotate_now(&mut self, retain: u32) -> io::Result<()> {
+        // As the file's user: a directory of the app's user is never
+        // renamed in or deleted from with the daemon's rights.
+        sys::as_user(self.user.as_ref(), || rotate::shift(&self.path, retain))?;
+        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        self.extra.identity = self.file.as_ref().and_then(identity_of);
+        self.extra.ends_line = true;
+        self.partial = 0;
+        self.extra.rotations += 1;
+        Ok(())
+    }
+
+    /// Another writer of the path (or logrotate) renamed the file away:
+    /// open the path again.
+    fn follow_rename(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now.is_none() || now != self.extra.identity {
+            self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.extra.identity = self.file.as_ref().and_then(identity_of);
+            self.extra.ends_line = true;
+            self.partial = 0;
+        }
+        Ok(())
+    }
+}
+
+/// `Date.prototype.toISOString`: what PM2 writes without a format.
+fn iso_format() -> &'static Format {
+    static ISO: std::sync::OnceLock<Format> = std::sync::OnceLock::new();
+    ISO.get_or_init(|| Format::parse("YYYY-MM-DDTHH:mm:ss.SSS[Z]"))
 }
 
 /// The last `n` lines of the file at `path` (fewer if it has fewer),

@@ -195,6 +195,31 @@ pub struct AppSpec {
     pub increment_var: Option<String>,
     /// Addresses corral binds and passes to every instance (`listen.rs`).
     pub listen: Vec<String>,
+    /// Rotate a log file before a write takes it past this many bytes;
+    /// `None`: the daemon's default (`corral daemon --max-log-size`);
+    /// `Some(0)`: never.
+    pub max_log_size: Option<u64>,
+    /// Rotated files kept (`.1` newest); `None`: the daemon's default.
+    pub log_retain: Option<u32>,
+    /// The combined stdout+stderr file (`log_file`), if any.
+    pub log_file: Option<CombinedLog>,
+    /// How lines are written to the files.
+    pub log_type: LogType,
+}
+
+/// `log_file`: `true` (`logs/<name>.log`) or a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CombinedLog {
+    Default,
+    Path(String),
+}
+
+/// `log_type`: lines as written, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogType {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The number of processes `instances` asks for on a machine of `cpus`.
@@ -431,10 +456,10 @@ const OPTIONS: &[OptionDef] = &[
     yes("listen", &[]),
     yes("instance_var", &[]),
     yes("increment_var", &[]),
-    later("max_log_size", &[]),
-    later("log_retain", &[]),
-    later("log_file", &["log"]),
-    later("log_type", &[]),
+    yes("max_log_size", &[]),
+    yes("log_retain", &[]),
+    yes("log_file", &["log"]),
+    yes("log_type", &[]),
     later("filter_env", &[]),
     later("append_env_to_name", &[]),
     no_effect("vizion"),
@@ -682,7 +707,8 @@ fn build_spec(
     }
     let mut output = given.parse("output", nonempty_string)?;
     let mut error = given.parse("error", nonempty_string)?;
-    if given.parse("disable_logs", boolean)? == Some(true) {
+    let disabled = given.parse("disable_logs", boolean)? == Some(true);
+    if disabled {
         output = Some(DISCARD_LOG_PATH.to_string());
         error = Some(DISCARD_LOG_PATH.to_string());
     }
@@ -768,7 +794,39 @@ fn build_spec(
             .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
         increment_var: given.parse("increment_var", env_name_string)?,
         listen: given.parse("listen", listen_list)?.unwrap_or_default(),
+        max_log_size: given.parse("max_log_size", size)?,
+        log_retain: given.parse("log_retain", count)?,
+        log_file: if disabled {
+            None
+        } else {
+            given.parse("log_file", combined_log)?.flatten()
+        },
+        log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
     })
+}
+
+/// `log_file`: a boolean (`true`: the default path) or a path.
+fn combined_log(key: &str, v: &Value) -> Result<Option<CombinedLog>, OptionError> {
+    match v {
+        Value::Bool(true) => Ok(Some(CombinedLog::Default)),
+        Value::Bool(false) => Ok(None),
+        Value::String(s) if s == "true" => Ok(Some(CombinedLog::Default)),
+        Value::String(s) if s == "false" => Ok(None),
+        _ => nonempty_string(key, v).map(|p| Some(CombinedLog::Path(p))),
+    }
+}
+
+/// `log_type`: `json`, or `text` (PM2 writes text for any other word, but
+/// a typo should not go unnoticed).
+fn log_type(key: &str, v: &Value) -> Result<LogType, OptionError> {
+    match v.as_str() {
+        Some("json") => Ok(LogType::Json),
+        Some("text" | "raw" | "") => Ok(LogType::Text),
+        _ => Err(OptionError::new(
+            key,
+            format!("expected \"json\" or \"text\", got {}", describe(v)),
+        )),
+    }
 }
 
 /// One address or an array of them, each checked by `listen::parse`.
@@ -1463,6 +1521,10 @@ mod tests {
             instance_var: DEFAULT_INSTANCE_VAR.into(),
             increment_var: None,
             listen: Vec::new(),
+            max_log_size: None,
+            log_retain: None,
+            log_file: None,
+            log_type: LogType::Text,
         }
     }
 
@@ -1822,6 +1884,24 @@ mod tests {
             (json!({"merge_logs": false}), |_| {}),
             (json!({"mergeLogs": true}), |s| s.merge_logs = true),
             (json!({"combine_logs": true}), |s| s.merge_logs = true),
+            (json!({"max_log_size": "10M"}), |s| {
+                s.max_log_size = Some(10 * 1024 * 1024)
+            }),
+            (json!({"maxLogSize": 4096}), |s| s.max_log_size = Some(4096)),
+            (json!({"log_retain": "3"}), |s| s.log_retain = Some(3)),
+            (json!({"log_file": true}), |s| {
+                s.log_file = Some(CombinedLog::Default)
+            }),
+            (json!({"log": "all.log"}), |s| {
+                s.log_file = Some(CombinedLog::Path("all.log".into()))
+            }),
+            (json!({"log_file": false}), |_| {}),
+            (json!({"log_file": true, "disable_logs": true}), |s| {
+                s.output = Some(DISCARD_LOG_PATH.into());
+                s.error = Some(DISCARD_LOG_PATH.into());
+            }),
+            (json!({"log_type": "json"}), |s| s.log_type = LogType::Json),
+            (json!({"logType": "text"}), |_| {}),
             (json!({"instance_var": "INSTANCE_ID"}), |s| {
                 s.instance_var = "INSTANCE_ID".into()
             }),
@@ -1988,9 +2068,24 @@ mod tests {
                 "expected a duration (ms number or \"5s\"), got \"soon\"",
             ),
             (
-                json!({"script": "a", "log": "x"}),
+                json!({"script": "a", "log": ""}),
                 "log",
-                "is not supported yet",
+                "must not be empty",
+            ),
+            (
+                json!({"script": "a", "log_type": "xml"}),
+                "log_type",
+                "expected \"json\" or \"text\", got \"xml\"",
+            ),
+            (
+                json!({"script": "a", "max_log_size": "big"}),
+                "max_log_size",
+                "expected a size (bytes number or \"100M\"), got \"big\"",
+            ),
+            (
+                json!({"script": "a", "log_retain": -1}),
+                "log_retain",
+                "expected a non-negative integer, got -1",
             ),
             (
                 json!({"script": "a", "waitReady": "soon"}),

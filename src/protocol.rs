@@ -253,8 +253,12 @@ pub(crate) enum Command {
     },
     /// Empty the log files (of the target, or of every app).
     Flush(Option<Target>),
-    /// Reopen every log file (after logrotate renamed them).
-    ReloadLogs,
+    /// Reopen every log file (after logrotate renamed them); with
+    /// `rotate`, rename each to the next free `<name>-<out|err>-<N>.log`
+    /// first (the seed's `reloadLogs`).
+    ReloadLogs {
+        rotate: bool,
+    },
     KillDaemon,
     /// Save every app to the dump file; `force` lets an empty list replace
     /// a dump that holds apps.
@@ -388,7 +392,8 @@ impl Request {
             Command::Ping => ("ping", vec![]),
             Command::List => ("list", vec![]),
             Command::KillDaemon => ("kill_daemon", vec![]),
-            Command::ReloadLogs => ("reload_logs", vec![]),
+            Command::ReloadLogs { rotate: false } => ("reload_logs", vec![]),
+            Command::ReloadLogs { rotate: true } => ("reload_logs", vec![("rotate", json!(true))]),
             Command::Dump { force } => (
                 "dump",
                 match force {
@@ -513,7 +518,13 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
             "ping" => Command::Ping,
             "list" => Command::List,
             "kill_daemon" => Command::KillDaemon,
-            "reload_logs" => Command::ReloadLogs,
+            "reload_logs" => Command::ReloadLogs {
+                rotate: match obj.remove("rotate") {
+                    None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+                    Some(Value::Bool(true)) => true,
+                    Some(_) => return Err(bad("`rotate` must be a boolean".into())),
+                },
+            },
             "dump" => Command::Dump {
                 force: match obj.remove("force") {
                     None | Some(Value::Null) => false,
@@ -932,6 +943,19 @@ pub struct Pm2Env {
     pub pm_err_log_path: String,
     /// Its pid file.
     pub pm_pid_path: String,
+    /// Its combined stdout+stderr file (`log_file`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pm_log_path: Option<String>,
+    /// `"json"` when its lines are written as JSON objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_type: Option<String>,
+    /// Bytes past which its log files rotate (its own or the daemon's
+    /// default); none: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_size: Option<u64>,
+    /// Rotated files kept.
+    #[serde(default)]
+    pub log_retain: u32,
     /// When it last started (ms since the epoch).
     pub pm_uptime: u64,
     /// When it was first started (ms since the epoch).
@@ -1100,7 +1124,15 @@ mod tests {
                 "flush api",
                 Ok(Command::Flush(Some(Target::Name("api".into())))),
             ),
-            ("reload_logs", Ok(Command::ReloadLogs)),
+            ("reload_logs", Ok(Command::ReloadLogs { rotate: false })),
+            (
+                r#"{"cmd":"reload_logs","rotate":true}"#,
+                Ok(Command::ReloadLogs { rotate: true }),
+            ),
+            (
+                r#"{"cmd":"reload_logs","rotate":"yes"}"#,
+                Err(ErrorCode::BadRequest),
+            ),
             ("dump", Ok(Command::Dump { force: false })),
             (
                 r#"{"cmd":"dump","force":true}"#,

@@ -28,6 +28,8 @@ mod ipc;
 mod lifecycle;
 #[path = "integration/load.rs"]
 mod load;
+#[path = "integration/logs.rs"]
+mod logs;
 #[path = "integration/node_client.rs"]
 mod node_client;
 #[path = "integration/options.rs"]

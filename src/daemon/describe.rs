@@ -62,6 +62,17 @@ impl Daemon {
                 pm_out_log_path: a.out_path.display().to_string(),
                 pm_err_log_path: a.err_path.display().to_string(),
                 pm_pid_path: a.pid_path.display().to_string(),
+                pm_log_path: a.log_path.as_ref().map(|p| p.display().to_string()),
+                log_type: match a.spec.log_type {
+                    options::LogType::Json => Some("json".into()),
+                    options::LogType::Text => None,
+                },
+                max_log_size: a
+                    .spec
+                    .max_log_size
+                    .or(self.log_defaults.0)
+                    .filter(|&n| n > 0),
+                log_retain: a.spec.log_retain.unwrap_or(self.log_defaults.1),
                 pm_uptime: e.pm_uptime,
                 created_at: e.created_at,
                 restart_time: m.restart_time(),

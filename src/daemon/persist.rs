@@ -277,7 +277,7 @@ impl Daemon {
             e.env_name,
             self.root,
         )?;
-        let logs = open_logs(&app, &self.home)?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
         check_watch(&app)?;
         // Bound before anything could fail, held once nothing can.
         if let Some((key, socks)) = binds {

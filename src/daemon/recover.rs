@@ -188,7 +188,7 @@ impl Daemon {
             e.env_name,
             self.root,
         )?;
-        let logs = open_logs(&app, &self.home)?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
         check_watch(&app)?;
         self.install(e.pm_id, false, app, logs, false)?;
         self.table

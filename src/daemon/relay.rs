@@ -96,6 +96,19 @@ impl Daemon {
         }
         if closed && let Some(mut pipe) = self.pipes.remove(&t) {
             let _ = self.poll.registry().deregister(&mut pipe.rx);
+            // A partial line kept back (JSON, the combined file) goes out.
+            let failed = self.table.get_mut(pipe.pm_id).and_then(|e| {
+                let lf = match pipe.stream {
+                    Stream::Out => &mut e.out,
+                    Stream::Err => &mut e.err,
+                };
+                lf.finish(wall_ms() as i64)
+                    .err()
+                    .map(|err| format!("cannot write {}: {err}", lf.path().display()))
+            });
+            if let Some(msg) = failed {
+                self.log(&msg);
+            }
             self.close_idle_logs(pipe.pm_id);
         }
     }
@@ -108,7 +121,7 @@ impl Daemon {
             for lf in [&mut e.out, &mut e.err] {
                 match lf.reopen() {
                     Ok(true) => {
-                        files.insert(lf.path().to_path_buf());
+                        files.extend(lf.paths());
                     }
                     Ok(false) => {}
                     Err(err) => {
@@ -121,6 +134,24 @@ impl Daemon {
             self.log(&f);
         }
         files.len()
+    }
+
+    /// The seed's `reloadLogs`: every log file renamed to the next free
+    /// `<name>-<out|err>-<N>.log` and a fresh one opened; how many files.
+    pub(super) fn rotate_logs_numbered(&mut self) -> usize {
+        let mut renamed = BTreeSet::new();
+        let mut failed = Vec::new();
+        for (_, e) in self.table.iter_mut() {
+            for lf in [&mut e.out, &mut e.err] {
+                if let Err(err) = lf.rotate_numbered(&mut renamed) {
+                    failed.push(format!("cannot rotate {}: {err}", lf.path().display()));
+                }
+            }
+        }
+        for f in failed {
+            self.log(&f);
+        }
+        renamed.len()
     }
 
     /// `process.name/pm_id/pid/namespace` of bus events.

@@ -15,10 +15,11 @@ use crate::app::{App, Home, Slot};
 use crate::cron::Cron;
 use crate::listen;
 use crate::logs::LogFile;
-use crate::options::{self, instance_count, parse_app};
+use crate::options::{self, LogType, instance_count, parse_app};
 use crate::protocol::{
     self, Action, Command, Description, ErrorCode, PROTOCOL, Request, StartArgs, Target, WireError,
 };
+use crate::rotate::Rotation;
 use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
 use crate::users;
@@ -208,7 +209,7 @@ impl Daemon {
                         for lf in [&mut e.out, &mut e.err] {
                             match lf.truncate() {
                                 Ok(true) => {
-                                    files.insert(lf.path().to_path_buf());
+                                    files.extend(lf.paths());
                                 }
                                 Ok(false) => {}
                                 Err(err) => failed
@@ -234,8 +235,11 @@ impl Daemon {
                 self.wait_for(t, req.id, PendingKind::Present, ids, Vec::new());
                 Ok(None)
             }
-            Command::ReloadLogs => {
-                let n = self.reopen_logs();
+            Command::ReloadLogs { rotate } => {
+                let n = match rotate {
+                    true => self.rotate_logs_numbered(),
+                    false => self.reopen_logs(),
+                };
                 done(json!({ "files": n }).to_string())
             }
             Command::Dump { force } => {
@@ -498,7 +502,7 @@ impl Daemon {
             let app = App::resolve(
                 spec, given, e.app.slot, &self.home, base_env, env_name, self.root,
             )?;
-            let logs = open_logs(&app, &self.home)?;
+            let logs = open_logs(&app, &self.home, self.log_defaults)?;
             if action != Action::Stop {
                 check_watch(&app)?;
             }
@@ -955,7 +959,28 @@ impl Daemon {
                     args.env_name.clone(),
                     self.root,
                 )?;
-                let logs = open_logs(&app, &self.home)?;
+                // Two apps never share a log file by accident.
+                let clash = self
+                    .table
+                    .iter()
+                    .filter(|(id, _)| !replaced.contains(id) && reuse != Some(*id))
+                    .map(|(id, e)| (id, &e.app))
+                    .chain(plan.iter().map(|(id, _, a, _)| (*id, a)))
+                    .find_map(|(id, other)| log_clash(&app, other).map(|p| (id, other, p)));
+                if let Some((id, other, path)) = clash {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidOption,
+                        format!(
+                            "log file {} of `{}` is already that of `{}` (pm_id {id}); \
+                             give `{}` its own `output`, `error` or `log_file`, or another name",
+                            path.display(),
+                            app.spec.name,
+                            other.spec.name,
+                            app.spec.name
+                        ),
+                    ));
+                }
+                let logs = open_logs(&app, &self.home, self.log_defaults)?;
                 check_watch(&app)?;
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
@@ -1116,7 +1141,7 @@ impl Daemon {
                 template.env_name.clone(),
                 self.root,
             )?;
-            let logs = open_logs(&app, &self.home)?;
+            let logs = open_logs(&app, &self.home, self.log_defaults)?;
             let start = app.spec.autostart;
             self.install(pm_id, false, app, logs, start)?;
             kept.push(pm_id);
@@ -1150,22 +1175,62 @@ fn join_errors(errors: Vec<WireError>) -> WireError {
     WireError::new(code, msgs.join("; "))
 }
 
-/// The two log files of an app, checked by opening them, then closed: a
-/// start with a log that cannot be opened is refused, yet an app holds no
-/// fd until it runs (the spawn opens them).
-pub(super) fn open_logs(app: &App, home: &Home) -> Result<(LogFile, LogFile), WireError> {
-    let open = |path: &std::path::Path| {
+/// A log path `app` would share with `other`, an app of another name, by
+/// accident: at least one of the two paths was chosen by corral from the
+/// name (names such as `a b` and `a-b` make the same file name), not given.
+fn log_clash(app: &App, other: &App) -> Option<std::path::PathBuf> {
+    if app.spec.name == other.spec.name {
+        return None;
+    }
+    let theirs = other.log_paths();
+    app.log_paths().into_iter().find_map(|(p, given)| {
+        theirs
+            .iter()
+            .any(|(q, q_given)| *q == p && !(given && *q_given))
+            .then(|| p.to_path_buf())
+    })
+}
+
+/// The two log files of an app, each also feeding the combined file
+/// (`log_file`) when there is one; rotation from the app's options, else
+/// the daemon's `defaults` (`--max-log-size`, `--log-retain`). Checked by
+/// opening them, then closed: a start with a log that cannot be opened is
+/// refused, yet an app holds no fd until it runs (the spawn opens them).
+pub(super) fn open_logs(
+    app: &App,
+    home: &Home,
+    defaults: (Option<u64>, u32),
+) -> Result<(LogFile, LogFile), WireError> {
+    let s = &app.spec;
+    let rotation = match s.max_log_size.or(defaults.0) {
+        Some(max) if max > 0 => Some(Rotation {
+            max,
+            retain: s.log_retain.unwrap_or(defaults.1),
+        }),
+        _ => None,
+    };
+    let open = |path: &std::path::Path, err: bool| {
         let user = app.file_user(home, path);
-        LogFile::open(path, app.spec.log_date_format.as_deref(), user).map_err(|e| {
-            WireError::new(
-                ErrorCode::InvalidOption,
-                format!("cannot open log {}: {e}", path.display()),
-            )
+        let lf = LogFile::open(path, s.log_date_format.as_deref(), user)
+            .map_err(|e| {
+                WireError::new(
+                    ErrorCode::InvalidOption,
+                    format!("cannot open log {}: {e}", path.display()),
+                )
+            })?
+            .with_rotation(rotation);
+        Ok::<_, WireError>(match s.log_type {
+            LogType::Json => lf.with_json(&s.name, app.slot.pm_id, err),
+            LogType::Text => lf,
         })
     };
-    let mut out = open(&app.out_path)?;
+    let combined = |err: bool| match &app.log_path {
+        Some(p) => open(p, err).map(|lf| Some(lf.whole_lines())),
+        None => Ok(None),
+    };
+    let mut out = open(&app.out_path, false)?.with_also(combined(false)?);
     out.close();
-    let mut err = open(&app.err_path)?;
+    let mut err = open(&app.err_path, true)?.with_also(combined(true)?);
     err.close();
     Ok((out, err))
 }

@@ -338,13 +338,13 @@ fn a_pm2_field_corral_cannot_honour_is_refused_by_name() {
     h.script("worker.sh", FOREVER);
     let fixture = pm2_fixture(&h);
     let mut apps: Value = serde_json::from_str(&read(&fixture)).unwrap();
-    apps[1]["log_file"] = json!("/var/log/all-workers.log");
+    apps[1]["log_type"] = json!("xml");
     std::fs::write(&fixture, apps.to_string()).unwrap();
     let out = h.corral(&["resurrect", "--from", fixture.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
     assert!(
-        said.contains("worker") && said.contains("log_file"),
+        said.contains("worker") && said.contains("log_type"),
         "{said}"
     );
     assert!(h.list().is_empty(), "nothing started from a file refused");
