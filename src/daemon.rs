@@ -332,6 +332,9 @@ struct Daemon {
     exit_now: bool,
     /// This boot's id, for the journal.
     boot_id: String,
+    /// cgroup v2 where it is there and writable: one cgroup per app process.
+    cgroups: Option<crate::cgroup::Cgroups>,
+    proc_cgroups: HashMap<i32, PathBuf>,
     /// Processes of a dead daemon being stopped (crash recovery).
     orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.
@@ -564,6 +567,9 @@ impl Daemon {
 
     fn cleanup(&mut self) {
         self.log("daemon exiting");
+        if let Some(c) = &self.cgroups {
+            c.remove_all();
+        }
         // Stopped on request: nothing to recover. Otherwise (the poller
         // failed) the apps may run on, and the next daemon takes them back.
         self.write_journal(self.exit_now);

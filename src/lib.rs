@@ -53,6 +53,7 @@
 
 mod app;
 mod bus;
+mod cgroup;
 mod channel;
 pub mod client;
 mod cluster;

@@ -1019,6 +1019,11 @@ pub struct Pm2Env {
     /// not be written whole (a full disk), since it was started.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// The cgroup (v2) of the running process, through which a stop reaches
+    /// every process it started; `None`: its process group is used (no
+    /// writable cgroup v2 here, or `treekill` off).
+    #[serde(default)]
+    pub cgroup: Option<String>,
     /// Whether it is online only once it says it is ready.
     #[serde(default)]
     pub wait_ready: bool,

@@ -38,6 +38,10 @@ pub struct Command {
     /// Which `envp` entry is the `LISTEN_PID=` placeholder the child fills
     /// with its own pid.
     pub listen_pid_env: Option<usize>,
+    /// `cgroup.procs` of the cgroup the child joins before `execve` (it
+    /// writes `0`, itself); where it cannot, it stays in the daemon's and
+    /// is reached through its process group alone.
+    pub cgroup_procs: Option<CString>,
 }
 
 /// The first fd after stdin, stdout and stderr.
@@ -281,6 +285,13 @@ unsafe fn child_after_fork(
     unsafe {
         if libc::setsid() < 0 {
             report(Step::Setsid);
+        }
+        if let Some(procs) = &cmd.cgroup_procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
         }
         // Reset every disposition, then empty the mask (blocked by the
         // parent across the fork): ignored signals (SIGPIPE above all)

@@ -69,6 +69,12 @@ pub fn send_and_continue(pid: i32, sig: Signal, group: bool) {
     send(pid, Signal::CONT, group);
 }
 
+/// Whether process `pid` exists (a zombie counts).
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence; EPERM means it exists.
+    pid > 0 && !matches!(unsafe { syscall!(kill(pid, 0)) }, Err(Errno::ESRCH))
+}
+
 /// Whether any process still belongs to the group `pgid`.
 pub fn group_alive(pgid: i32) -> bool {
     if pgid <= 0 {

@@ -237,6 +237,8 @@ export interface Pm2Env {
   unstable_restarts?: number;
   /** Output lines not logged because they could not be written whole (a full disk). */
   log_lines_dropped?: number;
+  /** The process's cgroup, when the daemon kills through one (else null). */
+  cgroup?: string | null;
   exit_code?: number | null;
   autorestart?: boolean;
   watch?: boolean | string[];

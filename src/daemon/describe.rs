@@ -97,6 +97,7 @@ impl Daemon {
                     .map(|_| m.prev_restart_delay()),
                 cron_restart: a.spec.cron_restart.clone(),
                 log_lines_dropped: e.out.dropped() + e.err.dropped(),
+                cgroup: self.cgroup_of(id).map(|p| p.display().to_string()),
                 wait_ready: a.spec.wait_ready,
                 listen_timeout: a.spec.listen_timeout,
                 shutdown_with_message: a.spec.shutdown_with_message,

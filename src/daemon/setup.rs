@@ -281,6 +281,8 @@ impl Daemon {
             exit_now: false,
             boot_id: crate::journal::boot_id(),
             orphans: Vec::new(),
+            cgroups: crate::cgroup::Cgroups::open(),
+            proc_cgroups: HashMap::new(),
             trim: false,
             stale_pid_files: Vec::new(),
             root: sys::euid() == 0,

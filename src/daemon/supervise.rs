@@ -20,6 +20,7 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 
 use crate::app::Io;
+use crate::cgroup;
 use crate::channel::Channel;
 use crate::logs::is_null;
 use crate::process::Event;
@@ -106,6 +107,13 @@ impl Daemon {
                     self.log(&format!("app {id}: sending SIGKILL to pid {pid}"));
                     sys::send(pid, Signal::KILL, group || !leader);
                 }
+                // And everything of its cgroup, wherever it went.
+                if group
+                    && let Some(cg) = self.proc_cgroups.get(&pid)
+                    && cgroup::populated(cg)
+                {
+                    let _ = cgroup::kill(cg);
+                }
             }
             Effect::Timer { pid, at } => {
                 let timer = match pid {
@@ -166,6 +174,9 @@ impl Daemon {
                 }
             }
             Effect::Released(pid) => {
+                if let Some(cg) = self.proc_cgroups.remove(&pid) {
+                    cgroup::remove(&cg);
+                }
                 if let Some(e) = self.table.get_mut(id) {
                     e.stdins.retain(|(p, _)| *p != pid);
                 }
@@ -290,7 +301,14 @@ impl Daemon {
             notify_socket: self.notify.as_ref().map(|n| n.path.clone()),
             cluster_id: (worker > 0).then(|| worker.to_string()),
         };
-        let cmd = e.app.command(id, &self.home, io)?;
+        let mut cmd = e.app.command(id, &self.home, io)?;
+        // A cgroup of its own, where there is one to have: stopping it then
+        // reaches every process it starts, `setsid` or not.
+        let cg = match (&mut self.cgroups, e.app.spec.treekill) {
+            (Some(c), true) => c.make(id).ok(),
+            _ => None,
+        };
+        cmd.cgroup_procs = cg.as_deref().and_then(cgroup::procs_file);
         let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
         let cwd = e.app.cwd.clone();
 
@@ -338,6 +356,9 @@ impl Daemon {
         let pending = match spawned {
             Ok(p) => p,
             Err(f) => {
+                if let Some(cg) = &cg {
+                    cgroup::remove(cg);
+                }
                 for (_, r) in registered {
                     let _ = match r {
                         Registered::Pipe(_, mut rx) => self.poll.registry().deregister(&mut rx),
@@ -348,6 +369,9 @@ impl Daemon {
             }
         };
         let pid = pending.pid;
+        if let Some(cg) = cg {
+            self.proc_cgroups.insert(pid, cg);
+        }
         if let (Some(w), Some(e)) = (stdin_w, self.table.get_mut(id)) {
             e.stdins.push((pid, w));
         }
@@ -509,7 +533,7 @@ impl Daemon {
                 self.read_exec(t);
             }
             let treekill = self.table.get(id).is_some_and(|e| e.app.spec.treekill);
-            let group_alive = treekill && sys::group_alive(pid);
+            let group_alive = treekill && self.group_alive(pid);
             let event = Event::Exited { exit, group_alive };
             self.step(id, Input::Proc { pid, event });
         }
@@ -519,11 +543,27 @@ impl Daemon {
             .flat_map(|(id, e)| e.m().lingering().into_iter().map(move |pid| (id, pid)))
             .collect();
         for (id, pid) in lingering {
-            if !sys::group_alive(pid) {
+            if !self.group_alive(pid) {
                 let event = Event::GroupEmpty;
                 self.step(id, Input::Proc { pid, event });
             }
         }
+    }
+
+    /// Whether anything of process `pid` is left: its process group, or
+    /// its cgroup (where a `setsid` does not take a process out).
+    fn group_alive(&self, pid: i32) -> bool {
+        sys::group_alive(pid)
+            || self
+                .proc_cgroups
+                .get(&pid)
+                .is_some_and(|cg| cgroup::populated(cg))
+    }
+
+    /// The cgroup of app `id`'s main process, if it has one.
+    pub(super) fn cgroup_of(&self, id: u32) -> Option<&std::path::Path> {
+        let pid = self.table.get(id)?.m().pid()?;
+        self.proc_cgroups.get(&pid).map(|p| p.as_path())
     }
 
     fn write_pid_file(&mut self, id: u32, pid: i32) {

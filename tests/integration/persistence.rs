@@ -39,6 +39,7 @@ fn options_of(d: &Value) -> Value {
         "status",
         "node_version",
         "notify_status",
+        "cgroup",
     ] {
         o.remove(k);
     }

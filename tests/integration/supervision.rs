@@ -191,3 +191,50 @@ fn kill_waits_for_the_rest_of_each_group() {
         "grandchild {child} survived corral kill (daemon {daemon})"
     );
 }
+
+/// A grandchild that calls `setsid` leaves its app's process group, but not
+/// its cgroup: where the daemon has a writable cgroup v2, stop, restart and
+/// delete reach it (`cgroup.kill` at the kill timeout), and `describe`
+/// names the cgroup; elsewhere this skips with a message.
+#[test]
+fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
+    let h = TestHome::started();
+    let d = h.start(
+        json!({"name": "escaper", "script": "sh", "kill_timeout": 300,
+        "args": ["-c", "setsid sleep 1000 & echo $! > escaped.pid; exec sleep 1000"]}),
+    );
+    let Some(cg) = d[0]["pm2_env"]["cgroup"].as_str().map(str::to_string) else {
+        eprintln!("skipped: no writable cgroup v2 here; the process group is used");
+        h.ok(json!({"cmd": "delete", "target": "escaper"}));
+        return;
+    };
+    assert!(
+        std::path::Path::new(&cg).join("cgroup.procs").exists(),
+        "{cg}"
+    );
+    let pid_file = h.work.join("escaped.pid");
+    wait_until(SOON, "the escaped pid is written", || {
+        read(&pid_file).trim().parse::<i32>().is_ok()
+    });
+    let escaped: i32 = read(&pid_file).trim().parse().expect("a pid");
+    // It really left the group: its session is its own.
+    let sid = std::fs::read_to_string(format!("/proc/{escaped}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<i32>()
+                .ok()
+        });
+    assert_eq!(sid, Some(escaped), "setsid gave it a session of its own");
+    let restarted = h.ok(json!({"cmd": "restart", "target": "escaper"}));
+    assert_eq!(restarted[0]["pm2_env"]["status"], "online");
+    wait_gone(escaped, "the grandchild that called setsid");
+    assert!(
+        !std::path::Path::new(&cg).exists(),
+        "the old cgroup is removed"
+    );
+    h.ok(json!({"cmd": "delete", "target": "escaper"}));
+}
