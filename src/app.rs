@@ -339,7 +339,7 @@ impl App {
         env
     }
 
-    /// The full environment of a spawn (SPEC §7).
+    /// The full environment of a spawn (the man page's WHAT AN APP GETS).
     pub fn environment(&self, pm_id: u32, home: &Home, io: &Io) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = match &self.base_env {
             Some(e) => BTreeMap::clone(e),

@@ -1,10 +1,10 @@
 //! An app's IPC channel: the daemon's end of a Unix socket pair whose other
 //! end the app has as `NODE_CHANNEL_FD` — what Node's `process.send` and
 //! `process.on('message')` speak: one JSON document a line, both ways
-//! (NODE-IPC.md part A). Reads are framed into messages; writes are queued,
+//! (Node's channel format: the man page's IPC CHANNEL). Reads are framed into messages; writes are queued,
 //! bounded, and never block the loop.
 //!
-//! Handles (NODE-IPC.md part B): [`Channel::send_handle`] queues a line that
+//! Handles (Node's cluster protocol: the man page's CLUSTER MODE AND RELOAD): [`Channel::send_handle`] queues a line that
 //! must carry a descriptor. It is written with one `sendmsg` that carries the
 //! line and the fd as SCM_RIGHTS, one handle per `sendmsg`. Then nothing more
 //! is written to the app until it answers `{"cmd":"NODE_HANDLE_ACK"}`; plain

@@ -1,5 +1,5 @@
 //! Cluster mode: the daemon's part as the Node cluster *primary*, spoken on
-//! each worker's IPC channel (NODE-IPC.md part B). This module owns the
+//! each worker's IPC channel (Node's cluster protocol: the man page's CLUSTER MODE AND RELOAD). This module owns the
 //! listening sockets of cluster-mode apps: one per Node server key, bound once
 //! and handed to every worker that asks (the "shared handle" style), and closed
 //! when no worker holds it any more. It decides what to answer to each

@@ -1,4 +1,4 @@
-//! App options (SPEC §2) and what an app gets (§7), seen from the app.
+//! App options (the man page's APP OPTIONS) and what an app gets (§7), seen from the app.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -119,7 +119,7 @@ fn an_app_gets_only_the_standard_fds() {
     let h = TestHome::started_with_fds(None);
     let (fds, chan, log) = fds_of_app(&h, "fds");
     let mut want: BTreeSet<u32> = [0, 1, 2].into();
-    // The IPC channel of SPEC §7, if the daemon provides one.
+    // The IPC channel of the man page's WHAT AN APP GETS, if the daemon provides one.
     want.extend(chan);
     assert_eq!(fds, want, "the app's fds: {log}");
     // stdin is a pipe the daemon writes `send` lines to, as PM2's.
@@ -128,7 +128,7 @@ fn an_app_gets_only_the_standard_fds() {
 
 #[test]
 fn fds_the_daemon_inherited_do_not_reach_apps() {
-    // SPEC §7 "No other fd": an fd left open (without close-on-exec) by
+    // the man page's WHAT AN APP GETS "No other fd": an fd left open (without close-on-exec) by
     // whoever launched the daemon must not end up in every app.
     let h = TestHome::started_with_fds(Some(50));
     let (fds, chan, log) = fds_of_app(&h, "inherit");
