@@ -1,4 +1,5 @@
-//! App options (the man page's APP OPTIONS) and what an app gets (§7), seen from the app.
+//! App options (the man page's APP OPTIONS) and what an app gets (WHAT AN APP
+//! GETS), seen from the app.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
