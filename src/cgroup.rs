@@ -95,6 +95,16 @@ impl Cgroups {
         Some(Cgroups { base, next: 0 })
     }
 
+    /// The number of the last cgroup made (handed to a new daemon image).
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Go on numbering after `n` (a new daemon image, the same pid).
+    pub fn set_next(&mut self, n: u64) {
+        self.next = self.next.max(n);
+    }
+
     /// A new, empty cgroup for one process of app `pm_id`.
     pub fn make(&mut self, pm_id: u32) -> io::Result<PathBuf> {
         self.next += 1;

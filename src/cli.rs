@@ -199,6 +199,11 @@ const VERBS: &[Verb] = &[
         summary: "disable and remove the boot unit written by startup",
     },
     Verb {
+        names: &["update"],
+        usage: "update [--json]",
+        summary: "replace the daemon by the binary now on disk; apps keep running (same pids, output kept)",
+    },
+    Verb {
         names: &["daemon"],
         usage: "daemon [--no-daemon] [--allow-uid USER]... [--allow-gid GROUP]...",
         summary: "run the daemon (in the background, or in the foreground with --no-daemon)",
@@ -574,6 +579,7 @@ pub fn run(args: &[String]) -> i32 {
         "send" => cmd_send(rest),
         "bus" => cmd_bus(rest),
         "kill" => cmd_kill(rest),
+        "update" => cmd_update(rest),
         "daemon" => cmd_daemon(rest),
         "runtime" => cmd_runtime(rest),
         "ecosystem" => cmd_ecosystem(rest),
@@ -716,7 +722,8 @@ fn verb_options(verb: &str) -> Options {
             );
             o.optflag("", "json", "print the result as JSON");
         }
-        "list" | "describe" | "signal" | "ping" | "kill" | "scale" | "pid" | "env" | "id" => {
+        "list" | "describe" | "signal" | "ping" | "kill" | "update" | "scale" | "pid" | "env"
+        | "id" => {
             o.optflag("", "json", "print the result as JSON");
         }
         "logs" => {
@@ -855,6 +862,12 @@ fn verb_options(verb: &str) -> Options {
                 "GROUP",
             );
             o.optflag("", "lifeline", "(internal) stop when stdin closes");
+            o.optopt(
+                "",
+                "handover",
+                "(internal) take over from the previous image (corral update)",
+                "FILE",
+            );
         }
         _ => {}
     }
@@ -1157,6 +1170,7 @@ fn cmd_runtime(args: &[String]) -> i32 {
         log_retain: daemon::DEFAULT_RETAIN,
         allow_uid: Vec::new(),
         allow_gid: Vec::new(),
+        handover: None,
         runtime: Some(daemon::Runtime {
             apps: picked,
             env_name,
@@ -2442,6 +2456,45 @@ fn cmd_kill(args: &[String]) -> i32 {
     }
 }
 
+fn cmd_update(args: &[String]) -> i32 {
+    let (m, _) = match parse("update", args) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if !m.free.is_empty() {
+        return usage_error("update takes no argument");
+    }
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    let mut c = match Client::connect_with(&paths, false) {
+        Ok(c) => c,
+        Err(Error::NoDaemon(_)) => {
+            eprintln!("corral: no daemon is running (nothing to update)");
+            return EXIT_NO_DAEMON;
+        }
+        Err(e) => return report(e),
+    };
+    match c.update_daemon() {
+        Ok(v) if m.opt_present("json") => {
+            println!("{v}");
+            0
+        }
+        Ok(v) => {
+            println!(
+                "daemon updated to {} (pid {}, {} apps kept, {} ms)",
+                v.get("version").and_then(Value::as_str).unwrap_or("?"),
+                v.get("pid").and_then(Value::as_u64).unwrap_or(0),
+                v.get("apps").and_then(Value::as_u64).unwrap_or(0),
+                v.get("took_ms").and_then(Value::as_u64).unwrap_or(0),
+            );
+            0
+        }
+        Err(e) => report(e),
+    }
+}
+
 fn cmd_help(args: &[String]) -> i32 {
     match args {
         [] => {
@@ -2505,6 +2558,7 @@ fn cmd_daemon(args: &[String]) -> i32 {
         allow_uid: allow_uid.clone(),
         allow_gid: allow_gid.clone(),
         runtime: None,
+        handover: m.opt_str("handover").map(PathBuf::from),
         home: paths.home.clone(),
         socket: paths.socket.clone(),
         ready,

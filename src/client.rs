@@ -1187,6 +1187,15 @@ impl Client {
         ))
     }
 
+    /// Replace the daemon by the binary now on disk without stopping any
+    /// app (`corral update`): the same pid, the apps and their output carry
+    /// over. The answer comes from the new image: `{"updated": true, "pid",
+    /// "version", "apps", "took_ms"}`; an error if the binary could not be
+    /// run (the old daemon goes on).
+    pub fn update_daemon(&mut self) -> Result<Value, Error> {
+        self.request(Command::UpdateDaemon)
+    }
+
     /// Stop every app and the daemon; how many apps were stopped.
     pub fn kill_daemon(mut self) -> Result<u64, Error> {
         let v = self.request(Command::KillDaemon)?;

@@ -19,9 +19,11 @@
 //! | `persist` | the dump file: `dump`, `resurrect`, the save on SIGTERM |
 //! | `runtime` | `corral runtime`: the console, when to exit |
 //! | `recover` | the journal's file, crash recovery |
+//! | `handover` | `corral update`: the daemon replaced in place |
 
 mod conn;
 mod describe;
+mod handover;
 mod links;
 mod persist;
 mod recover;
@@ -130,6 +132,9 @@ pub struct Config {
     /// Run as `corral runtime`: start these apps, relay their output to
     /// stdout/stderr, exit when none is left to run.
     pub runtime: Option<Runtime>,
+    /// Take over from a previous image of the daemon (`corral update`):
+    /// the hand-over file it wrote.
+    pub handover: Option<PathBuf>,
 }
 
 /// What went wrong inside the daemon while acting for an app (spawning,
@@ -211,8 +216,17 @@ enum Timer {
 
 /// Start the daemon and serve until told to stop; the exit status.
 pub fn run(mut cfg: Config) -> i32 {
+    // Read before the inherited fds are marked: it names them.
+    let handed = match cfg.handover.as_deref().map(handover::read_state) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            eprintln!("corral: {e}");
+            return 1;
+        }
+    };
     sys::mark_inherited_fds_cloexec();
-    match Daemon::new(&cfg) {
+    match Daemon::new(&cfg, handed.as_ref()) {
         Ok(mut d) => {
             if let Some(mut f) = cfg.ready.take() {
                 let _ = f.write_all(b"ready\n");
@@ -223,13 +237,18 @@ pub fn run(mut cfg: Config) -> i32 {
                     d.log(&format!("cannot detach from the terminal: {e}"));
                 }
             }
-            d.log(&format!(
-                "daemon {} started (pid {}, home {})",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id(),
-                cfg.home.display()
-            ));
-            d.recover();
+            match handed {
+                Some(state) => d.adopt(state),
+                None => {
+                    d.log(&format!(
+                        "daemon {} started (pid {}, home {})",
+                        env!("CARGO_PKG_VERSION"),
+                        std::process::id(),
+                        cfg.home.display()
+                    ));
+                    d.recover();
+                }
+            }
             // `corral runtime`: its apps start once the daemon serves.
             if let Some(rt) = cfg.runtime.take()
                 && let Err(e) = d.start_runtime(rt)
@@ -349,6 +368,11 @@ struct Daemon {
     detached: bool,
     allow_uid: Vec<u32>,
     allow_gid: Vec<u32>,
+    /// Under `connect_no_daemon` (stdin is the lifeline).
+    lifeline: bool,
+    /// `corral update` asked on this connection: hand over at the end of
+    /// the wake.
+    update_to: Option<(Token, Value)>,
 }
 
 impl Daemon {
@@ -454,6 +478,9 @@ impl Daemon {
             self.remove_stale_pid_files();
             self.drive_reloads();
             self.finish_pending();
+            if self.update_to.is_some() {
+                self.hand_over();
+            }
             if self.exit_now {
                 return 0;
             }

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 /// One address of `listen`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Addr {
     /// `"tcp:8080"` or `"8080"`: every address, IPv6 and IPv4.
     AnyPort(u16),

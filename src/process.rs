@@ -16,14 +16,14 @@ use crate::sys::Signal;
 pub const KILL_GRACE: u64 = 1000;
 
 /// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     Code(i32),
     Signal(i32),
 }
 
 /// What counts as ready once the process has exec'd.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Launch {
     /// Online as soon as it exec'd.
     Now,
@@ -32,7 +32,7 @@ pub enum Launch {
 }
 
 /// What the end of a `Launch::Wait` means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OnTimeout {
     /// Online anyway, with a warning (`wait_ready` past `listen_timeout`).
     Warn,
@@ -44,7 +44,7 @@ pub enum OnTimeout {
 }
 
 /// How to ask a process to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stop {
     /// The kill signal, then SIGKILL at the deadline.
     Signal(Signal),
@@ -61,7 +61,7 @@ pub enum Stop {
 }
 
 /// Where the process is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// Forked; its exec status is not known yet.
     Spawning,
@@ -138,7 +138,7 @@ pub enum Out {
 }
 
 /// One OS process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Process {
     pid: i32,
     since: u64,

@@ -260,6 +260,9 @@ pub(crate) enum Command {
         rotate: bool,
     },
     KillDaemon,
+    /// Replace the daemon by the binary on disk, apps running on
+    /// (`corral update`).
+    UpdateDaemon,
     /// Save every app to the dump file; `force` lets an empty list replace
     /// a dump that holds apps.
     Dump {
@@ -392,6 +395,7 @@ impl Request {
             Command::Ping => ("ping", vec![]),
             Command::List => ("list", vec![]),
             Command::KillDaemon => ("kill_daemon", vec![]),
+            Command::UpdateDaemon => ("update_daemon", vec![]),
             Command::ReloadLogs { rotate: false } => ("reload_logs", vec![]),
             Command::ReloadLogs { rotate: true } => ("reload_logs", vec![("rotate", json!(true))]),
             Command::Dump { force } => (
@@ -518,6 +522,7 @@ fn command_of(verb: &str, mut obj: Map<String, Value>) -> Result<Command, WireEr
             "ping" => Command::Ping,
             "list" => Command::List,
             "kill_daemon" => Command::KillDaemon,
+            "update_daemon" => Command::UpdateDaemon,
             "reload_logs" => Command::ReloadLogs {
                 rotate: match obj.remove("rotate") {
                     None | Some(Value::Null) | Some(Value::Bool(false)) => false,

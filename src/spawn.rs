@@ -124,8 +124,8 @@ fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
 pub struct Pending {
     pub pid: i32,
     pub status: OwnedFd,
-    path: String,
-    cwd: String,
+    pub(crate) path: String,
+    pub(crate) cwd: String,
 }
 
 /// What the status pipe says.

@@ -20,7 +20,7 @@ pub const BACKOFF_MAX: u64 = 15_000;
 pub const BACKOFF_RESET: u64 = 30_000;
 
 /// What the app is doing while it has no main process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rest {
     Stopped,
     /// Gave up: too many unstable restarts, or the program cannot be run.
@@ -32,7 +32,7 @@ pub enum Rest {
 }
 
 /// What the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Wanted {
     Up,
     Down,
@@ -51,7 +51,7 @@ pub enum Role {
 }
 
 /// Why a reload's replacement did not take over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Failure {
     /// It had to say it was ready within this many ms and did not.
     NotReady(u64),
@@ -66,7 +66,7 @@ pub enum Failure {
 }
 
 /// The restart and stop rules of one app (its options).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
     pub min_uptime: u64,
     pub max_restarts: u32,
@@ -185,7 +185,7 @@ pub enum Effect {
 }
 
 /// The state of one app.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     wanted: Wanted,
     policy: Policy,
@@ -340,6 +340,19 @@ impl Machine {
             .filter(|p| matches!(p.phase(), Phase::Stopping { leader: false, .. }))
             .map(Process::pid)
             .collect()
+    }
+
+    /// Every deadline the machine waits on: the app's own (`None`: the
+    /// restart delay) and its processes' (a new daemon image re-arms them).
+    pub fn deadlines(&self) -> Vec<(Option<i32>, u64)> {
+        let mut out: Vec<(Option<i32>, u64)> = self
+            .processes()
+            .filter_map(|p| p.deadline().map(|at| (Some(p.pid()), at)))
+            .collect();
+        if let Rest::WaitingRestart { until } = self.rest {
+            out.push((None, until));
+        }
+        out
     }
 
     /// The pids of every process of the app that has not been released.

@@ -32,7 +32,9 @@ pub const MAX_SIGNAL: i32 = 64;
 
 /// A signal number known to be valid (1..=64), real-time ones included,
 /// which `nix::sys::signal::Signal` cannot name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Signal(i32);
 
 impl Signal {
@@ -112,6 +114,19 @@ pub fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
     let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
     // SAFETY: as above.
     unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)) }?;
+    Ok(())
+}
+
+/// Let `fd` survive `execve` (a daemon handing itself over to its new
+/// image), or close-on-exec again when `keep` is false.
+pub fn keep_across_exec(fd: RawFd, keep: bool) -> Result<(), Errno> {
+    if !keep {
+        return set_cloexec(fd);
+    }
+    // SAFETY: fcntl on an fd the caller owns; flags only.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
+    // SAFETY: as above.
+    unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC)) }?;
     Ok(())
 }
 

@@ -175,6 +175,7 @@ impl Daemon {
                 self.stop_everything(t, req.id);
                 Ok(None)
             }
+            Command::UpdateDaemon => self.ask_update(t, req.id).map(|()| None),
             Command::SendData { packet } => self.send_data(packet).map(|v| Some((v, Vec::new()))),
             Command::SendLine { pm_id, line } => {
                 self.send_line(pm_id, &line).map(|v| Some((v, Vec::new())))

@@ -5,6 +5,8 @@
 //! errors that say what was being done. Runs once, before the loop; never
 //! touches an app.
 
+use std::os::fd::FromRawFd;
+
 use super::*;
 
 /// Why the daemon could not start: what it was doing, and the system's
@@ -140,8 +142,66 @@ fn bind_socket(path: &std::path::Path) -> Result<std::os::unix::net::UnixListene
     bound.map_err(failed(format!("cannot bind {shown}")))
 }
 
+/// Lock the pid file, then bind the control socket (STYLE 12).
+fn lock_and_bind(
+    cfg: &Config,
+    home: &Home,
+    pid_file: &std::path::Path,
+) -> Result<(Flock<File>, std::os::unix::net::UnixListener), StartupError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(pid_file)
+        .map_err(failed(format!("cannot open {}", pid_file.display())))?;
+    let mut lock = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((mut f, Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(StartupError {
+                doing: format!("a daemon (pid {}) already runs", pid.trim()),
+                cause: io::Error::other(format!("home {}", home.dir.display())),
+            });
+        }
+        Err((_, e)) => return Err(failed(format!("cannot lock {}", pid_file.display()))(e)),
+    };
+    lock.set_len(0)
+        .and_then(|_| lock.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .map_err(failed(format!("cannot write {}", pid_file.display())))?;
+
+    let std_listener = bind_socket(&cfg.socket)?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(failed(format!("cannot set up {}", cfg.socket.display())))?;
+    Ok((lock, std_listener))
+}
+
+/// The pid file's lock and the control socket a previous image handed over
+/// (`corral update`): the lock is still held (the same open file), the
+/// socket still bound and listening.
+fn adopt_fds(
+    h: &handover::State,
+) -> Result<(Flock<File>, std::os::unix::net::UnixListener), StartupError> {
+    // SAFETY: the old image handed these fds over; owned here alone.
+    let f = unsafe { File::from_raw_fd(h.lock) };
+    let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| failed("cannot keep the pid file's lock")(e))?;
+    // SAFETY: as above.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(h.listener) };
+    l.set_nonblocking(true)
+        .map_err(failed("cannot set up the control socket"))?;
+    Ok((lock, l))
+}
+
 impl Daemon {
-    pub(super) fn new(cfg: &Config) -> Result<Daemon, StartupError> {
+    pub(super) fn new(
+        cfg: &Config,
+        handed: Option<&handover::State>,
+    ) -> Result<Daemon, StartupError> {
         own_home(&cfg.home)?;
         let home = Home {
             dir: cfg.home.clone(),
@@ -149,37 +209,11 @@ impl Daemon {
         for dir in [home.logs(), home.pids()] {
             own_dir(&dir)?;
         }
-        // Lock, then bind (STYLE 12).
         let pid_file = home.dir.join("corral.pid");
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&pid_file)
-            .map_err(failed(format!("cannot open {}", pid_file.display())))?;
-        let mut lock = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((mut f, Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let _ = f.read_to_string(&mut pid);
-                return Err(StartupError {
-                    doing: format!("a daemon (pid {}) already runs", pid.trim()),
-                    cause: io::Error::other(format!("home {}", home.dir.display())),
-                });
-            }
-            Err((_, e)) => return Err(failed(format!("cannot lock {}", pid_file.display()))(e)),
+        let (lock, std_listener) = match handed {
+            Some(h) => adopt_fds(h)?,
+            None => lock_and_bind(cfg, &home, &pid_file)?,
         };
-        lock.set_len(0)
-            .and_then(|_| lock.write_all(format!("{}\n", std::process::id()).as_bytes()))
-            .map_err(failed(format!("cannot write {}", pid_file.display())))?;
-
-        let std_listener = bind_socket(&cfg.socket)?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(failed(format!("cannot set up {}", cfg.socket.display())))?;
         let mut listener = UnixListener::from_std(std_listener);
 
         let (sig_r, sig_w) = StdStream::pair().map_err(failed("cannot make a socket pair"))?;
@@ -219,7 +253,17 @@ impl Daemon {
             reg.register(&mut SourceFd(&0), LIFELINE, Interest::READABLE)
                 .map_err(failed("cannot watch stdin"))?;
         }
-        let notify = match Notify::bind(&home.dir.join("notify.sock")) {
+        let bound = match handed.and_then(|h| h.notify.as_ref()) {
+            Some((fd, path)) => Ok(Notify {
+                // SAFETY: the old image handed this fd over; owned here.
+                sock: mio::net::UnixDatagram::from_std(unsafe {
+                    std::os::unix::net::UnixDatagram::from_raw_fd(*fd)
+                }),
+                path: path.clone(),
+            }),
+            None => Notify::bind(&home.dir.join("notify.sock")),
+        };
+        let notify = match bound {
             Ok(mut n) => {
                 reg.register(&mut n.sock, NOTIFY, Interest::READABLE)
                     .map_err(failed("cannot register with the poller"))?;
@@ -290,6 +334,8 @@ impl Daemon {
             detached: cfg.detach_stdio,
             allow_uid: cfg.allow_uid.clone(),
             allow_gid: cfg.allow_gid.clone(),
+            lifeline: cfg.lifeline,
+            update_to: None,
         })
     }
 }

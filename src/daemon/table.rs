@@ -168,6 +168,18 @@ impl Table {
         }
     }
 
+    /// The machine a previous image of the daemon handed over for app `id`
+    /// (`corral update`), its processes indexed again.
+    pub fn adopt(&mut self, id: u32, m: Machine) {
+        if let Some(e) = self.apps.get_mut(&id) {
+            for pid in m.pids() {
+                self.by_pid.insert(pid, id);
+            }
+            e.m = m;
+            self.dirty = true;
+        }
+    }
+
     /// Whether anything changed since the last call: the journal is due.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)

@@ -1,0 +1,575 @@
+//! `corral update`: the daemon replaced by the binary now on disk without
+//! stopping any app. At the end of the wake that asked for it, the daemon
+//! writes its journal, then a hand-over file (0600, in the home) with the
+//! table — each app's options, machine and counters — and the numbers of
+//! every fd it keeps: the pid file's lock, the control socket, the notify
+//! socket, each app's output pipes, IPC channels and stdin pipes, exec
+//! status pipes, `listen` sockets, and the requester's connection. Those
+//! alone lose close-on-exec; then it `execve`s its binary with
+//! `daemon --no-daemon --handover FILE` and its own flags. The new image
+//! (same pid: the apps stay its children) takes every fd back, rebuilds
+//! the table, re-arms the machines' deadlines and answers the requester.
+//! If `execve` fails, nothing was lost: close-on-exec is set again and the
+//! requester is told why. Bus subscribers get `daemon:update` and are
+//! disconnected (they reconnect).
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use mio::unix::pipe::Receiver;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::{App, Slot};
+use crate::channel::Channel;
+use crate::journal;
+use crate::options::parse_app;
+use crate::protocol::{self, ErrorCode, WireError};
+use crate::spawn::Pending;
+use crate::state::{Machine, Wanted};
+
+use super::links::Link;
+use super::persist::saved_entry;
+use super::relay::{Pipe, Stream};
+use super::requests::open_logs;
+use super::supervise::Exec;
+use super::*;
+
+/// The hand-over file's name in the home.
+pub(super) const FILE: &str = "handover.json";
+
+/// One app as the old image hands it over.
+#[derive(Serialize, Deserialize)]
+pub(super) struct AppState {
+    journal: journal::App,
+    machine: Machine,
+    pm_uptime: u64,
+    last_pid: i32,
+    manual: bool,
+    stop_requested: bool,
+    restart_reason: Option<String>,
+    notify_status: Option<String>,
+    node_version: Option<String>,
+    starttimes: Vec<(i32, u64)>,
+    cron_at: Option<u64>,
+    cron_fired: Option<i64>,
+    watch_at: Option<u64>,
+    /// Output pipes: the writer's pid, stderr or not, the read end.
+    pipes: Vec<(i32, bool, RawFd)>,
+    /// IPC channels: pid, socket, Node worker id, message counter.
+    links: Vec<(i32, RawFd, u32, u64)>,
+    /// Stdin pipes' write ends, by pid.
+    stdins: Vec<(i32, RawFd)>,
+}
+
+/// A child not yet known to have exec'd.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ExecState {
+    pm_id: u32,
+    pid: i32,
+    status: RawFd,
+    path: String,
+    cwd: String,
+}
+
+/// Everything the new image needs.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct State {
+    /// The old image's monotonic clock (ms since it started): the machines'
+    /// deadlines are on it, so the new image goes on with it.
+    now: u64,
+    uptime_ms: u64,
+    pub lock: RawFd,
+    pub listener: RawFd,
+    pub notify: Option<(RawFd, PathBuf)>,
+    detached: bool,
+    next_worker: u32,
+    cgroup_next: u64,
+    envs: Vec<BTreeMap<String, String>>,
+    apps: Vec<AppState>,
+    listeners: Vec<(String, Vec<(listen::Addr, RawFd)>)>,
+    proc_cgroups: Vec<(i32, PathBuf)>,
+    execs: Vec<ExecState>,
+    /// The connection of `corral update` and its request id.
+    requester: Option<(RawFd, Value)>,
+    /// When the old image began handing over (wall ms).
+    began: u64,
+}
+
+/// Read (and remove) the hand-over file.
+pub(crate) fn read_state(path: &Path) -> Result<State, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the hand-over file {}: {e}", path.display()))?;
+    let _ = std::fs::remove_file(path);
+    serde_json::from_str(&text)
+        .map_err(|e| format!("the hand-over file {} is not valid: {e}", path.display()))
+}
+
+/// The binary to replace the daemon with: `CORRAL_DAEMON_BIN` when the
+/// daemon was started with it, else the one it runs (`/proc/self/exe`,
+/// whose name ends in " (deleted)" once a new build replaced the file).
+fn binary() -> Option<PathBuf> {
+    if let Some(b) = std::env::var_os("CORRAL_DAEMON_BIN").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(b));
+    }
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let s = exe.to_string_lossy();
+    Some(match s.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    })
+}
+
+impl Daemon {
+    /// `update_daemon` from `t`: checked now, carried out at the end of
+    /// the wake (`hand_over`).
+    pub(super) fn ask_update(&mut self, t: Token, id: Value) -> Result<(), WireError> {
+        if self.console.is_some() || self.lifeline {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "this daemon cannot be updated in place (runtime or connect_no_daemon)",
+            ));
+        }
+        if self.stopping_all {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "the daemon is stopping",
+            ));
+        }
+        self.park(t);
+        self.update_to = Some((t, id));
+        Ok(())
+    }
+
+    /// Replace this image by the binary on disk, handing everything over.
+    /// Returns only if that failed (the requester is told).
+    pub(super) fn hand_over(&mut self) {
+        let Some((t, req_id)) = self.update_to.take() else {
+            return;
+        };
+        let began = wall_ms();
+        let fail = |d: &mut Daemon, why: String| {
+            d.log(&format!("update: {why}; this daemon goes on"));
+            d.answer(
+                t,
+                protocol::err_line(&req_id, &WireError::new(ErrorCode::Internal, why.clone())),
+            );
+        };
+        let Some(bin) = binary() else {
+            return fail(self, "cannot tell which binary to run".into());
+        };
+        let Ok(cbin) = std::ffi::CString::new(bin.as_os_str().as_encoded_bytes()) else {
+            return fail(self, format!("bad binary path {}", bin.display()));
+        };
+        // The journal first: if the new image does not come up, the next
+        // daemon recovers the apps from it.
+        self.write_journal(false);
+        let (state, fds) = self.export(t, &req_id, began);
+        let text = match serde_json::to_string(&state) {
+            Ok(t) => t,
+            Err(e) => return fail(self, format!("cannot write the hand-over state: {e}")),
+        };
+        let path = self.home.dir.join(FILE);
+        if let Err(e) = sys::write_atomic_mode(&path, text.as_bytes(), false, Some(0o600)) {
+            return fail(self, format!("cannot write {}: {e}", path.display()));
+        }
+        let mut args: Vec<String> = vec![
+            bin.to_string_lossy().into_owned(),
+            "daemon".into(),
+            "--no-daemon".into(),
+            "--handover".into(),
+            path.to_string_lossy().into_owned(),
+            "--sample-interval".into(),
+            format!("{}ms", self.sample_interval),
+            "--log-retain".into(),
+            self.log_defaults.1.to_string(),
+        ];
+        if let Some(max) = self.log_defaults.0 {
+            args.push("--max-log-size".into());
+            args.push(max.to_string());
+        }
+        for u in self.allow_uid.clone() {
+            args.push("--allow-uid".into());
+            args.push(u.to_string());
+        }
+        for g in self.allow_gid.clone() {
+            args.push("--allow-gid".into());
+            args.push(g.to_string());
+        }
+        let cargs: Vec<std::ffi::CString> = args
+            .iter()
+            .filter_map(|a| std::ffi::CString::new(a.as_bytes()).ok())
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        self.publish("daemon:update", json!({ "pid": std::process::id() }));
+        self.flush_all();
+        self.log(&format!(
+            "update: handing over {} apps to {}",
+            self.table.len(),
+            bin.display()
+        ));
+        let mut kept = Vec::new();
+        for fd in &fds {
+            if sys::keep_across_exec(*fd, true).is_ok() {
+                kept.push(*fd);
+            }
+        }
+        // SAFETY: `cbin` and `argv` are NUL-terminated C strings and a
+        // null-terminated array that outlive the call; the environment is
+        // the process's own. On success this does not return.
+        unsafe { libc::execv(cbin.as_ptr(), argv.as_ptr()) };
+        let err = std::io::Error::last_os_error();
+        for fd in kept {
+            let _ = sys::keep_across_exec(fd, false);
+        }
+        let _ = std::fs::remove_file(&path);
+        fail(self, format!("cannot run {}: {err}", bin.display()));
+    }
+
+    /// The state to hand over, and the fds it names.
+    fn export(&mut self, t: Token, req_id: &Value, began: u64) -> (State, Vec<RawFd>) {
+        let mut fds = vec![self._lock.as_raw_fd(), self.listener.as_raw_fd()];
+        let notify = self.notify.as_ref().map(|n| {
+            fds.push(n.sock.as_raw_fd());
+            (n.sock.as_raw_fd(), n.path.clone())
+        });
+        let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
+        let mut apps = Vec::new();
+        for (id, e) in self.table.iter() {
+            let Some(saved) = saved_entry(id, e) else {
+                continue;
+            };
+            let m = e.m();
+            let pipes: Vec<(i32, bool, RawFd)> = self
+                .pipes
+                .values()
+                .filter(|p| p.pm_id == id)
+                .map(|p| (p.pid, matches!(p.stream, Stream::Err), p.rx.as_raw_fd()))
+                .collect();
+            let links: Vec<(i32, RawFd, u32, u64)> = e
+                .links
+                .iter()
+                .map(|l| (l.pid, l.ch.sock.as_raw_fd(), l.worker, l.seq))
+                .collect();
+            let stdins: Vec<(i32, RawFd)> =
+                e.stdins.iter().map(|(p, w)| (*p, w.as_raw_fd())).collect();
+            fds.extend(pipes.iter().map(|p| p.2));
+            fds.extend(links.iter().map(|l| l.1));
+            fds.extend(stdins.iter().map(|s| s.1));
+            apps.push(AppState {
+                journal: journal::App {
+                    saved,
+                    restart_time: m.restart_time(),
+                    unstable_restarts: m.unstable_restarts(),
+                    created_at: e.created_at,
+                    base_env: e.app.base_env.as_ref().map(|env| {
+                        match envs.iter().position(|x| Rc::ptr_eq(x, env)) {
+                            Some(i) => i,
+                            None => {
+                                envs.push(Rc::clone(env));
+                                envs.len() - 1
+                            }
+                        }
+                    }),
+                    processes: Vec::new(),
+                },
+                machine: m.clone(),
+                pm_uptime: e.pm_uptime,
+                last_pid: e.last_pid,
+                manual: e.manual,
+                stop_requested: e.stop_requested,
+                restart_reason: e.restart_reason.clone(),
+                notify_status: e.notify_status.clone(),
+                node_version: e.node_version.clone(),
+                starttimes: e.starttimes.clone(),
+                cron_at: e.cron_at,
+                cron_fired: e.cron_fired,
+                watch_at: e.watch_at,
+                pipes,
+                links,
+                stdins,
+            });
+        }
+        let listeners: Vec<(String, Vec<(listen::Addr, RawFd)>)> = self
+            .listeners
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.iter()
+                        .map(|(a, fd)| (a.clone(), fd.as_raw_fd()))
+                        .collect(),
+                )
+            })
+            .collect();
+        for (_, v) in &listeners {
+            fds.extend(v.iter().map(|(_, fd)| *fd));
+        }
+        let execs: Vec<ExecState> = self
+            .execs
+            .values()
+            .map(|x| ExecState {
+                pm_id: x.pm_id,
+                pid: x.pending.pid,
+                status: x.pending.status.as_raw_fd(),
+                path: x.pending.path.clone(),
+                cwd: x.pending.cwd.clone(),
+            })
+            .collect();
+        fds.extend(execs.iter().map(|x| x.status));
+        let requester = self.conns.get(&t).map(|c| {
+            fds.push(c.sock.as_raw_fd());
+            (c.sock.as_raw_fd(), req_id.clone())
+        });
+        let state = State {
+            now: self.now(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            lock: self._lock.as_raw_fd(),
+            listener: self.listener.as_raw_fd(),
+            notify,
+            detached: self.detached,
+            next_worker: self.next_worker,
+            cgroup_next: self.cgroups.as_ref().map_or(0, |c| c.next()),
+            envs: envs.iter().map(|e| (**e).clone()).collect(),
+            apps,
+            listeners,
+            proc_cgroups: self
+                .proc_cgroups
+                .iter()
+                .map(|(p, c)| (*p, c.clone()))
+                .collect(),
+            execs,
+            requester,
+            began,
+        };
+        (state, fds)
+    }
+
+    /// The new image: take over what the old one handed over.
+    pub(super) fn adopt(&mut self, s: State) {
+        let now = Instant::now();
+        self.clock = now.checked_sub(Duration::from_millis(s.now)).unwrap_or(now);
+        self.started = now
+            .checked_sub(Duration::from_millis(s.uptime_ms))
+            .unwrap_or(now);
+        self.detached = s.detached;
+        self.next_worker = s.next_worker;
+        if let Some(c) = self.cgroups.as_mut() {
+            c.set_next(s.cgroup_next);
+        }
+        self.proc_cgroups.extend(s.proc_cgroups);
+        for (key, socks) in s.listeners {
+            let socks = socks
+                .into_iter()
+                // SAFETY: the old image handed this fd over; nothing else
+                // in this image owns it.
+                .map(|(a, fd)| (a, unsafe { OwnedFd::from_raw_fd(fd) }))
+                .collect();
+            self.listeners.insert(key, socks);
+        }
+        let envs: Vec<Rc<BTreeMap<String, String>>> = s.envs.into_iter().map(Rc::new).collect();
+        let count = s.apps.len();
+        for a in s.apps {
+            let name = a.journal.saved.name.clone();
+            let pm_id = a.journal.saved.pm_id;
+            if let Err(e) = self.adopt_app(a, &envs) {
+                self.log(&format!(
+                    "update: {name} ({pm_id}) could not be taken over: {}",
+                    e.message
+                ));
+            }
+        }
+        for x in s.execs {
+            // SAFETY: handed over by the old image, owned here alone.
+            let status = unsafe { OwnedFd::from_raw_fd(x.status) };
+            let t = self.token();
+            let fd = status.as_raw_fd();
+            if self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), t, Interest::READABLE)
+                .is_ok()
+            {
+                self.execs.insert(
+                    t,
+                    Exec {
+                        pm_id: x.pm_id,
+                        pending: Pending {
+                            pid: x.pid,
+                            status,
+                            path: x.path,
+                            cwd: x.cwd,
+                        },
+                    },
+                );
+            }
+        }
+        // Children that ended during the exec: reaped in the first wake.
+        self.more_exits = true;
+        let took = wall_ms().saturating_sub(s.began);
+        self.log(&format!(
+            "update: daemon {} took over {count} apps in {took} ms",
+            env!("CARGO_PKG_VERSION")
+        ));
+        if let Some((fd, id)) = s.requester {
+            // SAFETY: the requester's connection, handed over; owned here.
+            let mut sock = unsafe { StdStream::from_raw_fd(fd) };
+            let line = protocol::ok_line(
+                &id,
+                &json!({
+                    "updated": true,
+                    "pid": std::process::id(),
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "apps": count,
+                    "took_ms": took,
+                })
+                .to_string(),
+                &[],
+            );
+            // One short line into an idle socket's buffer.
+            let _ = sock.set_nonblocking(true);
+            let _ = sock.write_all(line.as_bytes());
+        }
+    }
+
+    /// One app of the old image back in the table, its fds registered.
+    fn adopt_app(
+        &mut self,
+        a: AppState,
+        envs: &[Rc<BTreeMap<String, String>>],
+    ) -> Result<(), WireError> {
+        // Every fd owned at once, so none leaks whatever fails below.
+        // SAFETY (all three): handed over by the old image; owned here alone.
+        let pipes: Vec<(i32, bool, OwnedFd)> = a
+            .pipes
+            .iter()
+            .map(|&(p, err, fd)| (p, err, unsafe { OwnedFd::from_raw_fd(fd) }))
+            .collect();
+        // SAFETY: as above.
+        let links: Vec<(i32, StdStream, u32, u64)> = a
+            .links
+            .iter()
+            .map(|&(p, fd, w, seq)| (p, unsafe { StdStream::from_raw_fd(fd) }, w, seq))
+            .collect();
+        // SAFETY: as above.
+        let stdins: Vec<(i32, OwnedFd)> = a
+            .stdins
+            .iter()
+            .map(|&(p, fd)| (p, unsafe { OwnedFd::from_raw_fd(fd) }))
+            .collect();
+        let e = a.journal.saved;
+        let parsed = parse_app(&e.options)
+            .map_err(|err| WireError::new(ErrorCode::InvalidOption, err.to_string()))?;
+        let spec = parsed.spec;
+        let slot = Slot {
+            pm_id: e.pm_id,
+            instance: e.instance,
+            count: e.instances.max(1),
+            cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
+        };
+        let base_env = a.journal.base_env.and_then(|i| envs.get(i)).cloned();
+        let app = App::resolve(
+            spec,
+            Rc::new(e.options),
+            slot,
+            &self.home,
+            base_env,
+            e.env_name,
+            self.root,
+        )?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
+        let id = e.pm_id;
+        self.install(id, false, app, logs, false)?;
+        let wanted = a.machine.wanted();
+        let deadlines = a.machine.deadlines();
+        self.table.adopt(id, a.machine);
+        let (cwd, owner) = match self.table.get_mut(id) {
+            Some(entry) => {
+                entry.created_at = a.journal.created_at;
+                entry.pm_uptime = a.pm_uptime;
+                entry.last_pid = a.last_pid;
+                entry.manual = a.manual;
+                entry.stop_requested = a.stop_requested;
+                entry.restart_reason = a.restart_reason;
+                entry.notify_status = a.notify_status;
+                entry.node_version = a.node_version;
+                entry.starttimes = a.starttimes;
+                entry.cron_at = a.cron_at;
+                entry.cron_fired = a.cron_fired;
+                entry.watch_at = a.watch_at;
+                entry.stdins = stdins;
+                (
+                    entry.app.cwd.clone(),
+                    entry
+                        .app
+                        .creds
+                        .as_ref()
+                        .and_then(|c| c.uid.map(|u| (u, c.gid))),
+                )
+            }
+            None => return Err(internal("vanished")),
+        };
+        for (pid, at) in deadlines {
+            let timer = match pid {
+                Some(pid) => Timer::Proc(id, pid),
+                None => Timer::App(id),
+            };
+            self.timers.arm(at, timer);
+        }
+        if let Some(at) = a.cron_at {
+            self.timers.arm(at, Timer::Cron(id));
+        }
+        if let Some(at) = a.watch_at {
+            self.timers.arm(at, Timer::Watch(id));
+        }
+        for (pid, err, fd) in pipes {
+            let mut rx = Receiver::from(fd);
+            let t = self.token();
+            self.poll
+                .registry()
+                .register(&mut rx, t, Interest::READABLE)
+                .map_err(|e| internal(&format!("cannot watch an output pipe: {e}")))?;
+            let stream = if err { Stream::Err } else { Stream::Out };
+            self.pipes.insert(
+                t,
+                Pipe {
+                    pm_id: id,
+                    pid,
+                    stream,
+                    rx,
+                },
+            );
+        }
+        for (pid, sock, worker, seq) in links {
+            let _ = sock.set_nonblocking(true);
+            let mut sock = UnixStream::from_std(sock);
+            let t = self.token();
+            self.poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
+                .map_err(|e| internal(&format!("cannot watch an IPC channel: {e}")))?;
+            self.channels.insert(t, (id, pid));
+            if worker > 0 {
+                self.cluster.register(worker, &cwd, owner);
+            }
+            if let Some(entry) = self.table.get_mut(id) {
+                entry.links.push(Link {
+                    pid,
+                    token: t,
+                    ch: Channel::new(sock),
+                    worker,
+                    seq,
+                });
+            }
+        }
+        if wanted == Wanted::Up
+            && let Err(e) = self.watch_app(id)
+        {
+            self.log(&format!("update: app {id}: {}", e.message));
+        }
+        Ok(())
+    }
+}
