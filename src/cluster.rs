@@ -80,6 +80,18 @@ impl Outbound {
     }
 }
 
+/// One shared socket as a daemon hands it to its new image.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SharedState {
+    pub id: String,
+    pub key: String,
+    pub fd: RawFd,
+    pub data: Value,
+    pub holders: Vec<u32>,
+    /// The socket file it bound: path, device, inode.
+    pub path: Option<(PathBuf, u64, u64)>,
+}
+
 /// What a worker's message means for the app's state.
 #[derive(Debug, PartialEq)]
 pub enum WorkerEvent {
@@ -258,6 +270,52 @@ impl Cluster {
     pub fn forget(&mut self, worker: u32) {
         self.release(worker, None);
         self.workers.remove(&worker);
+    }
+
+    /// What a new image of the daemon needs (`corral update`): each shared
+    /// socket with its fd number (kept open here) and each worker that is
+    /// leaving. Where and as whom workers run is registered again from the
+    /// apps.
+    pub fn export(&self) -> (Vec<SharedState>, Vec<u32>) {
+        let shared = self
+            .shared
+            .iter()
+            .map(|(id, s)| SharedState {
+                id: id.clone(),
+                key: s.key.clone(),
+                fd: s.fd.as_raw_fd(),
+                data: s.data.clone(),
+                holders: s.holders.iter().copied().collect(),
+                path: s.path.as_ref().map(|p| (p.path.clone(), p.dev, p.ino)),
+            })
+            .collect();
+        let leaving = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.leaving)
+            .map(|(id, _)| *id)
+            .collect();
+        (shared, leaving)
+    }
+
+    /// Take back what `export` gave, in the new image; `fd` is each
+    /// socket's fd, now owned here.
+    pub fn import(&mut self, shared: Vec<(SharedState, OwnedFd)>, leaving: Vec<u32>) {
+        for (s, fd) in shared {
+            self.shared.insert(
+                s.id,
+                Shared {
+                    key: s.key,
+                    fd,
+                    data: s.data,
+                    holders: s.holders.into_iter().collect(),
+                    path: s.path.map(|(path, dev, ino)| BoundPath { path, dev, ino }),
+                },
+            );
+        }
+        for w in leaving {
+            self.workers.entry(w).or_default().leaving = true;
+        }
     }
 
     /// How many sockets are open.

@@ -37,6 +37,30 @@ use super::requests::open_logs;
 use super::supervise::Exec;
 use super::*;
 
+/// A connection's token in the hand-over file (its old number, mapped to a
+/// new one by the new image).
+pub(crate) mod token {
+    use mio::Token;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Token, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.0 as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
+        Ok(Token(u64::deserialize(d)? as usize))
+    }
+}
+
+/// A client connection waiting on a parked request or a reload.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ConnState {
+    token: usize,
+    fd: RawFd,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+}
+
 /// The hand-over file's name in the home.
 pub(super) const FILE: &str = "handover.json";
 
@@ -45,22 +69,38 @@ pub(super) const FILE: &str = "handover.json";
 pub(super) struct AppState {
     journal: journal::App,
     machine: Machine,
+    #[serde(default)]
     pm_uptime: u64,
+    #[serde(default)]
+    monit: crate::protocol::Monit,
+    #[serde(default)]
     last_pid: i32,
+    #[serde(default)]
     manual: bool,
+    #[serde(default)]
     stop_requested: bool,
+    #[serde(default)]
     restart_reason: Option<String>,
+    #[serde(default)]
     notify_status: Option<String>,
+    #[serde(default)]
     node_version: Option<String>,
+    #[serde(default)]
     starttimes: Vec<(i32, u64)>,
+    #[serde(default)]
     cron_at: Option<u64>,
+    #[serde(default)]
     cron_fired: Option<i64>,
+    #[serde(default)]
     watch_at: Option<u64>,
     /// Output pipes: the writer's pid, stderr or not, the read end.
+    #[serde(default)]
     pipes: Vec<(i32, bool, RawFd)>,
     /// IPC channels: pid, socket, Node worker id, message counter.
+    #[serde(default)]
     links: Vec<(i32, RawFd, u32, u64)>,
     /// Stdin pipes' write ends, by pid.
+    #[serde(default)]
     stdins: Vec<(i32, RawFd)>,
 }
 
@@ -74,27 +114,50 @@ pub(super) struct ExecState {
     cwd: String,
 }
 
-/// Everything the new image needs.
+/// Everything the new image needs. What a later version added has a
+/// default, so the hand-over of an older image is still read.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct State {
     /// The old image's monotonic clock (ms since it started): the machines'
     /// deadlines are on it, so the new image goes on with it.
     now: u64,
+    #[serde(default)]
     uptime_ms: u64,
     pub lock: RawFd,
     pub listener: RawFd,
+    #[serde(default)]
     pub notify: Option<(RawFd, PathBuf)>,
+    #[serde(default)]
     detached: bool,
+    #[serde(default)]
     next_worker: u32,
+    #[serde(default)]
     cgroup_next: u64,
+    #[serde(default)]
     envs: Vec<BTreeMap<String, String>>,
     apps: Vec<AppState>,
+    #[serde(default)]
     listeners: Vec<(String, Vec<(listen::Addr, RawFd)>)>,
+    #[serde(default)]
     proc_cgroups: Vec<(i32, PathBuf)>,
+    #[serde(default)]
     execs: Vec<ExecState>,
+    /// Node cluster mode: the shared sockets, the workers leaving.
+    #[serde(default)]
+    cluster: (Vec<crate::cluster::SharedState>, Vec<u32>),
+    /// Requests waiting for apps to settle, rolling reloads, and their
+    /// connections.
+    #[serde(default)]
+    pending: Vec<super::requests::Pending>,
+    #[serde(default)]
+    reloads: Vec<Reload>,
+    #[serde(default)]
+    conns: Vec<ConnState>,
     /// The connection of `corral update` and its request id.
+    #[serde(default)]
     requester: Option<(RawFd, Value)>,
     /// When the old image began handing over (wall ms).
+    #[serde(default)]
     began: u64,
 }
 
@@ -167,7 +230,11 @@ impl Daemon {
         // daemon recovers the apps from it.
         self.write_journal(false);
         let (state, fds) = self.export(t, &req_id, began);
-        let text = match serde_json::to_string(&state) {
+        let text = serde_json::to_string(&state);
+        // What was taken out for the state is back, should this image go on.
+        self.pending = state.pending;
+        self.reloads = state.reloads;
+        let text = match text {
             Ok(t) => t,
             Err(e) => return fail(self, format!("cannot write the hand-over state: {e}")),
         };
@@ -278,6 +345,7 @@ impl Daemon {
                 },
                 machine: m.clone(),
                 pm_uptime: e.pm_uptime,
+                monit: e.monit.clone(),
                 last_pid: e.last_pid,
                 manual: e.manual,
                 stop_requested: e.stop_requested,
@@ -320,6 +388,30 @@ impl Daemon {
             })
             .collect();
         fds.extend(execs.iter().map(|x| x.status));
+        let mut waiting: Vec<Token> = self
+            .pending
+            .iter()
+            .map(|p| p.conn)
+            .chain(self.reloads.iter().map(|r| r.conn))
+            .filter(|c| *c != NOBODY && *c != t)
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        let conns: Vec<ConnState> = waiting
+            .iter()
+            .filter_map(|w| {
+                let c = self.conns.get(w)?;
+                Some(ConnState {
+                    token: w.0,
+                    fd: c.sock.as_raw_fd(),
+                    rbuf: c.rbuf.clone(),
+                    wbuf: c.wbuf.clone(),
+                })
+            })
+            .collect();
+        fds.extend(conns.iter().map(|c| c.fd));
+        let cluster = self.cluster.export();
+        fds.extend(cluster.0.iter().map(|s| s.fd));
         let requester = self.conns.get(&t).map(|c| {
             fds.push(c.sock.as_raw_fd());
             (c.sock.as_raw_fd(), req_id.clone())
@@ -342,6 +434,10 @@ impl Daemon {
                 .map(|(p, c)| (*p, c.clone()))
                 .collect(),
             execs,
+            cluster,
+            pending: std::mem::take(&mut self.pending),
+            reloads: std::mem::take(&mut self.reloads),
+            conns,
             requester,
             began,
         };
@@ -370,6 +466,16 @@ impl Daemon {
                 .collect();
             self.listeners.insert(key, socks);
         }
+        let (shared, leaving) = s.cluster;
+        let shared = shared
+            .into_iter()
+            .map(|x| {
+                // SAFETY: handed over by the old image, owned here alone.
+                let fd = unsafe { OwnedFd::from_raw_fd(x.fd) };
+                (x, fd)
+            })
+            .collect();
+        self.cluster.import(shared, leaving);
         let envs: Vec<Rc<BTreeMap<String, String>>> = s.envs.into_iter().map(Rc::new).collect();
         let count = s.apps.len();
         for a in s.apps {
@@ -406,6 +512,46 @@ impl Daemon {
                     },
                 );
             }
+        }
+        let mut tokens = HashMap::new();
+        for c in s.conns {
+            // SAFETY: a client connection handed over; owned here alone.
+            let sock = unsafe { StdStream::from_raw_fd(c.fd) };
+            let _ = sock.set_nonblocking(true);
+            let mut sock = UnixStream::from_std(sock);
+            let t = self.token();
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, t, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            tokens.insert(c.token, t);
+            self.conns.insert(
+                t,
+                Conn {
+                    sock,
+                    rbuf: c.rbuf,
+                    wbuf: c.wbuf,
+                    skipping: false,
+                    waiting: true,
+                    read_closed: false,
+                    sub: None,
+                    reserve: false,
+                    deadline: None,
+                },
+            );
+        }
+        let remap = |t: Token| tokens.get(&t.0).copied().unwrap_or(NOBODY);
+        for mut p in s.pending {
+            p.conn = remap(p.conn);
+            self.pending.push(p);
+        }
+        for mut r in s.reloads {
+            r.conn = remap(r.conn);
+            self.reloads.push(r);
         }
         // Children that ended during the exec: reaped in the first wake.
         self.more_exits = true;
@@ -490,6 +636,7 @@ impl Daemon {
             Some(entry) => {
                 entry.created_at = a.journal.created_at;
                 entry.pm_uptime = a.pm_uptime;
+                entry.monit = a.monit;
                 entry.last_pid = a.last_pid;
                 entry.manual = a.manual;
                 entry.stop_requested = a.stop_requested;

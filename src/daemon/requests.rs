@@ -30,7 +30,9 @@ use super::table::{Entry, MAX_APPS};
 use super::{Daemon, internal, listen_key};
 
 /// A request answered once its apps have settled.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Pending {
+    #[serde(with = "super::handover::token")]
     pub conn: Token,
     pub id: Value,
     pub kind: PendingKind,
@@ -47,6 +49,7 @@ pub(crate) struct Pending {
     pub warnings: Vec<String>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) enum PendingKind {
     Describe,
     /// A start: apps whose program could not be run make it an error; the
@@ -71,7 +74,9 @@ pub(crate) enum PendingKind {
 const MAX_STDIN_LINE: usize = libc::PIPE_BUF;
 
 /// A rolling reload: one instance at a time.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reload {
+    #[serde(with = "super::handover::token")]
     pub conn: Token,
     pub id: Value,
     pub queue: VecDeque<u32>,
