@@ -50,3 +50,5 @@ mod runtime;
 mod security;
 #[path = "integration/supervision.rs"]
 mod supervision;
+#[path = "integration/update.rs"]
+mod update;

@@ -1,0 +1,206 @@
+//! `corral update`: the daemon replaced in place by the binary on disk.
+//! Apps keep their pids and their output, a Node cluster pair serves
+//! requests throughout (and reloads afterwards with the shared socket the
+//! old image bound), a stop in progress finishes under the new image and
+//! its client gets its answer, bus subscribers are told and disconnected,
+//! and a binary that cannot run leaves the old daemon serving.
+//!
+//! Apps listen on 127.0.0.1 only, on a port picked by `free_port`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+/// Numbered lines every few milliseconds.
+const SEQ: &str = "#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"line $i\"; sleep 0.003; done\n";
+
+/// An unmodified Node http server (cluster mode makes corral its primary).
+const NODE_HTTP: &str = "\
+require('http')
+  .createServer((q, s) => s.end('pid ' + process.pid))
+  .listen(+process.env.PORT, '127.0.0.1', () => console.log('listening ' + process.pid));
+";
+
+/// Ignores SIGINT: only the kill timeout's SIGKILL ends it.
+const STUBBORN: &str =
+    "#!/bin/sh\ntrap 'echo got INT' INT\necho started\nwhile :; do sleep 0.1; done\n";
+
+/// The numbers of `line N` in `log`, which must run 1, 2, 3... without a
+/// gap; the last one.
+fn check_sequence(log: &str) -> u64 {
+    let mut last = 0;
+    for l in log.lines() {
+        let n: u64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a numbered line: {l:?}"));
+        assert_eq!(
+            n,
+            last + 1,
+            "a line is missing or repeated after line {last}"
+        );
+        last = n;
+    }
+    last
+}
+
+fn pids(h: &TestHome) -> BTreeSet<(String, i32)> {
+    h.list()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap_or("").to_string(), pid_of(d)))
+        .collect()
+}
+
+/// What the cluster app's instances logged (one file per instance).
+fn web_logs(h: &TestHome) -> String {
+    let dir = h.home.join("logs");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("web-out"))
+                .map(|e| read(&e.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn update(h: &TestHome) -> Value {
+    let out = h.corral(&["update", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "corral update: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("update --json prints JSON")
+}
+
+#[test]
+fn update_keeps_pids_output_and_requests() {
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    let seq = h.script("seq.sh", SEQ);
+    let web = h.script("web.js", NODE_HTTP);
+    let port = free_port();
+    h.start(json!({"name": "seq", "script": seq.display().to_string()}));
+    h.start(json!({"name": "sleeper", "script": "sleep", "args": ["600"]}));
+    h.start(json!({
+        "name": "web", "script": web.display().to_string(), "instances": 2,
+        "exec_mode": "cluster", "env": {"PORT": port.to_string()},
+    }));
+    let workers: BTreeSet<i32> = h.describe_all(json!("web")).iter().map(pid_of).collect();
+    assert_eq!(workers.len(), 2, "two workers");
+    wait_until(SOON, "both workers listen", || {
+        let out = web_logs(&h);
+        workers
+            .iter()
+            .all(|p| out.contains(&format!("listening {p}")))
+    });
+    wait_until(SOON, "seq logs", || h.out_log("seq").lines().count() > 50);
+    let before = pids(&h);
+    let mut bus = h.subscribe(None);
+    let load = Load::start(port);
+    wait_until(SOON, "requests flow", || load.ok() > 20);
+
+    let r = update(&h);
+    assert_eq!(r["updated"], json!(true), "{r}");
+    assert_eq!(r["pid"], json!(daemon), "exec in place keeps the pid: {r}");
+    assert_eq!(r["apps"], json!(4), "{r}");
+
+    // Subscribers are told, then disconnected.
+    bus.wait_for("daemon:update", |ev| ev["event"] == json!("daemon:update"));
+    bus.wait_closed();
+
+    assert_eq!(h.daemon_pid(), daemon);
+    assert_eq!(pids(&h), before, "every app keeps its pid");
+    for d in h.list() {
+        assert_eq!(d["pm2_env"]["status"], json!("online"), "{d}");
+        assert_eq!(d["pm2_env"]["restart_time"], json!(0), "{d}");
+    }
+    // Output goes on into the same log, nothing lost.
+    let at_update = check_sequence(&h.out_log("seq"));
+    wait_until(SOON, "seq logs on under the new image", || {
+        check_sequence(&h.out_log("seq")) > at_update + 100
+    });
+    let served = load.ok();
+    wait_until(SOON, "requests go on", || load.ok() > served + 20);
+
+    // The new image is the cluster primary: a reload binds nothing new and
+    // no request fails.
+    let r = h.ok(json!({"cmd": "reload", "target": "web"}));
+    assert_eq!(r.as_array().map(Vec::len), Some(2), "{r}");
+    let fresh: BTreeSet<i32> = h.describe_all(json!("web")).iter().map(pid_of).collect();
+    assert!(fresh.is_disjoint(&workers), "reloaded: {fresh:?}");
+    load.wait_answer_from(&fresh, "a reloaded worker answers");
+    load.stop().assert_clean("the update and a reload after it");
+    check_sequence(&h.out_log("seq"));
+
+    // Reaping goes on: a stop ends the processes of the old image.
+    let seq_pid = pid_of(&h.describe("seq"));
+    h.ok(json!({"cmd": "stop", "target": "seq"}));
+    wait_gone(seq_pid, "seq stopped after the update");
+    assert_eq!(h.status("seq"), "stopped");
+}
+
+#[test]
+fn a_stop_in_progress_finishes_after_the_update() {
+    let h = TestHome::started();
+    let stub = h.script("stub.sh", STUBBORN);
+    h.start(json!({"name": "stub", "script": stub.display().to_string(), "kill_timeout": 3000}));
+    h.wait_log("stub", "started");
+    let pid = pid_of(&h.describe("stub"));
+    // The stop waits on its kill timeout: its answer comes later.
+    let mut stopper = h.connect();
+    stopper.send(format!("{}\n", json!({"cmd": "stop", "target": "stub", "id": 7})).as_bytes());
+    wait_until(SOON, "the stub is stopping", || {
+        h.status("stub") == "stopping"
+    });
+    let r = update(&h);
+    assert_eq!(r["updated"], json!(true), "{r}");
+    assert_eq!(
+        h.status("stub"),
+        "stopping",
+        "still stopping under the new image"
+    );
+    assert!(running(pid), "the kill timeout has not passed yet");
+    let answer = stopper.read_response();
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    assert_eq!(answer["id"], json!(7), "{answer}");
+    assert!(!running(pid), "stopped by SIGKILL at the kill timeout");
+    assert_eq!(h.status("stub"), "stopped");
+    assert!(
+        h.daemon_log().contains("sending SIGKILL"),
+        "{}",
+        h.daemon_log()
+    );
+}
+
+#[test]
+fn update_to_a_binary_that_cannot_run_fails_and_the_daemon_goes_on() {
+    let h = TestHome::new();
+    let missing = h.work.join("no-such-corral");
+    let out = run({
+        let mut c = h.command(&["ping"]);
+        c.env("CORRAL_DAEMON_BIN", &missing);
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    h.start(json!({"name": "sleeper", "script": "sleep", "args": ["600"]}));
+    let pid = pid_of(&h.describe("sleeper"));
+    let out = h.corral(&["update"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("cannot run") && said.contains("no-such-corral"),
+        "{said}"
+    );
+    // Still the same daemon, serving, the app untouched.
+    let ping = h.ok(json!({"cmd": "ping"}));
+    assert_eq!(ping["pid"], json!(h.daemon_pid()), "{ping}");
+    assert_eq!(pid_of(&h.describe("sleeper")), pid);
+    assert_eq!(h.status("sleeper"), "online");
+    assert!(
+        !h.home.join("handover.json").exists(),
+        "the hand-over file is removed"
+    );
+    h.ok(json!({"cmd": "stop", "target": "sleeper"}));
+    wait_gone(pid, "sleeper stopped");
+}
