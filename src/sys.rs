@@ -130,6 +130,27 @@ pub fn keep_across_exec(fd: RawFd, keep: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Block (`true`) or unblock `signals`: a daemon blocks those it catches
+/// across the `execve` of its new image (the mask survives it; the
+/// handlers do not), which unblocks them once it has its own.
+pub fn block_signals(signals: &[i32], block: bool) {
+    // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset;
+    // sigprocmask only changes this thread's mask (the daemon has one).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// A close-on-exec copy of `fd` numbered at least `min`.
 pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC makes a new fd that nothing else owns.

@@ -77,6 +77,9 @@ pub(super) struct AppState {
     last_pid: i32,
     #[serde(default)]
     manual: bool,
+    /// Brought back from the journal, waiting for its old processes to go.
+    #[serde(default)]
+    recovering: bool,
     #[serde(default)]
     stop_requested: bool,
     #[serde(default)]
@@ -93,6 +96,11 @@ pub(super) struct AppState {
     cron_fired: Option<i64>,
     #[serde(default)]
     watch_at: Option<u64>,
+    /// Partial lines of stdout and stderr (for `log:*` events).
+    #[serde(default)]
+    line_out: Vec<u8>,
+    #[serde(default)]
+    line_err: Vec<u8>,
     /// Output pipes: the writer's pid, stderr or not, the read end.
     #[serde(default)]
     pipes: Vec<(i32, bool, RawFd)>,
@@ -153,6 +161,9 @@ pub(crate) struct State {
     reloads: Vec<Reload>,
     #[serde(default)]
     conns: Vec<ConnState>,
+    /// Processes of a crashed daemon still being stopped (recovery).
+    #[serde(default)]
+    orphans: Vec<super::recover::Orphan>,
     /// The connection of `corral update` and its request id.
     #[serde(default)]
     requester: Option<(RawFd, Value)>,
@@ -234,6 +245,7 @@ impl Daemon {
         // What was taken out for the state is back, should this image go on.
         self.pending = state.pending;
         self.reloads = state.reloads;
+        self.orphans = state.orphans;
         let text = match text {
             Ok(t) => t,
             Err(e) => return fail(self, format!("cannot write the hand-over state: {e}")),
@@ -271,6 +283,12 @@ impl Daemon {
             .collect();
         let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
+        // What is queued for the apps' channels goes now, as far as it can.
+        for (_, e) in self.table.iter_mut() {
+            for l in e.links.iter_mut() {
+                let _ = l.ch.flush();
+            }
+        }
         self.publish("daemon:update", json!({ "pid": std::process::id() }));
         self.flush_all();
         self.log(&format!(
@@ -284,11 +302,15 @@ impl Daemon {
                 kept.push(*fd);
             }
         }
+        // Caught signals wait for the new image's handlers (the default
+        // action of SIGTERM would kill the daemon in between).
+        sys::block_signals(&CAUGHT, true);
         // SAFETY: `cbin` and `argv` are NUL-terminated C strings and a
         // null-terminated array that outlive the call; the environment is
         // the process's own. On success this does not return.
         unsafe { libc::execv(cbin.as_ptr(), argv.as_ptr()) };
         let err = std::io::Error::last_os_error();
+        sys::block_signals(&CAUGHT, false);
         for fd in kept {
             let _ = sys::keep_across_exec(fd, false);
         }
@@ -346,8 +368,11 @@ impl Daemon {
                 machine: m.clone(),
                 pm_uptime: e.pm_uptime,
                 monit: e.monit.clone(),
+                line_out: e.line_out.clone(),
+                line_err: e.line_err.clone(),
                 last_pid: e.last_pid,
                 manual: e.manual,
+                recovering: e.recovering,
                 stop_requested: e.stop_requested,
                 restart_reason: e.restart_reason.clone(),
                 notify_status: e.notify_status.clone(),
@@ -438,6 +463,7 @@ impl Daemon {
             pending: std::mem::take(&mut self.pending),
             reloads: std::mem::take(&mut self.reloads),
             conns,
+            orphans: std::mem::take(&mut self.orphans),
             requester,
             began,
         };
@@ -553,6 +579,11 @@ impl Daemon {
             r.conn = remap(r.conn);
             self.reloads.push(r);
         }
+        self.orphans = s.orphans;
+        if !self.orphans.is_empty() {
+            let at = self.now();
+            self.timers.arm(at, Timer::Orphans);
+        }
         // Children that ended during the exec: reaped in the first wake.
         self.more_exits = true;
         let took = wall_ms().saturating_sub(s.began);
@@ -637,8 +668,11 @@ impl Daemon {
                 entry.created_at = a.journal.created_at;
                 entry.pm_uptime = a.pm_uptime;
                 entry.monit = a.monit;
+                entry.line_out = a.line_out;
+                entry.line_err = a.line_err;
                 entry.last_pid = a.last_pid;
                 entry.manual = a.manual;
+                entry.recovering = a.recovering;
                 entry.stop_requested = a.stop_requested;
                 entry.restart_reason = a.restart_reason;
                 entry.notify_status = a.notify_status;

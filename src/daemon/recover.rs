@@ -29,6 +29,7 @@ use super::{Daemon, Timer};
 const ORPHAN_POLL: u64 = 20;
 
 /// A process group of the previous daemon, being stopped.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Orphan {
     pub pm_id: u32,
     pub pgid: i32,

@@ -236,6 +236,9 @@ impl Daemon {
         }
         // The write end lives as long as the process: the handlers use it.
         std::mem::forget(sig_w);
+        // A previous image (`corral update`) blocked them across execve:
+        // what came meanwhile is delivered to the handlers now.
+        sys::block_signals(&CAUGHT, false);
         let mut signals = UnixStream::from_std(sig_r);
 
         reaper::become_subreaper().map_err(failed("cannot become a subreaper"))?;
