@@ -188,6 +188,9 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     wanted: Wanted,
+    /// Not handed over (`corral update`): the new image sets it again from
+    /// the app's options.
+    #[serde(skip, default = "unset_policy")]
     policy: Policy,
     restart_time: u32,
     unstable_restarts: u32,
@@ -208,6 +211,25 @@ pub struct Machine {
     drains: Vec<Process>,
     /// Deleted, waiting for draining processes to go before it is forgotten.
     forget_when_quiet: bool,
+}
+
+/// The policy of a machine read from a hand-over until its app's is set.
+fn unset_policy() -> Policy {
+    Policy {
+        min_uptime: 0,
+        max_restarts: 0,
+        restart_delay: 0,
+        autorestart: false,
+        stop_exit_codes: Vec::new(),
+        kill_timeout: 0,
+        kill_signal: Signal::KILL,
+        treekill: false,
+        wait_ready: false,
+        listen_timeout: 0,
+        shutdown_with_message: false,
+        exp_backoff: None,
+        min_restart_interval: 0,
+    }
 }
 
 impl Machine {
@@ -243,6 +265,10 @@ impl Machine {
     /// New options for an app that is not running.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn wanted(&self) -> Wanted {

@@ -237,9 +237,12 @@ impl Daemon {
         let Ok(cbin) = std::ffi::CString::new(bin.as_os_str().as_encoded_bytes()) else {
             return fail(self, format!("bad binary path {}", bin.display()));
         };
-        // The journal first: if the new image does not come up, the next
-        // daemon recovers the apps from it.
-        self.write_journal(false);
+        // The journal up to date first (it is unless this wake changed the
+        // table): if the new image does not come up, the next daemon
+        // recovers the apps from it.
+        if self.table.take_dirty() {
+            self.write_journal(false);
+        }
         let (state, fds) = self.export(t, &req_id, began);
         let text = serde_json::to_string(&state);
         // What was taken out for the state is back, should this image go on.
@@ -327,17 +330,20 @@ impl Daemon {
         });
         let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
         let mut apps = Vec::new();
+        let mut pipes_of: HashMap<u32, Vec<(i32, bool, RawFd)>> = HashMap::new();
+        for p in self.pipes.values() {
+            pipes_of.entry(p.pm_id).or_default().push((
+                p.pid,
+                matches!(p.stream, Stream::Err),
+                p.rx.as_raw_fd(),
+            ));
+        }
         for (id, e) in self.table.iter() {
             let Some(saved) = saved_entry(id, e) else {
                 continue;
             };
             let m = e.m();
-            let pipes: Vec<(i32, bool, RawFd)> = self
-                .pipes
-                .values()
-                .filter(|p| p.pm_id == id)
-                .map(|p| (p.pid, matches!(p.stream, Stream::Err), p.rx.as_raw_fd()))
-                .collect();
+            let pipes = pipes_of.remove(&id).unwrap_or_default();
             let links: Vec<(i32, RawFd, u32, u64)> = e
                 .links
                 .iter()

@@ -175,7 +175,11 @@ impl Table {
             for pid in m.pids() {
                 self.by_pid.insert(pid, id);
             }
+            // The policy is the app's as installed; the rest is the
+            // machine handed over.
+            let policy = e.m.policy().clone();
             e.m = m;
+            e.m.set_policy(policy);
             self.dirty = true;
         }
     }
