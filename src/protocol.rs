@@ -1086,6 +1086,11 @@ mod tests {
             ("ping", Ok(Command::Ping)),
             (r#"{"cmd":"ping","id":1}"#, Ok(Command::Ping)),
             ("list", Ok(Command::List)),
+            ("update_daemon", Ok(Command::UpdateDaemon)),
+            (
+                r#"{"cmd":"update_daemon","id":2}"#,
+                Ok(Command::UpdateDaemon),
+            ),
             (
                 "stop api",
                 Ok(Command::Act(Action::Stop, Target::Name("api".into()))),
@@ -1296,6 +1301,7 @@ mod tests {
                 apps: Some(vec![json!({"name": "a"})]),
             },
             Command::Resurrect { apps: None },
+            Command::UpdateDaemon,
         ];
         for cmd in reqs {
             let req = Request {

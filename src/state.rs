@@ -899,6 +899,55 @@ mod tests {
         })
     }
 
+    /// A machine handed to a new daemon image (`corral update`) as JSON,
+    /// its policy set again from the app: the same machine, the same
+    /// deadlines, the same effects when they come.
+    #[test]
+    fn a_handed_over_machine_goes_on_as_before() {
+        let waiting = with(online(10, 0), |m| {
+            m.step(exited(10, 1), 5000);
+        });
+        let cases: Vec<(&str, Machine, Vec<(Option<i32>, u64)>)> = vec![
+            ("online", online(10, 0), vec![]),
+            ("stopping", stopping(Input::Stop), vec![(Some(10), 2600)]),
+            ("waiting to restart", waiting, vec![(None, 5000)]),
+            (
+                "reloading",
+                with(online(10, 0), |m| {
+                    m.step(
+                        Input::Reload {
+                            graceful: false,
+                            rolls: true,
+                            must_signal: true,
+                        },
+                        2000,
+                    );
+                    m.step(
+                        Input::Spawned {
+                            role: Role::Candidate,
+                            pid: 11,
+                        },
+                        2000,
+                    );
+                    m.step(proc_(11, Event::Execd), 2010);
+                }),
+                vec![(Some(11), 5010)],
+            ),
+        ];
+        for (what, m, deadlines) in cases {
+            assert_eq!(m.deadlines(), deadlines, "{what}");
+            let text = serde_json::to_string(&m).unwrap();
+            let mut back: Machine = serde_json::from_str(&text).unwrap();
+            back.set_policy(m.policy().clone());
+            assert_eq!(back, m, "{what}");
+            for (pid, at) in deadlines {
+                let (mut a, mut b) = (m.clone(), back.clone());
+                let due = Input::Deadline { pid, at };
+                assert_eq!(a.step(due, at), b.step(due, at), "{what}");
+            }
+        }
+    }
+
     /// (name, machine before, input, now, status after, wanted after, effects)
     type Case = (
         &'static str,
