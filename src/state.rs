@@ -907,7 +907,8 @@ mod tests {
         let waiting = with(online(10, 0), |m| {
             m.step(exited(10, 1), 5000);
         });
-        let cases: Vec<(&str, Machine, Vec<(Option<i32>, u64)>)> = vec![
+        type Deadlines = Vec<(Option<i32>, u64)>;
+        let cases: Vec<(&str, Machine, Deadlines)> = vec![
             ("online", online(10, 0), vec![]),
             ("stopping", stopping(Input::Stop), vec![(Some(10), 2600)]),
             ("waiting to restart", waiting, vec![(None, 5000)]),
