@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use mio::net::UnixStream;
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
@@ -126,6 +126,31 @@ pub struct Channel {
     open: bool,
 }
 
+/// A channel's state as the daemon hands it to its new image (`corral
+/// update`): input not yet a whole line, output not yet written, the handle
+/// waiting for its ACK; the fds riding on messages by number (kept open
+/// across `execve`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ChannelState {
+    rbuf: Vec<u8>,
+    skipping: bool,
+    closed: bool,
+    /// Each queued line: its bytes, how much is written, its fd, retries.
+    queue: Vec<(Vec<u8>, usize, Option<RawFd>, u32)>,
+    unacked: Option<(Vec<u8>, Option<RawFd>, u32)>,
+}
+
+impl ChannelState {
+    /// The fds its messages carry.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.queue
+            .iter()
+            .filter_map(|q| q.2)
+            .chain(self.unacked.as_ref().and_then(|u| u.1))
+            .collect()
+    }
+}
+
 impl Channel {
     pub fn new(sock: UnixStream) -> Channel {
         Channel {
@@ -136,6 +161,70 @@ impl Channel {
             queued: 0,
             unacked: None,
             open: true,
+        }
+    }
+
+    /// Its state, to hand to a new image of the daemon.
+    pub fn export(&self) -> ChannelState {
+        ChannelState {
+            rbuf: self.rbuf.clone(),
+            skipping: self.skipping,
+            closed: !self.open,
+            queue: self
+                .queue
+                .iter()
+                .map(|o| {
+                    (
+                        o.line.clone(),
+                        o.written,
+                        o.fd.as_ref().map(|f| f.as_raw_fd()),
+                        o.retries,
+                    )
+                })
+                .collect(),
+            unacked: self.unacked.as_ref().map(|o| {
+                (
+                    o.line.clone(),
+                    o.fd.as_ref().map(|f| f.as_raw_fd()),
+                    o.retries,
+                )
+            }),
+        }
+    }
+
+    /// A channel on `sock` that goes on from `st` (handed over by the
+    /// previous image, whose fds are now this process's).
+    pub fn import(sock: UnixStream, st: ChannelState) -> Channel {
+        // SAFETY: every fd in the state was handed over with it and is
+        // owned here alone.
+        let own = |fd: Option<RawFd>| fd.map(|f| unsafe { OwnedFd::from_raw_fd(f) });
+        let queue: VecDeque<Outgoing> = st
+            .queue
+            .into_iter()
+            .map(|(line, written, fd, retries)| Outgoing {
+                line,
+                written,
+                fd: own(fd),
+                retries,
+            })
+            .collect();
+        let queued = queue
+            .iter()
+            .map(|o| o.line.len().saturating_sub(o.written))
+            .sum();
+        Channel {
+            sock,
+            rbuf: st.rbuf,
+            skipping: st.skipping,
+            queue,
+            queued,
+            unacked: st.unacked.map(|(line, fd, retries)| Outgoing {
+                written: line.len(),
+                line,
+                fd: own(fd),
+                retries,
+            }),
+            open: !st.closed,
         }
     }
 
@@ -595,6 +684,53 @@ mod tests {
         assert_eq!(drain(&app).0, line(&plain));
         assert!(!ch.awaiting_handle_ack());
         assert_eq!(ch.queued_bytes(), 0);
+    }
+
+    /// `corral update`: a channel with half a line read, a handle waiting
+    /// for its ACK and a line queued behind it goes on in the new image
+    /// (here: the same process, the old channel's fds left open as execve
+    /// leaves them).
+    #[test]
+    fn a_handed_over_channel_goes_on_where_it_was() {
+        let (mut ch, app) = pair();
+        let (mine, other) = passable();
+        let handle = handle_msg(0);
+        ch.send_handle(&handle, mine.as_raw_fd()).unwrap();
+        drop(mine);
+        let plain = json!({"cmd": "NODE_CLUSTER", "ack": 1, "seq": 1});
+        ch.send(&plain).unwrap();
+        let (bytes, mut fds) = drain(&app);
+        assert_eq!(bytes, line(&handle));
+        assert_is(fds.remove(0), &other);
+        say(&app, "{\"type\":\"process:msg\",");
+        assert!(ch.read().messages.is_empty());
+
+        let st = ch.export();
+        assert_eq!(st.fds().len(), 1, "the handle's fd: {st:?}");
+        let text = serde_json::to_string(&st).unwrap();
+        let sock_fd = ch.sock.as_raw_fd();
+        std::mem::forget(ch);
+        // SAFETY: the forgotten channel's socket, owned here from now on.
+        let sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(sock_fd) };
+        let mut ch = Channel::import(
+            UnixStream::from_std(sock),
+            serde_json::from_str(&text).unwrap(),
+        );
+        assert!(ch.awaiting_handle_ack());
+        assert_eq!(ch.queued_bytes(), line(&plain).len());
+
+        say(&app, "\"data\":1}\n{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+        let inbound = ch.read();
+        assert_eq!(
+            inbound.messages,
+            vec![Message::Typed {
+                kind: "process:msg".into(),
+                data: json!(1)
+            }],
+            "the half line is whole now"
+        );
+        assert!(!ch.awaiting_handle_ack());
+        assert_eq!(drain(&app).0, line(&plain), "the ACK released the queue");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::{App, Slot};
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelState};
 use crate::journal;
 use crate::options::parse_app;
 use crate::protocol::{self, ErrorCode, WireError};
@@ -104,9 +104,10 @@ pub(super) struct AppState {
     /// Output pipes: the writer's pid, stderr or not, the read end.
     #[serde(default)]
     pipes: Vec<(i32, bool, RawFd)>,
-    /// IPC channels: pid, socket, Node worker id, message counter.
+    /// IPC channels: pid, socket, Node worker id, message counter, what
+    /// is half read or written.
     #[serde(default)]
-    links: Vec<(i32, RawFd, u32, u64)>,
+    links: Vec<(i32, RawFd, u32, u64, ChannelState)>,
     /// Stdin pipes' write ends, by pid.
     #[serde(default)]
     stdins: Vec<(i32, RawFd)>,
@@ -231,6 +232,10 @@ impl Daemon {
                 protocol::err_line(&req_id, &WireError::new(ErrorCode::Internal, why.clone())),
             );
         };
+        // A kill came in the same wake: stopping goes first.
+        if self.stopping_all {
+            return fail(self, "the daemon is stopping".into());
+        }
         let Some(bin) = binary() else {
             return fail(self, "cannot tell which binary to run".into());
         };
@@ -344,15 +349,18 @@ impl Daemon {
             };
             let m = e.m();
             let pipes = pipes_of.remove(&id).unwrap_or_default();
-            let links: Vec<(i32, RawFd, u32, u64)> = e
+            let links: Vec<(i32, RawFd, u32, u64, ChannelState)> = e
                 .links
                 .iter()
-                .map(|l| (l.pid, l.ch.sock.as_raw_fd(), l.worker, l.seq))
+                .map(|l| (l.pid, l.ch.sock.as_raw_fd(), l.worker, l.seq, l.ch.export()))
                 .collect();
             let stdins: Vec<(i32, RawFd)> =
                 e.stdins.iter().map(|(p, w)| (*p, w.as_raw_fd())).collect();
             fds.extend(pipes.iter().map(|p| p.2));
-            fds.extend(links.iter().map(|l| l.1));
+            for l in &links {
+                fds.push(l.1);
+                fds.extend(l.4.fds());
+            }
             fds.extend(stdins.iter().map(|s| s.1));
             apps.push(AppState {
                 journal: journal::App {
@@ -632,10 +640,10 @@ impl Daemon {
             .map(|&(p, err, fd)| (p, err, unsafe { OwnedFd::from_raw_fd(fd) }))
             .collect();
         // SAFETY: as above.
-        let links: Vec<(i32, StdStream, u32, u64)> = a
+        let links: Vec<(i32, StdStream, u32, u64, ChannelState)> = a
             .links
-            .iter()
-            .map(|&(p, fd, w, seq)| (p, unsafe { StdStream::from_raw_fd(fd) }, w, seq))
+            .into_iter()
+            .map(|(p, fd, w, seq, st)| (p, unsafe { StdStream::from_raw_fd(fd) }, w, seq, st))
             .collect();
         // SAFETY: as above.
         let stdins: Vec<(i32, OwnedFd)> = a
@@ -730,7 +738,7 @@ impl Daemon {
                 },
             );
         }
-        for (pid, sock, worker, seq) in links {
+        for (pid, sock, worker, seq, st) in links {
             let _ = sock.set_nonblocking(true);
             let mut sock = UnixStream::from_std(sock);
             let t = self.token();
@@ -746,7 +754,7 @@ impl Daemon {
                 entry.links.push(Link {
                     pid,
                     token: t,
-                    ch: Channel::new(sock),
+                    ch: Channel::import(sock, st),
                     worker,
                     seq,
                 });
