@@ -174,6 +174,30 @@ fn a_stop_in_progress_finishes_after_the_update() {
 }
 
 #[test]
+fn a_restart_delay_runs_out_under_the_new_image() {
+    let h = TestHome::started();
+    // Fails once, then stays up.
+    h.script(
+        "once.sh",
+        "if [ -e marker ]; then exec sleep 1000; fi\ntouch marker\nexit 1\n",
+    );
+    h.start(
+        json!({"name": "once", "script": "once.sh", "restart_delay": 2000, "kill_timeout": 300}),
+    );
+    h.wait_status("once", "waiting restart");
+    let r = update(&h);
+    assert_eq!(r["updated"], json!(true), "{r}");
+    assert_eq!(
+        h.status("once"),
+        "waiting restart",
+        "still waiting after the update"
+    );
+    let d = h.wait_status("once", "online");
+    assert_eq!(env_of(&d, "restart_time"), json!(1));
+    assert!(running(pid_of(&d)));
+}
+
+#[test]
 fn update_to_a_binary_that_cannot_run_fails_and_the_daemon_goes_on() {
     let h = TestHome::new();
     let missing = h.work.join("no-such-corral");
