@@ -174,6 +174,51 @@ fn a_stop_in_progress_finishes_after_the_update() {
 }
 
 #[test]
+fn a_rolling_reload_half_done_finishes_under_the_new_image() {
+    let h = TestHome::started();
+    // Ready (sd_notify) a second after it starts.
+    h.script(
+        "notify.py",
+        "import os, socket, time\n\
+         time.sleep(1)\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+         time.sleep(1000)\n",
+    );
+    h.start(
+        json!({"name": "sd", "script": "notify.py", "instances": 2, "wait_ready": true,
+                   "listen_timeout": 10000, "kill_timeout": 300}),
+    );
+    let old: BTreeSet<i32> = h.describe_all(json!("sd")).iter().map(pid_of).collect();
+    assert_eq!(old.len(), 2);
+    let mut reloader = h.connect();
+    reloader.send(format!("{}\n", json!({"cmd": "reload", "target": "sd", "id": 5})).as_bytes());
+    wait_until(SOON, "the first replacement is started", || {
+        h.daemon_log().contains("reload: replacement pid")
+    });
+    let r = update(&h);
+    assert_eq!(r["updated"], json!(true), "{r}");
+    let answer = reloader.read_response();
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    assert_eq!(answer["id"], json!(5), "{answer}");
+    let fresh: BTreeSet<i32> = h.describe_all(json!("sd")).iter().map(pid_of).collect();
+    assert_eq!(fresh.len(), 2);
+    assert!(
+        fresh.is_disjoint(&old),
+        "both replaced: {old:?} -> {fresh:?}"
+    );
+    for p in &old {
+        wait_gone(*p, "an old instance stopped");
+    }
+    assert_eq!(
+        h.daemon_log().matches("reload: replacement pid").count(),
+        2,
+        "{}",
+        h.daemon_log()
+    );
+}
+
+#[test]
 fn a_restart_delay_runs_out_under_the_new_image() {
     let h = TestHome::started();
     // Fails once, then stays up.
