@@ -213,6 +213,12 @@ impl Daemon {
                 "the daemon is stopping",
             ));
         }
+        if self.update_to.is_some() {
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "an update is already under way",
+            ));
+        }
         self.park(t);
         self.update_to = Some((t, id));
         Ok(())
