@@ -14,6 +14,7 @@ pub const RESERVED: &[&str] = &[
     "log:out",
     "log:err",
     "daemon:kill",
+    "daemon:update",
     "bus:dropped",
 ];
 /// The longest piece of a line a `log:*` event carries.
@@ -21,7 +22,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// Which events a subscriber wants: all, or these names; a name ending in
 /// `*` is a prefix (`log:*`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Filter(Option<Vec<String>>);
 
 impl Filter {
@@ -41,7 +42,7 @@ impl Filter {
 }
 
 /// One subscriber's side of the bus.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub filter: Filter,
     /// Events dropped since the last `bus:dropped`.

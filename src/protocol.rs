@@ -770,6 +770,14 @@ pub enum Event {
         /// When, in milliseconds since the Unix epoch.
         at: u64,
     },
+    /// `daemon:update`: the daemon replaced itself by its new binary
+    /// (`corral update`); the subscription goes on.
+    DaemonUpdate {
+        /// The daemon's pid (the same before and after).
+        pid: u32,
+        /// When, in milliseconds since the Unix epoch.
+        at: u64,
+    },
     /// `bus:dropped`: this many events were dropped for a slow reader.
     Dropped {
         /// How many.
@@ -821,6 +829,10 @@ impl Event {
                 at,
             },
             "daemon:kill" => Event::DaemonKill { at },
+            "daemon:update" => Event::DaemonUpdate {
+                pid: w.data.get("pid").and_then(Value::as_u64).unwrap_or(0) as u32,
+                at,
+            },
             "bus:dropped" => Event::Dropped {
                 count: w.data.get("count").and_then(Value::as_u64).unwrap_or(0),
             },

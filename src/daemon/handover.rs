@@ -4,14 +4,15 @@
 //! table — each app's options, machine and counters — and the numbers of
 //! every fd it keeps: the pid file's lock, the control socket, the notify
 //! socket, each app's output pipes, IPC channels and stdin pipes, exec
-//! status pipes, `listen` sockets, and the requester's connection. Those
+//! status pipes, `listen` sockets, and the clients' connections. Those
 //! alone lose close-on-exec; then it `execve`s its binary with
 //! `daemon --no-daemon --handover FILE` and its own flags. The new image
 //! (same pid: the apps stay its children) takes every fd back, rebuilds
 //! the table, re-arms the machines' deadlines and answers the requester.
 //! If `execve` fails, nothing was lost: close-on-exec is set again and the
-//! requester is told why. Bus subscribers get `daemon:update` and are
-//! disconnected (they reconnect).
+//! requester is told why. Every client connection carries over (a
+//! `Client` goes on using its own); bus subscribers stay subscribed and
+//! get `daemon:update`.
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, RawFd};
@@ -52,13 +53,21 @@ pub(crate) mod token {
     }
 }
 
-/// A client connection waiting on a parked request or a reload.
+/// A client connection: idle, waiting on a parked request or a reload,
+/// or subscribed to the bus.
 #[derive(Serialize, Deserialize)]
 pub(super) struct ConnState {
     token: usize,
     fd: RawFd,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    #[serde(default)]
+    waiting: bool,
+    #[serde(default)]
+    read_closed: bool,
+    /// A bus subscriber's filter.
+    #[serde(default)]
+    sub: Option<crate::bus::Subscription>,
 }
 
 /// The hand-over file's name in the home.
@@ -167,7 +176,7 @@ pub(crate) struct State {
     orphans: Vec<super::recover::Orphan>,
     /// The connection of `corral update` and its request id.
     #[serde(default)]
-    requester: Option<(RawFd, Value)>,
+    requester: Option<(usize, Value)>,
     /// When the old image began handing over (wall ms).
     #[serde(default)]
     began: u64,
@@ -260,6 +269,11 @@ impl Daemon {
         self.pending = state.pending;
         self.reloads = state.reloads;
         self.orphans = state.orphans;
+        for c in state.conns {
+            if let Some(conn) = self.conns.get_mut(&Token(c.token)) {
+                conn.sub = c.sub;
+            }
+        }
         let text = match text {
             Ok(t) => t,
             Err(e) => return fail(self, format!("cannot write the hand-over state: {e}")),
@@ -303,7 +317,10 @@ impl Daemon {
                 let _ = l.ch.flush();
             }
         }
-        self.publish("daemon:update", json!({ "pid": std::process::id() }));
+        self.publish(
+            "daemon:update",
+            json!({ "pid": std::process::id(), "at": wall_ms() }),
+        );
         self.flush_all();
         self.log(&format!(
             "update: handing over {} apps to {}",
@@ -433,34 +450,23 @@ impl Daemon {
             })
             .collect();
         fds.extend(execs.iter().map(|x| x.status));
-        let mut waiting: Vec<Token> = self
-            .pending
-            .iter()
-            .map(|p| p.conn)
-            .chain(self.reloads.iter().map(|r| r.conn))
-            .filter(|c| *c != NOBODY && *c != t)
-            .collect();
-        waiting.sort_unstable();
-        waiting.dedup();
-        let conns: Vec<ConnState> = waiting
-            .iter()
-            .filter_map(|w| {
-                let c = self.conns.get(w)?;
-                Some(ConnState {
-                    token: w.0,
-                    fd: c.sock.as_raw_fd(),
-                    rbuf: c.rbuf.clone(),
-                    wbuf: c.wbuf.clone(),
-                })
+        let conns: Vec<ConnState> = self
+            .conns
+            .iter_mut()
+            .map(|(w, c)| ConnState {
+                token: w.0,
+                fd: c.sock.as_raw_fd(),
+                rbuf: c.rbuf.clone(),
+                wbuf: c.wbuf.clone(),
+                waiting: c.waiting,
+                read_closed: c.read_closed,
+                sub: c.sub.take(),
             })
             .collect();
         fds.extend(conns.iter().map(|c| c.fd));
         let cluster = self.cluster.export();
         fds.extend(cluster.0.iter().map(|s| s.fd));
-        let requester = self.conns.get(&t).map(|c| {
-            fds.push(c.sock.as_raw_fd());
-            (c.sock.as_raw_fd(), req_id.clone())
-        });
+        let requester = self.conns.contains_key(&t).then(|| (t.0, req_id.clone()));
         let state = State {
             now: self.now(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -575,6 +581,9 @@ impl Daemon {
                 continue;
             }
             tokens.insert(c.token, t);
+            if c.sub.is_some() {
+                self.subscribers += 1;
+            }
             self.conns.insert(
                 t,
                 Conn {
@@ -582,9 +591,9 @@ impl Daemon {
                     rbuf: c.rbuf,
                     wbuf: c.wbuf,
                     skipping: false,
-                    waiting: true,
-                    read_closed: false,
-                    sub: None,
+                    waiting: c.waiting,
+                    read_closed: c.read_closed,
+                    sub: c.sub,
                     reserve: false,
                     deadline: None,
                 },
@@ -611,9 +620,9 @@ impl Daemon {
             "update: daemon {} took over {count} apps in {took} ms",
             env!("CARGO_PKG_VERSION")
         ));
-        if let Some((fd, id)) = s.requester {
-            // SAFETY: the requester's connection, handed over; owned here.
-            let mut sock = unsafe { StdStream::from_raw_fd(fd) };
+        if let Some((old, id)) = s.requester
+            && let Some(&t) = tokens.get(&old)
+        {
             let line = protocol::ok_line(
                 &id,
                 &json!({
@@ -626,9 +635,7 @@ impl Daemon {
                 .to_string(),
                 &[],
             );
-            // One short line into an idle socket's buffer.
-            let _ = sock.set_nonblocking(true);
-            let _ = sock.write_all(line.as_bytes());
+            self.answer(t, line);
         }
     }
 

@@ -2,7 +2,7 @@
 //! Apps keep their pids and their output, a Node cluster pair serves
 //! requests throughout (and reloads afterwards with the shared socket the
 //! old image bound), a stop in progress finishes under the new image and
-//! its client gets its answer, bus subscribers are told and disconnected,
+//! its client gets its answer, connections and bus subscribers carry over,
 //! and a binary that cannot run leaves the old daemon serving.
 //!
 //! Apps listen on 127.0.0.1 only, on a port picked by `free_port`.
@@ -97,17 +97,21 @@ fn update_keeps_pids_output_and_requests() {
     wait_until(SOON, "seq logs", || h.out_log("seq").lines().count() > 50);
     let before = pids(&h);
     let mut bus = h.subscribe(None);
+    let mut idle = h.connect();
     let load = Load::start(port);
     wait_until(SOON, "requests flow", || load.ok() > 20);
 
     let r = update(&h);
     assert_eq!(r["updated"], json!(true), "{r}");
     assert_eq!(r["pid"], json!(daemon), "exec in place keeps the pid: {r}");
+    // A connection opened before goes on.
+    let pong = idle.call(&json!({"cmd": "ping", "id": 3}));
+    assert_eq!(pong["result"]["pid"], json!(daemon), "{pong}");
     assert_eq!(r["apps"], json!(4), "{r}");
 
-    // Subscribers are told, then disconnected.
-    bus.wait_for("daemon:update", |ev| ev["event"] == json!("daemon:update"));
-    bus.wait_closed();
+    // Subscribers are told, and stay subscribed.
+    let ev = bus.wait_for("daemon:update", |ev| ev["event"] == json!("daemon:update"));
+    assert_eq!(ev["data"]["pid"], json!(daemon), "{ev}");
 
     assert_eq!(h.daemon_pid(), daemon);
     assert_eq!(pids(&h), before, "every app keeps its pid");
@@ -133,11 +137,13 @@ fn update_keeps_pids_output_and_requests() {
     load.stop().assert_clean("the update and a reload after it");
     check_sequence(&h.out_log("seq"));
 
-    // Reaping goes on: a stop ends the processes of the old image.
+    // Reaping goes on: a stop ends the processes of the old image; the
+    // subscriber of before the update sees it.
     let seq_pid = pid_of(&h.describe("seq"));
     h.ok(json!({"cmd": "stop", "target": "seq"}));
     wait_gone(seq_pid, "seq stopped after the update");
     assert_eq!(h.status("seq"), "stopped");
+    bus.wait_for("seq's stop", |ev| is_process_event(ev, "seq", "stop"));
 }
 
 #[test]
