@@ -1282,6 +1282,10 @@ mod tests {
             Event::parse(r#"{"event":"bus:dropped","data":{"count":3}}"#).unwrap(),
             Event::Dropped { count: 3 }
         );
+        assert_eq!(
+            Event::parse(r#"{"event":"daemon:update","data":{"pid":42,"at":7}}"#).unwrap(),
+            Event::DaemonUpdate { pid: 42, at: 7 }
+        );
         assert!(Event::parse("{").is_err());
     }
 
