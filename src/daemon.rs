@@ -114,7 +114,7 @@ pub struct Config {
     /// Stop every app and exit when stdin reaches end of file (the caller of
     /// `Client::connect_no_daemon` is gone).
     pub lifeline: bool,
-    /// Time between two samples of the apps' memory and CPU (ms).
+    /// Time between two samples of the apps with `max_memory_restart` (ms).
     pub sample_interval: u64,
     /// Rotation for apps that set no `max_log_size`, and for the daemon's
     /// own log (`--max-log-size`; none: never).

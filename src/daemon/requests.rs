@@ -130,7 +130,12 @@ impl Daemon {
                 })
                 .to_string(),
             ),
-            Command::List => done(self.describe_all(&self.table.ids())),
+            Command::List => {
+                // What a list shows is read now (`monit`).
+                let ids = self.table.ids();
+                self.sample_apps(&ids);
+                done(self.describe_all(&ids))
+            }
             Command::Start(args) => {
                 self.refuse_while_stopping()?;
                 let s = self.start(args)?;
@@ -442,6 +447,7 @@ impl Daemon {
     fn act(&mut self, t: Token, id: Value, action: Action, target: &Target) -> Answer {
         if action == Action::Describe {
             let ids = self.resolve(target).unwrap_or_default();
+            self.sample_apps(&ids);
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;
