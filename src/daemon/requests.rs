@@ -492,8 +492,8 @@ impl Daemon {
             let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
             let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
             // The options as given, for the dump: the changes laid over them.
-            let mut given = match e.app.options.as_ref() {
-                Value::Object(o) => o.clone(),
+            let mut given = match e.app.options.value() {
+                Value::Object(o) => o,
                 _ => serde_json::Map::new(),
             };
             for k in applied {
@@ -1140,7 +1140,7 @@ impl Daemon {
             };
             let app = App::resolve(
                 template.spec.clone(),
-                template.options.clone(),
+                Rc::new(template.options.value()),
                 slot,
                 &self.home,
                 template.base_env.clone(),
