@@ -46,6 +46,8 @@ type Seen = HashMap<(i32, u64), Reading>;
 #[derive(Default)]
 pub struct Sampler {
     seen: Seen,
+    /// Each group's last usage and when it was read (monotonic ms).
+    groups: HashMap<i32, (u64, Monit)>,
     ticks_per_sec: u64,
     page_size: u64,
 }
@@ -64,17 +66,45 @@ impl Sampler {
     pub fn new() -> Sampler {
         Sampler {
             seen: Seen::new(),
+            groups: HashMap::new(),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
             page_size: procfs::page_size(),
         }
     }
 
-    /// Scan /proc and give the usage of each group in `pgids` at `now`
-    /// (monotonic ms). Groups with no process get zero.
-    pub fn sample(&mut self, pgids: &[i32], now: u64) -> HashMap<i32, Monit> {
-        let wanted: HashSet<i32> = pgids.iter().copied().collect();
-        let members = scan(&wanted);
-        self.account(&members, pgids, now, boot_ms())
+    /// The usage of each group in `pgids` at `now` (monotonic ms): a
+    /// group read less than `max_age` ms before keeps that reading, the
+    /// others are read with one scan of /proc. Groups with no process get
+    /// zero.
+    pub fn sample(&mut self, pgids: &[i32], now: u64, max_age: u64) -> HashMap<i32, Monit> {
+        let stale: Vec<i32> = pgids
+            .iter()
+            .copied()
+            .filter(|g| {
+                self.groups
+                    .get(g)
+                    .is_none_or(|(at, _)| now.saturating_sub(*at) >= max_age)
+            })
+            .collect();
+        if !stale.is_empty() {
+            let wanted: HashSet<i32> = stale.iter().copied().collect();
+            let members = scan(&wanted);
+            for (g, usage) in self.account(&members, &stale, now, boot_ms()) {
+                self.groups.insert(g, (now, usage));
+            }
+        }
+        pgids
+            .iter()
+            .map(|g| {
+                (
+                    *g,
+                    self.groups
+                        .get(g)
+                        .map(|(_, m)| m.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// The pure part of `sample`: fold one scan into usage per group;
@@ -140,12 +170,14 @@ impl Sampler {
     /// apps running now).
     pub fn keep_groups(&mut self, live: &HashSet<i32>) {
         self.seen.retain(|_, r| live.contains(&r.pgrp));
+        self.groups.retain(|g, _| live.contains(g));
     }
 
     /// Forget every reading (no app online).
     pub fn reset(&mut self) {
-        if !self.seen.is_empty() {
+        if !self.seen.is_empty() || !self.groups.is_empty() {
             self.seen = Seen::new();
+            self.groups = HashMap::new();
         }
     }
 }
@@ -212,6 +244,7 @@ mod tests {
     fn sampler() -> Sampler {
         Sampler {
             seen: Seen::new(),
+            groups: HashMap::new(),
             ticks_per_sec: 100,
             page_size: 4096,
         }
@@ -306,6 +339,23 @@ mod tests {
         again.starttime = (boot(1000) - 1000) / 10;
         let got = s.account(&[again], &[10], 1000, boot(1000));
         assert_eq!(got[&10].cpu, 20.0);
+    }
+
+    #[test]
+    fn a_group_read_lately_keeps_its_reading() {
+        let mut s = Sampler::new();
+        let me = std::process::id() as i32;
+        let pgrp = procfs::read_stat(me).unwrap().unwrap().pgrp;
+        let first = s.sample(&[pgrp], 1000, MIN_GAP)[&pgrp].clone();
+        assert!(first.memory > 0, "{first:?}");
+        // Read within the age given: the same reading, no scan.
+        s.seen.clear();
+        let again = s.sample(&[pgrp], 1000 + MIN_GAP - 1, MIN_GAP)[&pgrp].clone();
+        assert_eq!(again, first);
+        assert!(s.seen.is_empty(), "no scan was made");
+        // Older than the age given (or any age, with 0): read anew.
+        s.sample(&[pgrp], 1000 + MIN_GAP - 1, 0);
+        assert!(!s.seen.is_empty(), "a scan was made");
     }
 
     #[test]

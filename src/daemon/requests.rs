@@ -133,7 +133,7 @@ impl Daemon {
             Command::List => {
                 // What a list shows is read now (`monit`).
                 let ids = self.table.ids();
-                self.sample_apps(&ids);
+                self.sample_apps(&ids, crate::poll::MIN_GAP);
                 done(self.describe_all(&ids))
             }
             Command::Start(args) => {
@@ -447,7 +447,7 @@ impl Daemon {
     fn act(&mut self, t: Token, id: Value, action: Action, target: &Target) -> Answer {
         if action == Action::Describe {
             let ids = self.resolve(target).unwrap_or_default();
-            self.sample_apps(&ids);
+            self.sample_apps(&ids, crate::poll::MIN_GAP);
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;

@@ -130,7 +130,7 @@ impl Daemon {
             .filter(|(_, e)| e.app.spec.max_memory_restart.is_some())
             .map(|(id, _)| id)
             .collect();
-        self.sample_apps(&limited);
+        self.sample_apps(&limited, 0);
         let mut over = Vec::new();
         for id in limited {
             let Some(e) = self.table.get(id) else {
@@ -150,9 +150,10 @@ impl Daemon {
         }
     }
 
-    /// Read the memory and CPU of those of apps `ids` that run, now (one
-    /// scan of /proc), into their `monit`.
-    pub(super) fn sample_apps(&mut self, ids: &[u32]) {
+    /// Read the memory and CPU of those of apps `ids` that run into their
+    /// `monit`: now (one scan of /proc), or as read less than `max_age` ms
+    /// ago.
+    pub(super) fn sample_apps(&mut self, ids: &[u32], max_age: u64) {
         let groups: Vec<(u32, i32)> = ids
             .iter()
             .filter_map(|&id| {
@@ -167,7 +168,7 @@ impl Daemon {
             return;
         }
         let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
-        let usage = self.sampler.sample(&pgids, self.now());
+        let usage = self.sampler.sample(&pgids, self.now(), max_age);
         // Readings of processes no longer running are dropped.
         let live: HashSet<i32> = self.table.iter().filter_map(|(_, e)| e.m().pid()).collect();
         self.sampler.keep_groups(&live);
