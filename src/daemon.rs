@@ -306,7 +306,8 @@ struct Daemon {
     timers: Timers<Timer>,
     sampler: Sampler,
     sample_interval: u64,
-    /// The deadline of the next sample, while any app is online.
+    /// The deadline of the next sample, while any running app has
+    /// `max_memory_restart`.
     sample_at: Option<u64>,
     /// Half of systemd's `WATCHDOG_USEC` (ms): how often the loop says it
     /// is alive, when the service manager asks.
