@@ -78,8 +78,25 @@ pub struct App {
     /// `increment_var` and its value for this instance.
     pub increment: Option<(String, i64)>,
     /// The options object `spec` was parsed from, kept whole for the dump
-    /// (`dump.rs`): shared by the instances of one start.
-    pub options: Rc<serde_json::Value>,
+    /// (`dump.rs`).
+    pub options: Given,
+}
+
+/// The options object an app was parsed from, kept as compact JSON text:
+/// read back only for a dump or a change of options, while a parsed
+/// `Value` held for each app costs a kilobyte or more of heap.
+#[derive(Clone, Debug)]
+pub struct Given(Box<str>);
+
+impl Given {
+    pub fn new(options: &serde_json::Value) -> Given {
+        Given(options.to_string().into_boxed_str())
+    }
+
+    /// The options object again.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// One instance of an app: its pm_id, its index among the instances of the
@@ -309,7 +326,7 @@ impl App {
             shell,
             slot,
             increment,
-            options,
+            options: Given::new(&options),
         })
     }
 

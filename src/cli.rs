@@ -834,7 +834,7 @@ fn verb_options(verb: &str) -> Options {
             o.optopt(
                 "",
                 "sample-interval",
-                "sample the apps' memory and CPU this often (default 1s)",
+                "sample the apps with max_memory_restart this often (default 1s)",
                 "DUR",
             );
             o.optopt(

@@ -116,7 +116,7 @@ pub struct Config {
     /// Stop every app and exit when stdin reaches end of file (the caller of
     /// `Client::connect_no_daemon` is gone).
     pub lifeline: bool,
-    /// Time between two samples of the apps' memory and CPU (ms).
+    /// Time between two samples of the apps with `max_memory_restart` (ms).
     pub sample_interval: u64,
     /// Rotation for apps that set no `max_log_size`, and for the daemon's
     /// own log (`--max-log-size`; none: never).
@@ -325,7 +325,8 @@ struct Daemon {
     timers: Timers<Timer>,
     sampler: Sampler,
     sample_interval: u64,
-    /// The deadline of the next sample, while any app is online.
+    /// The deadline of the next sample, while any running app has
+    /// `max_memory_restart`.
     sample_at: Option<u64>,
     /// Half of systemd's `WATCHDOG_USEC` (ms): how often the loop says it
     /// is alive, when the service manager asks.

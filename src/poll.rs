@@ -1,31 +1,53 @@
 //! Sampling the apps' memory and CPU (the `monit` of a description): one
-//! scan of `/proc` per sample, on a deadline of the daemon's loop, summed
-//! over each app's whole process group — PM2 counts the main pid only.
+//! scan of `/proc` per sample, summed over each app's whole process group
+//! — PM2 counts the main pid only. Samples are taken when something needs
+//! them: a `list` or `describe` (of the apps it shows), and the apps with
+//! `max_memory_restart` on the daemon's interval. Nothing samples an app
+//! nobody looks at.
 //!
-//! CPU is computed per process from tick deltas between two samples, so a
-//! child that exits between samples does not make the sum go backwards;
-//! a process is known by (pid, start time), so a recycled pid starts over.
+//! CPU is computed per process, as PM2's `ls` does: from that process's
+//! previous reading (whenever it was taken), or over its whole life when
+//! there is none. A reading younger than `MIN_GAP` keeps the figure it
+//! gave rather than divide a tick or two by a tiny interval. A process is
+//! known by (pid, start time), so a recycled pid starts over; a child that
+//! exits between readings does not make the sum go backwards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::procfs;
 use crate::protocol::Monit;
 
-/// Default time between two samples (ms).
+/// Default time between two samples of the apps with `max_memory_restart`
+/// (ms).
 pub const DEFAULT_INTERVAL: u64 = 1000;
 /// The shortest interval accepted (ms): below it the figures are noise and
 /// the daemon's own CPU use is not.
 pub const MIN_INTERVAL: u64 = 100;
+/// A reading younger than this (ms) is not divided again: its CPU figure
+/// stands.
+pub const MIN_GAP: u64 = 500;
 
-/// A process seen in the last sample: (pid, starttime) -> utime + stime.
-type Seen = HashMap<(i32, u64), u64>;
+/// A process's last reading.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    pgrp: i32,
+    /// utime + stime.
+    ticks: u64,
+    /// Monotonic ms.
+    at: u64,
+    /// Percent of one core, as computed at `at`.
+    cpu: f64,
+}
+
+/// The processes read before: (pid, starttime) -> last reading.
+type Seen = HashMap<(i32, u64), Reading>;
 
 /// The state kept between samples.
 #[derive(Default)]
 pub struct Sampler {
     seen: Seen,
-    /// Monotonic ms of the last sample.
-    last_at: Option<u64>,
+    /// Each group's last usage and when it was read (monotonic ms).
+    groups: HashMap<i32, (u64, Monit)>,
     ticks_per_sec: u64,
     page_size: u64,
 }
@@ -44,51 +66,95 @@ impl Sampler {
     pub fn new() -> Sampler {
         Sampler {
             seen: Seen::new(),
-            last_at: None,
+            groups: HashMap::new(),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
             page_size: procfs::page_size(),
         }
     }
 
-    /// Scan /proc and give the usage of each group in `pgids` at `now`
-    /// (monotonic ms). Groups with no process get zero.
-    pub fn sample(&mut self, pgids: &[i32], now: u64) -> HashMap<i32, Monit> {
-        let members = scan(pgids);
-        self.account(&members, pgids, now)
+    /// The usage of each group in `pgids` at `now` (monotonic ms): a
+    /// group read less than `max_age` ms before keeps that reading, the
+    /// others are read with one scan of /proc. Groups with no process get
+    /// zero.
+    pub fn sample(&mut self, pgids: &[i32], now: u64, max_age: u64) -> HashMap<i32, Monit> {
+        let stale: Vec<i32> = pgids
+            .iter()
+            .copied()
+            .filter(|g| {
+                self.groups
+                    .get(g)
+                    .is_none_or(|(at, _)| now.saturating_sub(*at) >= max_age)
+            })
+            .collect();
+        if !stale.is_empty() {
+            let wanted: HashSet<i32> = stale.iter().copied().collect();
+            let members = scan(&wanted);
+            for (g, usage) in self.account(&members, &stale, now, boot_ms()) {
+                self.groups.insert(g, (now, usage));
+            }
+        }
+        pgids
+            .iter()
+            .map(|g| {
+                (
+                    *g,
+                    self.groups
+                        .get(g)
+                        .map(|(_, m)| m.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
-    /// The pure part of `sample`: fold one scan into usage per group.
-    pub fn account(&mut self, members: &[Member], pgids: &[i32], now: u64) -> HashMap<i32, Monit> {
-        let secs = self
-            .last_at
-            .map(|t| now.saturating_sub(t) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        let mut out: HashMap<i32, (u64, u64)> = pgids.iter().map(|&g| (g, (0, 0))).collect();
-        let mut seen = Seen::with_capacity(members.len());
+    /// The pure part of `sample`: fold one scan into usage per group;
+    /// `boot` is the ms since boot at `now` (for a process's lifetime).
+    pub fn account(
+        &mut self,
+        members: &[Member],
+        pgids: &[i32],
+        now: u64,
+        boot: u64,
+    ) -> HashMap<i32, Monit> {
+        let hz = self.ticks_per_sec.max(1);
+        let mut out: HashMap<i32, (f64, u64)> = pgids.iter().map(|&g| (g, (0.0, 0))).collect();
+        let mut found = HashSet::with_capacity(members.len());
         for m in members {
             let key = (m.pid, m.starttime);
-            // A process new since the last sample was (almost always) born
-            // after it: its whole life falls in this interval.
-            let delta = match self.seen.get(&key) {
-                Some(&before) => m.ticks.saturating_sub(before),
-                None => m.ticks,
+            found.insert(key);
+            let cpu = match self.seen.get(&key) {
+                Some(r) if now.saturating_sub(r.at) < MIN_GAP => r.cpu,
+                before => {
+                    // Since the last reading, or over the process's life.
+                    let (ticks, ms) = match before {
+                        Some(r) => (m.ticks.saturating_sub(r.ticks), now - r.at),
+                        None => (m.ticks, boot.saturating_sub(m.starttime * 1000 / hz)),
+                    };
+                    let cpu = if ms > 0 {
+                        ticks as f64 * 1000.0 / hz as f64 / ms as f64 * 100.0
+                    } else {
+                        0.0
+                    };
+                    let reading = Reading {
+                        pgrp: m.pgrp,
+                        ticks: m.ticks,
+                        at: now,
+                        cpu,
+                    };
+                    self.seen.insert(key, reading);
+                    cpu
+                }
             };
-            seen.insert(key, m.ticks);
             if let Some(acc) = out.get_mut(&m.pgrp) {
-                acc.0 += delta;
+                acc.0 += cpu;
                 acc.1 += m.rss_pages;
             }
         }
-        self.seen = seen;
-        self.last_at = Some(now);
-        let hz = self.ticks_per_sec.max(1) as f64;
+        // The processes of these groups that are gone are forgotten.
+        self.seen
+            .retain(|k, r| found.contains(k) || !out.contains_key(&r.pgrp));
         out.into_iter()
-            .map(|(g, (ticks, pages))| {
-                let cpu = if secs > 0.0 {
-                    ticks as f64 / hz / secs * 100.0
-                } else {
-                    0.0
-                };
+            .map(|(g, (cpu, pages))| {
                 (
                     g,
                     Monit {
@@ -100,15 +166,38 @@ impl Sampler {
             .collect()
     }
 
-    /// Forget the previous sample (no app online: the next one starts over).
+    /// Forget the readings of processes whose group is not in `live` (the
+    /// apps running now).
+    pub fn keep_groups(&mut self, live: &HashSet<i32>) {
+        self.seen.retain(|_, r| live.contains(&r.pgrp));
+        self.groups.retain(|g, _| live.contains(g));
+    }
+
+    /// Forget every reading (no app online).
     pub fn reset(&mut self) {
-        self.seen.clear();
-        self.last_at = None;
+        if !self.seen.is_empty() || !self.groups.is_empty() {
+            self.seen = Seen::new();
+            self.groups = HashMap::new();
+        }
     }
 }
 
+/// Milliseconds since boot (CLOCK_BOOTTIME, the clock of a process's
+/// start time in /proc); 0 if it cannot be read.
+fn boot_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec.max(0) as u64 * 1000 + t.tv_nsec.max(0) as u64 / 1_000_000
+}
+
 /// Every process whose group is in `pgids`.
-fn scan(pgids: &[i32]) -> Vec<Member> {
+fn scan(pgids: &HashSet<i32>) -> Vec<Member> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -155,10 +244,16 @@ mod tests {
     fn sampler() -> Sampler {
         Sampler {
             seen: Seen::new(),
-            last_at: None,
+            groups: HashMap::new(),
             ticks_per_sec: 100,
             page_size: 4096,
         }
+    }
+
+    /// The ms since boot at `now`: the members (started 1 tick = 10 ms
+    /// after boot) are 10 s old at `now` 0.
+    fn boot(now: u64) -> u64 {
+        10 + 10_000 + now
     }
 
     #[test]
@@ -167,60 +262,107 @@ mod tests {
         // (scan, now, expected (memory, cpu) of group 10, of group 20)
         type Step = (Vec<Member>, u64, (u64, f64), (u64, f64));
         let steps: Vec<Step> = vec![
-            // First sample: memory only, no CPU yet.
+            // First reading: CPU over each process's life (10 s): 5 s and
+            // 1 s of CPU.
             (
-                vec![member(10, 10, 50, 100), member(11, 10, 5, 10)],
+                vec![member(10, 10, 500, 100), member(11, 10, 100, 10)],
                 0,
-                (110 * 4096, 0.0),
+                (110 * 4096, 60.0),
                 (0, 0.0),
             ),
-            // One second later: 100 ticks in the group = one core.
+            // 300 ms later: too soon to divide again, the figure stands;
+            // memory is read anew.
             (
-                vec![member(10, 10, 140, 100), member(11, 10, 15, 10)],
+                vec![member(10, 10, 560, 120), member(11, 10, 101, 10)],
+                300,
+                (130 * 4096, 60.0),
+                (0, 0.0),
+            ),
+            // One second after the first reading (the base kept): 90 + 10
+            // ticks = one core.
+            (
+                vec![member(10, 10, 590, 100), member(11, 10, 110, 10)],
                 1000,
                 (110 * 4096, 100.0),
                 (0, 0.0),
             ),
             // A child exits: the sum does not go backwards. A new process
-            // counts its whole (short) life.
+            // counts its whole life (12 s for 0.12 s).
             (
-                vec![member(10, 10, 150, 100), member(20, 20, 7, 1)],
+                vec![member(10, 10, 600, 100), member(20, 20, 12, 1)],
                 2000,
                 (100 * 4096, 10.0),
-                (4096, 7.0),
+                (4096, 1.0),
             ),
             // Half a core over two seconds.
             (
-                vec![member(10, 10, 250, 100), member(20, 20, 7, 1)],
+                vec![member(10, 10, 700, 100), member(20, 20, 12, 1)],
                 4000,
                 (100 * 4096, 50.0),
                 (4096, 0.0),
             ),
         ];
         for (i, (scan, now, g10, g20)) in steps.into_iter().enumerate() {
-            let got = s.account(&scan, &[10, 20], now);
+            let got = s.account(&scan, &[10, 20], now, boot(now));
             let m10 = &got[&10];
             let m20 = &got[&20];
             assert_eq!((m10.memory, m10.cpu), g10, "step {i}, group 10");
             assert_eq!((m20.memory, m20.cpu), g20, "step {i}, group 20");
         }
+        assert!(
+            !s.seen.contains_key(&(11, 1)),
+            "the exited child is forgotten"
+        );
+    }
+
+    #[test]
+    fn sampling_one_group_keeps_the_readings_of_the_others() {
+        let mut s = sampler();
+        let both = [member(10, 10, 0, 1), member(20, 20, 0, 1)];
+        s.account(&both, &[10, 20], 0, boot(0));
+        // Group 20 alone, twice; group 10's process is not in these scans.
+        s.account(&[member(20, 20, 100, 1)], &[20], 1000, boot(1000));
+        s.account(&[member(20, 20, 100, 1)], &[20], 2000, boot(2000));
+        // Group 10 over the 4 s since its own last reading.
+        let got = s.account(&[member(10, 10, 200, 1)], &[10], 4000, boot(4000));
+        assert_eq!(got[&10].cpu, 50.0);
+        s.keep_groups(&HashSet::from([20]));
+        assert_eq!(s.seen.len(), 1, "only group 20's reading is left");
     }
 
     #[test]
     fn a_recycled_pid_starts_over() {
         let mut s = sampler();
-        s.account(&[member(10, 10, 500, 1)], &[10], 0);
+        s.account(&[member(10, 10, 500, 1)], &[10], 0, boot(0));
         let mut again = member(10, 10, 20, 1);
-        again.starttime = 99;
-        let got = s.account(&[again], &[10], 1000);
+        // Born 1 s before the second reading, 20 ticks since.
+        again.starttime = (boot(1000) - 1000) / 10;
+        let got = s.account(&[again], &[10], 1000, boot(1000));
         assert_eq!(got[&10].cpu, 20.0);
+    }
+
+    #[test]
+    fn a_group_read_lately_keeps_its_reading() {
+        let mut s = Sampler::new();
+        let me = std::process::id() as i32;
+        let pgrp = procfs::read_stat(me).unwrap().unwrap().pgrp;
+        let first = s.sample(&[pgrp], 1000, MIN_GAP)[&pgrp].clone();
+        assert!(first.memory > 0, "{first:?}");
+        // Read within the age given: the same reading, no scan.
+        s.seen.clear();
+        let again = s.sample(&[pgrp], 1000 + MIN_GAP - 1, MIN_GAP)[&pgrp].clone();
+        assert_eq!(again, first);
+        assert!(s.seen.is_empty(), "no scan was made");
+        // Older than the age given (or any age, with 0): read anew.
+        s.sample(&[pgrp], 1000 + MIN_GAP - 1, 0);
+        assert!(!s.seen.is_empty(), "a scan was made");
     }
 
     #[test]
     fn scans_this_process_group() {
         let me = std::process::id() as i32;
         let pgrp = procfs::read_stat(me).unwrap().unwrap().pgrp;
-        let found = scan(&[pgrp]);
+        let found = scan(&HashSet::from([pgrp]));
         assert!(found.iter().any(|m| m.pid == me), "{found:?}");
         assert!(found.iter().all(|m| m.pgrp == pgrp));
     }

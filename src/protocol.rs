@@ -676,7 +676,13 @@ fn start_args(obj: &mut Map<String, Value>) -> Result<StartArgs, WireError> {
 /// A success line; `result` is JSON text (descriptions are serialized
 /// straight to text, without an intermediate `Value`).
 pub(crate) fn ok_line(id: &Value, result: &str, warnings: &[String]) -> String {
-    let mut s = format!(r#"{{"id":{id},"ok":true,"result":{result}"#);
+    // Sized once: a result may be a megabyte (`jlist` of 1000 apps).
+    let id = id.to_string();
+    let mut s = String::with_capacity(id.len() + result.len() + 32);
+    s.push_str(r#"{"id":"#);
+    s.push_str(&id);
+    s.push_str(r#","ok":true,"result":"#);
+    s.push_str(result);
     if !warnings.is_empty() {
         s.push_str(r#","warnings":"#);
         s.push_str(&json!(warnings).to_string());

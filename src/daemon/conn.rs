@@ -400,7 +400,12 @@ impl Daemon {
     /// Queue an answer line on connection `t`.
     pub(super) fn reply(&mut self, t: Token, line: String) {
         if let Some(c) = self.conns.get_mut(&t) {
-            c.wbuf.extend_from_slice(line.as_bytes());
+            if c.wbuf.is_empty() {
+                // A large answer is not copied once more.
+                c.wbuf = line.into_bytes();
+            } else {
+                c.wbuf.extend_from_slice(line.as_bytes());
+            }
         }
     }
 

@@ -10,14 +10,26 @@ use crate::state::Exit;
 
 use super::{DEFAULT_IGNORE_WATCH, Daemon};
 
-/// About the size of one description as JSON, to size buffers.
-const DESCRIPTION_BYTES: usize = 1024;
+/// About the size of one description as JSON, to size buffers (a bit
+/// more than a plain app's, so that the buffer seldom grows).
+const DESCRIPTION_BYTES: usize = 1536;
 
 impl Daemon {
-    /// The descriptions of `ids` as JSON text.
+    /// The descriptions of `ids` as JSON text: each serialized as soon as
+    /// it is made, into one buffer sized up front.
     pub(super) fn describe_all(&self, ids: &[u32]) -> String {
-        let list: Vec<Description> = ids.iter().filter_map(|id| self.describe(*id)).collect();
-        to_json(&list)
+        let mut out = Vec::with_capacity(ids.len() * DESCRIPTION_BYTES + 2);
+        out.push(b'[');
+        for d in ids.iter().filter_map(|id| self.describe(*id)) {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            if serde_json::to_writer(&mut out, &d).is_err() {
+                return "[]".to_string();
+            }
+        }
+        out.push(b']');
+        String::from_utf8(out).unwrap_or_else(|_| "[]".to_string())
     }
 
     /// The description of app `id`, with its last sample.

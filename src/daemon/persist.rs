@@ -300,7 +300,7 @@ pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
         state::Wanted::Down => Wanted::Stopped,
     };
     let a = &e.app;
-    let mut options = Value::clone(&a.options);
+    let mut options = a.options.value();
     if let Value::Object(o) = &mut options {
         // What resurrect needs whoever asks it: the cwd this app resolved,
         // and its name even when it came from the script.

@@ -135,7 +135,12 @@ impl Daemon {
                 })
                 .to_string(),
             ),
-            Command::List => done(self.describe_all(&self.table.ids())),
+            Command::List => {
+                // What a list shows is read now (`monit`).
+                let ids = self.table.ids();
+                self.sample_apps(&ids, crate::poll::MIN_GAP);
+                done(self.describe_all(&ids))
+            }
             Command::Start(args) => {
                 self.refuse_while_stopping()?;
                 let s = self.start(args)?;
@@ -448,6 +453,7 @@ impl Daemon {
     fn act(&mut self, t: Token, id: Value, action: Action, target: &Target) -> Answer {
         if action == Action::Describe {
             let ids = self.resolve(target).unwrap_or_default();
+            self.sample_apps(&ids, crate::poll::MIN_GAP);
             return Ok(Some((self.describe_all(&ids), Vec::new())));
         }
         let ids = self.resolve(target)?;
@@ -492,8 +498,8 @@ impl Daemon {
             let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
             let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
             // The options as given, for the dump: the changes laid over them.
-            let mut given = match e.app.options.as_ref() {
-                Value::Object(o) => o.clone(),
+            let mut given = match e.app.options.value() {
+                Value::Object(o) => o,
                 _ => serde_json::Map::new(),
             };
             for k in applied {
@@ -1140,7 +1146,7 @@ impl Daemon {
             };
             let app = App::resolve(
                 template.spec.clone(),
-                template.options.clone(),
+                Rc::new(template.options.value()),
                 slot,
                 &self.home,
                 template.base_env.clone(),

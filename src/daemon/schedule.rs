@@ -1,8 +1,10 @@
 //! What the daemon does on its own initiative: due deadlines, `/proc`
-//! sampling and `max_memory_restart`, `cron_restart`, and `watch` with its
-//! debounce. Each restart it decides goes through the app's machine like a
-//! user's. Never reads a client's request.
+//! sampling (for `max_memory_restart`, and of the apps a list shows),
+//! `cron_restart`, and `watch` with its debounce. Each restart it decides
+//! goes through the app's machine like a user's. Never reads a client's
+//! request.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use mio::Interest;
@@ -87,11 +89,22 @@ impl Daemon {
         self.step(id, Input::Restart);
     }
 
-    /// Keep a sample due while any app is online and none otherwise, so an
-    /// idle daemon does not wake up.
+    /// Keep a sample due while any running app has `max_memory_restart`,
+    /// and none otherwise: an idle daemon does not wake up for apps nobody
+    /// looks at.
     pub(super) fn arm_sampling(&mut self) {
-        let online = self.table.iter().any(|(_, e)| e.m().is_running());
-        match (online, self.sample_at) {
+        let mut online = false;
+        let mut limited = false;
+        for (_, e) in self.table.iter() {
+            if e.m().is_running() {
+                online = true;
+                if e.app.spec.max_memory_restart.is_some() {
+                    limited = true;
+                    break;
+                }
+            }
+        }
+        match (limited, self.sample_at) {
             (true, None) => {
                 let t = self.now() + self.sample_interval;
                 self.sample_at = Some(t);
@@ -100,32 +113,31 @@ impl Daemon {
             (false, Some(t)) => {
                 self.timers.disarm(t, Timer::Sample);
                 self.sample_at = None;
-                self.sampler.reset();
             }
             _ => {}
         }
+        if !online {
+            self.sampler.reset();
+        }
     }
 
-    /// Read every running app's memory and CPU; restart those over their
-    /// memory limit (gracefully: kill signal, then kill timeout).
+    /// Sample the apps with a memory limit; restart those over it
+    /// (gracefully: kill signal, then kill timeout).
     fn sample(&mut self) {
-        let groups: Vec<(u32, i32)> = self
+        let limited: Vec<u32> = self
             .table
             .iter()
-            .filter(|(_, e)| matches!(e.m().status(), Status::Online | Status::Launching))
-            .filter_map(|(id, e)| e.m().pid().map(|pid| (id, pid)))
+            .filter(|(_, e)| e.app.spec.max_memory_restart.is_some())
+            .map(|(id, _)| id)
             .collect();
-        let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
-        let usage = self.sampler.sample(&pgids, self.now());
-        // The scan's buffers are freed now: give the pages back.
-        self.trim = true;
+        self.sample_apps(&limited, 0);
         let mut over = Vec::new();
-        for (id, pgid) in groups {
-            let Some(e) = self.table.get_mut(id) else {
+        for id in limited {
+            let Some(e) = self.table.get(id) else {
                 continue;
             };
-            e.monit = usage.get(&pgid).cloned().unwrap_or_default();
             if let Some(limit) = e.app.spec.max_memory_restart
+                && e.m().is_running()
                 && e.monit.memory > limit
             {
                 over.push((id, e.monit.memory, limit));
@@ -135,6 +147,37 @@ impl Daemon {
             let reason =
                 format!("memory {memory} bytes over the limit of {limit} (max_memory_restart)");
             self.restart_for(id, &reason);
+        }
+    }
+
+    /// Read the memory and CPU of those of apps `ids` that run into their
+    /// `monit`: now (one scan of /proc), or as read less than `max_age` ms
+    /// ago.
+    pub(super) fn sample_apps(&mut self, ids: &[u32], max_age: u64) {
+        let groups: Vec<(u32, i32)> = ids
+            .iter()
+            .filter_map(|&id| {
+                let e = self.table.get(id)?;
+                if !matches!(e.m().status(), Status::Online | Status::Launching) {
+                    return None;
+                }
+                Some((id, e.m().pid()?))
+            })
+            .collect();
+        if groups.is_empty() {
+            return;
+        }
+        let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
+        let usage = self.sampler.sample(&pgids, self.now(), max_age);
+        // Readings of processes no longer running are dropped.
+        let live: HashSet<i32> = self.table.iter().filter_map(|(_, e)| e.m().pid()).collect();
+        self.sampler.keep_groups(&live);
+        // The scan's buffers are freed now: give the pages back.
+        self.trim = true;
+        for (id, pgid) in groups {
+            if let Some(e) = self.table.get_mut(id) {
+                e.monit = usage.get(&pgid).cloned().unwrap_or_default();
+            }
         }
     }
 

@@ -217,18 +217,23 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
         read(&pid_file).trim().parse::<i32>().is_ok()
     });
     let escaped: i32 = read(&pid_file).trim().parse().expect("a pid");
-    // It really left the group: its session is its own.
-    let sid = std::fs::read_to_string(format!("/proc/{escaped}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(3)?
-                .parse::<i32>()
-                .ok()
-        });
-    assert_eq!(sid, Some(escaped), "setsid gave it a session of its own");
+    // It really left the group: its session is its own (once setsid ran:
+    // sh writes $! as soon as it has forked).
+    let sid = || {
+        std::fs::read_to_string(format!("/proc/{escaped}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(3)?
+                    .parse::<i32>()
+                    .ok()
+            })
+    };
+    wait_until(SOON, "setsid gave it a session of its own", || {
+        sid() == Some(escaped)
+    });
     let restarted = h.ok(json!({"cmd": "restart", "target": "escaper"}));
     assert_eq!(restarted[0]["pm2_env"]["status"], "online");
     wait_gone(escaped, "the grandchild that called setsid");
