@@ -33,6 +33,7 @@ use crate::state::{Machine, Wanted};
 
 use super::links::Link;
 use super::persist::saved_entry;
+use super::recover::env_index;
 use super::relay::{Pipe, Stream};
 use super::requests::open_logs;
 use super::supervise::Exec;
@@ -391,15 +392,7 @@ impl Daemon {
                     restart_time: m.restart_time(),
                     unstable_restarts: m.unstable_restarts(),
                     created_at: e.created_at,
-                    base_env: e.app.base_env.as_ref().map(|env| {
-                        match envs.iter().position(|x| Rc::ptr_eq(x, env)) {
-                            Some(i) => i,
-                            None => {
-                                envs.push(Rc::clone(env));
-                                envs.len() - 1
-                            }
-                        }
-                    }),
+                    base_env: e.app.base_env.as_ref().map(|env| env_index(&mut envs, env)),
                     processes: Vec::new(),
                 },
                 machine: m.clone(),

@@ -38,6 +38,21 @@ pub(crate) struct Orphan {
     pub killed: bool,
 }
 
+/// The index of `env` in `envs`, added if it is not there yet: each
+/// inherited environment is written once (the apps of a start share one).
+pub(super) fn env_index(
+    envs: &mut Vec<Rc<BTreeMap<String, String>>>,
+    env: &Rc<BTreeMap<String, String>>,
+) -> usize {
+    match envs.iter().position(|x| Rc::ptr_eq(x, env)) {
+        Some(i) => i,
+        None => {
+            envs.push(Rc::clone(env));
+            envs.len() - 1
+        }
+    }
+}
+
 impl Daemon {
     fn journal_path(&self) -> PathBuf {
         self.home.dir.join(journal::FILE)
@@ -77,15 +92,7 @@ impl Daemon {
                 restart_time: m.restart_time(),
                 unstable_restarts: m.unstable_restarts(),
                 created_at: e.created_at,
-                base_env: e.app.base_env.as_ref().map(|env| {
-                    match envs.iter().position(|x| Rc::ptr_eq(x, env)) {
-                        Some(i) => i,
-                        None => {
-                            envs.push(Rc::clone(env));
-                            envs.len() - 1
-                        }
-                    }
-                }),
+                base_env: e.app.base_env.as_ref().map(|env| env_index(&mut envs, env)),
                 processes: e
                     .starttimes
                     .iter()
