@@ -2,7 +2,7 @@
 //! (script and interpreter found, cwd made absolute, log and pid paths
 //! chosen, user and group looked up) and turned into a `spawn::Command`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -144,17 +144,47 @@ fn is_executable_file(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// PATH lookups already made: (program, PATH) → where it was found.
+type Lookups = HashMap<(String, String), Option<PathBuf>>;
+
+thread_local! {
+    /// The lookups of a batch of apps resolved at once
+    /// (`with_program_cache`); `None` outside one.
+    static PROGRAMS: std::cell::RefCell<Option<Lookups>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f`, remembering PATH lookups across the apps it resolves: a
+/// hand-over of 1000 apps looks `sleep` up once, not a thousand times
+/// along every directory of PATH.
+pub fn with_program_cache<T>(f: impl FnOnce() -> T) -> T {
+    PROGRAMS.with(|c| *c.borrow_mut() = Some(HashMap::new()));
+    let r = f();
+    PROGRAMS.with(|c| *c.borrow_mut() = None);
+    r
+}
+
 /// `prog` as a path (relative to `cwd`) if it has a slash, else on `path`.
 fn find_program(prog: &str, cwd: &Path, path: Option<&str>) -> Option<PathBuf> {
     if prog.contains('/') {
         let p = cwd.join(prog);
         return p.exists().then_some(p);
     }
-    path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+    let path = path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let key = (prog.to_string(), path.to_string());
+    if let Some(hit) = PROGRAMS.with(|c| c.borrow().as_ref().and_then(|m| m.get(&key).cloned())) {
+        return hit;
+    }
+    let found = path
         .split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(prog))
-        .find(|p| is_executable_file(p))
+        .find(|p| is_executable_file(p));
+    PROGRAMS.with(|c| {
+        if let Some(m) = c.borrow_mut().as_mut() {
+            m.insert(key, found.clone());
+        }
+    });
+    found
 }
 
 fn invalid(msg: String) -> WireError {
@@ -188,10 +218,13 @@ impl App {
         env_name: Option<String>,
         daemon_root: bool,
     ) -> Result<App, WireError> {
-        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        // The daemon's directory only when the cwd given is relative (a
+        // hand-over resolves a thousand absolute ones at once).
+        let here = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let cwd = match &spec.cwd {
-            Some(c) => here.join(c),
-            None => here,
+            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
+            Some(c) => here().join(c),
+            None => here(),
         };
         if !cwd.is_dir() {
             return Err(invalid(format!(

@@ -523,16 +523,18 @@ impl Daemon {
         self.cluster.import(shared, leaving);
         let envs: Vec<Rc<BTreeMap<String, String>>> = s.envs.into_iter().map(Rc::new).collect();
         let count = s.apps.len();
-        for a in s.apps {
-            let name = a.journal.saved.name.clone();
-            let pm_id = a.journal.saved.pm_id;
-            if let Err(e) = self.adopt_app(a, &envs) {
-                self.log(&format!(
-                    "update: {name} ({pm_id}) could not be taken over: {}",
-                    e.message
-                ));
+        crate::app::with_program_cache(|| {
+            for a in s.apps {
+                let name = a.journal.saved.name.clone();
+                let pm_id = a.journal.saved.pm_id;
+                if let Err(e) = self.adopt_app(a, &envs) {
+                    self.log(&format!(
+                        "update: {name} ({pm_id}) could not be taken over: {}",
+                        e.message
+                    ));
+                }
             }
-        }
+        });
         for x in s.execs {
             // SAFETY: handed over by the old image, owned here alone.
             let status = unsafe { OwnedFd::from_raw_fd(x.status) };
