@@ -1467,6 +1467,10 @@ fn update_of(verb: &str, m: &Matches, extra: &[String]) -> Result<corral::client
     if !matches!(verb, "restart" | "reload" | "graceful_reload") {
         return Ok(u);
     }
+    // Never ignored silently: PM2's batch size has no meaning here.
+    if let Some(n) = m.opt_str("parallel") {
+        eprintln!("corral: {verb}: --parallel {n}: corral acts on the apps one by one; ignored");
+    }
     let mut opts = app_options(m, extra).map_err(|e| usage_error(&format!("{verb}: {e}")))?;
     // As PM2: `restart --watch` toggles watching.
     if opts.remove("watch").is_some() {

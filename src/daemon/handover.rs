@@ -23,10 +23,8 @@ use mio::unix::pipe::Receiver;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::app::{App, Slot};
 use crate::channel::{Channel, ChannelState};
 use crate::journal;
-use crate::options::parse_app;
 use crate::protocol::{self, ErrorCode, WireError};
 use crate::spawn::Pending;
 use crate::state::{Machine, Wanted};
@@ -660,27 +658,10 @@ impl Daemon {
             .map(|&(p, fd)| (p, unsafe { OwnedFd::from_raw_fd(fd) }))
             .collect();
         let e = a.journal.saved;
-        let parsed = parse_app(&e.options)
-            .map_err(|err| WireError::new(ErrorCode::InvalidOption, err.to_string()))?;
-        let spec = parsed.spec;
-        let slot = Slot {
-            pm_id: e.pm_id,
-            instance: e.instance,
-            count: e.instances.max(1),
-            cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
-        };
-        let base_env = a.journal.base_env.and_then(|i| envs.get(i)).cloned();
-        let app = App::resolve(
-            spec,
-            Rc::new(e.options),
-            slot,
-            &self.home,
-            base_env,
-            e.env_name,
-            self.root,
-        )?;
-        let logs = open_logs(&app, &self.home, self.log_defaults)?;
         let id = e.pm_id;
+        let base_env = a.journal.base_env.and_then(|i| envs.get(i)).cloned();
+        let (app, _) = self.resolve_saved(id, e, base_env)?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
         self.install(id, false, app, logs, false)?;
         let wanted = a.machine.wanted();
         let deadlines = a.machine.deadlines();

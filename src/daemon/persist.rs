@@ -18,7 +18,7 @@
 //!   environment with its `env` keys on top: the environment of the shell
 //!   that first started it is not saved.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -252,6 +252,28 @@ impl Daemon {
 
     /// Install one saved app as `pm_id`; the option warnings.
     fn resurrect_one(&mut self, pm_id: u32, e: Saved) -> Result<Vec<String>, WireError> {
+        let online = e.wanted == Wanted::Online;
+        let (app, warnings) = self.resolve_saved(pm_id, e, None)?;
+        let binds = self.bind_listen(&app.spec)?;
+        let logs = open_logs(&app, &self.home, self.log_defaults)?;
+        check_watch(&app)?;
+        // Bound before anything could fail, held once nothing can.
+        if let Some((key, socks)) = binds {
+            self.listeners.insert(key, socks);
+        }
+        self.install(pm_id, false, app, logs, online)?;
+        Ok(warnings)
+    }
+
+    /// A saved entry (dump, journal, hand-over) as an app again, as
+    /// `pm_id`: its options parsed and checked anew, its name as saved;
+    /// `base_env`, the environment it inherited. The option warnings too.
+    pub(super) fn resolve_saved(
+        &self,
+        pm_id: u32,
+        e: Saved,
+        base_env: Option<Rc<BTreeMap<String, String>>>,
+    ) -> Result<(App, Vec<String>), WireError> {
         let parsed = parse_app(&e.options)
             .map_err(|err| WireError::new(ErrorCode::InvalidOption, err.to_string()))?;
         let spec = parsed.spec;
@@ -261,7 +283,6 @@ impl Daemon {
                 format!("its options name it {}", spec.name),
             ));
         }
-        let binds = self.bind_listen(&spec)?;
         let slot = Slot {
             pm_id,
             instance: e.instance,
@@ -273,18 +294,11 @@ impl Daemon {
             Rc::new(e.options),
             slot,
             &self.home,
-            None,
+            base_env,
             e.env_name,
             self.root,
         )?;
-        let logs = open_logs(&app, &self.home, self.log_defaults)?;
-        check_watch(&app)?;
-        // Bound before anything could fail, held once nothing can.
-        if let Some((key, socks)) = binds {
-            self.listeners.insert(key, socks);
-        }
-        self.install(pm_id, false, app, logs, e.wanted == Wanted::Online)?;
-        Ok(parsed.warnings)
+        Ok((app, parsed.warnings))
     }
 }
 

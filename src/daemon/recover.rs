@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use crate::app::{App, Slot};
 use crate::dump::Wanted;
 use crate::journal::{self, Journal, Plan, Proc};
-use crate::options::parse_app;
 use crate::process::KILL_GRACE;
 use crate::procfs;
-use crate::protocol::{ErrorCode, WireError};
+use crate::protocol::WireError;
 use crate::state::Input;
 use crate::sys::{self, Signal};
 
@@ -177,33 +175,21 @@ impl Daemon {
         base_env: Option<Rc<BTreeMap<String, String>>>,
     ) -> Result<(), WireError> {
         let e = j.saved;
-        let parsed = parse_app(&e.options)
-            .map_err(|err| WireError::new(ErrorCode::InvalidOption, err.to_string()))?;
-        let spec = parsed.spec;
-        let slot = Slot {
-            pm_id: e.pm_id,
-            instance: e.instance,
-            count: e.instances.max(1),
-            cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
-        };
-        let (signal, timeout, group) = (spec.kill_signal, spec.kill_timeout, spec.treekill);
-        let app = App::resolve(
-            spec,
-            Rc::new(e.options),
-            slot,
-            &self.home,
-            base_env,
-            e.env_name,
-            self.root,
-        )?;
+        let (name, pm_id, online) = (e.name.clone(), e.pm_id, e.wanted == Wanted::Online);
+        let (app, _) = self.resolve_saved(pm_id, e, base_env)?;
+        let (signal, timeout, group) = (
+            app.spec.kill_signal,
+            app.spec.kill_timeout,
+            app.spec.treekill,
+        );
         let logs = open_logs(&app, &self.home, self.log_defaults)?;
         check_watch(&app)?;
-        self.install(e.pm_id, false, app, logs, false)?;
+        self.install(pm_id, false, app, logs, false)?;
         self.table
-            .restore(e.pm_id, j.restart_time, j.unstable_restarts);
-        if let Some(entry) = self.table.get_mut(e.pm_id) {
+            .restore(pm_id, j.restart_time, j.unstable_restarts);
+        if let Some(entry) = self.table.get_mut(pm_id) {
             entry.created_at = j.created_at;
-            entry.recovering = e.wanted == Wanted::Online;
+            entry.recovering = online;
         }
         // Its old processes: the same pid and start time, or not ours.
         let now = self.now();
@@ -217,11 +203,11 @@ impl Daemon {
             }
             self.log(&format!(
                 "journal: {} ({}): pid {} of the previous daemon still runs: stopping it",
-                e.name, e.pm_id, p.pid
+                name, pm_id, p.pid
             ));
             sys::send_and_continue(p.pid, signal, group);
             self.orphans.push(Orphan {
-                pm_id: e.pm_id,
+                pm_id,
                 pgid: p.pid,
                 group,
                 deadline: now + timeout,

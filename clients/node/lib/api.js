@@ -25,6 +25,11 @@ const { resolvePaths, launchDetached, launchTied, findBinary } = require('./daem
 const KILL_WAIT_MS = 10000;
 
 /** Keys of PM2's API (commander leftovers, start/reload options) that are not app options. */
+/** The caller's environment (`process` is a parameter name here). */
+function process_env() {
+  return global.process.env;
+}
+
 const API_ONLY_KEYS = ['rawArgs', 'scriptArgs', 'updateEnv', 'parallel', 'only', 'force_name', 'started_as_module'];
 
 /** Config files PM2 recognizes, by how the name ends. */
@@ -372,9 +377,19 @@ class API {
 
   // ---- acting on apps ----------------------------------------------------
 
-  _operate(cmd, process, cb) {
+  _operate(cmd, process, cb, opts) {
     return settle(
-      Promise.resolve().then(async () => acted(await this._request(cmd, { target: target(process) }))),
+      Promise.resolve().then(async () => {
+        const args = { target: target(process) };
+        // PM2's `{updateEnv: true}`: the apps take this process's
+        // environment (keys gone from it are gone from theirs).
+        if (opts && typeof opts === 'object' && opts.updateEnv) {
+          const env = {};
+          for (const [k, v] of Object.entries(process_env())) if (typeof v === 'string') env[k] = v;
+          args.caller_env = env;
+        }
+        return acted(await this._request(cmd, args));
+      }),
       cb
     );
   }
@@ -387,19 +402,19 @@ class API {
   /** `restart(process, [options], errback(err, procs))`. */
   restart(process, opts, cb) {
     if (typeof opts === 'function') cb = opts;
-    return this._operate('restart', process, cb);
+    return this._operate('restart', process, cb, opts);
   }
 
   /** `reload(process, [options], errback(err, procs))`: rolling, zero-downtime. */
   reload(process, opts, cb) {
     if (typeof opts === 'function') cb = opts;
-    return this._operate('reload', process, cb);
+    return this._operate('reload', process, cb, opts);
   }
 
   /** `gracefulReload(process, [options], errback(err, procs))`: a reload whose old processes get `shutdown` first. */
   gracefulReload(process, opts, cb) {
     if (typeof opts === 'function') cb = opts;
-    return this._operate('graceful_reload', process, cb);
+    return this._operate('graceful_reload', process, cb, opts);
   }
 
   /** `delete(process, errback(err, procs))`. */

@@ -17,7 +17,7 @@ const PKG = path.resolve(__dirname, '..');
 const FIXTURES = path.join(__dirname, 'apps');
 
 if (!process.env.CORRAL_BIN) {
-  const built = path.resolve(PKG, '../../target/x86_64-unknown-linux-gnu/debug/corral');
+  const built = path.resolve(PKG, '../../target/debug/corral');
   if (fs.existsSync(built)) process.env.CORRAL_BIN = built;
 }
 

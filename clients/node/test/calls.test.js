@@ -237,3 +237,28 @@ test('the missing binary is a clear error', async () => {
     await cleanup(h);
   }
 });
+
+test('restart with {updateEnv: true} gives the app the caller\'s environment', async () => {
+  const h = makeHome();
+  const pm2 = client(h);
+  const key = 'NODE_TEST_UPDATE_ENV_X';
+  const before = process.env[key];
+  try {
+    fs.writeFileSync(path.join(h.work, 'env.sh'), `echo "X=\${${key}:-unset}"\nexec sleep 1000\n`);
+    process.env[key] = 'one';
+    const [app] = ok(await callback((cb) => pm2.start({ script: 'env.sh', name: 'envy' }, cb)));
+    const log = app.pm2_env.pm_out_log_path;
+    const seen = (v) => fs.existsSync(log) && fs.readFileSync(log, 'utf8').includes(`X=${v}\n`);
+    await waitUntil('X=one', () => seen('one'));
+    process.env[key] = 'two';
+    ok(await callback((cb) => pm2.restart('envy', cb)));
+    await waitUntil('a second run', () => fs.readFileSync(log, 'utf8').split('X=').length > 2);
+    assert.ok(!seen('two'), 'a plain restart keeps the environment it had');
+    ok(await callback((cb) => pm2.restart('envy', { updateEnv: true }, cb)));
+    await waitUntil('X=two', () => seen('two'));
+  } finally {
+    if (before === undefined) delete process.env[key];
+    else process.env[key] = before;
+    await cleanup(h, pm2);
+  }
+});
