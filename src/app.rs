@@ -2,6 +2,7 @@
 //! (script and interpreter found, cwd made absolute, log and pid paths
 //! chosen, user and group looked up) and turned into a `spawn::Command`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -10,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::options::{AppSpec, CombinedLog, signal_name};
+use crate::options::{AppSpec, CombinedLog};
 use crate::protocol::{ErrorCode, WireError};
 use crate::spawn;
 use crate::users;
@@ -185,6 +186,29 @@ fn find_program(prog: &str, cwd: &Path, path: Option<&str>) -> Option<PathBuf> {
         }
     });
     found
+}
+
+/// Two maps' pairs, each in key order, as one in key order; on a key in
+/// both, `over`'s pair alone.
+fn merge_sorted<'a>(
+    base: impl Iterator<Item = (&'a String, &'a String)>,
+    over: impl Iterator<Item = (&'a String, &'a String)>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let mut base = base.peekable();
+    let mut over = over.peekable();
+    std::iter::from_fn(move || {
+        let (k, v) = match (base.peek(), over.peek()) {
+            (Some((b, _)), Some((o, _))) if b < o => base.next(),
+            (Some((b, _)), Some((o, _))) if b == o => {
+                base.next();
+                over.next()
+            }
+            (_, Some(_)) => over.next(),
+            (Some(_), None) => base.next(),
+            (None, None) => None,
+        }?;
+        Some((k.as_str(), v.as_str()))
+    })
 }
 
 fn invalid(msg: String) -> WireError {
@@ -378,15 +402,24 @@ impl App {
 
     /// The `env` keys shown in descriptions: `env` with the overlay on it.
     pub fn shown_env(&self) -> BTreeMap<String, String> {
-        let mut env = self.spec.env.clone();
-        if let Some(overlay) = self
-            .env_name
-            .as_ref()
-            .and_then(|n| self.spec.env_overlays.get(n))
-        {
-            env.extend(overlay.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut env = BTreeMap::new();
+        for (k, v) in self.shown_env_pairs() {
+            env.insert(k.to_string(), v.to_string());
         }
         env
+    }
+
+    /// [`App::shown_env`] borrowed, in key order: `env` and the overlay
+    /// merged as they are stored (the overlay's value wins), nothing copied.
+    pub fn shown_env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let overlay = self
+            .env_name
+            .as_ref()
+            .and_then(|n| self.spec.env_overlays.get(n));
+        merge_sorted(
+            self.spec.env.iter(),
+            overlay.into_iter().flat_map(|o| o.iter()),
+        )
     }
 
     /// The full environment of a spawn (the man page's WHAT AN APP GETS).
@@ -447,26 +480,27 @@ impl App {
     }
 
     /// `pm_exec_path`: the script's path, or the command line run by sh.
-    pub fn shown_exec_path(&self) -> String {
+    pub fn shown_exec_path(&self) -> Cow<'_, str> {
         if self.shell {
-            self.spec.script.clone()
+            Cow::Borrowed(&self.spec.script)
         } else {
-            self.exec_path.display().to_string()
+            let p = &self.exec_path;
+            p.to_str()
+                .map_or_else(|| p.to_string_lossy(), Cow::Borrowed)
         }
     }
 
     /// `exec_interpreter` as PM2 shows it: the interpreter's file name, or
     /// `none`.
-    pub fn interpreter_name(&self) -> String {
+    pub fn interpreter_name(&self) -> Cow<'_, str> {
         if self.shell {
-            return "sh".into();
+            return Cow::Borrowed("sh");
         }
         match &self.spec.interpreter {
             Some(i) => Path::new(i)
                 .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| i.clone()),
-            None => "none".into(),
+                .map_or(Cow::Borrowed(i.as_str()), |f| f.to_string_lossy()),
+            None => Cow::Borrowed("none"),
         }
     }
 
@@ -502,10 +536,6 @@ impl App {
         argv.push(script);
         argv.extend(self.spec.args.iter().cloned());
         argv
-    }
-
-    pub fn kill_signal_name(&self) -> String {
-        signal_name(self.spec.kill_signal.number())
     }
 
     /// The command to spawn, with the given standard fds.
@@ -558,5 +588,49 @@ impl App {
             listen_pid_env,
             cgroup_procs: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_sorted_maps_the_overlay_winning() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // (base, overlay, merged)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (&[], &[]),
+            (&[("A", "1")], &[]),
+            (&[], &[("A", "1")]),
+            (&[("A", "1"), ("C", "3")], &[("B", "2"), ("D", "4")]),
+            (&[("A", "1"), ("B", "2")], &[("B", "x"), ("C", "3")]),
+            (
+                &[("B", "2"), ("Z", "9")],
+                &[("A", "0"), ("B", "x"), ("Z", "y")],
+            ),
+        ];
+        for (base, over) in cases {
+            let (b, o) = (map(base), map(over));
+            let mut want = b.clone();
+            want.extend(o.clone());
+            let got: BTreeMap<String, String> = merge_sorted(b.iter(), o.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let in_order: Vec<&str> = merge_sorted(b.iter(), o.iter()).map(|(k, _)| k).collect();
+            assert_eq!(got, want, "{base:?} + {over:?}");
+            assert_eq!(
+                in_order.len(),
+                want.len(),
+                "{base:?} + {over:?}: a key twice"
+            );
+            assert!(in_order.windows(2).all(|w| w[0] < w[1]), "{in_order:?}");
+        }
     }
 }

@@ -1808,10 +1808,12 @@ fn cmd_list(args: &[String], json: bool) -> i32 {
         Err(code) => return code,
     };
     if json || m.opt_present("json") {
-        // Passed through as the daemon wrote it.
+        // Passed through as the daemon wrote it, in one write (a line
+        // writer would look through a megabyte for its last newline).
         return match c.list_json() {
-            Ok(raw) => {
-                println!("{raw}");
+            Ok(mut raw) => {
+                raw.push('\n');
+                let _ = std::io::stdout().lock().write_all(raw.as_bytes());
                 0
             }
             Err(e) => report(e),

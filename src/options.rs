@@ -1424,10 +1424,19 @@ fn parse_signal_number(v: &Value) -> Result<i32, String> {
 
 /// The name of a signal number, "SIGINT" for 2; "SIG<n>" for unnamed ones.
 pub fn signal_name(n: i32) -> String {
-    match SIGNALS.iter().find(|&&(_, number)| number == n) {
-        Some((name, _)) => format!("SIG{name}"),
+    match signal_short_name(n) {
+        Some(name) => format!("SIG{name}"),
         None => format!("SIG{n}"),
     }
+}
+
+/// The name of a signal number without its `SIG`: "INT" for 2; `None`
+/// for unnamed ones.
+pub fn signal_short_name(n: i32) -> Option<&'static str> {
+    SIGNALS
+        .iter()
+        .find(|&&(_, number)| number == n)
+        .map(|&(name, _)| name)
 }
 
 /// The apps of a config file's value: `{"apps":[...]}` (or `{"pm2":[...]}`;

@@ -72,11 +72,11 @@ impl Sampler {
         }
     }
 
-    /// The usage of each group in `pgids` at `now` (monotonic ms): a
-    /// group read less than `max_age` ms before keeps that reading, the
-    /// others are read with one scan of /proc. Groups with no process get
-    /// zero.
-    pub fn sample(&mut self, pgids: &[i32], now: u64, max_age: u64) -> HashMap<i32, Monit> {
+    /// Read the usage of each group in `pgids` at `now` (monotonic ms),
+    /// for [`Sampler::usage`]: a group read less than `max_age` ms before
+    /// keeps that reading, the others are read with one scan of /proc.
+    /// Whether a scan was made.
+    pub fn sample(&mut self, pgids: &[i32], now: u64, max_age: u64) -> bool {
         let stale: Vec<i32> = pgids
             .iter()
             .copied()
@@ -86,25 +86,24 @@ impl Sampler {
                     .is_none_or(|(at, _)| now.saturating_sub(*at) >= max_age)
             })
             .collect();
-        if !stale.is_empty() {
-            let wanted: HashSet<i32> = stale.iter().copied().collect();
-            let members = scan(&wanted);
-            for (g, usage) in self.account(&members, &stale, now, boot_ms()) {
-                self.groups.insert(g, (now, usage));
-            }
+        if stale.is_empty() {
+            return false;
         }
-        pgids
-            .iter()
-            .map(|g| {
-                (
-                    *g,
-                    self.groups
-                        .get(g)
-                        .map(|(_, m)| m.clone())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect()
+        let wanted: HashSet<i32> = stale.iter().copied().collect();
+        let members = scan(&wanted);
+        for (g, usage) in self.account(&members, &stale, now, boot_ms()) {
+            self.groups.insert(g, (now, usage));
+        }
+        true
+    }
+
+    /// Group `pgid`'s usage at its last reading; zero if it had no
+    /// process (or was never read).
+    pub fn usage(&self, pgid: i32) -> Monit {
+        self.groups
+            .get(&pgid)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 
     /// The pure part of `sample`: fold one scan into usage per group;
@@ -198,32 +197,18 @@ fn boot_ms() -> u64 {
 
 /// Every process whose group is in `pgids`.
 fn scan(pgids: &HashSet<i32>) -> Vec<Member> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // A process that vanished meanwhile is a normal outcome.
-        let Ok(Some(st)) = procfs::read_stat(pid) else {
-            continue;
-        };
-        if pgids.contains(&st.pgrp) {
+    procfs::each_usage(|pid, u| {
+        if pgids.contains(&u.pgrp) {
             out.push(Member {
                 pid,
-                pgrp: st.pgrp,
-                starttime: st.starttime,
-                ticks: st.utime + st.stime,
-                rss_pages: st.rss_pages.max(0) as u64,
+                pgrp: u.pgrp,
+                starttime: u.starttime,
+                ticks: u.ticks,
+                rss_pages: u.rss_pages.max(0) as u64,
             });
         }
-    }
+    });
     out
 }
 
@@ -346,16 +331,19 @@ mod tests {
         let mut s = Sampler::new();
         let me = std::process::id() as i32;
         let pgrp = procfs::read_stat(me).unwrap().unwrap().pgrp;
-        let first = s.sample(&[pgrp], 1000, MIN_GAP)[&pgrp].clone();
+        assert!(s.sample(&[pgrp], 1000, MIN_GAP), "a first scan");
+        let first = s.usage(pgrp);
         assert!(first.memory > 0, "{first:?}");
         // Read within the age given: the same reading, no scan.
         s.seen.clear();
-        let again = s.sample(&[pgrp], 1000 + MIN_GAP - 1, MIN_GAP)[&pgrp].clone();
-        assert_eq!(again, first);
+        assert!(!s.sample(&[pgrp], 1000 + MIN_GAP - 1, MIN_GAP));
+        assert_eq!(s.usage(pgrp), first);
         assert!(s.seen.is_empty(), "no scan was made");
         // Older than the age given (or any age, with 0): read anew.
-        s.sample(&[pgrp], 1000 + MIN_GAP - 1, 0);
+        assert!(s.sample(&[pgrp], 1000 + MIN_GAP - 1, 0));
         assert!(!s.seen.is_empty(), "a scan was made");
+        // A group never read (no process) is at zero.
+        assert_eq!(s.usage(-7), Monit::default());
     }
 
     #[test]

@@ -30,33 +30,92 @@ pub struct Stat {
 /// LAST `)`, because it may itself contain spaces and parentheses. `None` if malformed or
 /// truncated (fewer than the 24 leading fields we read).
 pub fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
+    let f = fields(text.as_bytes())?;
+    Some(Stat {
+        pid: f.pid,
+        comm: String::from_utf8_lossy(f.comm).into_owned(),
+        state: char::from(f.state),
+        ppid: f.ppid,
+        pgrp: f.pgrp,
+        session: f.session,
+        utime: f.utime,
+        stime: f.stime,
+        starttime: f.starttime,
+        rss_pages: f.rss_pages,
+    })
+}
+
+/// What a sample needs of a process: [`parse_stat`]'s fields, read in
+/// place (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub pgrp: i32,
+    /// utime + stime, in clock ticks.
+    pub ticks: u64,
+    pub starttime: u64,
+    pub rss_pages: i64,
+}
+
+/// [`parse_stat`] for a sample, on the bytes as read.
+pub fn parse_usage(text: &[u8]) -> Option<Usage> {
+    let f = fields(text)?;
+    Some(Usage {
+        pgrp: f.pgrp,
+        ticks: f.utime.saturating_add(f.stime),
+        starttime: f.starttime,
+        rss_pages: f.rss_pages,
+    })
+}
+
+/// A number field of a stat line.
+fn num<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+/// The fields of a stat line, `comm` borrowed.
+struct Fields<'a> {
+    pid: i32,
+    comm: &'a [u8],
+    state: u8,
+    ppid: i32,
+    pgrp: i32,
+    session: i32,
+    utime: u64,
+    stime: u64,
+    starttime: u64,
+    rss_pages: i64,
+}
+
+fn fields(text: &[u8]) -> Option<Fields<'_>> {
+    let open = text.iter().position(|&b| b == b'(')?;
+    let close = text.iter().rposition(|&b| b == b')')?;
     if close < open {
         return None;
     }
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_owned();
+    let pid = num(text.get(..open)?)?;
+    let comm = text.get(open + 1..close)?;
     // Fields after comm, numbered from 0 here = field 3 (state) in proc(5).
-    let mut rest = text[close + 1..].split_ascii_whitespace();
-    let mut state_chars = rest.next()?.chars();
-    let state = state_chars.next()?;
-    if state_chars.next().is_some() {
-        return None;
-    }
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    let session = rest.next()?.parse().ok()?;
+    let mut rest = text
+        .get(close + 1..)?
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let state = match rest.next()? {
+        [state] => *state,
+        _ => return None,
+    };
+    let ppid = num(rest.next()?)?;
+    let pgrp = num(rest.next()?)?;
+    let session = num(rest.next()?)?;
     // Skip tty_nr tpgid flags minflt cminflt majflt cmajflt (fields 7-13).
     let mut rest = rest.skip(7);
-    let utime = rest.next()?.parse().ok()?;
-    let stime = rest.next()?.parse().ok()?;
+    let utime = num(rest.next()?)?;
+    let stime = num(rest.next()?)?;
     // Skip cutime cstime priority nice num_threads itrealvalue (fields 16-21).
     let mut rest = rest.skip(6);
-    let starttime = rest.next()?.parse().ok()?;
+    let starttime = num(rest.next()?)?;
     let _vsize = rest.next()?;
-    let rss_pages = rest.next()?.parse().ok()?;
-    Some(Stat {
+    let rss_pages = num(rest.next()?)?;
+    Some(Fields {
         pid,
         comm,
         state,
@@ -124,6 +183,71 @@ pub fn read_stat(pid: i32) -> io::Result<Option<Stat>> {
             format!("malformed /proc/{pid}/stat: {text:?}"),
         )
     })
+}
+
+/// Every process's [`Usage`], by pid: one pass over `/proc`, each stat file
+/// opened relative to `/proc` (no walk from `/` for each) and read into one
+/// stack buffer, nothing allocated per process. A process that vanishes
+/// meanwhile is left out. Nothing if `/proc` cannot be read.
+pub fn each_usage(mut f: impl FnMut(i32, Usage)) {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // One fd to list, one to open through (the listing borrows its own).
+    let (Ok(mut dir), Ok(proc_fd)) = (
+        nix::dir::Dir::open("/proc", dir_flags, Mode::empty()),
+        nix::fcntl::open("/proc", dir_flags, Mode::empty()),
+    ) else {
+        return;
+    };
+    let mut buf = [0u8; STAT_BUF];
+    // "<pid>/stat": at most 10 digits and 5 bytes.
+    let mut path = [0u8; 16];
+    for entry in dir.iter().flatten() {
+        let name = entry.file_name().to_bytes();
+        if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Some(pid) = num::<i32>(name) else {
+            continue;
+        };
+        let len = name.len() + 5;
+        let Some(p) = path.get_mut(..len) else {
+            continue;
+        };
+        let (digits, tail) = p.split_at_mut(name.len());
+        digits.copy_from_slice(name);
+        tail.copy_from_slice(b"/stat");
+        let Ok(fd) = nix::fcntl::openat(
+            &proc_fd,
+            &*p,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let mut len = 0;
+        while let Some(room) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
+            match nix::unistd::read(&fd, room) {
+                Ok(0) => break,
+                Ok(n) => {
+                    len += n;
+                    // The line is whole: no second read to see the end.
+                    if buf.get(len.wrapping_sub(1)) == Some(&b'\n') {
+                        break;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => {
+                    len = 0;
+                    break;
+                }
+            }
+        }
+        if let Some(u) = buf.get(..len).and_then(parse_usage) {
+            f(pid, u);
+        }
+    }
 }
 
 fn is_vanished(e: &io::Error) -> bool {
@@ -219,6 +343,14 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse_stat(text), *want, "text {text:?}");
+            // The sample's reading of the same line agrees.
+            let usage = want.as_ref().map(|w| Usage {
+                pgrp: w.pgrp,
+                ticks: w.utime.saturating_add(w.stime),
+                starttime: w.starttime,
+                rss_pages: w.rss_pages,
+            });
+            assert_eq!(parse_usage(text.as_bytes()), usage, "text {text:?}");
         }
     }
 
@@ -231,6 +363,21 @@ mod tests {
         for (v, lo, hi) in cases {
             assert!((*lo..=*hi).contains(v), "{v} not in {lo}..={hi}");
         }
+    }
+
+    #[test]
+    fn every_process_is_read_in_one_pass() {
+        let me = std::process::id() as i32;
+        let mut seen = Vec::new();
+        each_usage(|pid, u| seen.push((pid, u)));
+        let own = read_stat(me).unwrap().unwrap();
+        let mine = seen.iter().find(|(pid, _)| *pid == me).map(|(_, u)| *u);
+        assert_eq!(
+            mine.map(|u| (u.pgrp, u.starttime)),
+            Some((own.pgrp, own.starttime))
+        );
+        assert!(seen.iter().any(|(pid, _)| *pid == 1), "pid 1 is read");
+        assert!(seen.len() > 2, "{seen:?}");
     }
 
     #[test]

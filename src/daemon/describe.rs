@@ -1,11 +1,15 @@
-//! A process of the table as PM2's description (`jlist`'s shape), and lists
-//! of them as JSON text serialized once into a buffer sized up front. Reads
-//! the table; changes nothing.
+//! A process of the table as PM2's description (`jlist`'s shape), written
+//! as JSON text straight into the answer's buffer from the table's own
+//! data: no intermediate struct, no copy of a field, no allocation per
+//! field. The order and shape are `protocol::Description`'s (the clients'
+//! type), which [`Daemon::describe`] parses back; the integration tests
+//! hold the two to each other and to PM2's shape. Reads the table; changes
+//! nothing.
 
-use serde_json::{Map, json};
+use std::path::Path;
 
-use crate::options::{self, Watch};
-use crate::protocol::{Description, Monit, Pm2Env, Status};
+use crate::options::{self, LogType, Watch};
+use crate::protocol::{Description, Status};
 use crate::state::Exit;
 
 use super::{DEFAULT_IGNORE_WATCH, Daemon};
@@ -14,137 +18,420 @@ use super::{DEFAULT_IGNORE_WATCH, Daemon};
 /// more than a plain app's, so that the buffer seldom grows).
 const DESCRIPTION_BYTES: usize = 1536;
 
+/// `,"key":`, the literal built at compile time.
+macro_rules! key {
+    ($out:expr, $k:literal) => {
+        $out.extend_from_slice(concat!(",\"", $k, "\":").as_bytes())
+    };
+}
+
 impl Daemon {
-    /// The descriptions of `ids` as JSON text: each serialized as soon as
-    /// it is made, into one buffer sized up front.
+    /// The descriptions of `ids` (those still in the table) as one JSON
+    /// array.
     pub(super) fn describe_all(&self, ids: &[u32]) -> String {
-        let mut out = Vec::with_capacity(ids.len() * DESCRIPTION_BYTES + 2);
+        self.describe_or(ids, |_| None)
+    }
+
+    /// The descriptions of `ids` as one JSON array: each from the table,
+    /// or else as `gone` kept it (an id in neither is left out).
+    pub(super) fn describe_or<'a>(
+        &self,
+        ids: &[u32],
+        gone: impl Fn(u32) -> Option<&'a Description>,
+    ) -> String {
+        // Sized once, with room for the answer's head (`ok_line`).
+        let mut out = Vec::with_capacity(ids.len() * DESCRIPTION_BYTES + 64);
         out.push(b'[');
-        for d in ids.iter().filter_map(|id| self.describe(*id)) {
-            if out.len() > 1 {
+        for &id in ids {
+            let mark = out.len();
+            if mark > 1 {
                 out.push(b',');
             }
-            if serde_json::to_writer(&mut out, &d).is_err() {
-                return "[]".to_string();
+            let written = self.write_description(id, &mut out)
+                || gone(id).is_some_and(|d| serde_json::to_writer(&mut out, d).is_ok());
+            if !written {
+                out.truncate(mark);
             }
         }
         out.push(b']');
+        // Every piece written is UTF-8 (str, escaped by serde_json, or
+        // ASCII): this check does not fail.
         String::from_utf8(out).unwrap_or_else(|_| "[]".to_string())
     }
 
-    /// The description of app `id`, with its last sample.
+    /// The description of app `id`, with its last sample, as the clients
+    /// read it.
     pub(super) fn describe(&self, id: u32) -> Option<Description> {
-        let e = self.table.get(id)?;
-        let m = e.m();
-        let pid = m.pid().unwrap_or(0);
-        let monit = match m.status() {
-            Status::Online | Status::Launching => e.monit.clone(),
-            _ => Monit::default(),
+        let mut out = Vec::with_capacity(DESCRIPTION_BYTES);
+        if !self.write_description(id, &mut out) {
+            return None;
+        }
+        // From text, as the clients read it (one parser in the binary).
+        serde_json::from_str(std::str::from_utf8(&out).ok()?).ok()
+    }
+
+    /// Append the description of app `id` to `out`; false (nothing
+    /// written) if there is no such app.
+    fn write_description(&self, id: u32, out: &mut Vec<u8>) -> bool {
+        let Some(e) = self.table.get(id) else {
+            return false;
         };
+        let m = e.m();
         let a = &e.app;
+        let s = &a.spec;
+        let status = m.status();
+        out.extend_from_slice(b"{\"pid\":");
+        int(out, m.pid().unwrap_or(0).into());
+        key!(out, "name");
+        string(out, &s.name);
+        key!(out, "pm_id");
+        uint(out, id.into());
+        // What a sample read, while it runs.
+        let (memory, cpu) = match status {
+            Status::Online | Status::Launching => (e.monit.memory, e.monit.cpu),
+            _ => (0, 0.0),
+        };
+        key!(out, "monit");
+        out.extend_from_slice(b"{\"memory\":");
+        uint(out, memory);
+        key!(out, "cpu");
+        let _ = serde_json::to_writer(&mut *out, &cpu);
+        out.push(b'}');
+
+        key!(out, "pm2_env");
+        out.extend_from_slice(b"{\"name\":");
+        string(out, &s.name);
+        key!(out, "pm_id");
+        uint(out, id.into());
+        key!(out, "namespace");
+        string(out, &s.namespace);
+        key!(out, "status");
+        string(out, status.as_str());
+        key!(out, "pm_exec_path");
+        string(out, &a.shown_exec_path());
+        key!(out, "pm_cwd");
+        path(out, &a.cwd);
+        key!(out, "exec_interpreter");
+        string(out, &a.interpreter_name());
+        key!(out, "node_args");
+        strings(out, s.interpreter_args.iter().map(String::as_str));
+        key!(out, "args");
+        strings(out, s.args.iter().map(String::as_str));
+        key!(out, "exec_mode");
+        string(
+            out,
+            if a.slot.cluster {
+                "cluster_mode"
+            } else {
+                "fork_mode"
+            },
+        );
+        key!(out, "instances");
+        uint(out, a.slot.count.into());
+        key!(out, "instance_var");
+        string(out, &s.instance_var);
+        key!(out, "NODE_APP_INSTANCE");
+        uint(out, a.slot.instance.into());
+        key!(out, "pm_out_log_path");
+        path(out, &a.out_path);
+        key!(out, "pm_err_log_path");
+        path(out, &a.err_path);
+        key!(out, "pm_pid_path");
+        path(out, &a.pid_path);
+        if let Some(p) = &a.log_path {
+            key!(out, "pm_log_path");
+            path(out, p);
+        }
+        if s.log_type == LogType::Json {
+            key!(out, "log_type");
+            string(out, "json");
+        }
+        if let Some(n) = s.max_log_size.or(self.log_defaults.0).filter(|&n| n > 0) {
+            key!(out, "max_log_size");
+            uint(out, n);
+        }
+        key!(out, "log_retain");
+        uint(out, s.log_retain.unwrap_or(self.log_defaults.1).into());
+        key!(out, "pm_uptime");
+        uint(out, e.pm_uptime);
+        key!(out, "created_at");
+        uint(out, e.created_at);
+        key!(out, "restart_time");
+        uint(out, m.restart_time().into());
+        key!(out, "unstable_restarts");
+        uint(out, m.unstable_restarts().into());
         let (exit_code, exit_signal) = match m.last_exit() {
             Some(Exit::Code(c)) => (Some(c), None),
-            Some(Exit::Signal(s)) => (None, Some(options::signal_name(s))),
+            Some(Exit::Signal(s)) => (None, Some(s)),
             None => (None, None),
         };
-        Some(Description {
-            pid,
-            name: a.spec.name.clone(),
-            pm_id: id,
-            monit,
-            pm2_env: Pm2Env {
-                name: a.spec.name.clone(),
-                pm_id: id,
-                namespace: a.spec.namespace.clone(),
-                status: m.status(),
-                pm_exec_path: a.shown_exec_path(),
-                pm_cwd: a.cwd.display().to_string(),
-                exec_interpreter: a.interpreter_name(),
-                node_args: a.spec.interpreter_args.clone(),
-                args: a.spec.args.clone(),
-                exec_mode: if a.slot.cluster {
-                    "cluster_mode"
-                } else {
-                    "fork_mode"
-                }
-                .into(),
-                instances: a.slot.count,
-                instance_var: a.spec.instance_var.clone(),
-                node_app_instance: a.slot.instance,
-                pm_out_log_path: a.out_path.display().to_string(),
-                pm_err_log_path: a.err_path.display().to_string(),
-                pm_pid_path: a.pid_path.display().to_string(),
-                pm_log_path: a.log_path.as_ref().map(|p| p.display().to_string()),
-                log_type: match a.spec.log_type {
-                    options::LogType::Json => Some("json".into()),
-                    options::LogType::Text => None,
-                },
-                max_log_size: a
-                    .spec
-                    .max_log_size
-                    .or(self.log_defaults.0)
-                    .filter(|&n| n > 0),
-                log_retain: a.spec.log_retain.unwrap_or(self.log_defaults.1),
-                pm_uptime: e.pm_uptime,
-                created_at: e.created_at,
-                restart_time: m.restart_time(),
-                unstable_restarts: m.unstable_restarts(),
-                exit_code,
-                exit_signal,
-                autorestart: a.spec.autorestart,
-                watch: match &a.spec.watch {
-                    Watch::Off => json!(false),
-                    Watch::Cwd => json!(true),
-                    Watch::Paths(paths) => json!(paths),
-                },
-                ignore_watch: a.spec.ignore_watch.clone().unwrap_or_else(|| {
-                    DEFAULT_IGNORE_WATCH.iter().map(|s| s.to_string()).collect()
-                }),
-                watch_delay: a.spec.watch_delay,
-                max_memory_restart: a.spec.max_memory_restart,
-                exp_backoff_restart_delay: a.spec.exp_backoff_restart_delay,
-                prev_restart_delay: a
-                    .spec
-                    .exp_backoff_restart_delay
-                    .map(|_| m.prev_restart_delay()),
-                cron_restart: a.spec.cron_restart.clone(),
-                log_lines_dropped: e.out.dropped() + e.err.dropped(),
-                cgroup: self.cgroup_of(id).map(|p| p.display().to_string()),
-                wait_ready: a.spec.wait_ready,
-                listen_timeout: a.spec.listen_timeout,
-                shutdown_with_message: a.spec.shutdown_with_message,
-                ipc: a.spec.ipc,
-                stdin: a.spec.stdin,
-                notify_status: e.notify_status.clone(),
-                node_version: e.node_version.clone(),
-                env: a.shown_env(),
-                min_uptime: a.spec.min_uptime,
-                max_restarts: a.spec.max_restarts,
-                kill_timeout: a.spec.kill_timeout,
-                kill_signal: a.kill_signal_name(),
-                restart_delay: a.spec.restart_delay,
-                stop_exit_codes: a.spec.stop_exit_codes.clone(),
-                treekill: a.spec.treekill,
-                log_date_format: a.spec.log_date_format.clone(),
-                merge_logs: a.spec.merge_logs,
-                uid: a.spec.uid.clone(),
-                gid: a.spec.gid.clone(),
-                autostart: a.spec.autostart,
-                version: "N/A".into(),
-                axm_actions: Vec::new(),
-                axm_monitor: Map::new(),
-                axm_options: Map::new(),
-                axm_dynamic: Map::new(),
-            },
-        })
+        key!(out, "exit_code");
+        match exit_code {
+            Some(c) => int(out, c.into()),
+            None => out.extend_from_slice(b"null"),
+        }
+        key!(out, "exit_signal");
+        match exit_signal {
+            Some(sig) => signal(out, sig),
+            None => out.extend_from_slice(b"null"),
+        }
+        key!(out, "autorestart");
+        boolean(out, s.autorestart);
+        key!(out, "watch");
+        match &s.watch {
+            Watch::Off => boolean(out, false),
+            Watch::Cwd => boolean(out, true),
+            Watch::Paths(paths) => strings(out, paths.iter().map(String::as_str)),
+        }
+        key!(out, "env");
+        out.push(b'{');
+        for (i, (k, v)) in a.shown_env_pairs().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
+        out.push(b'}');
+        key!(out, "min_uptime");
+        uint(out, s.min_uptime);
+        key!(out, "max_restarts");
+        uint(out, s.max_restarts.into());
+        key!(out, "kill_timeout");
+        uint(out, s.kill_timeout);
+        key!(out, "kill_signal");
+        signal(out, s.kill_signal.number());
+        key!(out, "restart_delay");
+        uint(out, s.restart_delay);
+        key!(out, "stop_exit_codes");
+        out.push(b'[');
+        for (i, c) in s.stop_exit_codes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            int(out, (*c).into());
+        }
+        out.push(b']');
+        key!(out, "treekill");
+        boolean(out, s.treekill);
+        key!(out, "log_date_format");
+        opt_string(out, s.log_date_format.as_deref());
+        key!(out, "merge_logs");
+        boolean(out, s.merge_logs);
+        key!(out, "uid");
+        opt_string(out, s.uid.as_deref());
+        key!(out, "gid");
+        opt_string(out, s.gid.as_deref());
+        key!(out, "ignore_watch");
+        match &s.ignore_watch {
+            Some(names) => strings(out, names.iter().map(String::as_str)),
+            None => strings(out, DEFAULT_IGNORE_WATCH.iter().copied()),
+        }
+        key!(out, "watch_delay");
+        uint(out, s.watch_delay);
+        key!(out, "max_memory_restart");
+        opt_uint(out, s.max_memory_restart);
+        key!(out, "exp_backoff_restart_delay");
+        opt_uint(out, s.exp_backoff_restart_delay);
+        if s.exp_backoff_restart_delay.is_some() {
+            key!(out, "prev_restart_delay");
+            uint(out, m.prev_restart_delay());
+        }
+        key!(out, "cron_restart");
+        opt_string(out, s.cron_restart.as_deref());
+        key!(out, "log_lines_dropped");
+        uint(out, e.out.dropped() + e.err.dropped());
+        key!(out, "cgroup");
+        match self.cgroup_of(id) {
+            Some(p) => path(out, p),
+            None => out.extend_from_slice(b"null"),
+        }
+        key!(out, "wait_ready");
+        boolean(out, s.wait_ready);
+        key!(out, "listen_timeout");
+        uint(out, s.listen_timeout);
+        key!(out, "shutdown_with_message");
+        boolean(out, s.shutdown_with_message);
+        key!(out, "ipc");
+        boolean(out, s.ipc);
+        key!(out, "stdin");
+        boolean(out, s.stdin);
+        if let Some(n) = &e.notify_status {
+            key!(out, "notify_status");
+            string(out, n);
+        }
+        if let Some(v) = &e.node_version {
+            key!(out, "node_version");
+            string(out, v);
+        }
+        key!(out, "autostart");
+        boolean(out, s.autostart);
+        // PM2's keys that corral has nothing for (see `Pm2Env`).
+        out.extend_from_slice(
+            b",\"version\":\"N/A\",\"axm_actions\":[],\"axm_monitor\":{},\
+              \"axm_options\":{},\"axm_dynamic\":{}}}",
+        );
+        true
     }
 }
 
-/// Descriptions as JSON text, in a buffer sized once.
-pub(super) fn to_json(list: &[Description]) -> String {
-    let mut out = Vec::with_capacity(list.len() * DESCRIPTION_BYTES + 2);
-    match serde_json::to_writer(&mut out, list) {
-        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| "[]".to_string()),
-        Err(_) => "[]".to_string(),
+/// A JSON string: copied whole when nothing in it needs an escape (the
+/// usual case), else escaped by serde_json.
+fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        let _ = serde_json::to_writer(out, s);
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A path as text (not UTF-8: with U+FFFD, as `Path::display`).
+fn path(out: &mut Vec<u8>, p: &Path) {
+    match p.to_str() {
+        Some(s) => string(out, s),
+        None => string(out, &p.to_string_lossy()),
+    }
+}
+
+fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, s);
+    }
+    out.push(b']');
+}
+
+/// A signal's name (`"SIGINT"`), `"SIG<n>"` for an unnamed one.
+fn signal(out: &mut Vec<u8>, n: i32) {
+    out.extend_from_slice(b"\"SIG");
+    match options::signal_short_name(n) {
+        Some(name) => out.extend_from_slice(name.as_bytes()),
+        None => int(out, n.into()),
+    }
+    out.push(b'"');
+}
+
+fn boolean(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// A number in decimal, without the formatting machinery.
+fn uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut first = digits.len();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+        first -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(first..).unwrap_or_default());
+}
+
+fn int(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    uint(out, n.unsigned_abs());
+}
+
+fn opt_uint(out: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => uint(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_as_serde_json_writes_them() {
+        for n in [0u64, 1, 9, 10, 99, 100, 12345, u32::MAX.into(), u64::MAX] {
+            let mut out = Vec::new();
+            uint(&mut out, n);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&n).unwrap()
+            );
+        }
+        for n in [
+            0i64,
+            -1,
+            1,
+            -10,
+            255,
+            -255,
+            i32::MIN.into(),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            int(&mut out, n);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&n).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn strings_as_serde_json_writes_them() {
+        let cases = [
+            "",
+            "plain",
+            "/var/log/app-out.log",
+            "quote \" here",
+            "back\\slash",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}\u{7f}",
+            "é ünïcode ✓ 🐄",
+            "</script>",
+        ];
+        for s in cases {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            let got = String::from_utf8(out).unwrap();
+            assert_eq!(got, serde_json::to_string(s).unwrap(), "{s:?}");
+            assert_eq!(serde_json::from_str::<String>(&got).unwrap(), s);
+        }
+        let mut out = Vec::new();
+        strings(&mut out, ["a", "b\"c"].into_iter());
+        assert_eq!(out, br#"["a","b\"c"]"#);
+        let mut out = Vec::new();
+        strings(&mut out, std::iter::empty());
+        assert_eq!(out, b"[]");
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        for (n, want) in [
+            (2, "\"SIGINT\""),
+            (9, "\"SIGKILL\""),
+            (15, "\"SIGTERM\""),
+            (99, "\"SIG99\""),
+        ] {
+            let mut out = Vec::new();
+            signal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+            assert_eq!(format!("\"{}\"", options::signal_name(n)), want);
+        }
     }
 }

@@ -618,7 +618,7 @@ impl Daemon {
         {
             let line = protocol::ok_line(
                 &id,
-                &json!({
+                json!({
                     "updated": true,
                     "pid": std::process::id(),
                     "version": env!("CARGO_PKG_VERSION"),

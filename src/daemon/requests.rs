@@ -24,7 +24,6 @@ use crate::state::{Exit, Failure, Input, Policy};
 use crate::sys;
 use crate::users;
 
-use super::describe::to_json;
 use super::schedule::check_watch;
 use super::table::{Entry, MAX_APPS};
 use super::{Daemon, internal, listen_key};
@@ -112,7 +111,7 @@ impl Daemon {
         let id = req.id.clone();
         match self.handle(t, req) {
             Ok(Some((result, warnings))) => {
-                self.reply(t, protocol::ok_line(&id, &result, &warnings))
+                self.reply(t, protocol::ok_line(&id, result, &warnings))
             }
             Ok(None) => {}
             Err(e) => self.reply(t, protocol::err_line(&id, &e)),
@@ -621,11 +620,7 @@ impl Daemon {
                 Some(outcome) => {
                     let r = self.reloads.remove(i);
                     let line = match outcome {
-                        Ok(()) => {
-                            let list: Vec<Description> =
-                                r.done.iter().filter_map(|id| self.describe(*id)).collect();
-                            protocol::ok_line(&r.id, &to_json(&list), &[])
-                        }
+                        Ok(()) => protocol::ok_line(&r.id, self.describe_all(&r.done), &[]),
                         Err(e) => protocol::err_line(&r.id, &e),
                     };
                     self.answer(r.conn, line);
@@ -745,23 +740,18 @@ impl Daemon {
                 } => self.start_answer(op, &fresh, failed, asked),
                 PendingKind::Describe | PendingKind::Present => {
                     let present = matches!(kind, PendingKind::Present);
-                    let list: Vec<Description> = op
-                        .pm_ids
-                        .iter()
-                        .filter_map(|id| match self.describe(*id) {
-                            Some(d) => Some(d),
-                            None if present => None,
-                            None => op.gone.get(id).cloned(),
-                        })
-                        .collect();
-                    protocol::ok_line(&op.id, &to_json(&list), &op.warnings)
+                    let list = self.describe_or(&op.pm_ids, |id| match present {
+                        true => None,
+                        false => op.gone.get(&id),
+                    });
+                    protocol::ok_line(&op.id, list, &op.warnings)
                 }
                 PendingKind::KillDaemon => {
                     if !self.exit_now {
                         self.publish("daemon:kill", json!({"at": super::wall_ms()}));
                     }
                     self.exit_now = true;
-                    protocol::ok_line(&op.id, &json!({"stopped": op.stopped}).to_string(), &[])
+                    protocol::ok_line(&op.id, json!({"stopped": op.stopped}).to_string(), &[])
                 }
             };
             if self.exit_now {
@@ -798,7 +788,7 @@ impl Daemon {
             }
         }
         if errors.is_empty() {
-            return protocol::ok_line(&op.id, &self.describe_all(&op.pm_ids), &op.warnings);
+            return protocol::ok_line(&op.id, self.describe_all(&op.pm_ids), &op.warnings);
         }
         let mut e = join_errors(errors);
         if asked > 0 {

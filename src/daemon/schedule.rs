@@ -168,15 +168,16 @@ impl Daemon {
             return;
         }
         let pgids: Vec<i32> = groups.iter().map(|(_, g)| *g).collect();
-        let usage = self.sampler.sample(&pgids, self.now(), max_age);
-        // Readings of processes no longer running are dropped.
-        let live: HashSet<i32> = self.table.iter().filter_map(|(_, e)| e.m().pid()).collect();
-        self.sampler.keep_groups(&live);
-        // The scan's buffers are freed now: give the pages back.
-        self.trim = true;
+        if self.sampler.sample(&pgids, self.now(), max_age) {
+            // Readings of processes no longer running are dropped.
+            let live: HashSet<i32> = self.table.iter().filter_map(|(_, e)| e.m().pid()).collect();
+            self.sampler.keep_groups(&live);
+            // The scan's buffers are freed now: give the pages back.
+            self.trim = true;
+        }
         for (id, pgid) in groups {
             if let Some(e) = self.table.get_mut(id) {
-                e.monit = usage.get(&pgid).cloned().unwrap_or_default();
+                e.monit = self.sampler.usage(pgid);
             }
         }
     }

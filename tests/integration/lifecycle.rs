@@ -252,6 +252,85 @@ fn describe_of_an_unknown_target_is_empty_and_list_shows_all() {
     assert_eq!(names(&j), ["l1", "l2"]);
 }
 
+/// `jlist` is written by the daemon field by field: read as the clients'
+/// `Description` and written again by serde, it comes back byte for byte,
+/// for apps that use the optional fields, odd strings, and every kind of
+/// last exit; the `describe` of the raw socket and `corral describe
+/// --json` agree with it.
+#[test]
+fn jlist_is_the_description_type_byte_for_byte() {
+    use corral::protocol::Description;
+    let h = TestHome::started();
+    h.script("exits.sh", "exit 3\n");
+    h.script("killed.sh", "kill -TERM $$\n");
+    h.script("forever.sh", "exec sleep 1000\n");
+    for dir in ["src", "lib"] {
+        std::fs::create_dir_all(h.work.join(dir)).unwrap();
+    }
+    let odd = "quote \" back\\ tab\t nl\n \u{1} é ✓ </x>";
+    for app in [
+        json!({"name": "plain", "script": "sleep", "args": ["1000"]}),
+        json!({
+            "name": "full", "script": "forever.sh", "args": ["1000", odd],
+            "env": {"B": "2", "A": odd, "C": "3"},
+            "env_production": {"B": "over", "D": "4"},
+            "watch": ["src", "lib"], "ignore_watch": ["tmp"], "watch_delay": 50,
+            "log_file": true, "log_type": "json", "max_log_size": "10M",
+            "exp_backoff_restart_delay": 100, "cron_restart": "0 0 * * *",
+            "stop_exit_codes": [0, 3], "kill_signal": "SIGUSR2",
+            "log_date_format": "YYYY", "max_memory_restart": "100M",
+            "namespace": "ns \"x\"", "merge_logs": true,
+        }),
+        json!({"name": "exits", "script": "exits.sh", "autorestart": false}),
+        json!({"name": "killed", "script": "killed.sh", "autorestart": false}),
+        json!({"name": "cwdwatch", "script": "sleep", "args": ["1000"], "watch": true}),
+        json!({"name": "off", "script": "sleep", "args": ["1000"], "autostart": false}),
+    ] {
+        let env_name = app.get("env_production").map(|_| "production");
+        h.ok(json!({"cmd": "start", "app": h.with_cwd(app), "env_name": env_name}));
+    }
+    h.wait_status("exits", "stopped");
+    h.wait_status("killed", "stopped");
+    let out = h.corral(&["jlist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).expect("jlist is UTF-8");
+    let printed = printed.strip_suffix('\n').expect("one line");
+    let list: Vec<Description> = serde_json::from_str(printed).expect("jlist is descriptions");
+    assert_eq!(list.len(), 6, "{printed}");
+    assert_eq!(serde_json::to_string(&list).unwrap(), printed);
+    let by_name = |n: &str| list.iter().find(|d| d.name == n).unwrap().clone();
+    let full = by_name("full").pm2_env;
+    assert_eq!(full.args, ["1000", odd]);
+    assert_eq!(full.env["A"], odd);
+    assert_eq!(full.env["B"], "over");
+    assert_eq!(full.env.keys().collect::<Vec<_>>(), ["A", "B", "C", "D"]);
+    assert_eq!(full.kill_signal, "SIGUSR2");
+    assert!(
+        full.pm_log_path.is_some() && full.log_type.is_some(),
+        "{full:?}"
+    );
+    assert!(full.prev_restart_delay.is_some(), "{full:?}");
+    assert_eq!(full.watch, json!(["src", "lib"]));
+    assert_eq!(by_name("cwdwatch").pm2_env.watch, json!(true));
+    assert_eq!(by_name("plain").pm2_env.watch, json!(false));
+    assert_eq!(by_name("plain").pm2_env.prev_restart_delay, None);
+    assert_eq!(by_name("exits").pm2_env.exit_code, Some(3));
+    assert_eq!(
+        by_name("killed").pm2_env.exit_signal.as_deref(),
+        Some("SIGTERM")
+    );
+    // The other ways to the same descriptions.
+    let described = h.ok(json!({"cmd": "describe", "target": "all"}));
+    assert_eq!(described, serde_json::from_str::<Value>(printed).unwrap());
+    let out = h.corral(&["describe", "full", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut d: Vec<Description> = serde_json::from_slice(&out.stdout).expect("describe --json");
+    assert_eq!(d.len(), 1, "{d:?}");
+    // Sampled again meanwhile.
+    d[0].monit = by_name("full").monit;
+    assert_eq!(d[0], by_name("full"));
+}
+
 #[test]
 fn send_signal_reaches_the_app() {
     let h = TestHome::started();
