@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1808,14 +1808,20 @@ fn cmd_list(args: &[String], json: bool) -> i32 {
         Err(code) => return code,
     };
     if json || m.opt_present("json") {
-        // Passed through as the daemon wrote it, in one write (a line
-        // writer would look through a megabyte for its last newline).
-        return match c.list_json() {
-            Ok(mut raw) => {
-                raw.push('\n');
-                let _ = std::io::stdout().lock().write_all(raw.as_bytes());
-                0
+        // Passed through as the daemon writes it, straight to fd 1 (the
+        // line writer of `stdout()` would look through every chunk for a
+        // newline).
+        let stdout = match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(e) => {
+                eprintln!("corral: cannot write to the standard output: {e}");
+                return EXIT_REFUSED;
             }
+        };
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+        let written = c.write_list_json(&mut out);
+        return match written.and_then(|()| out.flush().map_err(Error::Io)) {
+            Ok(()) => 0,
             Err(e) => report(e),
         };
     }

@@ -722,6 +722,18 @@ impl Client {
 
     /// Send one request; its answer's line, and the request's id.
     fn request_line(&mut self, cmd: Command) -> Result<(String, Value), Error> {
+        let id = self.send(cmd)?;
+        let mut answer = String::new();
+        let n = self.reader.read_line(&mut answer).map_err(Error::Io)?;
+        if n == 0 {
+            return Err(Error::Closed);
+        }
+        Ok((answer, id))
+    }
+
+    /// Send one request (and with a timeout, see the daemon take it up);
+    /// the request's id. Its answer is the next line to read.
+    fn send(&mut self, cmd: Command) -> Result<Value, Error> {
         let id = json!(self.next_id);
         self.next_id += 1;
         let mut line = Request {
@@ -762,8 +774,8 @@ impl Client {
             }
             return Err(io_err(e));
         }
-        let mut answer = String::new();
         if self.timeout.is_some() {
+            let mut answer = String::new();
             let n = self.reader.read_line(&mut answer).map_err(io_err)?;
             if n == 0 {
                 return Err(Error::Closed);
@@ -778,14 +790,9 @@ impl Client {
             {
                 return Err(refused(e));
             }
-            answer.clear();
             let _ = self.stream.set_read_timeout(None);
         }
-        let n = self.reader.read_line(&mut answer).map_err(Error::Io)?;
-        if n == 0 {
-            return Err(Error::Closed);
-        }
-        Ok((answer, id))
+        Ok(id)
     }
 
     /// The result of an answer's line, or its error.
@@ -995,23 +1002,36 @@ impl Client {
 
     /// Every app, by `pm_id`.
     pub fn list(&mut self) -> Result<Vec<Description>, Error> {
-        self.descriptions(Command::List)
+        // Parsed once: the answer's line is not parsed first to find it.
+        let text = self.list_json()?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("unreadable descriptions from the daemon: {e}")))
     }
 
     /// [`Client::list`] as the JSON text the daemon sent, to pass on
-    /// unchanged (`corral jlist`).
+    /// unchanged.
     pub fn list_json(&mut self) -> Result<String, Error> {
-        let (mut answer, id) = self.request_line(Command::List)?;
-        // A megabyte with 1000 apps: taken out of the line as the daemon
-        // wrote it, neither parsed nor copied.
-        if let Some(result) = crate::protocol::ok_result(&answer, &id) {
+        let mut out = Vec::new();
+        self.write_list_json(&mut out)?;
+        out.pop();
+        String::from_utf8(out)
+            .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))
+    }
+
+    /// [`Client::list_json`] and a newline, written to `out` as it comes
+    /// (`corral jlist`): a megabyte with 1000 apps goes through a buffer
+    /// of 64 KiB, neither parsed nor held whole. An error once the list has
+    /// begun leaves it cut short in `out`.
+    pub fn write_list_json(&mut self, out: &mut impl Write) -> Result<(), Error> {
+        let id = self.send(Command::List)?;
+        let Some(line) = pass_result(&mut self.reader, &crate::protocol::ok_head(&id), out)? else {
             self.warnings = Vec::new();
-            answer.truncate(result.end);
-            answer.drain(..result.start);
-            return Ok(answer);
-        }
-        self.parse_answer(&answer)
-            .map(|raw| String::from(raw.get()))
+            return Ok(());
+        };
+        let line = String::from_utf8(line)
+            .map_err(|e| Error::Invalid(format!("unreadable answer from the daemon: {e}")))?;
+        let raw = self.parse_answer(&line)?;
+        writeln!(out, "{}", raw.get()).map_err(Error::Io)
     }
 
     /// Send `signal` (a name like `"SIGUSR2"` or a number) to every process
@@ -1404,6 +1424,86 @@ fn read_ready(out: impl Read + AsFd) -> Result<String, Error> {
     Ok(line.strip_prefix("error: ").unwrap_or(line).to_string())
 }
 
+/// Where the first newline is in `buf`, found by the library's memchr:
+/// a byte loop would be the costliest part of passing a megabyte on. A
+/// character cut at the end of `buf` cannot hide one.
+fn find_newline(buf: &[u8]) -> Option<usize> {
+    match std::str::from_utf8(buf) {
+        Ok(text) => text.find('\n'),
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(buf.get(..e.valid_up_to())?)
+            .ok()?
+            .find('\n'),
+        // Not UTF-8: the slow way.
+        Err(_) => buf.iter().position(|&b| b == b'\n'),
+    }
+}
+
+/// Pass on the result of the answer line `reader` gives, if that line is
+/// `head`, the result and `}` (as the daemon writes it without warnings,
+/// `protocol::ok_line`), to `out` as it comes, with a newline: neither
+/// parsed nor held whole. `Some(line)`: the line is of another shape
+/// (an error, warnings), read whole for the caller to parse; nothing was
+/// written. An error once the result has begun leaves it cut short. Only
+/// for answers no daemon gives warnings with (`list`): daemons before
+/// `ok_line` put warnings first wrote them after the result, which would
+/// be passed on with it.
+fn pass_result(
+    reader: &mut impl BufRead,
+    head: &str,
+    out: &mut impl Write,
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut start = Vec::with_capacity(head.len());
+    while start.len() < head.len() && !start.ends_with(b"\n") {
+        let buf = reader.fill_buf().map_err(Error::Io)?;
+        if buf.is_empty() {
+            break;
+        }
+        let want = buf.iter().take(head.len() - start.len());
+        let take = want
+            .clone()
+            .position(|&b| b == b'\n')
+            .map_or(want.count(), |i| i + 1);
+        start.extend_from_slice(buf.get(..take).unwrap_or_default());
+        reader.consume(take);
+    }
+    if start != head.as_bytes() {
+        if !start.ends_with(b"\n") {
+            reader.read_until(b'\n', &mut start).map_err(Error::Io)?;
+        }
+        return match start.is_empty() {
+            true => Err(Error::Closed),
+            false => Ok(Some(start)),
+        };
+    }
+    // The rest of the line but its last byte, the `}` of the line's
+    // object: each chunk's last byte is held until the next one comes.
+    let mut held: Option<u8> = None;
+    loop {
+        let buf = reader.fill_buf().map_err(Error::Io)?;
+        if buf.is_empty() {
+            return Err(Error::Closed);
+        }
+        let end = find_newline(buf);
+        let chunk = buf.get(..end.unwrap_or(buf.len())).unwrap_or_default();
+        if let Some((last, body)) = chunk.split_last() {
+            if let Some(h) = held.replace(*last) {
+                out.write_all(&[h]).map_err(Error::Io)?;
+            }
+            out.write_all(body).map_err(Error::Io)?;
+        }
+        let used = chunk.len() + usize::from(end.is_some());
+        reader.consume(used);
+        if end.is_some() {
+            return match held {
+                Some(b'}') => out.write_all(b"\n").map(|()| None).map_err(Error::Io),
+                _ => Err(Error::Invalid(
+                    "unreadable answer from the daemon: a line cut short".into(),
+                )),
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -1495,6 +1595,89 @@ mod tests {
         match e {
             Some(Event::Process { kind, process, .. }) => Some((kind, process.pm_id)),
             other => panic!("not a process event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn newlines_are_found_in_any_bytes() {
+        let cases: &[(&[u8], Option<usize>)] = &[
+            (b"", None),
+            (b"abc", None),
+            (b"\n", Some(0)),
+            (b"ab\ncd\n", Some(2)),
+            ("é✓\n".as_bytes(), Some(5)),
+            // A character cut at the end.
+            (&"a✓".as_bytes()[..3], None),
+            (&"\n✓".as_bytes()[..3], Some(0)),
+            // Not UTF-8 at all.
+            (b"\xff\xfe\n", Some(2)),
+            (b"a\xc3(\n", Some(3)),
+        ];
+        for (buf, want) in cases {
+            assert_eq!(find_newline(buf), *want, "{buf:?}");
+        }
+    }
+
+    #[test]
+    fn a_result_is_passed_on_as_it_comes() {
+        let head = crate::protocol::ok_head(&json!(5));
+        let list = r#"[{"name":"a}\"","env":{"K":"}\n"}},{}]"#;
+        // (answer, what is written, the line left to parse or the error)
+        type Want = Result<Option<&'static str>, &'static str>;
+        let fast = format!("{head}{list}}}\n");
+        let other = format!(r#"{{"id":5,"ok":true,"warnings":["w"],"result":{list}}}"#) + "\n";
+        let cases: Vec<(String, String, Want)> = vec![
+            (fast.clone(), format!("{list}\n"), Ok(None)),
+            (format!("{head}[]}}\n"), "[]\n".into(), Ok(None)),
+            // What follows the line stays unread.
+            (
+                fast.clone() + "{\"next\":1}\n",
+                format!("{list}\n"),
+                Ok(None),
+            ),
+            (other.clone(), String::new(), Ok(Some("other"))),
+            (
+                "{\"id\":5,\"ok\":false}\n".into(),
+                String::new(),
+                Ok(Some("short")),
+            ),
+            ("\n".into(), String::new(), Ok(Some("empty"))),
+            (String::new(), String::new(), Err("closed")),
+            (head.clone(), String::new(), Err("closed")),
+            (format!("{head}[1,2"), "[1,".into(), Err("closed")),
+            (format!("{head}[1,2]\n"), "[1,2".into(), Err("invalid")),
+        ];
+        // Every way the bytes may come in pieces.
+        for cap in [1, 2, 3, 7, 30, 64 * 1024] {
+            for (answer, written, want) in &cases {
+                let mut reader = BufReader::with_capacity(cap, answer.as_bytes());
+                let mut out = Vec::new();
+                let got = pass_result(&mut reader, &head, &mut out);
+                let what = format!("{answer:?} in pieces of {cap}");
+                assert_eq!(String::from_utf8(out).unwrap(), *written, "{what}");
+                match (got, want) {
+                    (Ok(None), Ok(None)) => {}
+                    (Ok(Some(line)), Ok(Some(kind))) => {
+                        let whole = match *kind {
+                            "other" => other.clone(),
+                            "short" => "{\"id\":5,\"ok\":false}\n".into(),
+                            _ => "\n".into(),
+                        };
+                        assert_eq!(String::from_utf8(line).unwrap(), whole, "{what}");
+                    }
+                    (Err(Error::Closed), Err("closed")) => {}
+                    (Err(Error::Invalid(_)), Err("invalid")) => {}
+                    (got, want) => panic!("{what}: {got:?}, want {want:?}"),
+                }
+                let mut rest = String::new();
+                reader.read_to_string(&mut rest).unwrap();
+                let left = if answer.ends_with("{\"next\":1}\n") {
+                    "{\"next\":1}\n"
+                } else {
+                    ""
+                };
+                assert_eq!(rest, left, "{what}");
+            }
         }
     }
 
