@@ -45,7 +45,7 @@ use super::links::Link;
 use super::persist::saved_entry;
 use super::recover::env_index;
 use super::relay::{Pipe, Stream};
-use super::requests::open_logs;
+use super::requests::unopened_logs;
 use super::supervise::Exec;
 use super::*;
 
@@ -806,7 +806,7 @@ impl Daemon {
             }
             (None, None) => return Err(internal("the hand-over names no app")),
         };
-        let logs = open_logs(&app, &self.home, self.log_defaults)?;
+        let logs = unopened_logs(&app, &self.home, self.log_defaults)?;
         self.install(id, false, app, logs, false)?;
         let wanted = a.machine.wanted();
         let deadlines = a.machine.deadlines();
