@@ -1045,7 +1045,9 @@ def w_storm(m, ctx):
     dpid = m.ping()
     apps = [dict(name=f"crash{i}", script=ctx.crasher, interpreter="none", out_file="/dev/null",
                  error_file="/dev/null", max_restarts=STORM_MAX_RESTARTS) for i in range(n)]
+    t = time.monotonic()
     m.start_config(config(apps, os.path.join(ctx.work, f"storm-{m.name}.json")))
+    start = time.monotonic() - t
     r0, ta = restarts_now(m)
     t0 = time.monotonic()
     c0, (rss0, _), fd0 = cpu_seconds(dpid), memory_kib(dpid), fd_count(dpid)
@@ -1073,7 +1075,8 @@ def w_storm(m, ctx):
         ctx.notes.append(f"crash storm on {m.name}: {missed} of {missed + len(pings)} pings "
                          f"unanswered within 10 s")
     what = f"{n} apps crash-looping, {secs:g} s"
-    return {("8", f"daemon CPU, {what}", "cpu"): [c1 - c0],
+    return {("8", f"start the {n} apps from one config file", "s"): [start],
+            ("8", f"daemon CPU, {what}", "cpu"): [c1 - c0],
             ("8", "  daemon CPU per restart", "s"): [(c1 - c0) / (rate * (t1 - t0))],
             ("8", "  restarts per second achieved", "rps"): [rate],
             ("8", "daemon RSS at the storm's start", "KiB"): [rss0],
@@ -1152,24 +1155,25 @@ Method (all times wall clock on this machine, medians with min–max over n runs
    before `reload` until 0.5 s after it returned; failed = refused, reset,
    timed out or not 200.
 """ + f"""\
- - Crash storm: N apps from one config file (the row says how many and
+ - Crash storm: N apps from one config file (the rows say how many and
    for how long: {STORM_APPS} for {STORM_SECONDS} s in a full run), each a static C
    program whose _start exits with status 1 at once (no C library
-   start-up), timed from when `start` returned. Each manager's restart
-   defaults, with max_restarts {STORM_MAX_RESTARTS:,} on both so none gives
-   up: corral restart_delay 0 and min_restart_interval 100 ms (an app that
-   died within 100 ms of its start waits out the rest: at most 10
-   restarts/s per app); PM2 restart_delay 0 and no backoff (it restarts
-   at once). Daemon CPU is over the window; RSS and open fds (/proc/PID/fd)
-   are read once at its start and once at its end. Restarts/s: the sum of
-   restart_time over `jlist` at both ends, divided by the time between the
-   middles of the two jlists; CPU per restart is the daemon CPU / (that
-   rate × the window). Ping: every {STORM_PING_GAP:g} s, one ping request on a new
-   connection to the control socket, timed here from connect to the whole
-   answer, so no CLI start-up is in it: corral a JSON line on corral.sock;
-   PM2 the axon RPC call its own CLI sends for `pm2 ping` (AMP-framed, on
-   rpc.sock). A ping with no answer in 10 s, or an app that did not
-   restart during the window, is a note.
+   start-up). The window opens when `start` has returned (how long that
+   took is a row). Each manager's restart defaults, with max_restarts
+   {STORM_MAX_RESTARTS:,} on both so none gives up: corral restart_delay 0 and
+   min_restart_interval 100 ms (an app that died within 100 ms of its
+   start waits out the rest: at most 10 restarts/s per app); PM2
+   restart_delay 0 and no backoff (it restarts at once). Daemon CPU is
+   over the window; RSS and open fds (/proc/PID/fd) are read once at its
+   start and once at its end. Restarts/s: the sum of restart_time over
+   `jlist` at both ends, divided by the time between the middles of the
+   two jlists; CPU per restart is the daemon CPU / (that rate × the
+   window). Ping: every {STORM_PING_GAP:g} s, one ping request on a new connection to
+   the control socket, timed here from connect to the whole answer, so no
+   CLI start-up is in it: corral a JSON line on corral.sock; PM2 the axon
+   RPC call its own CLI sends for `pm2 ping` (AMP-framed, on rpc.sock). A
+   ping with no answer in 10 s, or an app that did not restart during the
+   window, is a note.
 """ + """\
  - "advantage" is how many times better corral's median is (PM2 ÷ corral
    for times, memory and CPU; corral ÷ PM2 for throughput)."""
