@@ -195,112 +195,6 @@ fn invalid(msg: String) -> WireError {
     WireError::new(ErrorCode::InvalidOption, msg)
 }
 
-/// What resolving an app looks up outside its options: its directory,
-/// its program and interpreter (on the filesystem or `PATH`), and its
-/// user and group (`/etc/passwd`, `/etc/group`). A hand-over (`corral
-/// update`) carries it, so the new image runs what the old one ran
-/// without looking again.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Found {
-    pub cwd: PathBuf,
-    pub exec_path: PathBuf,
-    pub interpreter: Option<PathBuf>,
-    /// `script` is a command line run with `sh -c`.
-    pub shell: bool,
-    pub creds: Option<users::Credentials>,
-}
-
-impl Found {
-    /// Look them up for `spec`: `base_env` is the caller's environment,
-    /// if any; `daemon_root` whether `uid`/`gid` may be used.
-    pub fn look(
-        spec: &AppSpec,
-        base_env: Option<&BTreeMap<String, String>>,
-        daemon_root: bool,
-    ) -> Result<Found, WireError> {
-        // The daemon's directory only when the cwd given is relative (a
-        // hand-over resolves a thousand absolute ones at once).
-        let here = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let cwd = match &spec.cwd {
-            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
-            Some(c) => here().join(c),
-            None => here(),
-        };
-        if !cwd.is_dir() {
-            return Err(invalid(format!(
-                "option `cwd`: {} is not a directory",
-                cwd.display()
-            )));
-        }
-        let path_var = match &base_env {
-            Some(env) => env.get("PATH").cloned(),
-            None => std::env::var("PATH").ok(),
-        };
-        let path_var = spec.env.get("PATH").cloned().or(path_var);
-        let in_cwd = cwd.join(&spec.script);
-        // A script that is a whole command line runs through the shell, as
-        // in PM2 ("node server.js --port 3000").
-        let shell = spec.interpreter.is_none()
-            && spec.script.contains(char::is_whitespace)
-            && !in_cwd.exists();
-        let exec_path = if in_cwd.is_file() || shell {
-            in_cwd
-        } else {
-            match (spec.interpreter.is_some(), spec.script.contains('/')) {
-                // An interpreter is given a file, never a PATH command.
-                (true, _) | (false, true) => None,
-                (false, false) => find_program(&spec.script, &cwd, path_var.as_deref()),
-            }
-            .ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::ScriptNotFound,
-                    format!(
-                        "script {} not found (in {} or on PATH)",
-                        spec.script,
-                        cwd.display()
-                    ),
-                )
-            })?
-        };
-        let find = |i: &str| find_program(i, &cwd, path_var.as_deref());
-        let interpreter =
-            match (&spec.interpreter, shell) {
-                (None, false) => None,
-                (None, true) => Some(find("sh").ok_or_else(|| {
-                    invalid(format!("script `{}`: no sh on PATH to run it", spec.script))
-                })?),
-                // `.sh` means bash, or sh where there is no bash.
-                (Some(i), _) if i == "bash" && spec.script.ends_with(".sh") => {
-                    Some(find("bash").or_else(|| find("sh")).ok_or_else(|| {
-                        invalid("option `interpreter`: neither bash nor sh is on PATH".into())
-                    })?)
-                }
-                (Some(i), _) => Some(find(i).ok_or_else(|| {
-                    invalid(format!("option `interpreter`: {i} not found on PATH"))
-                })?),
-            };
-        let creds = match (&spec.uid, &spec.gid) {
-            (None, None) => None,
-            (user, group) => {
-                if !daemon_root {
-                    return Err(invalid(
-                        "options `uid`/`gid` need the daemon to run as root".to_string(),
-                    ));
-                }
-                let c = users::lookup(user.as_deref(), group.as_deref());
-                Some(c.map_err(|e| invalid(format!("option `uid`/`gid`: {e}")))?)
-            }
-        };
-        Ok(Found {
-            cwd,
-            exec_path,
-            interpreter,
-            shell,
-            creds,
-        })
-    }
-}
-
 impl App {
     /// Its log files, each with whether the user gave the path (rather
     /// than corral choosing it from the name).
@@ -624,6 +518,112 @@ impl App {
             channel: io.channel,
             listen_pid_env,
             cgroup_procs: None,
+        })
+    }
+}
+
+/// What resolving an app looks up outside its options: its directory,
+/// its program and interpreter (on the filesystem or `PATH`), and its
+/// user and group (`/etc/passwd`, `/etc/group`). A hand-over (`corral
+/// update`) carries it, so the new image runs what the old one ran
+/// without looking again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub cwd: PathBuf,
+    pub exec_path: PathBuf,
+    pub interpreter: Option<PathBuf>,
+    /// `script` is a command line run with `sh -c`.
+    pub shell: bool,
+    pub creds: Option<users::Credentials>,
+}
+
+impl Found {
+    /// Look them up for `spec`: `base_env` is the caller's environment,
+    /// if any; `daemon_root` whether `uid`/`gid` may be used.
+    pub fn look(
+        spec: &AppSpec,
+        base_env: Option<&BTreeMap<String, String>>,
+        daemon_root: bool,
+    ) -> Result<Found, WireError> {
+        // The daemon's directory only when the cwd given is relative (a
+        // hand-over resolves a thousand absolute ones at once).
+        let here = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let cwd = match &spec.cwd {
+            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
+            Some(c) => here().join(c),
+            None => here(),
+        };
+        if !cwd.is_dir() {
+            return Err(invalid(format!(
+                "option `cwd`: {} is not a directory",
+                cwd.display()
+            )));
+        }
+        let path_var = match &base_env {
+            Some(env) => env.get("PATH").cloned(),
+            None => std::env::var("PATH").ok(),
+        };
+        let path_var = spec.env.get("PATH").cloned().or(path_var);
+        let in_cwd = cwd.join(&spec.script);
+        // A script that is a whole command line runs through the shell, as
+        // in PM2 ("node server.js --port 3000").
+        let shell = spec.interpreter.is_none()
+            && spec.script.contains(char::is_whitespace)
+            && !in_cwd.exists();
+        let exec_path = if in_cwd.is_file() || shell {
+            in_cwd
+        } else {
+            match (spec.interpreter.is_some(), spec.script.contains('/')) {
+                // An interpreter is given a file, never a PATH command.
+                (true, _) | (false, true) => None,
+                (false, false) => find_program(&spec.script, &cwd, path_var.as_deref()),
+            }
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::ScriptNotFound,
+                    format!(
+                        "script {} not found (in {} or on PATH)",
+                        spec.script,
+                        cwd.display()
+                    ),
+                )
+            })?
+        };
+        let find = |i: &str| find_program(i, &cwd, path_var.as_deref());
+        let interpreter =
+            match (&spec.interpreter, shell) {
+                (None, false) => None,
+                (None, true) => Some(find("sh").ok_or_else(|| {
+                    invalid(format!("script `{}`: no sh on PATH to run it", spec.script))
+                })?),
+                // `.sh` means bash, or sh where there is no bash.
+                (Some(i), _) if i == "bash" && spec.script.ends_with(".sh") => {
+                    Some(find("bash").or_else(|| find("sh")).ok_or_else(|| {
+                        invalid("option `interpreter`: neither bash nor sh is on PATH".into())
+                    })?)
+                }
+                (Some(i), _) => Some(find(i).ok_or_else(|| {
+                    invalid(format!("option `interpreter`: {i} not found on PATH"))
+                })?),
+            };
+        let creds = match (&spec.uid, &spec.gid) {
+            (None, None) => None,
+            (user, group) => {
+                if !daemon_root {
+                    return Err(invalid(
+                        "options `uid`/`gid` need the daemon to run as root".to_string(),
+                    ));
+                }
+                let c = users::lookup(user.as_deref(), group.as_deref());
+                Some(c.map_err(|e| invalid(format!("option `uid`/`gid`: {e}")))?)
+            }
+        };
+        Ok(Found {
+            cwd,
+            exec_path,
+            interpreter,
+            shell,
+            creds,
         })
     }
 }
