@@ -18,9 +18,9 @@
 //! get `daemon:update`.
 //!
 //! With 1000 apps the hand-over file is some 650 kB and the whole of it,
-//! from the request to the new image's answer, takes 25–35 ms: half of it
-//! JSON (written, then read), the rest the new image's table. The file of
-//! an older image (each app as the journal has it) is still read; an
+//! from the request to the new image's answer, takes 25–35 ms: a third
+//! of it JSON (written, then read), half the new image's table. The file
+//! of an older image (each app as the journal has it) is still read; an
 //! older binary cannot read this one's.
 
 use std::collections::BTreeMap;
