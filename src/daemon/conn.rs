@@ -399,12 +399,37 @@ impl Daemon {
 
     /// Queue an answer line on connection `t`.
     pub(super) fn reply(&mut self, t: Token, line: String) {
+        self.reply_bytes(t, line.into_bytes());
+    }
+
+    /// [`Daemon::reply`] with the line as bytes.
+    pub(super) fn reply_bytes(&mut self, t: Token, line: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(&t) {
             if c.wbuf.is_empty() {
                 // A large answer is not copied once more.
-                c.wbuf = line.into_bytes();
+                c.wbuf = line;
             } else {
-                c.wbuf.extend_from_slice(line.as_bytes());
+                c.wbuf.extend_from_slice(&line);
+            }
+        }
+    }
+
+    /// Write `t`'s queued answers now; whether nothing is left queued.
+    pub(super) fn flush_conn_now(&mut self, t: Token) -> bool {
+        self.write_some(t) && self.conns.get(&t).is_some_and(|c| c.wbuf.is_empty())
+    }
+
+    /// Write what the socket of `t` takes of `bytes` now, without waiting;
+    /// how much (an error is found again by the next write of the queue).
+    pub(super) fn send_now(&mut self, t: Token, bytes: &[u8]) -> usize {
+        let Some(c) = self.conns.get_mut(&t) else {
+            return 0;
+        };
+        loop {
+            match c.sock.write(bytes) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return 0,
             }
         }
     }

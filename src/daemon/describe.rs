@@ -4,12 +4,15 @@
 //! field. The order and shape are `protocol::Description`'s (the clients'
 //! type), which [`Daemon::describe`] parses back; the integration tests
 //! hold the two to each other and to PM2's shape. Reads the table; changes
-//! nothing.
+//! nothing (a `list` is sent on its connection as it is written).
 
 use std::path::Path;
 
+use mio::Token;
+use serde_json::Value;
+
 use crate::options::{self, LogType, Watch};
-use crate::protocol::{Description, Status};
+use crate::protocol::{self, Description, Status};
 use crate::state::Exit;
 
 use super::{DEFAULT_IGNORE_WATCH, Daemon};
@@ -17,6 +20,10 @@ use super::{DEFAULT_IGNORE_WATCH, Daemon};
 /// About the size of one description as JSON, to size buffers (a bit
 /// more than a plain app's, so that the buffer seldom grows).
 const DESCRIPTION_BYTES: usize = 1536;
+
+/// How much of a list is written before it is sent on (while the socket
+/// takes it).
+const SEND_CHUNK: usize = 64 * 1024;
 
 /// `,"key":`, the literal built at compile time.
 macro_rules! key {
@@ -68,6 +75,39 @@ impl Daemon {
         }
         // From text, as the clients read it (one parser in the binary).
         serde_json::from_str(std::str::from_utf8(&out).ok()?).ok()
+    }
+
+    /// Answer a `list` on connection `t`: every app, read now (`monit`),
+    /// written into the answer's line and sent as it is written (the
+    /// client passes the first descriptions on while the daemon writes the
+    /// next), what the socket does not take yet queued as any answer.
+    pub(super) fn answer_list(&mut self, t: Token, req_id: &Value) {
+        let ids = self.table.ids();
+        self.sample_apps(&ids, crate::poll::MIN_GAP);
+        // Sent as it comes only behind nothing: answers keep their order.
+        let mut flowing = self.flush_conn_now(t);
+        let mut out = Vec::with_capacity(ids.len() * DESCRIPTION_BYTES + 64);
+        out.extend_from_slice(protocol::ok_head(req_id).as_bytes());
+        out.push(b'[');
+        let first = out.len();
+        let mut sent = 0;
+        for &id in &ids {
+            let mark = out.len();
+            if mark > first {
+                out.push(b',');
+            }
+            if !self.write_description(id, &mut out) {
+                out.truncate(mark);
+            }
+            if flowing && out.len() - sent >= SEND_CHUNK {
+                let n = self.send_now(t, out.get(sent..).unwrap_or_default());
+                flowing = sent + n == out.len();
+                sent += n;
+            }
+        }
+        out.extend_from_slice(b"]}\n");
+        out.drain(..sent);
+        self.reply_bytes(t, out);
     }
 
     /// Append the description of app `id` to `out`; false (nothing

@@ -135,10 +135,8 @@ impl Daemon {
                 .to_string(),
             ),
             Command::List => {
-                // What a list shows is read now (`monit`).
-                let ids = self.table.ids();
-                self.sample_apps(&ids, crate::poll::MIN_GAP);
-                done(self.describe_all(&ids))
+                self.answer_list(t, &req.id);
+                Ok(None)
             }
             Command::Start(args) => {
                 self.refuse_while_stopping()?;

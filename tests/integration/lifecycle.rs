@@ -331,6 +331,48 @@ fn jlist_is_the_description_type_byte_for_byte() {
     assert_eq!(d[0], by_name("full"));
 }
 
+/// A list larger than the socket takes at once, asked between two pings
+/// on one connection that reads nothing until all three are sent: the
+/// answers come whole and in order (the list is sent while it is written,
+/// the rest queued behind it).
+#[test]
+fn a_large_list_comes_whole_and_in_order() {
+    let h = TestHome::started();
+    let big = "x".repeat(8000);
+    let apps: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"name": format!("big{i}"), "script": "sleep", "args": ["1000"],
+                   "env": {"BIG": big}, "cwd": h.work.display().to_string()})
+        })
+        .collect();
+    let started = h.ok(json!({"cmd": "start", "apps": apps}));
+    assert_eq!(started.as_array().map(Vec::len), Some(60), "{started}");
+    let mut c = h.connect();
+    c.send(
+        b"{\"id\":1,\"cmd\":\"ping\"}\n{\"id\":2,\"cmd\":\"list\"}\n{\"id\":3,\"cmd\":\"ping\"}\n",
+    );
+    let first = c.read_response();
+    assert_eq!(
+        (first["id"].clone(), first["ok"].clone()),
+        (json!(1), json!(true))
+    );
+    let list = c.read_response();
+    assert_eq!(list["id"], json!(2));
+    let all = list["result"].as_array().expect("a list");
+    assert_eq!(all.len(), 60);
+    assert!(all.iter().all(|d| d["pm2_env"]["env"]["BIG"] == json!(big)));
+    let last = c.read_response();
+    assert_eq!(
+        (last["id"].clone(), last["ok"].clone()),
+        (json!(3), json!(true))
+    );
+    // The same through the command line.
+    let out = h.corral(&["jlist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("jlist is JSON");
+    assert_eq!(printed.len(), 60);
+}
+
 #[test]
 fn send_signal_reaches_the_app() {
     let h = TestHome::started();
