@@ -89,20 +89,26 @@ impl Daemon {
         let mut out = Vec::with_capacity(ids.len() * DESCRIPTION_BYTES + 64);
         out.extend_from_slice(protocol::ok_head(req_id).as_bytes());
         out.push(b'[');
-        let first = out.len();
         let mut sent = 0;
+        let mut any = false;
         for &id in &ids {
             let mark = out.len();
-            if mark > first {
+            if any {
                 out.push(b',');
             }
-            if !self.write_description(id, &mut out) {
-                out.truncate(mark);
+            match self.write_description(id, &mut out) {
+                true => any = true,
+                false => out.truncate(mark),
             }
             if flowing && out.len() - sent >= SEND_CHUNK {
                 let n = self.send_now(t, out.get(sent..).unwrap_or_default());
                 flowing = sent + n == out.len();
                 sent += n;
+                if flowing {
+                    // All sent: the same pages take the next chunk.
+                    out.clear();
+                    sent = 0;
+                }
             }
         }
         out.extend_from_slice(b"]}\n");
