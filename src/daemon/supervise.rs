@@ -112,7 +112,10 @@ impl Daemon {
                     && let Some(cg) = self.proc_cgroups.get(&pid)
                     && cgroup::populated(cg)
                 {
-                    let _ = cgroup::kill(cg);
+                    let _ = match self.cgroups.as_mut() {
+                        Some(c) => c.kill(cg),
+                        None => cgroup::kill(cg),
+                    };
                 }
             }
             Effect::Timer { pid, at } => {
@@ -175,7 +178,10 @@ impl Daemon {
             }
             Effect::Released(pid) => {
                 if let Some(cg) = self.proc_cgroups.remove(&pid) {
-                    cgroup::remove(&cg);
+                    match self.cgroups.as_mut() {
+                        Some(c) => c.give_back(id, cg),
+                        None => cgroup::remove(&cg),
+                    }
                 }
                 if let Some(e) = self.table.get_mut(id) {
                     e.stdins.retain(|(p, _)| *p != pid);
@@ -191,6 +197,9 @@ impl Daemon {
     /// `listen` sockets if no other app of its name holds them.
     fn forget(&mut self, id: u32) {
         self.unwatch_app(id);
+        if let Some(c) = self.cgroups.as_mut() {
+            c.forget(id);
+        }
         let Some(e) = self.table.get(id) else {
             return;
         };
@@ -305,10 +314,10 @@ impl Daemon {
         // A cgroup of its own, where there is one to have: stopping it then
         // reaches every process it starts, `setsid` or not.
         let cg = match (&mut self.cgroups, e.app.spec.treekill) {
-            (Some(c), true) => c.make(id).ok(),
+            (Some(c), true) => c.take(id).ok(),
             _ => None,
         };
-        cmd.cgroup_procs = cg.as_deref().and_then(cgroup::procs_file);
+        cmd.cgroup = cg.as_deref().and_then(cgroup::for_child);
         let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
         let cwd = e.app.cwd.clone();
 
@@ -356,8 +365,8 @@ impl Daemon {
         let pending = match spawned {
             Ok(p) => p,
             Err(f) => {
-                if let Some(cg) = &cg {
-                    cgroup::remove(cg);
+                if let (Some(cg), Some(c)) = (cg, self.cgroups.as_mut()) {
+                    c.give_back(id, cg);
                 }
                 for (_, r) in registered {
                     let _ = match r {
