@@ -32,7 +32,7 @@ use crate::sys::{self, Signal};
 
 use super::links::Link;
 use super::relay::{Pipe, Stream};
-use super::{Daemon, Fault, Timer, listen_key, wall_ms};
+use super::{Daemon, Fault, PUT_OFF_MAX, Timer, listen_key, wall_ms};
 
 /// Exits handled in one wake, before requests, signals and timers get
 /// their turn (as `relay::READS_PER_WAKE` bounds an output pipe). Handling
@@ -136,7 +136,11 @@ impl Daemon {
                     e.line_out.clear();
                     e.line_err.clear();
                 }
-                self.write_pid_file(id, pid);
+                // Written once the wake is over, or its child exec'd
+                // (`write_due_pid_files`): the child does not wait for it.
+                if !self.pid_files_due.contains(&id) {
+                    self.pid_files_due.push(id);
+                }
             }
             Effect::ClearPid => {
                 // Removed at the end of the wake, after any restart: the
@@ -378,6 +382,7 @@ impl Daemon {
             }
         };
         let pid = pending.pid;
+        self.forked = true;
         if let Some(cg) = cg {
             self.proc_cgroups.insert(pid, cg);
         }
@@ -597,6 +602,43 @@ impl Daemon {
         });
         if let Err(err) = written {
             self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
+        }
+    }
+
+    /// Whether the pid files and the journal may wait (they are written at
+    /// the end of a wake that says no): from a wake that forked, while a
+    /// child has not exec'd yet, for `PUT_OFF_MAX` at the most, so that the
+    /// children have the CPU for their exec first. Never while a pid file
+    /// due is of a process that has exec'd: no answer that an app is
+    /// online goes out before its pid file is written.
+    pub(super) fn bookkeeping_can_wait(&mut self) -> bool {
+        let now = self.now();
+        if self.forked && self.put_off.is_none() {
+            let at = now + PUT_OFF_MAX;
+            self.put_off = Some(at);
+            self.timers.arm(at, Timer::PutOff);
+        }
+        let Some(at) = self.put_off else {
+            return false;
+        };
+        let pending = |pid: i32| self.execs.values().any(|x| x.pending.pid == pid);
+        now < at
+            && !self.execs.is_empty()
+            && self.pid_files_due.iter().all(|&id| {
+                self.table
+                    .get(id)
+                    .and_then(|e| e.m().pid())
+                    .is_some_and(pending)
+            })
+    }
+
+    /// Write the pid files of the apps whose main process started since
+    /// the last call: the pid of the one running now.
+    pub(super) fn write_due_pid_files(&mut self) {
+        for id in std::mem::take(&mut self.pid_files_due) {
+            if let Some(pid) = self.table.get(id).and_then(|e| e.m().pid()) {
+                self.write_pid_file(id, pid);
+            }
         }
     }
 
