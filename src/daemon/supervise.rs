@@ -60,8 +60,13 @@ impl Daemon {
     /// (stopped, errored, waiting to restart): they are opened again at
     /// its next spawn, so an app costs no fd while it is not running.
     pub(super) fn close_idle_logs(&mut self, id: u32) {
-        let idle = self.table.get(id).is_some_and(|e| e.m().pids().is_empty())
-            && !self.pipes.values().any(|p| p.pm_id == id);
+        // One restarting in this wake keeps them (closed, then opened again
+        // at once, they would only delay its replacement).
+        let now = self.now();
+        let idle =
+            self.table.get(id).is_some_and(|e| {
+                e.m().pids().is_empty() && e.m().deadline().is_none_or(|at| at > now)
+            }) && !self.pipes.values().any(|p| p.pm_id == id);
         if idle && let Some(e) = self.table.get_mut(id) {
             e.out.close();
             e.err.close();
