@@ -5,7 +5,10 @@
 //! signal reset, `dup2`, `chdir`, credentials, `execve`. If one fails it
 //! writes the step and errno to the status pipe and `_exit`s; EOF on the pipe
 //! means the exec succeeded. The parent does not wait for it: the loop
-//! watches the pipe (`Pending`).
+//! watches the pipe (`Pending`). Not `vfork`/`posix_spawn`: with those the
+//! daemon would stop until the child's `chdir` and `execve` are done, for
+//! ever on a hung mount. A child given a cgroup is born in it (`clone3`,
+//! `fork_into`).
 
 use std::ffi::CString;
 use std::fmt;
