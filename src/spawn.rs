@@ -269,14 +269,6 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     if pid < 0 {
         return Err(fail(Step::Exec, errno, &cmd.path));
     }
-    // Let the child have this CPU first: what the daemon does next (pid
-    // file, journal, other apps) can wait; the child's exec is what a
-    // restart waits for, and on a busy machine it would otherwise wait for
-    // the daemon's time slice to end.
-    // SAFETY: no arguments; only a hint to the scheduler.
-    unsafe {
-        libc::sched_yield();
-    }
     drop(status_w);
     Ok(Pending {
         pid,

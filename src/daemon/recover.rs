@@ -116,7 +116,7 @@ impl Daemon {
             return;
         }
         let path = self.journal_path();
-        match sys::write_atomic_mode(&path, text.as_bytes(), false, Some(0o600)) {
+        match sys::write_swapped(&path, text.as_bytes(), 0o600) {
             Ok(()) => self.journal_hash = hash,
             Err(e) => {
                 self.journal_hash = None;

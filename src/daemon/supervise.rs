@@ -592,15 +592,22 @@ impl Daemon {
         let path = e.app.pid_path.clone();
         let user = e.app.file_user(&self.home, &path);
         let text = format!("{pid}\n");
+        // In the home's pids/ (the daemon's own directory), a restart makes
+        // and removes no file (`write_swapped`; `.tmp` keeps the old pid).
+        let own = path.parent() == Some(self.home.pids().as_path());
+        let write = |path: &Path, text: &[u8]| match own {
+            true => sys::write_swapped(path, text, 0o644),
+            false => sys::write_atomic(path, text, false),
+        };
         let written = sys::as_user(user.as_ref(), || {
-            match sys::write_atomic(&path, text.as_bytes(), false) {
+            match write(&path, text.as_bytes()) {
                 // The directory is made only when missing: a crash loop
                 // writes the file at every spawn.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    sys::write_atomic(&path, text.as_bytes(), false)
+                    write(&path, text.as_bytes())
                 }
                 other => other,
             }
@@ -651,7 +658,13 @@ impl Daemon {
     pub(super) fn remove_stale_pid_files(&mut self) {
         for (id, path, user) in std::mem::take(&mut self.stale_pid_files) {
             if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
-                let _ = sys::as_user(user.as_ref(), || std::fs::remove_file(&path));
+                let mut tmp = path.clone().into_os_string();
+                tmp.push(".tmp");
+                let _ = sys::as_user(user.as_ref(), || {
+                    // The old pid `write_swapped` kept, if any.
+                    let _ = std::fs::remove_file(&tmp);
+                    std::fs::remove_file(&path)
+                });
             }
         }
     }
