@@ -60,6 +60,7 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "5. logs",
         "6. stop timeout",
         "7. cluster",
+        "8. crash storm",
     ] {
         assert!(
             stdout.contains(heading),
@@ -71,7 +72,9 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "cold start (no daemon)",
         "SIGKILL → replacement exec'd",
         "log throughput",
+        "log throughput with timestamps",
         "failed requests during a rolling reload",
+        "ping p99 during the storm",
     ] {
         assert!(stdout.contains(figure), "no `{figure}` row:\n{stdout}");
     }
