@@ -133,7 +133,11 @@ impl Cgroups {
     /// new one.
     pub fn take(&mut self, pm_id: u32) -> io::Result<PathBuf> {
         if let Some(i) = self.spare.iter().position(|(id, _)| *id == pm_id) {
-            return Ok(self.spare.swap_remove(i).1);
+            let (_, dir) = self.spare.swap_remove(i);
+            // Unless someone removed it meanwhile.
+            if dir.is_dir() {
+                return Ok(dir);
+            }
         }
         self.next += 1;
         let dir = self.base.join(format!("{pm_id}-{}", self.next));

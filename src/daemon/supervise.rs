@@ -327,6 +327,9 @@ impl Daemon {
             _ => None,
         };
         cmd.cgroup = cg.as_deref().and_then(cgroup::for_child);
+        // One that cannot be opened (removed behind the daemon's back) is
+        // not the child's.
+        let cg = cg.filter(|_| cmd.cgroup.is_some());
         let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
         let cwd = e.app.cwd.clone();
 
