@@ -652,6 +652,69 @@ def w_many(m, ctx):
             ("3", f"delete all, {n} apps", "s"): delete}
 
 
+def w_update(m, ctx):
+    """9. Update in place (issue 11): N sleeping apps, then `corral update`
+    (the daemon re-execs itself, apps untouched) or `pm2 update` (PM2 saves
+    its list, kills its daemon and resurrects the list in a new one): from
+    the command's start until it has returned and every app is online
+    again; corral's own took_ms; and how many apps' pids changed. corral
+    with 100 and 1000 apps (--quick: 10), PM2 with 100 (it is slow)."""
+    pm2 = isinstance(m, Pm2)
+    counts = [ctx.n_apps] if pm2 or ctx.quick else [ctx.n_apps, ctx.n_apps * 10]
+    reps = 1 if ctx.quick else max(1, round((3 if pm2 else 10) * float(arg("--scale", "1"))))
+    out = {}
+    m.ping()
+    for n in counts:
+        names = {f"up{n}-{i}" for i in range(n)}
+        apps = [sleeper(ctx, name) for name in sorted(names)]
+        m.start_config(config(apps, os.path.join(ctx.work, f"update-{m.name}-{n}.json")))
+
+        def pids():
+            """({name: pid} of these apps, the middle of the jlist) once
+            all are online, else None."""
+            t = time.monotonic()
+            got = {a["name"]: a["pid"] for a in m.online() if a.get("name") in names}
+            return (got, (t + time.monotonic()) / 2) if len(got) == n else None
+        secs, took, changed = [], [], []
+        for _ in range(reps):
+            before, _ = wait_until(pids, f"{n} apps online", limit=300, pause=0.05)
+            t0 = time.monotonic()
+            r = m.cli("update", timeout=600) if pm2 else m.cli("update", "--json")
+            t1 = time.monotonic()
+            # Every app online as the command returns: its time; else until
+            # a jlist shows them all.
+            first = pids()
+            if first:
+                after, end = first[0], t1
+            else:
+                after, end = wait_until(pids, f"{n} apps online after the update", limit=300, pause=0.005)
+            secs.append(end - t0)
+            if not pm2:
+                took.append(json.loads(r.stdout)["took_ms"] / 1000)
+            changed.append(sum(1 for k, p in before.items() if after.get(k) != p))
+        if not pm2 and max(changed):
+            ctx.notes.append(f"update on corral, {n} apps: pids changed ({changed} over {reps} runs)")
+        out[("9", f"update in place, {n} apps: command → every app online", "s")] = secs
+        if took:
+            out[("9", f"  took_ms, {n} apps (request read → the new image answered, every app adopted)", "s")] = took
+        out[("9", f"  apps whose pid changed, {n} apps", "")] = changed
+        m.delete("all")
+    return out
+
+
+SECTIONS_UPDATE = ("9", "9. update in place")
+METHODS_UPDATE = """
+ - Update in place: N apps of the sleeper app from one config file, all
+   online; then `corral update` (its daemon re-execs the binary on disk,
+   every app and fd handed over) or `pm2 update` (PM2 dumps its list, kills
+   its daemon and resurrects the list in a new one); timed from the
+   command's start until it has returned, or, if a `jlist` then does not
+   show every app online, until one does (polled every 5 ms; the middle of
+   that jlist). took_ms is what corral's answer says: from
+   the daemon reading the request until its new image answered with every
+   app adopted. "pid changed" compares each app's pid before and after."""
+
+
 def kill_and_time(log, ctx):
     """SIGKILL the app (pid from its last stamp) reps times; the seconds from
     each kill until the replacement's own clock at exec."""
@@ -1093,6 +1156,7 @@ WORKLOADS = [
     ("cpu", w_cpu),
     ("start", w_start),
     ("many", w_many),
+    ("update", w_update),
     ("crash", w_crash),
     ("logs", w_logs),
     ("stop", w_stop),
@@ -1179,6 +1243,9 @@ Method (all times wall clock on this machine, medians with min–max over n runs
  - "advantage" is how many times better corral's median is (PM2 ÷ corral
    for times, memory and CPU; corral ÷ PM2 for throughput)."""
 
+
+SECTIONS.setdefault(*SECTIONS_UPDATE)
+METHODS += METHODS_UPDATE
 
 # ---------------------------------------------------------------- running
 
@@ -1299,6 +1366,13 @@ def goals(rows, corral, pm2, binary_bytes=None):
         r = find[("7", "failed requests during a rolling reload")]
         mx = max(r.by[corral].values)
         out.append(("zero failed requests during reload", mx == 0, f"max {mx:.0f} failed over {len(r.by[corral].values)} reloads"))
+    took = med("9", "  took_ms, 1000 apps (request read → the new image answered, every app adopted)", corral)
+    if took is not None:
+        moved = find[("9", "  apps whose pid changed, 1000 apps")].by[corral].values
+        whole = med("9", "update in place, 1000 apps: command → every app online", corral)
+        out.append(("update with 1000 apps ≤ 50 ms, no app restarted", took <= 0.050 and max(moved) == 0,
+                    f"took_ms {took * 1000:.0f} ms (command → all online {whole * 1000:.0f} ms); "
+                    f"pids changed: max {max(moved):.0f}"))
     return out
 
 

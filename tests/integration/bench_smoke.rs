@@ -61,6 +61,7 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "6. stop timeout",
         "7. cluster",
         "8. crash storm",
+        "9. update in place",
     ] {
         assert!(
             stdout.contains(heading),
@@ -75,6 +76,7 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "log throughput with timestamps",
         "failed requests during a rolling reload",
         "ping p99 during the storm",
+        "apps whose pid changed",
     ] {
         assert!(stdout.contains(figure), "no `{figure}` row:\n{stdout}");
     }
