@@ -41,6 +41,9 @@ pub(crate) const LINE_TIMEOUT_MS: u64 = 5_000;
 pub(crate) const RESERVE_IDLE_MS: u64 = 5_000;
 /// How long accepting pauses when the daemon is out of file descriptors.
 pub(crate) const ACCEPT_BACKOFF_MS: u64 = 100;
+/// An answer buffer larger than this (bytes) is freed, and the heap
+/// trimmed, as soon as it is sent.
+const BIG_BUFFER: usize = 64 * 1024;
 
 /// One client.
 pub(crate) struct Conn {
@@ -327,6 +330,12 @@ impl Daemon {
                 }
             }
         }
+        // A large answer sent (a list): its buffer goes back to the
+        // kernel at the end of this wake, not when the client hangs up.
+        if c.wbuf.capacity() > BIG_BUFFER {
+            c.wbuf = Vec::new();
+            self.trim = true;
+        }
         true
     }
 
@@ -387,6 +396,7 @@ impl Daemon {
 
     fn drop_conn(&mut self, t: Token) {
         if let Some(mut c) = self.conns.remove(&t) {
+            self.trim |= c.wbuf.capacity() > BIG_BUFFER;
             let _ = self.poll.registry().deregister(&mut c.sock);
             if let Some(at) = c.deadline {
                 self.timers.disarm(at, Timer::Conn(t));
