@@ -10,6 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use serde_json::value::{RawValue, to_raw_value};
+
 use crate::options::{AppSpec, CombinedLog, signal_name};
 use crate::protocol::{ErrorCode, WireError};
 use crate::spawn;
@@ -84,18 +86,20 @@ pub struct App {
 
 /// The options object an app was parsed from, kept as compact JSON text:
 /// read back only for a dump or a change of options, while a parsed
-/// `Value` held for each app costs a kilobyte or more of heap.
-#[derive(Clone, Debug)]
-pub struct Given(Box<str>);
+/// `Value` held for each app costs a kilobyte or more of heap. A
+/// hand-over writes it as it is.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Given(Box<RawValue>);
 
 impl Given {
     pub fn new(options: &serde_json::Value) -> Given {
-        Given(options.to_string().into_boxed_str())
+        Given(to_raw_value(options).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
     /// The options object again.
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -218,67 +222,36 @@ impl App {
         env_name: Option<String>,
         daemon_root: bool,
     ) -> Result<App, WireError> {
-        // The daemon's directory only when the cwd given is relative (a
-        // hand-over resolves a thousand absolute ones at once).
-        let here = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let cwd = match &spec.cwd {
-            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
-            Some(c) => here().join(c),
-            None => here(),
-        };
-        if !cwd.is_dir() {
-            return Err(invalid(format!(
-                "option `cwd`: {} is not a directory",
-                cwd.display()
-            )));
-        }
-        let path_var = match &base_env {
-            Some(env) => env.get("PATH").cloned(),
-            None => std::env::var("PATH").ok(),
-        };
-        let path_var = spec.env.get("PATH").cloned().or(path_var);
-        let in_cwd = cwd.join(&spec.script);
-        // A script that is a whole command line runs through the shell, as
-        // in PM2 ("node server.js --port 3000").
-        let shell = spec.interpreter.is_none()
-            && spec.script.contains(char::is_whitespace)
-            && !in_cwd.exists();
-        let exec_path = if in_cwd.is_file() || shell {
-            in_cwd
-        } else {
-            match (spec.interpreter.is_some(), spec.script.contains('/')) {
-                // An interpreter is given a file, never a PATH command.
-                (true, _) | (false, true) => None,
-                (false, false) => find_program(&spec.script, &cwd, path_var.as_deref()),
-            }
-            .ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::ScriptNotFound,
-                    format!(
-                        "script {} not found (in {} or on PATH)",
-                        spec.script,
-                        cwd.display()
-                    ),
-                )
-            })?
-        };
-        let find = |i: &str| find_program(i, &cwd, path_var.as_deref());
-        let interpreter =
-            match (&spec.interpreter, shell) {
-                (None, false) => None,
-                (None, true) => Some(find("sh").ok_or_else(|| {
-                    invalid(format!("script `{}`: no sh on PATH to run it", spec.script))
-                })?),
-                // `.sh` means bash, or sh where there is no bash.
-                (Some(i), _) if i == "bash" && spec.script.ends_with(".sh") => {
-                    Some(find("bash").or_else(|| find("sh")).ok_or_else(|| {
-                        invalid("option `interpreter`: neither bash nor sh is on PATH".into())
-                    })?)
-                }
-                (Some(i), _) => Some(find(i).ok_or_else(|| {
-                    invalid(format!("option `interpreter`: {i} not found on PATH"))
-                })?),
-            };
+        let found = Found::look(&spec, base_env.as_deref(), daemon_root)?;
+        App::from_found(
+            spec,
+            Given::new(&options),
+            slot,
+            home,
+            base_env,
+            env_name,
+            found,
+        )
+    }
+
+    /// The rest of resolving once `found` is known: the log and pid
+    /// paths and `increment_var`, from the options alone.
+    pub fn from_found(
+        spec: AppSpec,
+        options: Given,
+        slot: Slot,
+        home: &Home,
+        base_env: Option<Rc<BTreeMap<String, String>>>,
+        env_name: Option<String>,
+        found: Found,
+    ) -> Result<App, WireError> {
+        let Found {
+            cwd,
+            exec_path,
+            interpreter,
+            shell,
+            creds,
+        } = found;
         let pm_id = slot.pm_id;
         let stem = file_stem(&spec.name);
         // `/dev/null` and PM2's `NULL` discard; other paths are relative to cwd.
@@ -332,18 +305,6 @@ impl App {
             Some(p) => p,
             None => home.pids().join(format!("{stem}-{pm_id}.pid")),
         };
-        let creds = match (&spec.uid, &spec.gid) {
-            (None, None) => None,
-            (user, group) => {
-                if !daemon_root {
-                    return Err(invalid(
-                        "options `uid`/`gid` need the daemon to run as root".to_string(),
-                    ));
-                }
-                let c = users::lookup(user.as_deref(), group.as_deref());
-                Some(c.map_err(|e| invalid(format!("option `uid`/`gid`: {e}")))?)
-            }
-        };
         Ok(App {
             spec,
             exec_path,
@@ -359,7 +320,7 @@ impl App {
             shell,
             slot,
             increment,
-            options: Given::new(&options),
+            options,
         })
     }
 
@@ -557,6 +518,112 @@ impl App {
             channel: io.channel,
             listen_pid_env,
             cgroup_procs: None,
+        })
+    }
+}
+
+/// What resolving an app looks up outside its options: its directory,
+/// its program and interpreter (on the filesystem or `PATH`), and its
+/// user and group (`/etc/passwd`, `/etc/group`). A hand-over (`corral
+/// update`) carries it, so the new image runs what the old one ran
+/// without looking again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub cwd: PathBuf,
+    pub exec_path: PathBuf,
+    pub interpreter: Option<PathBuf>,
+    /// `script` is a command line run with `sh -c`.
+    pub shell: bool,
+    pub creds: Option<users::Credentials>,
+}
+
+impl Found {
+    /// Look them up for `spec`: `base_env` is the caller's environment,
+    /// if any; `daemon_root` whether `uid`/`gid` may be used.
+    pub fn look(
+        spec: &AppSpec,
+        base_env: Option<&BTreeMap<String, String>>,
+        daemon_root: bool,
+    ) -> Result<Found, WireError> {
+        // The daemon's directory only when the cwd given is relative (a
+        // hand-over resolves a thousand absolute ones at once).
+        let here = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let cwd = match &spec.cwd {
+            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
+            Some(c) => here().join(c),
+            None => here(),
+        };
+        if !cwd.is_dir() {
+            return Err(invalid(format!(
+                "option `cwd`: {} is not a directory",
+                cwd.display()
+            )));
+        }
+        let path_var = match &base_env {
+            Some(env) => env.get("PATH").cloned(),
+            None => std::env::var("PATH").ok(),
+        };
+        let path_var = spec.env.get("PATH").cloned().or(path_var);
+        let in_cwd = cwd.join(&spec.script);
+        // A script that is a whole command line runs through the shell, as
+        // in PM2 ("node server.js --port 3000").
+        let shell = spec.interpreter.is_none()
+            && spec.script.contains(char::is_whitespace)
+            && !in_cwd.exists();
+        let exec_path = if in_cwd.is_file() || shell {
+            in_cwd
+        } else {
+            match (spec.interpreter.is_some(), spec.script.contains('/')) {
+                // An interpreter is given a file, never a PATH command.
+                (true, _) | (false, true) => None,
+                (false, false) => find_program(&spec.script, &cwd, path_var.as_deref()),
+            }
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::ScriptNotFound,
+                    format!(
+                        "script {} not found (in {} or on PATH)",
+                        spec.script,
+                        cwd.display()
+                    ),
+                )
+            })?
+        };
+        let find = |i: &str| find_program(i, &cwd, path_var.as_deref());
+        let interpreter =
+            match (&spec.interpreter, shell) {
+                (None, false) => None,
+                (None, true) => Some(find("sh").ok_or_else(|| {
+                    invalid(format!("script `{}`: no sh on PATH to run it", spec.script))
+                })?),
+                // `.sh` means bash, or sh where there is no bash.
+                (Some(i), _) if i == "bash" && spec.script.ends_with(".sh") => {
+                    Some(find("bash").or_else(|| find("sh")).ok_or_else(|| {
+                        invalid("option `interpreter`: neither bash nor sh is on PATH".into())
+                    })?)
+                }
+                (Some(i), _) => Some(find(i).ok_or_else(|| {
+                    invalid(format!("option `interpreter`: {i} not found on PATH"))
+                })?),
+            };
+        let creds = match (&spec.uid, &spec.gid) {
+            (None, None) => None,
+            (user, group) => {
+                if !daemon_root {
+                    return Err(invalid(
+                        "options `uid`/`gid` need the daemon to run as root".to_string(),
+                    ));
+                }
+                let c = users::lookup(user.as_deref(), group.as_deref());
+                Some(c.map_err(|e| invalid(format!("option `uid`/`gid`: {e}")))?)
+            }
+        };
+        Ok(Found {
+            cwd,
+            exec_path,
+            interpreter,
+            shell,
+            creds,
         })
     }
 }

@@ -130,14 +130,25 @@ pub struct Channel {
 /// update`): input not yet a whole line, output not yet written, the handle
 /// waiting for its ACK; the fds riding on messages by number (kept open
 /// across `execve`).
+/// What is at its default is left out (most channels are idle).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ChannelState {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     rbuf: Vec<u8>,
+    #[serde(skip_serializing_if = "is_false")]
     skipping: bool,
+    #[serde(skip_serializing_if = "is_false")]
     closed: bool,
     /// Each queued line: its bytes, how much is written, its fd, retries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     queue: Vec<(Vec<u8>, usize, Option<RawFd>, u32)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     unacked: Option<(Vec<u8>, Option<RawFd>, u32)>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ChannelState {

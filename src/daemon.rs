@@ -379,9 +379,9 @@ struct Daemon {
     allow_gid: Vec<u32>,
     /// Under `connect_no_daemon` (stdin is the lifeline).
     lifeline: bool,
-    /// `corral update` asked on this connection: hand over at the end of
-    /// the wake.
-    update_to: Option<(Token, Value)>,
+    /// `corral update` asked on this connection (with the wall clock
+    /// then): hand over at the end of the wake.
+    update_to: Option<(Token, Value, u64)>,
 }
 
 impl Daemon {

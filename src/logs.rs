@@ -142,16 +142,29 @@ impl LogFile {
         date_format: Option<&str>,
         user: Option<FsUser>,
     ) -> io::Result<LogFile> {
-        let null = is_null(path);
-        let file = if null {
-            None
-        } else {
-            Some(open_append(path, user.as_ref())?)
+        let file = match is_null(path) {
+            true => None,
+            false => Some(open_append(path, user.as_ref())?),
         };
-        Ok(LogFile {
+        Ok(LogFile::with_file(path, file, date_format, user))
+    }
+
+    /// As `open`, the file not opened yet (a hand-over: it was open in
+    /// the old image): the next write, or `ensure_open`, opens it.
+    pub fn unopened(path: &Path, date_format: Option<&str>, user: Option<FsUser>) -> LogFile {
+        LogFile::with_file(path, None, date_format, user)
+    }
+
+    fn with_file(
+        path: &Path,
+        file: Option<File>,
+        date_format: Option<&str>,
+        user: Option<FsUser>,
+    ) -> LogFile {
+        LogFile {
             path: path.to_path_buf(),
             file,
-            null,
+            null: is_null(path),
             user,
             stamp: date_format.map(Format::parse),
             at_line_start: true,
@@ -167,7 +180,7 @@ impl LogFile {
             rotations: 0,
             extra: None,
         }
-        .with_identity())
+        .with_identity()
     }
 
     pub fn path(&self) -> &Path {

@@ -500,12 +500,34 @@ fn to_camel(snake: &str) -> String {
     out
 }
 
+/// Whether `key` is `snake` in camelCase (`to_camel`), without building
+/// it: every key of every app is looked up (a thousand at a hand-over).
+fn is_camel_of(key: &str, snake: &str) -> bool {
+    let mut rest = key.bytes();
+    let mut upper_next = false;
+    for c in snake.bytes() {
+        if c == b'_' {
+            upper_next = true;
+            continue;
+        }
+        let want = match upper_next {
+            true => c.to_ascii_uppercase(),
+            false => c,
+        };
+        upper_next = false;
+        if rest.next() != Some(want) {
+            return false;
+        }
+    }
+    rest.next().is_none()
+}
+
 /// The option a key (as written) refers to, if any.
 fn lookup(key: &str) -> Option<&'static OptionDef> {
     OPTIONS.iter().find(|def| {
         std::iter::once(def.name)
             .chain(def.aliases.iter().copied())
-            .any(|spelling| key == spelling || key == to_camel(spelling))
+            .any(|spelling| key == spelling || is_camel_of(key, spelling))
     })
 }
 
@@ -2554,6 +2576,31 @@ mod tests {
                 .map(|(name, vars)| (name.to_string(), map(vars)))
                 .collect();
             assert_eq!(spec.env_overlays, want, "input {extra}");
+        }
+    }
+
+    #[test]
+    fn camel_keys_match_without_building_them() {
+        let cases = [
+            ("killTimeout", "kill_timeout", true),
+            ("kill_timeout", "kill_timeout", false),
+            ("killtimeout", "kill_timeout", false),
+            ("killTimeou", "kill_timeout", false),
+            ("killTimeoutX", "kill_timeout", false),
+            ("name", "name", true),
+            ("windowsHide", "windowsHide", true),
+            ("", "", true),
+            ("é_x", "é_x", false),
+            ("éX", "é_x", true),
+        ];
+        for (key, snake, want) in cases {
+            assert_eq!(is_camel_of(key, snake), want, "{key} / {snake}");
+            assert_eq!(key == to_camel(snake), want, "{key} / {snake}");
+        }
+        for def in OPTIONS {
+            for spelling in std::iter::once(def.name).chain(def.aliases.iter().copied()) {
+                assert!(is_camel_of(&to_camel(spelling), spelling), "{spelling}");
+            }
         }
     }
 

@@ -196,21 +196,39 @@ pub struct Machine {
     unstable_restarts: u32,
     /// Exits of the main process on its own (not asked to stop), ever: a
     /// request waiting on a crash-looping app is answered once it crashed.
+    /// (What is at its default is left out of a hand-over: a thousand
+    /// apps are handed over in one go.)
+    #[serde(default, skip_serializing_if = "is_zero")]
     crashes: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_exit: Option<Exit>,
     /// The last backoff delay (0 before the first), PM2's
     /// `prev_restart_delay`.
+    #[serde(default, skip_serializing_if = "is_zero")]
     prev_restart_delay: u64,
     rest: Rest,
     main: Option<Process>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     candidate: Option<Process>,
     /// How the replacement being started must be ready and how the old
     /// process is to be asked to go.
+    #[serde(default, skip_serializing_if = "is_false")]
     must_signal: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
     graceful: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     drains: Vec<Process>,
     /// Deleted, waiting for draining processes to go before it is forgotten.
+    #[serde(default, skip_serializing_if = "is_false")]
     forget_when_quiet: bool,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The policy of a machine read from a hand-over until its app's is set.

@@ -120,13 +120,14 @@ pub fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
 /// Let `fd` survive `execve` (a daemon handing itself over to its new
 /// image), or close-on-exec again when `keep` is false.
 pub fn keep_across_exec(fd: RawFd, keep: bool) -> Result<(), Errno> {
-    if !keep {
-        return set_cloexec(fd);
-    }
+    // FD_CLOEXEC is the only fd flag: one call, no F_GETFD (a hand-over
+    // does this for thousands of fds).
+    let flags = match keep {
+        true => 0,
+        false => libc::FD_CLOEXEC,
+    };
     // SAFETY: fcntl on an fd the caller owns; flags only.
-    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
-    // SAFETY: as above.
-    unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC)) }?;
+    unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags)) }?;
     Ok(())
 }
 

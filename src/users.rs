@@ -21,7 +21,7 @@ pub struct Group {
 }
 
 /// What a `uid`/`gid` option pair resolves to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     /// The uid to switch to; `None` when only a group was given (keep the current uid).
     pub uid: Option<u32>,

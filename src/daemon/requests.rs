@@ -1079,8 +1079,11 @@ impl Daemon {
         if write {
             self.write_app_file(pm_id);
         }
-        // Opened above to check they can be; held only while it runs.
-        self.close_idle_logs(pm_id);
+        // The logs come closed (`open_logs`); a start that failed at once
+        // may have opened them: held only while it runs.
+        if autostart {
+            self.close_idle_logs(pm_id);
+        }
         Ok(())
     }
 
@@ -1213,6 +1216,25 @@ pub(super) fn open_logs(
     home: &Home,
     defaults: (Option<u64>, u32),
 ) -> Result<(LogFile, LogFile), WireError> {
+    logs_of(app, home, defaults, true)
+}
+
+/// `open_logs` without opening them: an app handed over by the old image
+/// (`corral update`), whose files it had open.
+pub(super) fn unopened_logs(
+    app: &App,
+    home: &Home,
+    defaults: (Option<u64>, u32),
+) -> Result<(LogFile, LogFile), WireError> {
+    logs_of(app, home, defaults, false)
+}
+
+fn logs_of(
+    app: &App,
+    home: &Home,
+    defaults: (Option<u64>, u32),
+    check: bool,
+) -> Result<(LogFile, LogFile), WireError> {
     let s = &app.spec;
     let rotation = match s.max_log_size.or(defaults.0) {
         Some(max) if max > 0 => Some(Rotation {
@@ -1223,14 +1245,17 @@ pub(super) fn open_logs(
     };
     let open = |path: &std::path::Path, err: bool| {
         let user = app.file_user(home, path);
-        let lf = LogFile::open(path, s.log_date_format.as_deref(), user)
-            .map_err(|e| {
+        let format = s.log_date_format.as_deref();
+        let lf = match check {
+            true => LogFile::open(path, format, user).map_err(|e| {
                 WireError::new(
                     ErrorCode::InvalidOption,
                     format!("cannot open log {}: {e}", path.display()),
                 )
-            })?
-            .with_rotation(rotation);
+            })?,
+            false => LogFile::unopened(path, format, user),
+        }
+        .with_rotation(rotation);
         Ok::<_, WireError>(match s.log_type {
             LogType::Json => lf.with_json(&s.name, app.slot.pm_id, err),
             LogType::Text => lf,

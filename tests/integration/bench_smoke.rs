@@ -60,6 +60,8 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "5. logs",
         "6. stop timeout",
         "7. cluster",
+        "8. crash storm",
+        "9. update in place",
     ] {
         assert!(
             stdout.contains(heading),
@@ -71,7 +73,10 @@ fn bench_quick_runs_every_workload_and_prints_its_table() {
         "cold start (no daemon)",
         "SIGKILL → replacement exec'd",
         "log throughput",
+        "log throughput with timestamps",
         "failed requests during a rolling reload",
+        "ping p99 during the storm",
+        "apps whose pid changed",
     ] {
         assert!(stdout.contains(figure), "no `{figure}` row:\n{stdout}");
     }

@@ -279,3 +279,111 @@ fn update_to_a_binary_that_cannot_run_fails_and_the_daemon_goes_on() {
     h.ok(json!({"cmd": "stop", "target": "sleeper"}));
     wait_gone(pid, "sleeper stopped");
 }
+
+/// A description without what moves by itself (usage samples).
+fn steady(mut d: Value) -> Value {
+    if let Some(o) = d.as_object_mut() {
+        o.remove("monit");
+    }
+    if let Some(o) = d["pm2_env"].as_object_mut() {
+        o.remove("axm_monitor");
+    }
+    d
+}
+
+/// The environment process `pid` was started with.
+fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn every_kind_of_app_is_the_same_after_an_update() {
+    let h = TestHome::started();
+    let idle = h.script("idle.sh", "#!/bin/sh\nexec sleep 600\n");
+    let cfg = h.work.join("apps.json");
+    let apps = json!({"apps": [
+        // A command line, run by sh.
+        {"name": "line", "script": "sleep 600"},
+        // Named after its script; `.sh` with bash.
+        {"script": idle.display().to_string(), "interpreter": "bash"},
+        // Found on PATH; two instances, a variable counted up, an overlay.
+        {"name": "inc", "script": "sleep", "args": ["600"], "instances": 2,
+         "exec_mode": "fork", "increment_var": "PORT", "env": {"PORT": "4000"},
+         "env_production": {"MODE": "prod"}},
+        // Not started; its own files, JSON lines with a date; a cron.
+        {"name": "quiet", "script": "sleep", "args": ["600"], "autostart": false,
+         "out_file": "q.out", "log_file": true, "log_type": "json", "time": true,
+         "cron_restart": "0 3 * * *"},
+    ]});
+    std::fs::write(&cfg, apps.to_string()).expect("write the config");
+    let out = run({
+        let mut c = h.command(&["start", &cfg.display().to_string(), "--env", "production"]);
+        c.current_dir(&h.work).env("UPDATE_TEST_MARK", "caller");
+        c
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for name in ["line", "idle", "inc"] {
+        wait_until(SOON, &format!("{name} online"), || {
+            h.describe_all(json!(name))
+                .iter()
+                .all(|d| d["pm2_env"]["status"] == json!("online"))
+        });
+    }
+    assert_eq!(h.status("quiet"), "stopped");
+    let before: Vec<Value> = h.list().into_iter().map(steady).collect();
+    assert_eq!(before.len(), 5);
+
+    let r = update(&h);
+    assert_eq!(r["apps"], json!(5), "{r}");
+    let after: Vec<Value> = h.list().into_iter().map(steady).collect();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a, b, "described otherwise after the update");
+    }
+    assert_eq!(after.len(), before.len());
+
+    // Started again by the new image, each runs as before: the caller's
+    // environment, the overlay, the counted variable, the shell.
+    h.ok(json!({"cmd": "restart", "target": "all"}));
+    for name in ["line", "idle", "inc"] {
+        wait_until(SOON, &format!("{name} online again"), || {
+            h.describe_all(json!(name)).iter().all(|d| {
+                d["pm2_env"]["status"] == json!("online")
+                    && d["pm2_env"]["restart_time"] == json!(1)
+            })
+        });
+    }
+    let mut ports = Vec::new();
+    for d in h.describe_all(json!("inc")) {
+        let env = environ(pid_of(&d));
+        assert!(
+            env.contains(&"UPDATE_TEST_MARK=caller".to_string()),
+            "{env:?}"
+        );
+        assert!(env.contains(&"MODE=prod".to_string()), "{env:?}");
+        ports.extend(env.into_iter().filter(|v| v.starts_with("PORT=")));
+    }
+    ports.sort();
+    assert_eq!(ports, ["PORT=4000", "PORT=4001"]);
+    // `sh -c 'sleep 600'` (or the sleep a shell replaced itself with).
+    let line = std::fs::read_to_string(format!("/proc/{}/cmdline", pid_of(&h.describe("line"))))
+        .unwrap_or_default();
+    let words: Vec<&str> = line.split('\0').filter(|w| !w.is_empty()).collect();
+    assert!(
+        words.ends_with(&["-c", "sleep 600"]) || words == ["sleep", "600"],
+        "{words:?}"
+    );
+    let pids: Vec<i32> = h
+        .list()
+        .iter()
+        .filter(|d| d["pid"].as_i64().unwrap_or(0) > 0)
+        .map(pid_of)
+        .collect();
+    h.ok(json!({"cmd": "stop", "target": "all"}));
+    for p in pids {
+        wait_gone(p, "stopped");
+    }
+}
