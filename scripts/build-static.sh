@@ -30,13 +30,16 @@ if [ -z "$triple" ]; then
   echo "build-static.sh: cannot tell this host's target triple from rustc -vV" >&2
   exit 1
 fi
-# Relative relocations packed (DT_RELR: ~80 KB less) where the start-up
-# code linked in applies them: glibc 2.36 or later, building for this host
-# (a static binary carries that code, so the machine it later runs on does
-# not matter). Checked by running the result: built again without if it
-# does not run. Not for musl or another triple (their C library's version
-# is not known here).
-relr=no
+# Two link options make the binary smaller where they are known to work:
+# building for this host with glibc 2.36 or later (a static binary carries
+# the start-up code that applies its relocations, so the machine it later
+# runs on does not matter). Relative relocations packed (DT_RELR: ~80 KB
+# less), and no .eh_frame_hdr (~35 KB; it only serves the backtrace of a
+# panic under RUST_BACKTRACE: with panic = "abort" nothing unwinds). The
+# result is run to check it; if it cannot be linked or does not run, it is
+# built again without them. Not for musl or another triple (their C
+# library's version is not known here).
+small=no
 case $triple in
 "$host")
   case $triple in
@@ -45,28 +48,28 @@ case $triple in
     major=${v%% *}
     minor=${v##* }
     if [ -n "$v" ] && { [ "$major" -gt 2 ] || { [ "$major" -eq 2 ] && [ "$minor" -ge 36 ]; }; }; then
-      relr=yes
+      small=yes
     fi
     ;;
   esac
   ;;
 esac
 static='"-C", "target-feature=+crt-static"'
+smaller='"-C", "link-arg=-Wl,-z,pack-relative-relocs", "-C", "link-arg=-Wl,--no-eh-frame-hdr"'
 build() {
   flags=$1
   shift
   cargo build --release --target "$triple" --config "target.$triple.rustflags=[$flags]" "$@"
 }
-if [ "$relr" = yes ]; then
-  build "$static, \"-C\", \"link-arg=-Wl,-z,pack-relative-relocs\"" "$@"
-else
-  build "$static" "$@"
-fi
 dir=$(cargo metadata --format-version 1 --no-deps |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin="${dir:-target}/$triple/release/corral"
-if [ "$relr" = yes ] && ! "$bin" --version >/dev/null 2>&1; then
-  echo "build-static.sh: the binary with packed relocations does not run; building it without" >&2
+if [ "$small" = yes ]; then
+  if ! { build "$static, $smaller" "$@" && "$bin" --version >/dev/null 2>&1; }; then
+    echo "build-static.sh: the smaller link failed or does not run; building without it" >&2
+    build "$static" "$@"
+  fi
+else
   build "$static" "$@"
 fi
 echo "$bin"
