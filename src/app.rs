@@ -517,7 +517,7 @@ impl App {
             listen: io.listen.iter().map(|(fd, _)| *fd).collect(),
             channel: io.channel,
             listen_pid_env,
-            cgroup_procs: None,
+            cgroup: None,
         })
     }
 }

@@ -11,7 +11,10 @@
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::spawn;
 
 /// The daemon's cgroup v2 directory, from `/proc/self/cgroup` (`0::/path`)
 /// and the cgroup2 mount in `/proc/self/mountinfo`.
@@ -63,10 +66,22 @@ fn unescape(s: &str) -> String {
 }
 
 /// The cgroups of one daemon: `<own dir>/corral-<daemon pid>/<pm_id>-<n>`.
+/// A process's cgroup, empty once nothing of it is left, is kept for its
+/// app's next process (a restart does not wait for the kernel to make and
+/// remove one); at most one per app, removed when the app is forgotten.
+/// Never kept: one that `cgroup.kill` was written to (Linux 6.18 kills
+/// every child later born into such a cgroup with `CLONE_INTO_CGROUP`), nor
+/// one a previous image of the daemon made (it may have been).
 #[derive(Debug)]
 pub struct Cgroups {
     base: PathBuf,
     next: u64,
+    /// The cgroups numbered up to this were made by a previous image.
+    adopted: u64,
+    /// Empty cgroups kept for the next process of their app (`pm_id`).
+    spare: Vec<(u32, PathBuf)>,
+    /// Cgroups `cgroup.kill` was written to, until given back.
+    killed: Vec<PathBuf>,
 }
 
 impl Cgroups {
@@ -85,14 +100,22 @@ impl Cgroups {
         let base = own.join(format!("corral-{}", std::process::id()));
         match std::fs::create_dir(&base) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            // A previous image of this daemon (`corral update`): its spare
+            // cgroups are not handed over; the live ones stay (EBUSY).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => remove_children(&base),
             Err(_) => return None,
         }
         if !base.join("cgroup.kill").exists() {
             let _ = std::fs::remove_dir(&base);
             return None;
         }
-        Some(Cgroups { base, next: 0 })
+        Some(Cgroups {
+            base,
+            next: 0,
+            adopted: 0,
+            spare: Vec::new(),
+            killed: Vec::new(),
+        })
     }
 
     /// The number of the last cgroup made (handed to a new daemon image).
@@ -103,26 +126,91 @@ impl Cgroups {
     /// Go on numbering after `n` (a new daemon image, the same pid).
     pub fn set_next(&mut self, n: u64) {
         self.next = self.next.max(n);
+        self.adopted = self.adopted.max(n);
     }
 
-    /// A new, empty cgroup for one process of app `pm_id`.
-    pub fn make(&mut self, pm_id: u32) -> io::Result<PathBuf> {
+    /// An empty cgroup for one process of app `pm_id`: its spare, else a
+    /// new one.
+    pub fn take(&mut self, pm_id: u32) -> io::Result<PathBuf> {
+        if let Some(i) = self.spare.iter().position(|(id, _)| *id == pm_id) {
+            let (_, dir) = self.spare.swap_remove(i);
+            // Unless someone removed it meanwhile.
+            if dir.is_dir() {
+                return Ok(dir);
+            }
+        }
         self.next += 1;
         let dir = self.base.join(format!("{pm_id}-{}", self.next));
         std::fs::create_dir(&dir)?;
         Ok(dir)
     }
 
+    /// Nothing of the process in `dir` (of app `pm_id`) is left to watch:
+    /// kept as its app's spare if empty and the app has none, else removed
+    /// (a cgroup something still runs in is left, `EBUSY`).
+    pub fn give_back(&mut self, pm_id: u32, dir: PathBuf) {
+        let killed = match self.killed.iter().position(|k| *k == dir) {
+            Some(i) => {
+                self.killed.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let keep = reusable(&dir, self.adopted, killed)
+            && !self.spare.iter().any(|(id, _)| *id == pm_id)
+            && !populated(&dir);
+        match keep {
+            true => self.spare.push((pm_id, dir)),
+            false => remove(&dir),
+        }
+    }
+
+    /// SIGKILL every process of the cgroup `dir`, wherever it went in the
+    /// tree of processes (the cgroup is then not reused).
+    pub fn kill(&mut self, dir: &Path) -> io::Result<()> {
+        if !self.killed.iter().any(|k| k == dir) {
+            self.killed.push(dir.to_path_buf());
+        }
+        kill(dir)
+    }
+
+    /// App `pm_id` is gone: remove its spare.
+    pub fn forget(&mut self, pm_id: u32) {
+        self.spare.retain(|(id, dir)| {
+            if *id == pm_id {
+                remove(dir);
+            }
+            *id != pm_id
+        });
+    }
+
     /// Remove every (empty) cgroup of this daemon, and its directory.
     pub fn remove_all(&self) {
-        if let Ok(dir) = std::fs::read_dir(&self.base) {
-            for e in dir.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
-                }
+        remove_children(&self.base);
+        let _ = std::fs::remove_dir(&self.base);
+    }
+}
+
+/// Whether the emptied cgroup `dir` may take another process: made by
+/// this image (numbered after `adopted`, the last of a previous one) and
+/// never killed through `cgroup.kill`.
+fn reusable(dir: &Path, adopted: u64, killed: bool) -> bool {
+    let n = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .and_then(|(_, n)| n.parse::<u64>().ok());
+    !killed && n.is_some_and(|n| n > adopted)
+}
+
+/// Remove every empty cgroup under `dir` (live ones stay, `EBUSY`).
+fn remove_children(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
             }
         }
-        let _ = std::fs::remove_dir(&self.base);
     }
 }
 
@@ -156,9 +244,20 @@ fn sweep(own: &Path) {
     }
 }
 
-/// The path the child writes `0` to, joining the cgroup before `execve`.
-pub fn procs_file(dir: &Path) -> Option<CString> {
-    CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()
+/// What a child needs to start in the cgroup `dir`: the directory opened
+/// `O_PATH` (for `clone3`) and its `cgroup.procs` (to join it itself where
+/// `clone3` cannot place it). `None` if it cannot be opened.
+pub fn for_child(dir: &Path) -> Option<spawn::Cgroup> {
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?;
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()?;
+    Some(spawn::Cgroup {
+        dir: dir.into(),
+        procs,
+    })
 }
 
 /// Whether any process is left in the cgroup (`populated 1` in
@@ -169,7 +268,7 @@ pub fn populated(dir: &Path) -> bool {
 }
 
 /// SIGKILL every process of the cgroup, wherever it went in the tree of
-/// processes.
+/// processes (`Cgroups::kill` also keeps it from being reused).
 pub fn kill(dir: &Path) -> io::Result<()> {
     std::fs::write(dir.join("cgroup.kill"), b"1")
 }
@@ -213,6 +312,29 @@ mod tests {
                 own_dir(cg, mi),
                 want.map(PathBuf::from),
                 "{cg:?} with {mi:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_emptied_cgroup_is_reused_only_if_this_image_made_it_and_never_killed_it() {
+        let cases: &[(&str, u64, bool, bool)] = &[
+            ("/cg/corral-9/0-1", 0, false, true),
+            ("/cg/corral-9/12-40", 39, false, true),
+            // Killed: a child born into it would be killed too.
+            ("/cg/corral-9/0-1", 0, true, false),
+            // Made by a previous image of the daemon (`corral update`).
+            ("/cg/corral-9/3-7", 7, false, false),
+            ("/cg/corral-9/3-2", 7, false, false),
+            // Not a name this module gives.
+            ("/cg/corral-9/odd", 0, false, false),
+            ("/cg/corral-9/0-x", 0, false, false),
+        ];
+        for &(dir, adopted, killed, want) in cases {
+            assert_eq!(
+                reusable(Path::new(dir), adopted, killed),
+                want,
+                "{dir} adopted {adopted} killed {killed}"
             );
         }
     }

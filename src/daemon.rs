@@ -109,6 +109,10 @@ const FIRST_DYNAMIC: usize = 7;
 /// The "connection" of a request that came as a signal: nobody to answer.
 const NOBODY: Token = Token(usize::MAX);
 
+/// How long (ms) after a fork the pid files and the journal may wait for
+/// the children's exec.
+const PUT_OFF_MAX: u64 = 20;
+
 /// How the daemon was started.
 #[derive(Debug)]
 pub struct Config {
@@ -218,6 +222,9 @@ enum Timer {
     Watchdog,
     /// The next look at the processes of a dead daemon being stopped.
     Orphans,
+    /// The latest the pid files and the journal wait for the children's
+    /// exec (`PUT_OFF_MAX`).
+    PutOff,
 }
 
 /// Start the daemon and serve until told to stop; the exit status.
@@ -369,6 +376,16 @@ struct Daemon {
     trim: bool,
     /// Pid files of processes that exited in this wake.
     stale_pid_files: Vec<(u32, PathBuf, Option<sys::FsUser>)>,
+    /// Apps whose main process started: their pid file is due.
+    pid_files_due: Vec<u32>,
+    /// A child was forked in this wake.
+    forked: bool,
+    /// The pid files and the journal wait for the children's exec until
+    /// this deadline at the latest (`Timer::PutOff`).
+    put_off: Option<u64>,
+    /// A hash of the journal last written (an identical one is not
+    /// written again).
+    journal_hash: Option<u64>,
     root: bool,
     /// `--max-log-size` and `--log-retain`.
     log_defaults: (Option<u64>, u32),
@@ -478,6 +495,7 @@ impl Daemon {
                     t => conns.push(t),
                 }
             }
+            self.forked = false;
             self.handle_exits();
             for t in execs {
                 self.read_exec(t);
@@ -493,19 +511,29 @@ impl Daemon {
             }
             self.fire_timers();
             self.arm_sampling();
+            // After a fork, the pid files and the journal wait for the
+            // children's exec (`bookkeeping_can_wait`).
+            let put_off = self.bookkeeping_can_wait();
+            if !put_off {
+                self.write_due_pid_files();
+            }
             // Before answers: a stop is answered once its pid file is gone.
             self.remove_stale_pid_files();
             self.drive_reloads();
             self.finish_pending();
             if self.update_to.is_some() {
+                self.write_due_pid_files();
                 self.hand_over();
             }
             if self.exit_now {
                 return 0;
             }
+            if !put_off && let Some(at) = self.put_off.take() {
+                self.timers.disarm(at, Timer::PutOff);
+            }
             // What changed in this wake, on disk once; its text is freed
             // at once.
-            if self.table.take_dirty() {
+            if !put_off && self.table.take_dirty() {
                 self.write_journal(false);
                 self.trim = true;
             }

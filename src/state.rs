@@ -184,6 +184,16 @@ pub enum Effect {
     Forget,
 }
 
+/// What of an app's machine the journal keeps (`Machine::journaled`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Journaled {
+    wanted: Wanted,
+    errored: bool,
+    restart_time: u32,
+    unstable_restarts: u32,
+    pids: Vec<i32>,
+}
+
 /// The state of one app.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
@@ -397,6 +407,18 @@ impl Machine {
             out.push((None, until));
         }
         out
+    }
+
+    /// What of the machine the daemon's journal keeps: a step that leaves
+    /// it as it was does not make the journal due.
+    pub fn journaled(&self) -> Journaled {
+        Journaled {
+            wanted: self.wanted,
+            errored: self.status() == Status::Errored,
+            restart_time: self.restart_time,
+            unstable_restarts: self.unstable_restarts,
+            pids: self.pids(),
+        }
     }
 
     /// The pids of every process of the app that has not been released.
@@ -964,6 +986,87 @@ mod tests {
                 let due = Input::Deadline { pid, at };
                 assert_eq!(a.step(due, at), b.step(due, at), "{what}");
             }
+        }
+    }
+
+    /// Which steps change what the journal keeps: an exec (of a main
+    /// process, or of a replacement that must still say it is ready) does
+    /// not; a spawn, an exit, a stop, a swap do.
+    #[test]
+    fn what_the_journal_keeps_changes_with_a_table() {
+        let spawning = with(Machine::new(policy()), |m| {
+            m.step(Input::Start, 0);
+            m.step(
+                Input::Spawned {
+                    role: Role::Main,
+                    pid: 10,
+                },
+                0,
+            );
+        });
+        let reloading = with(online(10, 0), |m| {
+            m.step(
+                Input::Reload {
+                    graceful: false,
+                    rolls: true,
+                    must_signal: true,
+                },
+                2000,
+            );
+            m.step(
+                Input::Spawned {
+                    role: Role::Candidate,
+                    pid: 11,
+                },
+                2000,
+            );
+        });
+        let ready = with(reloading.clone(), |m| {
+            m.step(proc_(11, Event::Execd), 2010);
+        });
+        let cases: Vec<(&str, Machine, Input, bool)> = vec![
+            (
+                "main exec'd",
+                spawning.clone(),
+                proc_(10, Event::Execd),
+                false,
+            ),
+            (
+                "replacement exec'd",
+                reloading,
+                proc_(11, Event::Execd),
+                false,
+            ),
+            (
+                "replacement ready: swap",
+                ready,
+                proc_(11, Event::Ready),
+                true,
+            ),
+            (
+                "exec failed: errored",
+                spawning.clone(),
+                proc_(10, Event::ExecFailed),
+                true,
+            ),
+            ("crash", online(10, 0), exited(10, 1), true),
+            ("stop asked", online(10, 0), Input::Stop, true),
+            (
+                "spawned",
+                with(Machine::new(policy()), |m| {
+                    m.step(Input::Start, 0);
+                }),
+                Input::Spawned {
+                    role: Role::Main,
+                    pid: 12,
+                },
+                true,
+            ),
+        ];
+        for (what, mut m, input, changes) in cases {
+            let before = m.journaled();
+            m.step(input, 5000);
+            assert_eq!(m.journaled() != before, changes, "{what}");
         }
     }
 

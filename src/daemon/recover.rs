@@ -106,9 +106,22 @@ impl Daemon {
             apps,
             envs: envs.iter().map(|e| BTreeMap::clone(e)).collect(),
         };
+        let text = j.to_text();
+        // A wake that changed nothing the journal keeps (a process that
+        // exec'd, a ready message) does not write it again.
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&text, &mut h);
+        let hash = Some(std::hash::Hasher::finish(&h));
+        if hash == self.journal_hash {
+            return;
+        }
         let path = self.journal_path();
-        if let Err(e) = sys::write_atomic_mode(&path, j.to_text().as_bytes(), false, Some(0o600)) {
-            self.log(&format!("cannot write the journal {}: {e}", path.display()));
+        match sys::write_swapped(&path, text.as_bytes(), 0o600) {
+            Ok(()) => self.journal_hash = hash,
+            Err(e) => {
+                self.journal_hash = None;
+                self.log(&format!("cannot write the journal {}: {e}", path.display()));
+            }
         }
     }
 

@@ -930,7 +930,12 @@ impl Daemon {
                     ),
                 ));
             }
-            let count = instance_count(spec.instances, cpu_count());
+            // The CPUs are counted (a few file reads) only for `max`.
+            let cpus = match spec.instances > 0 {
+                true => 1,
+                false => cpu_count(),
+            };
+            let count = instance_count(spec.instances, cpus);
             if let Some(b) = self.bind_listen(&spec)? {
                 binds.push(b);
             }

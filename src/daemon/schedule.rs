@@ -66,6 +66,8 @@ impl Daemon {
                         self.timers.arm(now + every, Timer::Watchdog);
                     }
                 }
+                // Nothing to do here: the wake writes what was put off.
+                Timer::PutOff => {}
                 Timer::Sample => {
                     if self.sample_at == Some(t) {
                         self.sample_at = None;

@@ -32,7 +32,7 @@ use crate::sys::{self, Signal};
 
 use super::links::Link;
 use super::relay::{Pipe, Stream};
-use super::{Daemon, Fault, Timer, listen_key, wall_ms};
+use super::{Daemon, Fault, PUT_OFF_MAX, Timer, listen_key, wall_ms};
 
 /// Exits handled in one wake, before requests, signals and timers get
 /// their turn (as `relay::READS_PER_WAKE` bounds an output pipe). Handling
@@ -60,8 +60,13 @@ impl Daemon {
     /// (stopped, errored, waiting to restart): they are opened again at
     /// its next spawn, so an app costs no fd while it is not running.
     pub(super) fn close_idle_logs(&mut self, id: u32) {
-        let idle = self.table.get(id).is_some_and(|e| e.m().pids().is_empty())
-            && !self.pipes.values().any(|p| p.pm_id == id);
+        // One restarting in this wake keeps them (closed, then opened again
+        // at once, they would only delay its replacement).
+        let now = self.now();
+        let idle =
+            self.table.get(id).is_some_and(|e| {
+                e.m().pids().is_empty() && e.m().deadline().is_none_or(|at| at > now)
+            }) && !self.pipes.values().any(|p| p.pm_id == id);
         if idle && let Some(e) = self.table.get_mut(id) {
             e.out.close();
             e.err.close();
@@ -112,7 +117,10 @@ impl Daemon {
                     && let Some(cg) = self.proc_cgroups.get(&pid)
                     && cgroup::populated(cg)
                 {
-                    let _ = cgroup::kill(cg);
+                    let _ = match self.cgroups.as_mut() {
+                        Some(c) => c.kill(cg),
+                        None => cgroup::kill(cg),
+                    };
                 }
             }
             Effect::Timer { pid, at } => {
@@ -133,7 +141,11 @@ impl Daemon {
                     e.line_out.clear();
                     e.line_err.clear();
                 }
-                self.write_pid_file(id, pid);
+                // Written once the wake is over, or its child exec'd
+                // (`write_due_pid_files`): the child does not wait for it.
+                if !self.pid_files_due.contains(&id) {
+                    self.pid_files_due.push(id);
+                }
             }
             Effect::ClearPid => {
                 // Removed at the end of the wake, after any restart: the
@@ -175,7 +187,10 @@ impl Daemon {
             }
             Effect::Released(pid) => {
                 if let Some(cg) = self.proc_cgroups.remove(&pid) {
-                    cgroup::remove(&cg);
+                    match self.cgroups.as_mut() {
+                        Some(c) => c.give_back(id, cg),
+                        None => cgroup::remove(&cg),
+                    }
                 }
                 if let Some(e) = self.table.get_mut(id) {
                     e.stdins.retain(|(p, _)| *p != pid);
@@ -191,6 +206,9 @@ impl Daemon {
     /// `listen` sockets if no other app of its name holds them.
     fn forget(&mut self, id: u32) {
         self.unwatch_app(id);
+        if let Some(c) = self.cgroups.as_mut() {
+            c.forget(id);
+        }
         let Some(e) = self.table.get(id) else {
             return;
         };
@@ -305,10 +323,13 @@ impl Daemon {
         // A cgroup of its own, where there is one to have: stopping it then
         // reaches every process it starts, `setsid` or not.
         let cg = match (&mut self.cgroups, e.app.spec.treekill) {
-            (Some(c), true) => c.make(id).ok(),
+            (Some(c), true) => c.take(id).ok(),
             _ => None,
         };
-        cmd.cgroup_procs = cg.as_deref().and_then(cgroup::procs_file);
+        cmd.cgroup = cg.as_deref().and_then(cgroup::for_child);
+        // One that cannot be opened (removed behind the daemon's back) is
+        // not the child's.
+        let cg = cg.filter(|_| cmd.cgroup.is_some());
         let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
         let cwd = e.app.cwd.clone();
 
@@ -356,8 +377,8 @@ impl Daemon {
         let pending = match spawned {
             Ok(p) => p,
             Err(f) => {
-                if let Some(cg) = &cg {
-                    cgroup::remove(cg);
+                if let (Some(cg), Some(c)) = (cg, self.cgroups.as_mut()) {
+                    c.give_back(id, cg);
                 }
                 for (_, r) in registered {
                     let _ = match r {
@@ -369,6 +390,7 @@ impl Daemon {
             }
         };
         let pid = pending.pid;
+        self.forked = true;
         if let Some(cg) = cg {
             self.proc_cgroups.insert(pid, cg);
         }
@@ -573,15 +595,22 @@ impl Daemon {
         let path = e.app.pid_path.clone();
         let user = e.app.file_user(&self.home, &path);
         let text = format!("{pid}\n");
+        // In the home's pids/ (the daemon's own directory), a restart makes
+        // and removes no file (`write_swapped`; `.tmp` keeps the old pid).
+        let own = path.parent() == Some(self.home.pids().as_path());
+        let write = |path: &Path, text: &[u8]| match own {
+            true => sys::write_swapped(path, text, 0o644),
+            false => sys::write_atomic(path, text, false),
+        };
         let written = sys::as_user(user.as_ref(), || {
-            match sys::write_atomic(&path, text.as_bytes(), false) {
+            match write(&path, text.as_bytes()) {
                 // The directory is made only when missing: a crash loop
                 // writes the file at every spawn.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    sys::write_atomic(&path, text.as_bytes(), false)
+                    write(&path, text.as_bytes())
                 }
                 other => other,
             }
@@ -591,11 +620,54 @@ impl Daemon {
         }
     }
 
+    /// Whether the pid files and the journal may wait (they are written at
+    /// the end of a wake that says no): from a wake that forked, while a
+    /// child has not exec'd yet, for `PUT_OFF_MAX` at the most, so that the
+    /// children have the CPU for their exec first. Never while a pid file
+    /// due is of a process that has exec'd: no answer that an app is
+    /// online goes out before its pid file is written.
+    pub(super) fn bookkeeping_can_wait(&mut self) -> bool {
+        let now = self.now();
+        if self.forked && self.put_off.is_none() {
+            let at = now + PUT_OFF_MAX;
+            self.put_off = Some(at);
+            self.timers.arm(at, Timer::PutOff);
+        }
+        let Some(at) = self.put_off else {
+            return false;
+        };
+        let pending = |pid: i32| self.execs.values().any(|x| x.pending.pid == pid);
+        now < at
+            && !self.execs.is_empty()
+            && self.pid_files_due.iter().all(|&id| {
+                self.table
+                    .get(id)
+                    .and_then(|e| e.m().pid())
+                    .is_some_and(pending)
+            })
+    }
+
+    /// Write the pid files of the apps whose main process started since
+    /// the last call: the pid of the one running now.
+    pub(super) fn write_due_pid_files(&mut self) {
+        for id in std::mem::take(&mut self.pid_files_due) {
+            if let Some(pid) = self.table.get(id).and_then(|e| e.m().pid()) {
+                self.write_pid_file(id, pid);
+            }
+        }
+    }
+
     /// Remove the pid files of apps that exited and did not start again.
     pub(super) fn remove_stale_pid_files(&mut self) {
         for (id, path, user) in std::mem::take(&mut self.stale_pid_files) {
             if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
-                let _ = sys::as_user(user.as_ref(), || std::fs::remove_file(&path));
+                let mut tmp = path.clone().into_os_string();
+                tmp.push(".tmp");
+                let _ = sys::as_user(user.as_ref(), || {
+                    // The old pid `write_swapped` kept, if any.
+                    let _ = std::fs::remove_file(&tmp);
+                    std::fs::remove_file(&path)
+                });
             }
         }
     }

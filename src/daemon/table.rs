@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::app::App;
 use crate::cron::Cron;
 use crate::logs::LogFile;
+use crate::process::Event;
 use crate::protocol::Monit;
 use crate::state::{Effect, Input, Machine, Policy};
 
@@ -225,8 +226,20 @@ impl Table {
         let Some(e) = self.apps.get_mut(&id) else {
             return Vec::new();
         };
+        // A process that exec'd (the wake after every spawn) changes
+        // nothing the journal keeps, unless the machine says otherwise.
+        let before = matches!(
+            input,
+            Input::Proc {
+                event: Event::Execd,
+                ..
+            }
+        )
+        .then(|| e.m.journaled());
         let fx = e.m.step(input, now);
-        self.dirty = true;
+        if before.is_none_or(|b| b != e.m.journaled()) {
+            self.dirty = true;
+        }
         if let Input::Spawned { pid, .. } = input {
             self.by_pid.insert(pid, id);
         }

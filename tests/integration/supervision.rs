@@ -237,9 +237,47 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
     let restarted = h.ok(json!({"cmd": "restart", "target": "escaper"}));
     assert_eq!(restarted[0]["pm2_env"]["status"], "online");
     wait_gone(escaped, "the grandchild that called setsid");
+    // Killed through cgroup.kill: removed, never reused (the kernel would
+    // kill a child born into it).
     assert!(
         !std::path::Path::new(&cg).exists(),
-        "the old cgroup is removed"
+        "the killed cgroup is removed"
     );
+    let now = restarted[0]["pm2_env"]["cgroup"]
+        .as_str()
+        .expect("a cgroup");
+    assert_ne!(now, cg);
     h.ok(json!({"cmd": "delete", "target": "escaper"}));
+}
+
+/// A crashed process's emptied cgroup is its app's next process's (a
+/// restart costs no cgroup made and removed); deleting the app removes it.
+#[test]
+fn a_restarted_app_keeps_its_emptied_cgroup() {
+    let h = TestHome::started();
+    let d = h.start(json!({"name": "cg", "script": "sleep", "args": ["1000"]}));
+    let Some(cg) = d[0]["pm2_env"]["cgroup"].as_str().map(str::to_string) else {
+        eprintln!("skipped: no writable cgroup v2 here; the process group is used");
+        h.ok(json!({"cmd": "delete", "target": "cg"}));
+        return;
+    };
+    let first = d[0]["pid"].as_i64().expect("a pid") as i32;
+    let procs = std::path::Path::new(&cg).join("cgroup.procs");
+    assert_eq!(read(&procs).trim(), first.to_string());
+    // SAFETY: a plain kill of the app this test started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let mut second = 0;
+    wait_until(SOON, "the app restarted", || {
+        let d = h.describe("cg");
+        second = d["pid"].as_i64().unwrap_or(0) as i32;
+        env_of(&d, "status") == "online" && second > 0 && second != first
+    });
+    let d = h.describe("cg");
+    assert_eq!(env_of(&d, "cgroup").as_str(), Some(cg.as_str()));
+    assert_eq!(read(&procs).trim(), second.to_string());
+    h.ok(json!({"cmd": "delete", "target": "cg"}));
+    assert!(
+        !std::path::Path::new(&cg).exists(),
+        "a deleted app's cgroup is removed"
+    );
 }
