@@ -89,12 +89,6 @@ const CAUGHT: [i32; 5] = [
     libc::SIGUSR2,
 ];
 
-/// After this long without anything to do, the daemon drops the pages of
-/// its code it has mapped (`sys::shed_own_pages`): its resident set while
-/// it waits is then little more than its heap. Each wake maps back only
-/// the code it runs (a minor fault per 64 KiB touched).
-const QUIET: Duration = Duration::from_millis(500);
-
 /// Readiness events taken from the poller per wake (more wait for the
 /// next one, in order).
 const EVENTS_PER_WAKE: usize = 1024;
@@ -240,7 +234,6 @@ pub fn run(mut cfg: Config) -> i32 {
     };
     sys::mark_inherited_fds_cloexec();
     sys::tune_allocator();
-    sys::find_own_pages();
     match Daemon::new(&cfg, handed.as_ref()) {
         Ok(mut d) => {
             if let Some(mut f) = cfg.ready.take() {
@@ -446,29 +439,19 @@ impl Daemon {
     /// whose apps settled are answered.
     fn serve(&mut self) -> i32 {
         let mut events = Events::with_capacity(EVENTS_PER_WAKE);
-        // What start-up ran is not needed while the daemon waits.
-        sys::shed_own_pages();
-        // Code pages were mapped since they were last dropped.
-        let mut mapped = false;
         loop {
-            let mut timeout = match self.busy_pipes.is_empty() && !self.more_exits {
+            let timeout = match self.busy_pipes.is_empty() && !self.more_exits {
                 true => self.timers.timeout(self.now()),
                 // Output left unread or exits left to reap: look at the
                 // other fds, then come back.
                 false => Some(Duration::ZERO),
             };
-            // Wake once when nothing happened for a while, to drop them.
-            let wait_quiet = mapped && timeout.is_none_or(|t| t > QUIET);
-            if wait_quiet {
-                timeout = Some(QUIET);
-            }
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != ErrorKind::Interrupted
             {
                 self.log(&format!("poll failed: {e}"));
                 return 1;
             }
-            let quiet = wait_quiet && events.is_empty();
             let mut conns = Vec::new();
             let mut pipes = std::mem::take(&mut self.busy_pipes);
             let mut chans = Vec::new();
@@ -544,13 +527,6 @@ impl Daemon {
                 }
                 sys::trim_heap();
             }
-            // Quiet for a while: the code pages mapped since the last
-            // time are dropped (last in the wake: what runs after maps
-            // some back).
-            if quiet {
-                sys::shed_own_pages();
-            }
-            mapped = !quiet;
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));
                 return code;

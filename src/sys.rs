@@ -272,85 +272,6 @@ pub fn tune_allocator() {
     }
 }
 
-/// The mappings of this process's own executable that are only read (its
-/// code and constants): `(start, length)`, found by `find_own_pages`.
-static OWN_PAGES: std::sync::OnceLock<Vec<(usize, usize)>> = std::sync::OnceLock::new();
-
-/// Find the mappings `shed_own_pages` may drop: those of the file this
-/// code runs from that are not writable and hold no private page (so
-/// never will: nothing writes them), i.e. views of the page cache. Once,
-/// at start-up, after the loader has relocated what it relocates.
-pub fn find_own_pages() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let _ = OWN_PAGES.set(own_pages(&smaps, find_own_pages as *const () as usize));
-}
-
-/// The read-only, never-written mappings of the file mapped at `here`,
-/// from the text of /proc/self/smaps.
-fn own_pages(smaps: &str, here: usize) -> Vec<(usize, usize)> {
-    struct Map<'a> {
-        start: usize,
-        end: usize,
-        writable: bool,
-        /// Device and inode ("0" for no file).
-        file: (&'a str, &'a str),
-        /// Private (anonymous) pages, in kB; MAX when not known.
-        private: u64,
-    }
-    let mut maps: Vec<Map> = Vec::new();
-    for line in smaps.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let first = f.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) =
-                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        {
-            let perms = f.next().unwrap_or("");
-            let _offset = f.next();
-            let dev = f.next().unwrap_or("");
-            let inode = f.next().unwrap_or("0");
-            maps.push(Map {
-                start,
-                end,
-                writable: perms.contains('w'),
-                file: (dev, inode),
-                private: u64::MAX,
-            });
-        } else if first == "Anonymous:"
-            && let Some(m) = maps.last_mut()
-        {
-            m.private = f.next().and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
-        }
-    }
-    let Some(file) = maps
-        .iter()
-        .find(|m| m.start <= here && here < m.end)
-        .map(|m| m.file)
-        .filter(|f| f.1 != "0")
-    else {
-        return Vec::new();
-    };
-    maps.iter()
-        .filter(|m| m.file == file && !m.writable && m.private == 0)
-        .map(|m| (m.start, m.end - m.start))
-        .collect()
-}
-
-/// Drop this process's mappings of the pages `find_own_pages` found: they
-/// stay in the page cache, and what runs next maps back (a minor fault)
-/// only the code it touches. The daemon's resident set is then what it
-/// uses while it waits, not all the code start-up or a request ran once.
-pub fn shed_own_pages() {
-    for &(start, len) in OWN_PAGES.get().map(Vec::as_slice).unwrap_or_default() {
-        // SAFETY: the range is a whole mapping of the executable's file,
-        // not writable and with no private page: its pages are read back
-        // from the file when touched, nothing is lost.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-    }
-}
-
 /// The identity files are opened with on behalf of an app that runs as
 /// another user: the kernel checks every component of the path, links
 /// included, against it (as systemd does for `StandardOutput=file:`).
@@ -564,46 +485,6 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_pages_are_the_read_only_unwritten_mappings_of_the_binary() {
-        let smaps = "\
-1000-3000 r--p 00000000 fe:00 77 /bin/corral
-Size:                  8 kB
-Anonymous:             0 kB
-3000-9000 r-xp 00002000 fe:00 77 /bin/corral
-Anonymous:             0 kB
-9000-a000 r--p 00008000 fe:00 77 /bin/corral
-Anonymous:             4 kB
-a000-b000 rw-p 00009000 fe:00 77 /bin/corral
-Anonymous:             4 kB
-b000-c000 r--p 00000000 fe:00 78 /lib/other.so
-Anonymous:             0 kB
-c000-d000 rw-p 00000000 00:00 0 [heap]
-Anonymous:             4 kB
-e000-f000 r--p 00000000 fe:00 77 /bin/corral
-";
-        // Code, and the constants before it; not the relocated (written)
-        // constants, the data, another file, nor a mapping whose private
-        // pages are not known.
-        assert_eq!(
-            own_pages(smaps, 0x4000),
-            vec![(0x1000, 0x2000), (0x3000, 0x6000)]
-        );
-        // Code that runs from no file (or not found): nothing.
-        assert_eq!(own_pages(smaps, 0xc800), vec![]);
-        assert_eq!(own_pages(smaps, 0x20000), vec![]);
-        assert_eq!(own_pages("", 0x4000), vec![]);
-    }
-
-    #[test]
-    fn shedding_own_pages_keeps_the_process_running() {
-        find_own_pages();
-        shed_own_pages();
-        shed_own_pages();
-        // The code runs on (its pages come back from the file).
-        assert_eq!(Signal::new(2), Some(Signal::INT));
-    }
 
     #[test]
     fn signals_are_checked() {
