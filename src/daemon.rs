@@ -233,6 +233,7 @@ pub fn run(mut cfg: Config) -> i32 {
         }
     };
     sys::mark_inherited_fds_cloexec();
+    sys::tune_allocator();
     match Daemon::new(&cfg, handed.as_ref()) {
         Ok(mut d) => {
             if let Some(mut f) = cfg.ready.take() {
@@ -520,6 +521,10 @@ impl Daemon {
                 self.trim = true;
             }
             if std::mem::take(&mut self.trim) {
+                if self.execs.is_empty() {
+                    // Room for the execs of a bulk start, given back.
+                    self.execs.shrink_to_fit();
+                }
                 sys::trim_heap();
             }
             if let Some(code) = self.runtime_done() {

@@ -4,7 +4,7 @@
 //! `LISTEN_FDNAMES` (systemd's protocol). The sockets outlive restarts and
 //! reloads, so connections wait in the backlog instead of being refused.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -67,9 +67,11 @@ impl Addr {
         let fail = |e: std::io::Error| format!("cannot listen on {}: {e}", self.display());
         match self {
             Addr::AnyPort(p) => {
-                // Dual stack where IPv6 exists, IPv4 otherwise.
-                let l = TcpListener::bind(("::", *p))
-                    .or_else(|_| TcpListener::bind(("0.0.0.0", *p)))
+                // Dual stack where IPv6 exists, IPv4 otherwise. Addresses,
+                // not strings: a string would link the C library's
+                // resolver (getaddrinfo) into the binary.
+                let l = TcpListener::bind((Ipv6Addr::UNSPECIFIED, *p))
+                    .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, *p)))
                     .map_err(fail)?;
                 Ok(OwnedFd::from(l))
             }

@@ -256,6 +256,22 @@ pub fn trim_heap() {
     };
 }
 
+/// Set the allocator up for a daemon that lives long (glibc; musl's needs
+/// nothing): a block of 128 KiB or more (the answer to a list of a
+/// thousand apps, the journal's text) always gets a mapping of its own,
+/// given back whole when freed. glibc otherwise raises that threshold to
+/// the largest such block freed so far, and the next ones are cut from
+/// the heap, where the small blocks allocated beside them keep its pages
+/// from being given back (1.7 MB of free heap held with 1000 apps).
+pub fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a parameter of the allocator, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// The identity files are opened with on behalf of an app that runs as
 /// another user: the kernel checks every component of the path, links
 /// included, against it (as systemd does for `StandardOutput=file:`).

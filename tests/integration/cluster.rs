@@ -179,6 +179,15 @@ fn wait_logged(h: &TestHome, name: &str, all: &[Value], word: &str) {
     }
 }
 
+/// Wait until app `name`'s instance `pm_id` logged `line` in its own log:
+/// a process is gone once the daemon reaped it, which may be before it
+/// relayed the process's last output in the same wake.
+fn wait_log_line(h: &TestHome, name: &str, pm_id: u32, line: &str) {
+    wait_until(SOON, &format!("{name} {pm_id} logs {line:?}"), || {
+        own_log(h, name, pm_id).contains(line)
+    });
+}
+
 /// The pid after `word ` in a body such as `closing 123`.
 fn pid_after(body: &str, word: &str) -> i32 {
     body.strip_prefix(word)
@@ -326,8 +335,7 @@ fn a_rolling_reload_of_node_workers_drops_no_request() {
     wait_all_gone(&old, Duration::from_secs(4), "the old workers have exited");
     for d in &before {
         let (id, pid) = (pm_id_of(d), pid_of(d));
-        let log = own_log(&h, "web", id);
-        assert!(log.contains(&format!("exit {pid} 0\n")), "{log:?}");
+        wait_log_line(&h, "web", id, &format!("exit {pid} 0\n"));
     }
     wait_logged(&h, "web", &after, "listening");
 
@@ -357,8 +365,7 @@ fn a_rolling_reload_of_node_workers_drops_no_request() {
     );
     for d in &after {
         let (id, pid) = (pm_id_of(d), pid_of(d));
-        let log = own_log(&h, "web", id);
-        assert!(log.contains(&format!("exit {pid} 0\n")), "{log:?}");
+        wait_log_line(&h, "web", id, &format!("exit {pid} 0\n"));
     }
 }
 
@@ -430,8 +437,7 @@ fn a_rolling_reload_of_a_listen_app_drops_no_request() {
         "the old instances have exited",
     );
     for d in &before {
-        let log = own_log(&h, "py", pm_id_of(d));
-        assert!(log.contains(&format!("exit {}\n", pid_of(d))), "{log:?}");
+        wait_log_line(&h, "py", pm_id_of(d), &format!("exit {}\n", pid_of(d)));
     }
     let (seen, failures) = pids_answering(port, 2, 2000, SOON);
     assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -658,8 +664,7 @@ fn a_worker_that_disconnects_exits_and_is_restarted() {
         exited_in < Duration::from_secs(4),
         "it took {exited_in:?}: killed, not exited"
     );
-    let log = own_log(&h, "dc", id);
-    assert!(log.contains(&format!("exit {gone} 0\n")), "{log:?}");
+    wait_log_line(&h, "dc", id, &format!("exit {gone} 0\n"));
 
     // autorestart brings it back.
     wait_until(SOON, "the worker is restarted", || {
