@@ -1022,7 +1022,7 @@ impl Client {
     /// (`corral jlist`): a megabyte with 1000 apps goes through a buffer
     /// of 64 KiB, neither parsed nor held whole. An error once the list has
     /// begun leaves it cut short in `out`.
-    pub fn write_list_json(&mut self, out: &mut impl Write) -> Result<(), Error> {
+    pub fn write_list_json(&mut self, out: &mut dyn Write) -> Result<(), Error> {
         let id = self.send(Command::List)?;
         let Some(line) = pass_result(&mut self.reader, &crate::protocol::ok_head(&id), out)? else {
             self.warnings = Vec::new();
@@ -1450,7 +1450,7 @@ fn find_newline(buf: &[u8]) -> Option<usize> {
 fn pass_result(
     reader: &mut impl BufRead,
     head: &str,
-    out: &mut impl Write,
+    out: &mut dyn Write,
 ) -> Result<Option<Vec<u8>>, Error> {
     let mut start = Vec::with_capacity(head.len());
     while start.len() < head.len() && !start.ends_with(b"\n") {

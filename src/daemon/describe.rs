@@ -68,6 +68,7 @@ impl Daemon {
 
     /// The description of app `id`, with its last sample, as the clients
     /// read it.
+    #[inline(never)]
     pub(super) fn describe(&self, id: u32) -> Option<Description> {
         let mut out = Vec::with_capacity(DESCRIPTION_BYTES);
         if !self.write_description(id, &mut out) {
