@@ -55,8 +55,13 @@ fn open_closed_stdio() {
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
             // SAFETY: open with a NUL-terminated path; it takes the lowest
             // free number, the one just found closed. Not close-on-exec:
-            // a standard fd, passed on as the others are.
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            // a standard fd, passed on as the others are. Without
+            // /dev/null (a chroot without /dev) a file opened later would
+            // take the number: exit, as Rust's start-up aborts then.
+            if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } == -1 {
+                // SAFETY: ends the process; nothing is set up yet.
+                unsafe { libc::_exit(127) };
+            }
         }
     }
 }

@@ -531,6 +531,17 @@ fn lookup(key: &str) -> Option<&'static OptionDef> {
     })
 }
 
+/// Whether keys `a` and `b` (as written) name the same option: the same
+/// key, or two spellings of one option (`killTimeout`, `kill_timeout`).
+/// A key that is no option only matches itself.
+pub fn same_option(a: &str, b: &str) -> bool {
+    a == b
+        || match (lookup(a), lookup(b)) {
+            (Some(x), Some(y)) => std::ptr::eq(x, y),
+            _ => false,
+        }
+}
+
 /// Largest edit distance at which an unknown key is taken for a misspelt
 /// option (an error) rather than a custom key (a warning).
 pub const MAX_SUGGESTION_DISTANCE: usize = 2;
@@ -2585,6 +2596,22 @@ mod tests {
                 .map(|(name, vars)| (name.to_string(), map(vars)))
                 .collect();
             assert_eq!(spec.env_overlays, want, "input {extra}");
+        }
+    }
+
+    #[test]
+    fn two_spellings_of_one_option_are_the_same_option() {
+        for (a, b, same) in [
+            ("kill_timeout", "kill_timeout", true),
+            ("kill_timeout", "killTimeout", true),
+            ("out_file", "output", true),
+            ("error_file", "errFile", true),
+            ("kill_timeout", "listen_timeout", false),
+            ("my_key", "my_key", true),
+            ("my_key", "myKey", false),
+            ("kill_timeout", "my_key", false),
+        ] {
+            assert_eq!(same_option(a, b), same, "{a} / {b}");
         }
     }
 

@@ -313,7 +313,11 @@ static CLONE_INTO: AtomicBool = AtomicBool::new(true);
 /// As `fork`: the caller is single-threaded, and the child makes only
 /// async-signal-safe calls until it execs or exits.
 unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
-    if let Some(cg) = cgroup
+    // Only with glibc, which asks the kernel for the calling thread's id:
+    // musl keeps it in the thread's record, which a raw clone3 leaves as
+    // the daemon's, so its raise/abort in the child would signal the daemon.
+    if cfg!(target_env = "gnu")
+        && let Some(cg) = cgroup
         && CLONE_INTO.load(Ordering::Relaxed)
     {
         let args = CloneArgs {
@@ -323,7 +327,9 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
             ..CloneArgs::default()
         };
         // SAFETY: clone3 without CLONE_VM is fork with more arguments: the
-        // child gets a copy of the address space and returns here with 0;
+        // child gets a copy of the address space and returns here with 0
+        // (glibc's fork bookkeeping skipped: the child only makes raw,
+        // async-signal-safe calls and glibc reads no cached pid or tid);
         // `args` is a valid clone_args of the size given, which the kernel
         // only reads, and its fd is open.
         let r = unsafe {
@@ -336,7 +342,11 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
         if r >= 0 {
             return (r as libc::pid_t, true);
         }
-        if matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL) {
+        // EPERM: a seccomp filter that refuses clone3 altogether.
+        if matches!(
+            Errno::last(),
+            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
+        ) {
             CLONE_INTO.store(false, Ordering::Relaxed);
         }
     }

@@ -421,8 +421,12 @@ pub fn write_atomic_mode(
 /// contents go into `<path>.tmp`, kept from the call before and truncated,
 /// and the two names are swapped (`renameat2` with `RENAME_EXCHANGE`), so
 /// `.tmp` holds the old contents until the next call. For a file rewritten
-/// often in a directory only the daemon writes (the journal, in the home):
-/// on a busy ext4 a new inode costs half a millisecond. Where `.tmp` is not
+/// often in a directory only the daemon writes (the journal in the home,
+/// the pid files in its `pids/`), and only there: where others may write,
+/// they could swap `.tmp` between its check and the exchange. On a busy
+/// ext4 a new inode costs half a millisecond. A reader that keeps `path`
+/// open across two calls sees the second write in its file (it became
+/// `.tmp`): readers open the name each time. Where `.tmp` is not
 /// a plain file of this user with one link, `path` does not exist yet, or
 /// the filesystem cannot swap, it is `write_atomic_mode`.
 pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
@@ -442,7 +446,14 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let dfd = dir.as_raw_fd();
     // Never through a link: a planted symlink fails to open, a hard link
     // is refused below.
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // Nor does a FIFO or a device planted there block or become a
+    // controlling terminal: refused below as not a plain file.
+    let flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_NOCTTY
+        | libc::O_CLOEXEC;
     // SAFETY: openat of a NUL-terminated name; the fd is owned below.
     let Ok(fd) = (unsafe { syscall!(openat(dfd, tmp.as_ptr(), flags, mode as libc::c_uint)) })
     else {

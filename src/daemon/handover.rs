@@ -620,7 +620,8 @@ impl Daemon {
             .collect();
         self.cluster.import(shared, leaving);
         let envs: Vec<Rc<BTreeMap<String, String>>> = s.envs.into_iter().map(Rc::new).collect();
-        let count = s.apps.len();
+        let mut count = 0;
+        let mut lost = Vec::new();
         crate::app::with_program_cache(|| {
             for a in s.apps {
                 let (name, pm_id) = match (&a.app, &a.journal) {
@@ -628,11 +629,21 @@ impl Daemon {
                     (None, Some(j)) => (j.saved.name.clone(), j.saved.pm_id),
                     (None, None) => ("?".into(), 0),
                 };
-                if let Err(e) = self.adopt_app(a, &envs) {
-                    self.log(&format!(
-                        "update: {name} ({pm_id}) could not be taken over: {}",
-                        e.message
-                    ));
+                let pids = a.machine.pids();
+                match self.adopt_app(a, &envs) {
+                    Ok(()) => count += 1,
+                    Err(e) => {
+                        // Nothing runs unsupervised: its processes (this
+                        // daemon's children, reaped as any) are killed.
+                        for &pid in &pids {
+                            sys::send(pid, sys::Signal::KILL, true);
+                        }
+                        self.log(&format!(
+                            "update: {name} ({pm_id}) could not be taken over, its processes {pids:?} killed: {}",
+                            e.message
+                        ));
+                        lost.push(format!("{name} ({pm_id}): {}", e.message));
+                    }
                 }
             }
         });
@@ -719,6 +730,10 @@ impl Daemon {
         if let Some((old, id)) = s.requester
             && let Some(&t) = tokens.get(&old)
         {
+            let warnings: Vec<String> = lost
+                .iter()
+                .map(|l| format!("not taken over, its processes killed: {l}"))
+                .collect();
             let line = protocol::ok_line(
                 &id,
                 json!({
@@ -729,7 +744,7 @@ impl Daemon {
                     "took_ms": took,
                 })
                 .to_string(),
-                &[],
+                &warnings,
             );
             self.answer(t, line);
         }

@@ -501,6 +501,11 @@ impl Daemon {
             };
             for k in applied {
                 if let Some(v) = changes.options.get(&k) {
+                    // One spelling per option: `killTimeout` over a given
+                    // `kill_timeout` replaces it (both would be "given
+                    // twice" when the options are read again: dump,
+                    // journal, hand-over).
+                    given.retain(|g, _| !options::same_option(g, &k));
                     given.insert(k, v.clone());
                 }
             }

@@ -327,9 +327,15 @@ impl Daemon {
             _ => None,
         };
         cmd.cgroup = cg.as_deref().and_then(cgroup::for_child);
-        // One that cannot be opened (removed behind the daemon's back) is
-        // not the child's.
-        let cg = cg.filter(|_| cmd.cgroup.is_some());
+        // One that cannot be opened (removed behind the daemon's back, or
+        // no fd left) is not the child's: given back, not left behind.
+        let cg = match (cg, cmd.cgroup.is_some(), self.cgroups.as_mut()) {
+            (Some(dir), false, Some(c)) => {
+                c.give_back(id, dir);
+                None
+            }
+            (cg, _, _) => cg,
+        };
         let owner = e.app.creds.as_ref().and_then(|c| c.uid.map(|u| (u, c.gid)));
         let cwd = e.app.cwd.clone();
 

@@ -387,3 +387,35 @@ fn every_kind_of_app_is_the_same_after_an_update() {
         wait_gone(p, "stopped");
     }
 }
+
+/// An option changed under another spelling (`killTimeout` over a given
+/// `kill_timeout`) is kept once: the app goes over to the new image (both
+/// spellings would be "given twice" when its options are read again).
+#[test]
+fn an_option_changed_under_another_spelling_goes_over() {
+    let h = TestHome::started();
+    let a = h.work.join("a.json");
+    let b = h.work.join("b.json");
+    let app = |timeout: Value| {
+        let mut o = json!({"name": "spell", "script": "sleep", "args": ["600"]});
+        if let (Some(o), Some(t)) = (o.as_object_mut(), timeout.as_object()) {
+            o.extend(t.clone());
+        }
+        json!({ "apps": [o] })
+    };
+    std::fs::write(&a, app(json!({"kill_timeout": 1500})).to_string()).expect("write a");
+    std::fs::write(&b, app(json!({"killTimeout": 2500})).to_string()).expect("write b");
+    let out = h.corral(&["start", &a.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = h.corral(&["startOrRestart", &b.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_until(SOON, "spell online", || {
+        h.list().iter().any(|d| d["pm2_env"]["status"] == "online")
+    });
+    let before = pids(&h);
+    let answer = update(&h);
+    assert_eq!(answer["apps"], 1, "{answer}");
+    assert_eq!(pids(&h), before, "the app and its pid after the update");
+    let d = h.list();
+    assert_eq!(d[0]["pm2_env"]["kill_timeout"], 2500, "{}", d[0]);
+}
