@@ -63,10 +63,8 @@ fn connect_socket(path: &Path, timeout: Option<Duration>) -> io::Result<UnixStre
     )?;
     if let Some(t) = timeout {
         // Unix sockets wait for room in the listener's backlog this long.
-        let tv = nix::sys::time::TimeVal::new(
-            t.as_secs() as nix::libc::time_t,
-            t.subsec_micros() as nix::libc::suseconds_t,
-        );
+        // `as _`: the C types' names are deprecated on musl.
+        let tv = nix::sys::time::TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
         setsockopt(&fd, sockopt::SendTimeout, &tv)?;
     }
     let addr = UnixAddr::new(path)?;
