@@ -933,6 +933,28 @@ mod tests {
         m
     }
 
+    /// `online(10, 0)` asked at `at` for a rolling reload that must
+    /// signal, its replacement `pid` spawned.
+    fn reloading(pid: i32, at: u64) -> Machine {
+        with(online(10, 0), |m| {
+            m.step(
+                Input::Reload {
+                    graceful: false,
+                    rolls: true,
+                    must_signal: true,
+                },
+                at,
+            );
+            m.step(
+                Input::Spawned {
+                    role: Role::Candidate,
+                    pid,
+                },
+                at,
+            );
+        })
+    }
+
     fn stopping(wanted: Input) -> Machine {
         with(online(10, 0), |m| {
             m.step(wanted, 1000);
@@ -954,22 +976,7 @@ mod tests {
             ("waiting to restart", waiting, vec![(None, 5000)]),
             (
                 "reloading",
-                with(online(10, 0), |m| {
-                    m.step(
-                        Input::Reload {
-                            graceful: false,
-                            rolls: true,
-                            must_signal: true,
-                        },
-                        2000,
-                    );
-                    m.step(
-                        Input::Spawned {
-                            role: Role::Candidate,
-                            pid: 11,
-                        },
-                        2000,
-                    );
+                with(reloading(11, 2000), |m| {
                     m.step(proc_(11, Event::Execd), 2010);
                 }),
                 vec![(Some(11), 5010)],
@@ -1004,24 +1011,7 @@ mod tests {
                 0,
             );
         });
-        let reloading = with(online(10, 0), |m| {
-            m.step(
-                Input::Reload {
-                    graceful: false,
-                    rolls: true,
-                    must_signal: true,
-                },
-                2000,
-            );
-            m.step(
-                Input::Spawned {
-                    role: Role::Candidate,
-                    pid: 11,
-                },
-                2000,
-            );
-        });
-        let ready = with(reloading.clone(), |m| {
+        let ready = with(reloading(11, 2000), |m| {
             m.step(proc_(11, Event::Execd), 2010);
         });
         let cases: Vec<(&str, Machine, Input, bool)> = vec![
@@ -1033,7 +1023,7 @@ mod tests {
             ),
             (
                 "replacement exec'd",
-                reloading,
+                reloading(11, 2000),
                 proc_(11, Event::Execd),
                 false,
             ),

@@ -356,14 +356,9 @@ pub fn write_atomic_private(path: &Path, data: &[u8], mode: u32) -> io::Result<(
     write_atomic_mode(path, data, true, Some(mode))
 }
 
-/// `write_atomic`, the new file made 0644 less the umask, or exactly
-/// `mode`.
-pub fn write_atomic_mode(
-    path: &Path,
-    data: &[u8],
-    durable: bool,
-    mode: Option<u32>,
-) -> io::Result<()> {
+/// The directory `path` is in, opened to work through (`.` for a bare
+/// name), and the NUL-terminated names of `path` and of its `.tmp` in it.
+fn dir_and_names(path: &Path) -> io::Result<(OwnedFd, std::ffi::CString, std::ffi::CString)> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
@@ -378,7 +373,18 @@ pub fn write_atomic_mode(
     // SAFETY: open(2) of a NUL-terminated path; the fd is owned below.
     let dfd = unsafe { syscall!(open(cdir.as_ptr(), flags)) }?;
     // SAFETY: `dfd` was just opened and nothing else owns it.
-    let dir = unsafe { OwnedFd::from_raw_fd(dfd) };
+    Ok((unsafe { OwnedFd::from_raw_fd(dfd) }, name, tmp))
+}
+
+/// `write_atomic`, the new file made 0644 less the umask, or exactly
+/// `mode`.
+pub fn write_atomic_mode(
+    path: &Path,
+    data: &[u8],
+    durable: bool,
+    mode: Option<u32>,
+) -> io::Result<()> {
+    let (dir, name, tmp) = dir_and_names(path)?;
     let dfd = dir.as_raw_fd();
     // A leftover (or planted) temporary file goes; unlink removes a link
     // itself, not what it points to.
@@ -432,17 +438,7 @@ pub fn write_atomic_mode(
 pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let fallback = || write_atomic_mode(path, data, false, Some(mode));
-    let (Some(name), Some(dir)) = (path.file_name(), path.parent()) else {
-        return fallback();
-    };
-    let mut tmp = name.to_owned();
-    tmp.push(".tmp");
-    let (name, tmp, cdir) = (cstring(name)?, cstring(&tmp)?, cstring(dir.as_os_str())?);
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-    // SAFETY: open(2) of a NUL-terminated path; the fd is owned below.
-    let dfd = unsafe { syscall!(open(cdir.as_ptr(), flags)) }?;
-    // SAFETY: `dfd` was just opened and nothing else owns it.
-    let dir = unsafe { OwnedFd::from_raw_fd(dfd) };
+    let (dir, name, tmp) = dir_and_names(path)?;
     let dfd = dir.as_raw_fd();
     // Never through a link: a planted symlink fails to open, a hard link
     // is refused below.

@@ -252,14 +252,9 @@ impl Daemon {
         key!(out, "restart_delay");
         uint(out, s.restart_delay);
         key!(out, "stop_exit_codes");
-        out.push(b'[');
-        for (i, c) in s.stop_exit_codes.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            int(out, (*c).into());
-        }
-        out.push(b']');
+        array(out, s.stop_exit_codes.iter(), |out, c| {
+            int(out, (*c).into())
+        });
         key!(out, "treekill");
         boolean(out, s.treekill);
         key!(out, "log_date_format");
@@ -352,12 +347,17 @@ fn path(out: &mut Vec<u8>, p: &Path) {
 }
 
 fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    array(out, items, string);
+}
+
+/// A JSON array of `items`, each written by `each`.
+fn array<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, each: impl Fn(&mut Vec<u8>, T)) {
     out.push(b'[');
-    for (i, s) in items.enumerate() {
+    for (i, x) in items.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, s);
+        each(out, x);
     }
     out.push(b']');
 }

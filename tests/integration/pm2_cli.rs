@@ -545,6 +545,19 @@ fn tmux(h: &TestHome, args: &[&str]) -> Output {
         .expect("run tmux")
 }
 
+/// What `screen` shows once `done` holds for it, or at `SOON`'s end: the
+/// caller asserts on it, so a miss shows the last screen.
+fn screen_until(screen: impl Fn() -> String, mut done: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let last = screen();
+        if done(&last) || Instant::now() >= deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn monit_draws_apps_and_logs_and_restores_the_terminal() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -579,28 +592,19 @@ fn monit_draws_apps_and_logs_and_restores_the_terminal() {
     let cleanup = |h: &TestHome| {
         let _ = tmux(h, &["kill-server"]);
     };
-    let mut last = String::new();
-    let deadline = Instant::now() + SOON;
-    while Instant::now() < deadline {
-        last = screen(&h);
-        if last.contains("talk") && last.contains("online") && last.contains("hello from talk") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let last = screen_until(
+        || screen(&h),
+        |s| s.contains("talk") && s.contains("online") && s.contains("hello from talk"),
+    );
     if !(last.contains("online") && last.contains("hello from talk")) {
         cleanup(&h);
         panic!("monit did not draw the app and its log: {last}");
     }
     let _ = tmux(&h, &["send-keys", "-t", "m", "q"]);
-    let deadline = Instant::now() + SOON;
-    while Instant::now() < deadline {
-        last = screen(&h);
-        if last.contains("monit-exit=") && last.contains("icanon") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let last = screen_until(
+        || screen(&h),
+        |s| s.contains("monit-exit=") && s.contains("icanon"),
+    );
     cleanup(&h);
     assert!(last.contains("monit-exit=0"), "q quits with 0: {last}");
     // Canonical mode is back (`icanon`, not `-icanon`).
@@ -647,15 +651,10 @@ fn monit_restores_the_terminal_on_sigint() {
     unsafe {
         libc::kill(pid, libc::SIGINT);
     }
-    let mut last = String::new();
-    let deadline = Instant::now() + SOON;
-    while Instant::now() < deadline {
-        last = screen(&h);
-        if last.contains("monit-exit=") && last.contains("icanon") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let last = screen_until(
+        || screen(&h),
+        |s| s.contains("monit-exit=") && s.contains("icanon"),
+    );
     let _ = tmux(&h, &["kill-server"]);
     assert!(last.contains("monit-exit=0"), "SIGINT ends it: {last}");
     assert!(
@@ -698,16 +697,13 @@ fn on_a_terminal_progress_lines_and_colours() {
     assert!(out.status.success(), "tmux: {}", text(&out));
     let screen = |h: &TestHome| stdout(&tmux(h, &["capture-pane", "-e", "-p", "-t", "p"]));
     let mut seen_progress = false;
-    let mut last = String::new();
-    let deadline = Instant::now() + SOON;
-    while Instant::now() < deadline {
-        last = screen(&h);
-        seen_progress |= last.contains("corral: stopping stubborn");
-        if last.contains("ls-done") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let last = screen_until(
+        || screen(&h),
+        |s| {
+            seen_progress |= s.contains("corral: stopping stubborn");
+            s.contains("ls-done")
+        },
+    );
     let _ = tmux(&h, &["kill-server"]);
     assert!(
         seen_progress,
