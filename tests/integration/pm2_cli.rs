@@ -545,6 +545,16 @@ fn tmux(h: &TestHome, args: &[&str]) -> Output {
         .expect("run tmux")
 }
 
+/// A detached tmux session `name` of `size` (columns, rows) running `cmd`.
+fn tmux_session(h: &TestHome, name: &str, size: (u16, u16), cmd: &str) {
+    let (x, y) = (size.0.to_string(), size.1.to_string());
+    let out = tmux(
+        h,
+        &["new-session", "-d", "-x", &x, "-y", &y, "-s", name, cmd],
+    );
+    assert!(out.status.success(), "tmux: {}", text(&out));
+}
+
 /// What `screen` shows once `done` holds for it, or at `SOON`'s end: the
 /// caller asserts on it, so a miss shows the last screen.
 fn screen_until(screen: impl Fn() -> String, mut done: impl FnMut(&str) -> bool) -> String {
@@ -573,21 +583,7 @@ fn monit_draws_apps_and_logs_and_restores_the_terminal() {
         h.home.display(),
         bin().display()
     );
-    let out = tmux(
-        &h,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "-s",
-            "m",
-            &cmd,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", text(&out));
+    tmux_session(&h, "m", (100, 30), &cmd);
     let screen = |h: &TestHome| stdout(&tmux(h, &["capture-pane", "-p", "-t", "m"]));
     let cleanup = |h: &TestHome| {
         let _ = tmux(h, &["kill-server"]);
@@ -629,21 +625,7 @@ fn monit_restores_the_terminal_on_sigint() {
         h.home.display(),
         bin().display()
     );
-    let out = tmux(
-        &h,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "-s",
-            "m",
-            &cmd,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", text(&out));
+    tmux_session(&h, "m", (100, 30), &cmd);
     let screen = |h: &TestHome| stdout(&tmux(h, &["capture-pane", "-p", "-t", "m"]));
     wait_until(SOON, "monit draws", || screen(&h).contains("corral monit"));
     let pid: i32 = read(&pidfile).trim().parse().unwrap();
@@ -680,21 +662,7 @@ fn on_a_terminal_progress_lines_and_colours() {
          {env} NO_COLOR=1 {b} ls; echo ls-done; sleep 1000",
         b = b.display()
     );
-    let out = tmux(
-        &h,
-        &[
-            "new-session",
-            "-d",
-            "-x",
-            "150",
-            "-y",
-            "40",
-            "-s",
-            "p",
-            &cmd,
-        ],
-    );
-    assert!(out.status.success(), "tmux: {}", text(&out));
+    tmux_session(&h, "p", (150, 40), &cmd);
     let screen = |h: &TestHome| stdout(&tmux(h, &["capture-pane", "-e", "-p", "-t", "p"]));
     let mut seen_progress = false;
     let last = screen_until(
