@@ -56,6 +56,13 @@ case $triple in
 esac
 static='"-C", "target-feature=+crt-static"'
 smaller='"-C", "link-arg=-Wl,-z,pack-relative-relocs", "-C", "link-arg=-Wl,--no-eh-frame-hdr"'
+# And the code the daemon runs laid out first (scripts/daemon-layout.ld says
+# why), so that a daemon has less of the binary resident.
+layout="$(pwd)/scripts/daemon-layout.ld"
+case $layout in
+*[\"\\]*) ;;
+*) smaller="$smaller, \"-C\", \"link-arg=-T$layout\"" ;;
+esac
 build() {
   flags=$1
   shift
