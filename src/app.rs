@@ -239,7 +239,7 @@ impl App {
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
         spec: AppSpec,
-        options: Rc<serde_json::Value>,
+        options: &serde_json::Value,
         slot: Slot,
         home: &Home,
         base_env: Option<Rc<BTreeMap<String, String>>>,
@@ -249,7 +249,7 @@ impl App {
         let found = Found::look(&spec, base_env.as_deref(), daemon_root)?;
         App::from_found(
             spec,
-            Given::new(&options),
+            Given::new(options),
             slot,
             home,
             base_env,
