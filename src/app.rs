@@ -73,7 +73,8 @@ pub struct App {
     pub base_env: Option<Rc<BTreeMap<String, String>>>,
     /// The `env_<name>` overlay in use.
     pub env_name: Option<String>,
-    pub creds: Option<users::Credentials>,
+    /// Boxed: most apps run as the daemon's user.
+    pub creds: Option<Box<users::Credentials>>,
     /// `script` is a command line run with `sh -c`.
     pub shell: bool,
     /// Which instance of its app this is.
@@ -340,7 +341,7 @@ impl App {
             pid_path,
             base_env,
             env_name,
-            creds,
+            creds: creds.map(Box::new),
             shell,
             slot,
             increment,

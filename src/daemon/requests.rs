@@ -532,7 +532,7 @@ impl Daemon {
                 .and_then(|c| Cron::parse(c).ok());
             if let Some(e) = self.table.get_mut(id) {
                 e.reconfigure(app, policy, logs);
-                e.cron = cron;
+                e.cron = cron.map(Box::new);
                 e.cron_at = None;
                 e.cron_fired = None;
             }
@@ -1065,7 +1065,7 @@ impl Daemon {
                 .get_mut(pm_id)
                 .ok_or_else(|| internal("vanished"))?;
             e.reconfigure(app, policy, logs);
-            e.cron = cron;
+            e.cron = cron.map(Box::new);
             e.cron_at = None;
             e.cron_fired = None;
         } else {
