@@ -63,6 +63,7 @@ use crate::protocol::{ErrorCode, WireError};
 use crate::reaper;
 use crate::rotate::Rotation;
 use crate::spawn::{SpawnError, Step};
+use crate::spawner::Spawner;
 use crate::startup;
 use crate::state::Input;
 use crate::sys;
@@ -223,6 +224,8 @@ enum Timer {
 
 /// Start the daemon and serve until told to stop; the exit status.
 pub fn run(mut cfg: Config) -> i32 {
+    // First, while the process is small: the spawner is a copy of it.
+    let spawner = Spawner::start();
     // Read before the inherited fds are marked: it names them.
     let handed = match cfg.handover.as_deref().map(handover::read_state) {
         None => None,
@@ -236,6 +239,7 @@ pub fn run(mut cfg: Config) -> i32 {
     sys::tune_allocator();
     match Daemon::new(&cfg, handed.as_ref()) {
         Ok(mut d) => {
+            d.spawner = spawner;
             if let Some(mut f) = cfg.ready.take() {
                 let _ = f.write_all(b"ready\n");
             }
@@ -392,6 +396,9 @@ struct Daemon {
     /// `corral update` asked on this connection (with the wall clock
     /// then): hand over at the end of the wake.
     update_to: Option<(Token, Value, u64)>,
+    /// The process that forks the apps' processes (`crate::spawner`);
+    /// None where there is none, or it is gone: the daemon forks them.
+    spawner: Option<Spawner>,
 }
 
 impl Daemon {

@@ -343,6 +343,7 @@ impl Daemon {
             allow_gid: cfg.allow_gid.clone(),
             lifeline: cfg.lifeline,
             update_to: None,
+            spawner: None,
         })
     }
 }
