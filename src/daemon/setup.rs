@@ -331,6 +331,8 @@ impl Daemon {
             cgroups: crate::cgroup::Cgroups::open(),
             proc_cgroups: HashMap::new(),
             trim: false,
+            trim_at: None,
+            scratch: Vec::new(),
             stale_pid_files: Vec::new(),
             pid_files_due: Vec::new(),
             forked: false,
