@@ -31,13 +31,12 @@
 //! `spawn::fork_into`'s clone3.
 
 use std::ffi::CString;
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
-    recvmsg, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, socketpair,
 };
 
 use crate::spawn::{self, Cgroup, Command, Forker, Pending, SpawnError, Step};
@@ -333,14 +332,7 @@ fn set_apart(sock: OwnedFd) -> OwnedFd {
         std::mem::forget(sock);
         if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
             // Kernels before 5.9.
-            let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-                .map(|d| {
-                    d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                        .filter(|fd| *fd > 3)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for fd in open {
+            for fd in crate::sys::open_fds(4) {
                 libc::close(fd);
             }
         }
@@ -351,22 +343,41 @@ fn set_apart(sock: OwnedFd) -> OwnedFd {
 /// What `ps` shows for the spawner: "corral-spawner", written over the
 /// daemon's arguments (its copy of them; nothing reads them again here).
 fn retitle() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let mut stat = [0u8; 1024];
+    // SAFETY: reading a /proc file of this process into a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        let n = libc::read(fd, stat.as_mut_ptr().cast(), stat.len());
+        libc::close(fd);
+        n
+    };
+    // The fields after the command's ")": field 3 first, arg_start is 48
+    // and arg_end 49.
+    let text = stat
+        .get(..usize::try_from(n).unwrap_or(0))
+        .unwrap_or_default();
+    let Some(close) = text.iter().rposition(|c| *c == b')') else {
         return;
     };
-    // Fields after the command's ")": the 3rd is field 3, arg_start is 48.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return;
+    let mut fields = text
+        .get(close + 1..)
+        .unwrap_or_default()
+        .split(|c| *c == b' ');
+    let mut number = |skip: usize| -> usize {
+        let digits = fields.nth(skip).unwrap_or_default();
+        digits.iter().fold(0usize, |n, d| {
+            n.wrapping_mul(10)
+                .wrapping_add(usize::from(d.wrapping_sub(b'0')))
+        })
     };
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let (Some(&start), Some(&end)) = (fields.get(45), fields.get(46)) else {
-        return;
-    };
+    // The split yields "" before field 3 (the space after ")").
+    let start = number(46);
+    let end = number(0);
     let title = b"corral-spawner";
-    if start == 0 || end <= start + title.len() as u64 {
+    if start == 0 || end <= start + title.len() || end - start > 1 << 20 {
         return;
     }
     // SAFETY: [arg_start, arg_end) is this process's own argument area,
@@ -375,7 +386,7 @@ fn retitle() {
     unsafe {
         let p = start as *mut u8;
         std::ptr::copy_nonoverlapping(title.as_ptr(), p, title.len());
-        std::ptr::write_bytes(p.add(title.len()), 0, (end - start) as usize - title.len());
+        std::ptr::write_bytes(p.add(title.len()), 0, end - start - title.len());
     }
 }
 
@@ -399,25 +410,43 @@ fn receive(sock: &OwnedFd, buf: &mut Vec<u8>) -> Result<Option<(usize, Vec<Owned
         n if n as usize > buf.len() => buf.resize(n as usize, 0),
         _ => {}
     }
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<UnixAddr>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    // Room for MAX_FDS fds in one SCM_RIGHTS message, aligned for cmsghdr.
+    let mut space = [0u64; (MAX_FDS * 4 + 64) / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space) as _;
+    // SAFETY: every pointer in `msg` is to a live buffer of the length
+    // given; the kernel writes no more than that.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
     let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(got) = c {
-            // SAFETY: the kernel just installed these fds in this process.
-            fds.extend(
-                got.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just
+    // filled, within msg_controllen; each SCM_RIGHTS payload is an array
+    // of fds it installed in this process, read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    let len = msg.bytes;
+    let len = n as usize;
     if len == 0 {
         return Ok(None);
     }
