@@ -236,8 +236,10 @@ pub enum Forker {
     /// and whose mask is empty: nothing to undo. The child is the
     /// daemon's (`CLONE_PARENT`), and its pid is also stored at `slot`
     /// before the spawner learns it (`CLONE_PARENT_SETTID`), where the
-    /// daemon finds it if the spawner dies before it answers.
-    Spawner { slot: *mut i32 },
+    /// daemon finds it if the spawner dies before it answers. The child
+    /// closes the spawner's socket `sock` first thing: a child stuck before
+    /// its exec must not keep the daemon from seeing the spawner's end.
+    Spawner { slot: *mut i32, sock: RawFd },
 }
 
 /// Fork `cmd`'s child with `status` as its end of the status pipe. Its pid,
@@ -266,6 +268,8 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
     let envp = null_terminated(&cmd.envp);
     let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
     // The soft fd limit the daemon was started with, not its raised one.
+    // (0 in the spawner, forked before the daemon raised it: its children
+    // inherit its limit, the one the daemon was started with.)
     let app_soft = sys::app_fd_limit();
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
@@ -297,7 +301,7 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
     let (pid, joined) = unsafe {
         match forker {
             Forker::Daemon => fork_into(cmd.cgroup.as_ref()),
-            Forker::Spawner { slot } => clone_for_parent(cmd.cgroup.as_ref(), slot),
+            Forker::Spawner { slot, .. } => clone_for_parent(cmd.cgroup.as_ref(), slot),
         }
     };
     if pid == 0 {
@@ -305,10 +309,22 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
             true => None,
             false => cmd.cgroup.as_ref().map(|c| &c.procs),
         };
+        let spawner_sock = match forker {
+            Forker::Daemon => None,
+            Forker::Spawner { sock, .. } => Some(sock),
+        };
         // SAFETY: in the child, only async-signal-safe calls; never returns.
         unsafe {
             child_after_fork(
-                cmd, &argv, &envp, &groups, &mut fds, status_fd, fd_limit, join, daemon,
+                cmd,
+                &argv,
+                &envp,
+                &groups,
+                &mut fds,
+                status_fd,
+                fd_limit,
+                join,
+                spawner_sock,
             )
         }
     }
@@ -466,7 +482,7 @@ unsafe fn child_after_fork(
     status_fd: i32,
     fd_limit: Option<libc::rlimit>,
     join: Option<&CString>,
-    reset_signals: bool,
+    spawner_sock: Option<RawFd>,
 ) -> ! {
     let report = |step: Step| -> ! {
         let e = Errno::last_raw().to_ne_bytes();
@@ -480,6 +496,9 @@ unsafe fn child_after_fork(
     };
     // SAFETY: plain syscalls on values owned by this process.
     unsafe {
+        if let Some(fd) = spawner_sock {
+            libc::close(fd);
+        }
         if libc::setsid() < 0 {
             report(Step::Setsid);
         }
@@ -494,7 +513,7 @@ unsafe fn child_after_fork(
         // mask (blocked by the parent across the fork): ignored signals
         // (SIGPIPE above all) survive exec, and the daemon's handlers must
         // never run here. The spawner's has nothing to undo.
-        if reset_signals {
+        if spawner_sock.is_none() {
             for sig in 1..libc::SIGRTMAX() {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                     libc::signal(sig, libc::SIG_DFL);

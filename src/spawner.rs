@@ -44,6 +44,15 @@ use crate::spawn::{self, Cgroup, Command, Forker, Pending, SpawnError, Step};
 /// The most fds one request carries (the kernel's `SCM_MAX_FD`).
 const MAX_FDS: usize = 253;
 
+/// How long the daemon waits for an answer before it ends the spawner (a
+/// stopped or stuck one must not stop the daemon): far more than a fork
+/// takes, even under memory pressure.
+const PATIENCE_SECS: libc::time_t = 2;
+
+/// The spawner's answer to a request it could not read: the daemon forks
+/// that one itself.
+const UNREADABLE: i32 = i32::MIN;
+
 /// The daemon's handle on its spawner.
 pub struct Spawner {
     sock: OwnedFd,
@@ -152,12 +161,35 @@ impl Spawner {
         }
         // SAFETY: restores the mask saved above.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        (pid > 0).then_some(Spawner {
+        if pid <= 0 {
+            return None;
+        }
+        // SAFETY: setsockopt with a live timeval of its size.
+        unsafe {
+            let patience = libc::timeval {
+                tv_sec: PATIENCE_SECS,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                ours.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&patience as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        Some(Spawner {
             sock: ours,
             pid,
             slot,
             gone: false,
         })
+    }
+
+    /// The daemon reaped it: its pid is no longer its own, so it is never
+    /// signalled again.
+    pub fn reaped(mut self) {
+        self.gone = true;
     }
 
     /// Its pid (a child of the daemon).
@@ -210,6 +242,7 @@ impl Spawner {
         // Only the child's copy may keep the pipe open.
         drop(status_w);
         let mut answer = [0u8; 4];
+        let mut ended = false;
         let got = loop {
             // SAFETY: reading into a live stack buffer of its length.
             let n = unsafe {
@@ -220,10 +253,17 @@ impl Spawner {
                     0,
                 )
             };
-            if n < 0 && Errno::last() == Errno::EINTR {
-                continue;
+            match (n, Errno::last()) {
+                (n, _) if n >= 0 => break n,
+                (_, Errno::EINTR) => continue,
+                // No answer in PATIENCE_SECS: end it, then wait for the end
+                // of file its death brings (once more at most).
+                (_, Errno::EAGAIN) if !ended => {
+                    ended = true;
+                    crate::sys::send(self.pid, crate::sys::Signal::KILL, false);
+                }
+                _ => break -1,
             }
-            break n;
         };
         let answer = match got {
             4 => i32::from_ne_bytes(answer),
@@ -236,12 +276,16 @@ impl Spawner {
                 };
             }
         };
+        if ended {
+            self.gone = true;
+        }
         match answer {
             pid if pid > 0 => Ok(Ok(spawn::pending(cmd, pid, status_r))),
             0 => {
                 self.gone = true;
                 Err(Fallback::Gone("cannot fork here (clone3 refused)".into()))
             }
+            UNREADABLE => Err(Fallback::TooBig),
             e => Ok(Err(fail(Errno::from_raw(-e)))),
         }
     }
@@ -276,7 +320,7 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
             Ok(Some((len, fds))) => match buf.get(..len).and_then(|b| decode(b, fds)) {
                 Some(c) => c,
                 None => {
-                    answer(&sock, -(Errno::EINVAL as i32));
+                    answer(&sock, UNREADABLE);
                     continue;
                 }
             },
@@ -284,7 +328,14 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
             Err(Errno::EINTR) => continue,
             Err(_) => break,
         };
-        let r = spawn::fork_exec(&cmd, &status, Forker::Spawner { slot });
+        let r = spawn::fork_exec(
+            &cmd,
+            &status,
+            Forker::Spawner {
+                slot,
+                sock: sock.as_raw_fd(),
+            },
+        );
         // The fds go before the answer: the daemon counts on the child
         // alone holding the status pipe.
         drop((cmd, keep, status));
@@ -301,17 +352,28 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
     unsafe { libc::_exit(0) }
 }
 
+/// Answer the daemon; an answer that cannot be sent ends the spawner (the
+/// daemon then reads the end of file and the slot, not a silence).
 fn answer(sock: &OwnedFd, v: i32) {
     let b = v.to_ne_bytes();
-    // SAFETY: sending a live stack buffer; a daemon gone is no error here.
-    unsafe {
-        libc::send(
-            sock.as_raw_fd(),
-            b.as_ptr().cast(),
-            b.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
+    loop {
+        // SAFETY: sending a live stack buffer.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                b.as_ptr().cast(),
+                b.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        match n {
+            4 => return,
+            _ if n < 0 && Errno::last() == Errno::EINTR => continue,
+            // SAFETY: ends this process without running anything of the
+            // daemon's.
+            _ => unsafe { libc::_exit(0) },
+        }
+    }
 }
 
 /// Stdio on /dev/null (the daemon's may be a pipe a CLI waits on to end),
@@ -326,10 +388,15 @@ fn set_apart(sock: OwnedFd) -> OwnedFd {
                 libc::dup2(null, fd);
             }
         }
-        if libc::dup3(sock.as_raw_fd(), 3, libc::O_CLOEXEC) < 0 {
-            libc::_exit(0);
+        if sock.as_raw_fd() == 3 {
+            std::mem::forget(sock);
+        } else {
+            if libc::dup3(sock.as_raw_fd(), 3, libc::O_CLOEXEC) < 0 {
+                libc::_exit(0);
+            }
+            // The original is closed below with every other fd.
+            std::mem::forget(sock);
         }
-        std::mem::forget(sock);
         if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
             // Kernels before 5.9.
             for fd in crate::sys::open_fds(4) {
@@ -354,30 +421,14 @@ fn retitle() {
         libc::close(fd);
         n
     };
-    // The fields after the command's ")": field 3 first, arg_start is 48
-    // and arg_end 49.
     let text = stat
         .get(..usize::try_from(n).unwrap_or(0))
         .unwrap_or_default();
-    let Some(close) = text.iter().rposition(|c| *c == b')') else {
+    let Some((start, end)) = crate::procfs::arg_area(text) else {
         return;
     };
-    let mut fields = text
-        .get(close + 1..)
-        .unwrap_or_default()
-        .split(|c| *c == b' ');
-    let mut number = |skip: usize| -> usize {
-        let digits = fields.nth(skip).unwrap_or_default();
-        digits.iter().fold(0usize, |n, d| {
-            n.wrapping_mul(10)
-                .wrapping_add(usize::from(d.wrapping_sub(b'0')))
-        })
-    };
-    // The split yields "" before field 3 (the space after ")").
-    let start = number(46);
-    let end = number(0);
     let title = b"corral-spawner";
-    if start == 0 || end <= start + title.len() || end - start > 1 << 20 {
+    if end - start <= title.len() || end - start > 1 << 20 {
         return;
     }
     // SAFETY: [arg_start, arg_end) is this process's own argument area,
@@ -428,6 +479,7 @@ fn receive(sock: &OwnedFd, buf: &mut Vec<u8>) -> Result<Option<(usize, Vec<Owned
     if n < 0 {
         return Err(Errno::last());
     }
+    let truncated = msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0;
     let mut fds = Vec::new();
     // SAFETY: the CMSG_* macros walk the control buffer the kernel just
     // filled, within msg_controllen; each SCM_RIGHTS payload is an array
@@ -449,6 +501,11 @@ fn receive(sock: &OwnedFd, buf: &mut Vec<u8>) -> Result<Option<(usize, Vec<Owned
     let len = n as usize;
     if len == 0 {
         return Ok(None);
+    }
+    // Some of it lost (no room for its fds here): unreadable, refused by
+    // `decode` for want of fds.
+    if truncated {
+        fds.clear();
     }
     Ok(Some((len, fds)))
 }
@@ -569,6 +626,19 @@ fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<(Command, Vec<OwnedFd>, OwnedFd
         None => None,
     };
     let status = fd()?;
+    // The child writes its pid into this entry, in place: it must be the
+    // placeholder, with its room.
+    let listen_pid_env = match flags & LISTEN_PID {
+        0 => None,
+        _ => {
+            let i = listen_pid? as usize;
+            let entry = envp.get(i)?;
+            if entry.as_bytes() != spawn::LISTEN_PID_PLACEHOLDER.as_bytes() {
+                return None;
+            }
+            Some(i)
+        }
+    };
     let creds = match flags & CREDS {
         0 => None,
         _ => Some(((flags & UID != 0).then_some(uid?), gid?, groups)),
@@ -584,7 +654,7 @@ fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<(Command, Vec<OwnedFd>, OwnedFd
         stderr,
         listen: keep.iter().map(|f| f.as_raw_fd()).collect(),
         channel,
-        listen_pid_env: (flags & LISTEN_PID != 0).then_some(listen_pid? as usize),
+        listen_pid_env,
         cgroup,
     };
     Some((cmd, keep, status))
@@ -692,5 +762,14 @@ mod tests {
         let mut more = buf.clone();
         more.extend_from_slice(b"X=1\0");
         assert!(decode(&more, dups(raw.len())).is_none());
+        // The entry the child writes its pid into must be the placeholder.
+        let (mut cmd, _held) = command(None, 1, true);
+        cmd.listen_pid_env = Some(0);
+        let (buf, raw) = encode(&cmd, &status);
+        let dups: Vec<OwnedFd> = raw
+            .iter()
+            .map(|f| crate::sys::dup_cloexec(*f, 0).unwrap())
+            .collect();
+        assert!(decode(&buf, dups).is_none());
     }
 }

@@ -547,7 +547,9 @@ impl Daemon {
         self.more_exits = more;
         for (pid, exit) in exits {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
-                self.spawner = None;
+                if let Some(s) = self.spawner.take() {
+                    s.reaped();
+                }
                 let how = match exit {
                     Exit::Code(c) => format!("with status {c}"),
                     Exit::Signal(s) => format!("by signal {s}"),

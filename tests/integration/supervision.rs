@@ -337,6 +337,15 @@ fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     let again = pid_of(&h.wait_status("kid", "online"));
     assert_ne!(again, pid);
     assert_eq!(proc_state(again).map(|s| s.1), Some(daemon));
+    // `update` execs a new image: the old spawner ends, the new image has
+    // one of its own, and the app goes on.
+    let out = h.corral(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_gone(spawner, "the old image's spawner");
+    let spawners = spawners_of(daemon);
+    assert_eq!(spawners.len(), 1, "spawners after update: {spawners:?}");
+    let spawner = spawners[0];
+    assert_eq!(pid_of(&h.describe("kid")), again);
     let out = h.corral(&["kill"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_gone(spawner, "the spawner");
@@ -386,6 +395,41 @@ fn an_app_with_a_huge_environment_starts_whole() {
     // Too big is no reason to give the spawner up.
     if cfg!(target_env = "gnu") {
         assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
-        assert!(!h.daemon_log().contains("the spawner"), "{}", h.daemon_log());
+        assert!(
+            !h.daemon_log().contains("the spawner"),
+            "{}",
+            h.daemon_log()
+        );
     }
+}
+
+/// A spawner that stops answering (stopped here) does not stop the daemon:
+/// after its patience (2 s) the daemon ends it and forks the app itself.
+#[test]
+fn a_stopped_spawner_cannot_stop_the_daemon() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let first = pid_of(&d[0]);
+    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    // SAFETY: kill(2) on the spawner of the daemon this test started.
+    unsafe { libc::kill(spawner, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    h.ok(json!({"cmd": "restart", "target": "kid"}));
+    let d = h.wait_status("kid", "online");
+    assert_ne!(pid_of(&d), first);
+    assert_eq!(proc_state(pid_of(&d)).map(|s| s.1), Some(daemon));
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    wait_gone(spawner, "the stopped spawner");
+    assert!(h.daemon_log().contains("the spawner"), "{}", h.daemon_log());
+    // The daemon still answers at once.
+    assert_eq!(h.list().len(), 1);
 }
