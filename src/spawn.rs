@@ -463,7 +463,56 @@ unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pi
         args.flags &= !CLONE_INTO_CGROUP;
         args.cgroup = 0;
     }
-    (clone3(&args) as libc::pid_t, false)
+    if CLONE3.load(Ordering::Relaxed) {
+        let r = clone3(&args);
+        if r >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::EPERM) {
+            return (r as libc::pid_t, false);
+        }
+        // Before Linux 5.3, or a seccomp filter that refuses clone3
+        // (Docker's default profile answers ENOSYS): the older clone.
+        CLONE3.store(false, Ordering::Relaxed);
+    }
+    // SAFETY: as clone3 above, through the older call.
+    (unsafe { legacy_clone_for_parent(slot) }, false)
+}
+
+/// Whether clone3 may work here for the spawner (cleared for good at the
+/// first ENOSYS or EPERM).
+static CLONE3: AtomicBool = AtomicBool::new(true);
+
+/// `clone(CLONE_PARENT | CLONE_PARENT_SETTID)` without a new stack: a fork
+/// whose child is the caller's parent's, its pid at `slot`. Only where the
+/// parent's tid pointer is the system call's third argument (x86, x86-64,
+/// ARM, AArch64, RISC-V); elsewhere ENOSYS, and the daemon forks itself.
+///
+/// # Safety
+/// As `clone_for_parent`.
+unsafe fn legacy_clone_for_parent(slot: *mut i32) -> libc::pid_t {
+    if cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )) {
+        let flags =
+            (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: as a fork (no CLONE_VM, stack 0: the child goes on on a
+        // copy of this one); the kernel writes the child's pid to `slot`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0 as libc::c_ulong,
+                slot,
+                std::ptr::null_mut::<i32>(),
+                0 as libc::c_ulong,
+            ) as libc::pid_t
+        }
+    } else {
+        Errno::set_raw(libc::ENOSYS);
+        -1
+    }
 }
 
 /// The child's side. Never returns.

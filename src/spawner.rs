@@ -13,7 +13,8 @@
 //! How: the daemon sends the child's `spawn::Command` on a `SOCK_SEQPACKET`
 //! pair (strings as bytes, fds as `SCM_RIGHTS`) and waits for the answer:
 //! the pid (> 0), a fork error (-errno), or 0, "cannot fork for you here"
-//! (clone3 refused), after which the daemon forks its children itself. The
+//! (clone3 and the older clone both refused), after which the daemon forks
+//! its children itself. The
 //! child is made with `CLONE_PARENT`: it is the daemon's child exactly as
 //! if the daemon had forked it (its parent, its reaper, SIGCHLD to it), and
 //! with `CLONE_PARENT_SETTID` its pid is written to a page shared with the
@@ -77,8 +78,9 @@ struct Slot(*mut i32);
 
 impl Slot {
     fn new() -> Option<Slot> {
-        // SAFETY: a new anonymous shared mapping, used only through this
-        // handle, which unmaps it once.
+        // SAFETY: a new anonymous shared mapping, unmapped once by this
+        // handle; the spawner's copy of the pointer (`serve`) is its own
+        // mapping of the same page, which it never unmaps.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),

@@ -433,3 +433,81 @@ fn a_stopped_spawner_cannot_stop_the_daemon() {
     // The daemon still answers at once.
     assert_eq!(h.list().len(), 1);
 }
+
+/// Where clone3 is refused as Docker's default seccomp profile refuses it
+/// (ENOSYS), the spawner forks with the older clone, and still makes the
+/// daemon's children.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_spawner_works_where_clone3_is_refused() {
+    use std::os::unix::process::CommandExt;
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::new();
+    let mut c = h.command(&["ping"]);
+    // SAFETY: between fork and exec, only prctl(2) on a filter that lives
+    // on this stack frame.
+    unsafe {
+        c.pre_exec(|| {
+            // seccomp: clone3 answers ENOSYS, every other call is allowed.
+            let prog = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_clone3 as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::ENOSYS as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr() as *mut _,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let pid = pid_of(&d[0]);
+    assert_eq!(
+        proc_state(pid).map(|s| s.1),
+        Some(daemon),
+        "the app's parent"
+    );
+    assert_eq!(spawners_of(daemon).len(), 1, "{}", h.daemon_log());
+    assert!(
+        !h.daemon_log().contains("the spawner"),
+        "{}",
+        h.daemon_log()
+    );
+    assert!(
+        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
+        "the daemon runs under the filter"
+    );
+}
