@@ -547,6 +547,12 @@ def w_memory(m, ctx):
     dpid = m.ping()
     time.sleep(1)
     out[("1", "daemon RSS, idle", "KiB")], out[("1", "daemon PSS, idle", "KiB")] = settle_samples(dpid, ctx.samples)
+    # corral's spawner (the process that forks the apps for its daemon,
+    # glibc builds): its PSS, the memory it adds (it shares its pages with
+    # the daemon). PM2 has no such process.
+    helper = [c for c in descendants(dpid) if comm(c) == "corral-spawner" and proc_stat(c)[1] == dpid]
+    if helper:
+        out[("1", "  its spawner's PSS, idle", "KiB")] = settle_samples(helper[0], ctx.samples)[1]
     have = 0
     for n in ctx.mem_counts:
         apps = [sleeper(ctx, f"m{i}") for i in range(have, n)]
@@ -558,6 +564,8 @@ def w_memory(m, ctx):
         apps_ = f"{n} app" + ("s" if n > 1 else "")
         out[("1", f"daemon RSS, {apps_}", "KiB")] = rss
         out[("1", f"daemon PSS, {apps_}", "KiB")] = pss
+    if helper:
+        out[("1", f"  its spawner's PSS, {have} apps", "KiB")] = settle_samples(helper[0], ctx.samples)[1]
     times = []
     for _ in range(ctx.reps_jlist_big):
         times.append(m.timed("jlist"))

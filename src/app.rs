@@ -384,61 +384,80 @@ impl App {
         )
     }
 
-    /// The full environment of a spawn (the man page's WHAT AN APP GETS).
-    pub fn environment(&self, pm_id: u32, home: &Home, io: &Io) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = match &self.base_env {
-            Some(e) => BTreeMap::clone(e),
-            None => std::env::vars().collect(),
-        };
-        // What the caller had of these belongs to its own manager, not to
-        // this app: a stale NODE_CHANNEL_FD would point at a wrong fd.
-        env.retain(|k, _| {
-            (!k.starts_with("CORRAL_") || k == "CORRAL_HOME")
-                && !INHERITED_NOT.contains(&k.as_str())
-                && !k.starts_with("LISTEN_")
-        });
-        env.extend(self.shown_env());
+    /// The full environment of a spawn (the man page's WHAT AN APP GETS),
+    /// as `KEY=value` strings in key order: the caller's (less what belongs
+    /// to its own manager), the app's `env`, then what corral sets. Built
+    /// straight into the strings `execve` takes (this is on the way from
+    /// an app's death to its restart).
+    pub fn environment(&self, pm_id: u32, home: &Home, io: &Io) -> Result<Vec<CString>, WireError> {
+        let mut own = self.shown_env();
         if let Some(c) = &self.creds {
             if let Some(h) = &c.home {
-                env.insert("HOME".into(), h.clone());
+                own.insert("HOME".into(), h.clone());
             }
             if let Some(u) = &c.user {
-                env.insert("USER".into(), u.clone());
-                env.insert("LOGNAME".into(), u.clone());
+                own.insert("USER".into(), u.clone());
+                own.insert("LOGNAME".into(), u.clone());
             }
         }
-        if self.interpreter_name() == "python3" {
-            env.entry("PYTHONUNBUFFERED".into())
-                .or_insert_with(|| "1".into());
-        }
-        env.insert("pm_id".into(), pm_id.to_string());
-        env.insert("name".into(), self.spec.name.clone());
-        env.insert("namespace".into(), self.spec.namespace.clone());
-        env.insert(
+        own.insert("pm_id".into(), pm_id.to_string());
+        own.insert("name".into(), self.spec.name.clone());
+        own.insert("namespace".into(), self.spec.namespace.clone());
+        own.insert(
             self.spec.instance_var.clone(),
             self.slot.instance.to_string(),
         );
         if let Some((var, value)) = &self.increment {
-            env.insert(var.clone(), value.to_string());
+            own.insert(var.clone(), value.to_string());
         }
-        env.insert("CORRAL_HOME".into(), home.dir.display().to_string());
+        own.insert("CORRAL_HOME".into(), home.dir.display().to_string());
         if io.channel.is_some() {
             let fd = spawn::channel_fd(io.listen.len());
-            env.insert("NODE_CHANNEL_FD".into(), fd.to_string());
-            env.insert("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into());
+            own.insert("NODE_CHANNEL_FD".into(), fd.to_string());
+            own.insert("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into());
         }
         if !io.listen.is_empty() {
-            env.insert("LISTEN_FDS".into(), io.listen.len().to_string());
+            own.insert("LISTEN_FDS".into(), io.listen.len().to_string());
             let names: Vec<&str> = io.listen.iter().map(|(_, n)| n.as_str()).collect();
-            env.insert("LISTEN_FDNAMES".into(), names.join(":"));
+            own.insert("LISTEN_FDNAMES".into(), names.join(":"));
         }
         if let Some(id) = &io.cluster_id {
-            env.insert("NODE_UNIQUE_ID".into(), id.clone());
+            own.insert("NODE_UNIQUE_ID".into(), id.clone());
         }
         if let Some(n) = &io.notify_socket {
-            env.insert("NOTIFY_SOCKET".into(), n.display().to_string());
+            own.insert("NOTIFY_SOCKET".into(), n.display().to_string());
         }
-        env
+        let daemon_env;
+        let base: &BTreeMap<String, String> = match &self.base_env {
+            Some(e) => e,
+            None => {
+                daemon_env = std::env::vars().collect();
+                &daemon_env
+            }
+        };
+        // What the caller had of these belongs to its own manager, not to
+        // this app: a stale NODE_CHANNEL_FD would point at a wrong fd.
+        let inherited = |k: &str| {
+            (!k.starts_with("CORRAL_") || k == "CORRAL_HOME")
+                && !INHERITED_NOT.contains(&k)
+                && !k.starts_with("LISTEN_")
+        };
+        if self.interpreter_name() == "python3"
+            && !own.contains_key("PYTHONUNBUFFERED")
+            && !base.contains_key("PYTHONUNBUFFERED")
+        {
+            own.insert("PYTHONUNBUFFERED".into(), "1".into());
+        }
+        merge_sorted(base.iter().filter(|(k, _)| inherited(k)), own.iter())
+            .map(|(k, v)| {
+                let mut b = Vec::with_capacity(k.len() + v.len() + 2);
+                b.extend_from_slice(k.as_bytes());
+                b.push(b'=');
+                b.extend_from_slice(v.as_bytes());
+                CString::new(b)
+                    .map_err(|_| invalid("an environment variable contains a NUL byte".into()))
+            })
+            .collect()
     }
 
     /// `pm_exec_path`: the script's path, or the command line run by sh.
@@ -516,11 +535,7 @@ impl App {
             .iter()
             .map(|a| cstr(a.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut envp = self
-            .environment(pm_id, home, &io)
-            .iter()
-            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "an environment variable"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut envp = self.environment(pm_id, home, &io)?;
         // LISTEN_PID is the exec'd process's pid: the child fills it in.
         let listen_pid_env = match io.listen.is_empty() {
             true => None,

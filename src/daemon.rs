@@ -63,6 +63,7 @@ use crate::protocol::{ErrorCode, WireError};
 use crate::reaper;
 use crate::rotate::Rotation;
 use crate::spawn::{SpawnError, Step};
+use crate::spawner::Spawner;
 use crate::startup;
 use crate::state::Input;
 use crate::sys;
@@ -219,10 +220,18 @@ enum Timer {
     /// The latest the pid files and the journal wait for the children's
     /// exec (`PUT_OFF_MAX`).
     PutOff,
+    /// Give freed memory back (`TRIM_AFTER`).
+    Trim,
 }
+
+/// How long after the wake that freed memory it is given back to the
+/// kernel: a burst of restarts or requests trims once, after it.
+const TRIM_AFTER: u64 = 500;
 
 /// Start the daemon and serve until told to stop; the exit status.
 pub fn run(mut cfg: Config) -> i32 {
+    // First, while the process is small: the spawner is a copy of it.
+    let spawner = Spawner::start();
     // Read before the inherited fds are marked: it names them.
     let handed = match cfg.handover.as_deref().map(handover::read_state) {
         None => None,
@@ -236,6 +245,7 @@ pub fn run(mut cfg: Config) -> i32 {
     sys::tune_allocator();
     match Daemon::new(&cfg, handed.as_ref()) {
         Ok(mut d) => {
+            d.spawner = spawner;
             if let Some(mut f) = cfg.ready.take() {
                 let _ = f.write_all(b"ready\n");
             }
@@ -367,6 +377,10 @@ struct Daemon {
     orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
+    /// When the trim asked for is due (`Timer::Trim`).
+    trim_at: Option<u64>,
+    /// The buffer output pipes are read into, kept until the next trim.
+    scratch: Vec<u8>,
     /// Pid files of processes that exited in this wake.
     stale_pid_files: Vec<(u32, PathBuf, Option<sys::FsUser>)>,
     /// Apps whose main process started: their pid file is due.
@@ -392,6 +406,9 @@ struct Daemon {
     /// `corral update` asked on this connection (with the wall clock
     /// then): hand over at the end of the wake.
     update_to: Option<(Token, Value, u64)>,
+    /// The process that forks the apps' processes (`crate::spawner`);
+    /// None where there is none, or it is gone: the daemon forks them.
+    spawner: Option<Spawner>,
 }
 
 impl Daemon {
@@ -520,12 +537,12 @@ impl Daemon {
                 self.write_journal(false);
                 self.trim = true;
             }
-            if std::mem::take(&mut self.trim) {
-                if self.execs.is_empty() {
-                    // Room for the execs of a bulk start, given back.
-                    self.execs.shrink_to_fit();
-                }
-                sys::trim_heap();
+            // Freed memory goes back once things are quiet, not after each
+            // wake of a burst (the next wake would fault it in again).
+            if std::mem::take(&mut self.trim) && self.trim_at.is_none() {
+                let at = self.now() + TRIM_AFTER;
+                self.timers.arm(at, Timer::Trim);
+                self.trim_at = Some(at);
             }
             if let Some(code) = self.runtime_done() {
                 self.log(&format!("no app left to run: exiting with status {code}"));

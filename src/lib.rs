@@ -80,6 +80,7 @@ mod regex;
 mod relaxed_json;
 mod rotate;
 mod spawn;
+mod spawner;
 // Private; the binary's `startup` verb reaches it through `__private`.
 #[allow(missing_docs)]
 mod startup;

@@ -129,6 +129,20 @@ fn fields(text: &[u8]) -> Option<Fields<'_>> {
     })
 }
 
+/// Where a process's arguments are in its memory (`arg_start`, `arg_end`:
+/// fields 48 and 49 of its stat line, Linux 3.5+).
+pub fn arg_area(text: &[u8]) -> Option<(usize, usize)> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let mut rest = text
+        .get(close + 1..)?
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .skip(45);
+    let start = num(rest.next()?)?;
+    let end = num(rest.next()?)?;
+    (start > 0 && end > start).then_some((start, end))
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `utime`/`stime`/`starttime`;
 /// 100 if unavailable.
 pub fn clock_ticks_per_sec() -> u64 {
@@ -267,6 +281,20 @@ mod tests {
         3 0 999999 12345678 -1 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
     const SPACEY: &str = "4194304 ( ) ) Z 4194303 -5 0 0 -1 0 0 0 0 0 18446744073709551615 0 \
         0 0 20 0 1 0 1 0 0";
+
+    /// The argument area, from a real line; none from a line cut short
+    /// (a kernel before 3.5) or one that makes no sense.
+    #[test]
+    fn the_argument_area_is_fields_48_and_49() {
+        assert_eq!(
+            arg_area(CAT.as_bytes()),
+            Some((140720476019421, 140720476019441))
+        );
+        assert_eq!(arg_area(WEIRD.as_bytes()), None);
+        assert_eq!(arg_area(b"1 (x) S 1 1 1"), None);
+        let reversed = CAT.replace("140720476019421 140720476019441", "9 8");
+        assert_eq!(arg_area(reversed.as_bytes()), None);
+    }
 
     fn stat(
         pid: i32,

@@ -193,16 +193,58 @@ impl Pending {
 /// Fork `cmd`'s child; it execs on its own, and says how that went on the
 /// status pipe (`Pending::check`).
 pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
-    let fail = |step, errno, object: &CString| SpawnError {
+    let (status_r, status_w) = status_pipe().map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    match fork_exec(cmd, &status_w, Forker::Daemon) {
+        Ok(pid) => Ok(pending(cmd, pid, status_r)),
+        Err(e) => Err(fail(Step::Exec, e, &cmd.path)),
+    }
+}
+
+fn fail(step: Step, errno: Errno, object: &CString) -> SpawnError {
+    SpawnError {
         step,
         errno,
         object: object.to_string_lossy().into_owned(),
-    };
-    let (status_r, status_w) =
-        pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| fail(Step::Exec, e, &cmd.path))?;
-    // The child's end blocks, so its report is never lost.
-    sys::set_nonblocking(status_w.as_raw_fd(), false)
-        .map_err(|e| fail(Step::Exec, e, &cmd.path))?;
+    }
+}
+
+/// A child's status pipe: the daemon's end (close-on-exec, non-blocking)
+/// and the child's (close-on-exec, blocking, so its report is never lost).
+pub fn status_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    sys::set_nonblocking(w.as_raw_fd(), false)?;
+    Ok((r, w))
+}
+
+/// The child `pid` of `cmd`, whose status pipe the daemon reads at `status`.
+pub fn pending(cmd: &Command, pid: i32, status: OwnedFd) -> Pending {
+    Pending {
+        pid,
+        status,
+        path: cmd.path.to_string_lossy().into_owned(),
+        cwd: cmd.cwd.to_string_lossy().into_owned(),
+    }
+}
+
+/// Who forks, and so what the child must undo before it execs.
+#[derive(Clone, Copy)]
+pub enum Forker {
+    /// The daemon itself: every signal is blocked across the fork and the
+    /// child resets the daemon's handlers.
+    Daemon,
+    /// The spawner (`crate::spawner`), whose handlers are all the default
+    /// and whose mask is empty: nothing to undo. The child is the
+    /// daemon's (`CLONE_PARENT`), and its pid is also stored at `slot`
+    /// before the spawner learns it (`CLONE_PARENT_SETTID`), where the
+    /// daemon finds it if the spawner dies before it answers. The child
+    /// closes the spawner's socket `sock` first thing: a child stuck before
+    /// its exec must not keep the daemon from seeing the spawner's end.
+    Spawner { slot: *mut i32, sock: RawFd },
+}
+
+/// Fork `cmd`'s child with `status` as its end of the status pipe. Its pid,
+/// or why no child was made.
+pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32, Errno> {
     // The fds the child gets, in order: 0, 1, 2, the listening sockets, the
     // channel. The status pipe stays above them.
     let mut fds: Vec<i32> = vec![
@@ -214,16 +256,20 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     if let Some(c) = &cmd.channel {
         fds.push(c.as_raw_fd());
     }
-    let status_w = match status_w.as_raw_fd() >= fds.len() as i32 {
-        true => status_w,
-        false => sys::dup_cloexec(status_w.as_raw_fd(), fds.len() as i32)
-            .map_err(|e| fail(Step::Exec, e, &cmd.path))?,
+    let moved;
+    let status_fd = match status.as_raw_fd() >= fds.len() as i32 {
+        true => status.as_raw_fd(),
+        false => {
+            moved = sys::dup_cloexec(status.as_raw_fd(), fds.len() as i32)?;
+            moved.as_raw_fd()
+        }
     };
     let argv = null_terminated(&cmd.argv);
     let envp = null_terminated(&cmd.envp);
     let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
-    let status_fd = status_w.as_raw_fd();
     // The soft fd limit the daemon was started with, not its raised one.
+    // (0 in the spawner, forked before the daemon raised it: its children
+    // inherit its limit, the one the daemon was started with.)
     let app_soft = sys::app_fd_limit();
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
@@ -233,49 +279,66 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
             rlim_max: hard as libc::rlim_t,
         });
 
-    // Every signal is blocked across the fork: until the child has reset
-    // the daemon's handlers, a signal must not run one of them in it (they
-    // write to the daemon's signal pipe).
+    let daemon = matches!(forker, Forker::Daemon);
+    // Every signal is blocked across the daemon's fork: until the child has
+    // reset the daemon's handlers, a signal must not run one of them in it
+    // (they write to the daemon's signal pipe).
     // SAFETY: sigset_t is plain data; sigfillset and sigprocmask only touch
     // this thread's mask and the sets given.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+    if daemon {
+        // SAFETY: as above.
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+        }
     }
-    // SAFETY: the daemon is single-threaded, and the child below only calls
-    // async-signal-safe functions on memory prepared before the fork.
-    let (pid, joined) = unsafe { fork_into(cmd.cgroup.as_ref()) };
+    // SAFETY: the daemon and the spawner are single-threaded, and the child
+    // below only calls async-signal-safe functions on memory prepared
+    // before the fork.
+    let (pid, joined) = unsafe {
+        match forker {
+            Forker::Daemon => fork_into(cmd.cgroup.as_ref()),
+            Forker::Spawner { slot, .. } => clone_for_parent(cmd.cgroup.as_ref(), slot),
+        }
+    };
     if pid == 0 {
         let join = match joined {
             true => None,
             false => cmd.cgroup.as_ref().map(|c| &c.procs),
         };
+        let spawner_sock = match forker {
+            Forker::Daemon => None,
+            Forker::Spawner { sock, .. } => Some(sock),
+        };
         // SAFETY: in the child, only async-signal-safe calls; never returns.
         unsafe {
             child_after_fork(
-                cmd, &argv, &envp, &groups, &mut fds, status_fd, fd_limit, join,
+                cmd,
+                &argv,
+                &envp,
+                &groups,
+                &mut fds,
+                status_fd,
+                fd_limit,
+                join,
+                spawner_sock,
             )
         }
     }
     let errno = Errno::last();
-    // SAFETY: restores this thread's mask saved above.
-    unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    if daemon {
+        // SAFETY: restores this thread's mask saved above.
+        unsafe {
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
     }
-    if pid < 0 {
-        return Err(fail(Step::Exec, errno, &cmd.path));
+    match pid < 0 {
+        true => Err(errno),
+        false => Ok(pid),
     }
-    drop(status_w);
-    Ok(Pending {
-        pid,
-        status: status_r,
-        path: cmd.path.to_string_lossy().into_owned(),
-        cwd: cmd.cwd.to_string_lossy().into_owned(),
-    })
 }
 
 /// `struct clone_args` of clone3(2), up to `cgroup` (its second version).
@@ -354,6 +417,104 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
     (unsafe { libc::fork() }, false)
 }
 
+/// The spawner's fork (`Forker::Spawner`): clone3 with `CLONE_PARENT`, so
+/// the child is the daemon's (which reaps it and which it sees as its
+/// parent), and `CLONE_PARENT_SETTID`, so its pid is at `slot` before
+/// clone3 returns. Born in `cgroup` where the kernel can, as `fork_into`.
+/// With `CLONE_PARENT` the child's exit signal is the spawner's own
+/// (SIGCHLD), and clone3 wants none given.
+///
+/// # Safety
+/// As `fork_into`; `slot` is valid for writes (a page shared with the
+/// daemon).
+unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pid_t, bool) {
+    let clone3 = |args: &CloneArgs| {
+        // SAFETY: as in `fork_into`; the kernel also writes the child's pid
+        // to `slot`, which is valid by this function's contract.
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        }
+    };
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID) as u64,
+        parent_tid: slot as u64,
+        ..CloneArgs::default()
+    };
+    let into = cgroup.filter(|_| CLONE_INTO.load(Ordering::Relaxed));
+    if let Some(cg) = into {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.dir.as_raw_fd() as u64;
+        let r = clone3(&args);
+        if r >= 0 {
+            return (r as libc::pid_t, true);
+        }
+        if !matches!(
+            Errno::last(),
+            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
+        ) {
+            return (-1, false);
+        }
+        // The kernel refuses this flag: the child joins the cgroup itself.
+        CLONE_INTO.store(false, Ordering::Relaxed);
+        args.flags &= !CLONE_INTO_CGROUP;
+        args.cgroup = 0;
+    }
+    if CLONE3.load(Ordering::Relaxed) {
+        let r = clone3(&args);
+        if r >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::EPERM) {
+            return (r as libc::pid_t, false);
+        }
+        // Before Linux 5.3, or a seccomp filter that refuses clone3
+        // (Docker's default profile answers ENOSYS): the older clone.
+        CLONE3.store(false, Ordering::Relaxed);
+    }
+    // SAFETY: as clone3 above, through the older call.
+    (unsafe { legacy_clone_for_parent(slot) }, false)
+}
+
+/// Whether clone3 may work here for the spawner (cleared for good at the
+/// first ENOSYS or EPERM).
+static CLONE3: AtomicBool = AtomicBool::new(true);
+
+/// `clone(CLONE_PARENT | CLONE_PARENT_SETTID)` without a new stack: a fork
+/// whose child is the caller's parent's, its pid at `slot`. Only where the
+/// parent's tid pointer is the system call's third argument (x86, x86-64,
+/// ARM, AArch64, RISC-V); elsewhere ENOSYS, and the daemon forks itself.
+///
+/// # Safety
+/// As `clone_for_parent`.
+unsafe fn legacy_clone_for_parent(slot: *mut i32) -> libc::pid_t {
+    if cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )) {
+        let flags =
+            (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: as a fork (no CLONE_VM, stack 0: the child goes on on a
+        // copy of this one); the kernel writes the child's pid to `slot`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                flags,
+                0 as libc::c_ulong,
+                slot,
+                std::ptr::null_mut::<i32>(),
+                0 as libc::c_ulong,
+            ) as libc::pid_t
+        }
+    } else {
+        Errno::set_raw(libc::ENOSYS);
+        -1
+    }
+}
+
 /// The child's side. Never returns.
 ///
 /// # Safety
@@ -370,6 +531,7 @@ unsafe fn child_after_fork(
     status_fd: i32,
     fd_limit: Option<libc::rlimit>,
     join: Option<&CString>,
+    spawner_sock: Option<RawFd>,
 ) -> ! {
     let report = |step: Step| -> ! {
         let e = Errno::last_raw().to_ne_bytes();
@@ -383,6 +545,9 @@ unsafe fn child_after_fork(
     };
     // SAFETY: plain syscalls on values owned by this process.
     unsafe {
+        if let Some(fd) = spawner_sock {
+            libc::close(fd);
+        }
         if libc::setsid() < 0 {
             report(Step::Setsid);
         }
@@ -393,17 +558,20 @@ unsafe fn child_after_fork(
                 libc::close(fd);
             }
         }
-        // Reset every disposition, then empty the mask (blocked by the
-        // parent across the fork): ignored signals (SIGPIPE above all)
-        // survive exec, and the daemon's handlers must never run here.
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+        // The daemon's child resets every disposition, then empties the
+        // mask (blocked by the parent across the fork): ignored signals
+        // (SIGPIPE above all) survive exec, and the daemon's handlers must
+        // never run here. The spawner's has nothing to undo.
+        if spawner_sock.is_none() {
+            for sig in 1..libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
             }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         // Lowering a soft limit cannot fail for want of privilege; if it
         // fails anyway the app runs with the daemon's.
         if let Some(l) = &fd_limit {

@@ -177,17 +177,22 @@ pub fn mark_inherited_fds_cloexec() {
         return;
     }
     // Kernels before 5.11: one fcntl per open fd.
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in fds {
+    for fd in open_fds(3) {
         // A closed one (the directory's own fd) fails harmlessly.
         let _ = set_cloexec(fd);
     }
+}
+
+/// The fds this process has open from `first` up (/proc/self/fd; the
+/// listing's own fd among them, closed by the time this returns).
+pub fn open_fds(first: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= first)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Point fds 1 and 2 at the daemon log, and fd 0 at /dev/null if `stdin`.

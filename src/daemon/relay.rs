@@ -42,9 +42,13 @@ impl Daemon {
     /// writes without pause must not keep the loop from everything else.
     /// A pipe left with data is read again in the next wake (`busy_pipes`).
     pub(super) fn read_pipe(&mut self, t: Token) {
-        // Not kept between calls: an idle daemon should not hold 64 KiB of
-        // buffer (freed heap goes back to the kernel, see `trim`).
-        let mut buf = vec![0u8; READ_CHUNK];
+        // Kept while output flows; an idle daemon does not hold it (it is
+        // freed at the next trim, `Timer::Trim`).
+        let mut buf = std::mem::take(&mut self.scratch);
+        if buf.len() < READ_CHUNK {
+            buf = vec![0u8; READ_CHUNK];
+            self.trim = true;
+        }
         let mut closed = false;
         let mut reads = 0;
         loop {
@@ -56,7 +60,7 @@ impl Daemon {
             }
             reads += 1;
             let Some(pipe) = self.pipes.get_mut(&t) else {
-                return;
+                break;
             };
             let n = match pipe.rx.read(&mut buf) {
                 Ok(0) => {
@@ -94,6 +98,7 @@ impl Daemon {
                 self.publish_lines(id, stream, chunk);
             }
         }
+        self.scratch = buf;
         if closed && let Some(mut pipe) = self.pipes.remove(&t) {
             let _ = self.poll.registry().deregister(&mut pipe.rx);
             // A partial line kept back (JSON, the combined file) goes out.

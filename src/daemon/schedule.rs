@@ -17,6 +17,7 @@ use crate::state::{Input, Wanted};
 use crate::watch::{Ignore, Watcher};
 
 use super::{DEFAULT_IGNORE_WATCH, Daemon, Timer, WATCH, internal, wall_ms};
+use crate::sys;
 
 /// Deadlines acted on in one wake. Every automatic restart is one, so
 /// this bounds the spawns of a wake: a crash storm of hundreds of apps is
@@ -68,6 +69,17 @@ impl Daemon {
                 }
                 // Nothing to do here: the wake writes what was put off.
                 Timer::PutOff => {}
+                Timer::Trim => {
+                    if self.trim_at == Some(t) {
+                        self.trim_at = None;
+                        self.scratch = Vec::new();
+                        if self.execs.is_empty() {
+                            // Room for the execs of a bulk start, given back.
+                            self.execs.shrink_to_fit();
+                        }
+                        sys::trim_heap();
+                    }
+                }
                 Timer::Sample => {
                     if self.sample_at == Some(t) {
                         self.sample_at = None;

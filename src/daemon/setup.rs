@@ -331,6 +331,8 @@ impl Daemon {
             cgroups: crate::cgroup::Cgroups::open(),
             proc_cgroups: HashMap::new(),
             trim: false,
+            trim_at: None,
+            scratch: Vec::new(),
             stale_pid_files: Vec::new(),
             pid_files_due: Vec::new(),
             forked: false,
@@ -343,6 +345,7 @@ impl Daemon {
             allow_gid: cfg.allow_gid.clone(),
             lifeline: cfg.lifeline,
             update_to: None,
+            spawner: None,
         })
     }
 }

@@ -23,10 +23,11 @@ use crate::app::Io;
 use crate::cgroup;
 use crate::channel::Channel;
 use crate::logs::is_null;
-use crate::process::Event;
+use crate::process::{Event, Exit};
 use crate::protocol::Monit;
 use crate::reaper;
-use crate::spawn::{ExecStatus, Pending, spawn_child};
+use crate::spawn::{Command, ExecStatus, Pending, SpawnError, spawn_child};
+use crate::spawner::Fallback;
 use crate::state::{Effect, Input, Role};
 use crate::sys::{self, Signal};
 
@@ -233,6 +234,25 @@ impl Daemon {
         self.table.remove(id);
     }
 
+    /// Fork `cmd`'s child: through the spawner where there is one, else
+    /// here. A spawner that is gone or cannot fork is let go, and said so.
+    fn fork_child(&mut self, cmd: &Command) -> Result<Pending, SpawnError> {
+        let Some(s) = self.spawner.as_mut() else {
+            return spawn_child(cmd);
+        };
+        match s.spawn(cmd) {
+            Ok(r) => return r,
+            Err(Fallback::TooBig) => {}
+            Err(Fallback::Gone(why)) => {
+                self.spawner = None;
+                self.log(&format!(
+                    "the spawner {why}: the daemon forks the apps' processes itself from now on"
+                ));
+            }
+        }
+        spawn_child(cmd)
+    }
+
     /// Fork a process for app `id` with fresh pipes and channel, all
     /// registered with the poller before the fork (an app is never left
     /// writing into a pipe nobody reads); its exec status is watched by
@@ -377,7 +397,7 @@ impl Daemon {
         }
         let spawned = match failure {
             Some(f) => Err(f),
-            None => spawn_child(&cmd).map_err(Fault::from),
+            None => self.fork_child(&cmd).map_err(Fault::from),
         };
         drop(cmd);
         let pending = match spawned {
@@ -526,6 +546,19 @@ impl Daemon {
         let (exits, more) = reaper::reap_some(EXITS_PER_WAKE);
         self.more_exits = more;
         for (pid, exit) in exits {
+            if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
+                if let Some(s) = self.spawner.take() {
+                    s.reaped();
+                }
+                let how = match exit {
+                    Exit::Code(c) => format!("with status {c}"),
+                    Exit::Signal(s) => format!("by signal {s}"),
+                };
+                self.log(&format!(
+                    "the spawner (pid {pid}) ended {how}: the daemon forks the apps' processes itself from now on"
+                ));
+                continue;
+            }
             // An orphan of an app, reaped as a subreaper must: nothing else.
             let Some(id) = self.table.app_of(pid) else {
                 continue;

@@ -281,3 +281,233 @@ fn a_restarted_app_keeps_its_emptied_cgroup() {
         "a deleted app's cgroup is removed"
     );
 }
+
+/// The daemon's children named `corral-spawner` (its spawner, with glibc).
+fn spawners_of(daemon: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| matches!(proc_state(*pid), Some((s, p)) if p == daemon && s != 'Z'))
+        .filter(|pid| read(Path::new(&format!("/proc/{pid}/comm"))).trim() == "corral-spawner")
+        .collect()
+}
+
+/// Signals that `/proc/<pid>/status` shows under `field` (a hex mask).
+fn signal_mask(pid: i32, field: &str) -> u64 {
+    read(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .expect("a signal mask")
+}
+
+/// The spawner forks the apps' processes, yet they are the daemon's own
+/// children (it reaps them; they see it as their parent), with no signal
+/// blocked and SIGPIPE at its default; `ps` names the spawner, which ends
+/// with the daemon.
+#[test]
+fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let pid = pid_of(&d[0]);
+    assert_eq!(
+        proc_state(pid).map(|s| s.1),
+        Some(daemon),
+        "the app's parent"
+    );
+    assert_eq!(signal_mask(pid, "SigBlk:"), 0, "signals blocked in the app");
+    assert_eq!(
+        signal_mask(pid, "SigIgn:") & (1 << (13 - 1)),
+        0,
+        "SIGPIPE ignored in the app"
+    );
+    let spawners = spawners_of(daemon);
+    if !cfg!(target_env = "gnu") {
+        assert!(spawners.is_empty(), "a spawner without glibc: {spawners:?}");
+        return;
+    }
+    assert_eq!(spawners.len(), 1, "the daemon's spawners: {spawners:?}");
+    let spawner = spawners[0];
+    let cmdline = read(Path::new(&format!("/proc/{spawner}/cmdline")));
+    assert_eq!(cmdline.trim_end_matches('\0'), "corral-spawner");
+    // A restart goes through it too: the new process is the daemon's.
+    h.ok(json!({"cmd": "restart", "target": "kid"}));
+    let again = pid_of(&h.wait_status("kid", "online"));
+    assert_ne!(again, pid);
+    assert_eq!(proc_state(again).map(|s| s.1), Some(daemon));
+    // `update` execs a new image: the old spawner ends, the new image has
+    // one of its own, and the app goes on.
+    let out = h.corral(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_gone(spawner, "the old image's spawner");
+    let spawners = spawners_of(daemon);
+    assert_eq!(spawners.len(), 1, "spawners after update: {spawners:?}");
+    let spawner = spawners[0];
+    assert_eq!(pid_of(&h.describe("kid")), again);
+    let out = h.corral(&["kill"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_gone(spawner, "the spawner");
+}
+
+/// A spawner killed behind the daemon's back costs nothing but speed: the
+/// daemon says so in its log and forks the apps' processes itself.
+#[test]
+fn the_daemon_forks_itself_once_its_spawner_is_gone() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let first = pid_of(&d[0]);
+    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    // SAFETY: kill(2) on the spawner of the daemon this test started.
+    unsafe { libc::kill(spawner, libc::SIGKILL) };
+    wait_until(SOON, "the daemon saw its spawner end", || {
+        h.daemon_log()
+            .contains(&format!("the spawner (pid {spawner}) ended by signal 9"))
+    });
+    // SAFETY: as above, on the app this test started.
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    wait_until(SOON, "kid restarted", || {
+        let d = h.describe("kid");
+        env_of(&d, "status") == "online" && pid_of(&d) != first && pid_of(&d) != 0
+    });
+    let again = pid_of(&h.describe("kid"));
+    assert_eq!(proc_state(again).map(|s| s.1), Some(daemon));
+    assert!(spawners_of(daemon).is_empty());
+}
+
+/// An environment too large for one request to the spawner (more than a
+/// socket buffer) is forked by the daemon itself, whole.
+#[test]
+fn an_app_with_a_huge_environment_starts_whole() {
+    let h = TestHome::started();
+    let big = "x".repeat(100_000);
+    h.start(json!({"name": "big", "script": "sh",
+        "args": ["-c", "printf '%s %s %s\\n' ${#BIG1} ${#BIG2} ${#BIG3}; exec sleep 1000"],
+        "env": {"BIG1": big, "BIG2": big, "BIG3": big}}));
+    h.wait_log("big", "100000 100000 100000");
+    assert_eq!(h.status("big"), "online");
+    // Too big is no reason to give the spawner up.
+    if cfg!(target_env = "gnu") {
+        assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
+        assert!(
+            !h.daemon_log().contains("the spawner"),
+            "{}",
+            h.daemon_log()
+        );
+    }
+}
+
+/// A spawner that stops answering (stopped here) does not stop the daemon:
+/// after its patience (2 s) the daemon ends it and forks the app itself.
+#[test]
+fn a_stopped_spawner_cannot_stop_the_daemon() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::started();
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let first = pid_of(&d[0]);
+    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    // SAFETY: kill(2) on the spawner of the daemon this test started.
+    unsafe { libc::kill(spawner, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    h.ok(json!({"cmd": "restart", "target": "kid"}));
+    let d = h.wait_status("kid", "online");
+    assert_ne!(pid_of(&d), first);
+    assert_eq!(proc_state(pid_of(&d)).map(|s| s.1), Some(daemon));
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
+    wait_gone(spawner, "the stopped spawner");
+    assert!(h.daemon_log().contains("the spawner"), "{}", h.daemon_log());
+    // The daemon still answers at once.
+    assert_eq!(h.list().len(), 1);
+}
+
+/// Where clone3 is refused as Docker's default seccomp profile refuses it
+/// (ENOSYS), the spawner forks with the older clone, and still makes the
+/// daemon's children.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_spawner_works_where_clone3_is_refused() {
+    use std::os::unix::process::CommandExt;
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::new();
+    let mut c = h.command(&["ping"]);
+    // SAFETY: between fork and exec, only prctl(2) on a filter that lives
+    // on this stack frame.
+    unsafe {
+        c.pre_exec(|| {
+            // seccomp: clone3 answers ENOSYS, every other call is allowed.
+            let prog = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_clone3 as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::ENOSYS as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr() as *mut _,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let pid = pid_of(&d[0]);
+    assert_eq!(
+        proc_state(pid).map(|s| s.1),
+        Some(daemon),
+        "the app's parent"
+    );
+    assert_eq!(spawners_of(daemon).len(), 1, "{}", h.daemon_log());
+    assert!(
+        !h.daemon_log().contains("the spawner"),
+        "{}",
+        h.daemon_log()
+    );
+    assert!(
+        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
+        "the daemon runs under the filter"
+    );
+}
