@@ -45,6 +45,7 @@ import sys
 WARM = [
     "_ZN6corral6daemon*",
     "_ZN6corral5spawn*",
+    "_ZN6corral7spawner*",
     "_ZN6corral5state*",
     "_ZN6corral7process*",
     "_ZN6corral3sys*",
@@ -77,8 +78,9 @@ WARM = [
 # lines send `corral daemon` on. Last, after the warm code.
 LAST = ["_ZN6corral3cli3run17h*"]
 
-# Needed but not run in the profile: mremap grows a big block (realloc).
-MEMBERS = [("libc", "mremap.o")]
+# C functions needed but not run in the profile: mremap grows a big block
+# (realloc); the spawner's (valgrind does not follow it, see spawner.rs).
+FUNCTIONS = ["mremap", "recv", "recvmsg", "getppid", "dup3", "execve"]
 
 # String functions the C library builds several times, one per CPU level:
 # the AVX ones of a family ran are all kept (valgrind's CPU has no AVX-512).
@@ -170,8 +172,9 @@ def main():
                 break
         else:
             section(plain)
-    for lib, m in MEMBERS:
-        member(lib, m)
+    for f in FUNCTIONS:
+        if f in libc:
+            member("libc", libc[f])
     last = [f"*(.text.{p} .text.unlikely.{p})" for p in LAST]
     hot = [s for s in sections if s not in last]
     warm = [f"*(.text.{w} .text.unlikely.{w})" for w in WARM]

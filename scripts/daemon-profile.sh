@@ -77,9 +77,10 @@ EOF
   "$C" delete all
   "$C" kill
 } >/dev/null 2>&1
-# The daemon writes its profile as it exits.
+# The daemon and its spawner write their profiles as they exit (the
+# launcher's is there already).
 for _ in 1 2 3 4 5 6 7 8 9 10; do
-  [ "$(ls "$w"/cg.*.out 2>/dev/null | wc -l)" -ge 2 ] && break
+  [ "$(ls "$w"/cg.*.out 2>/dev/null | wc -l)" -ge 3 ] && break
   sleep 1
 done
 cp scripts/daemon-layout.ld "$w/old.ld"
