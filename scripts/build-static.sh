@@ -56,6 +56,17 @@ case $triple in
 esac
 static='"-C", "target-feature=+crt-static"'
 smaller='"-C", "link-arg=-Wl,-z,pack-relative-relocs", "-C", "link-arg=-Wl,--no-eh-frame-hdr"'
+# And the code the daemon runs laid out first (scripts/daemon-layout.py says
+# why), so that a daemon has less of the binary resident.
+layout="$(pwd)/scripts/daemon-layout.ld"
+case $layout in
+*[\"\\]*) ;;
+*)
+  # Its checksum in the flags, so that cargo links again when it changes.
+  sum=$(cksum <"$layout" | cut -d' ' -f1)
+  smaller="$smaller, \"-C\", \"link-arg=-T$layout\", \"-C\", \"link-arg=-Wl,--defsym=corral_layout_$sum=0\""
+  ;;
+esac
 build() {
   flags=$1
   shift

@@ -73,7 +73,8 @@ pub struct App {
     pub base_env: Option<Rc<BTreeMap<String, String>>>,
     /// The `env_<name>` overlay in use.
     pub env_name: Option<String>,
-    pub creds: Option<users::Credentials>,
+    /// Boxed: most apps run as the daemon's user.
+    pub creds: Option<Box<users::Credentials>>,
     /// `script` is a command line run with `sh -c`.
     pub shell: bool,
     /// Which instance of its app this is.
@@ -239,7 +240,7 @@ impl App {
     /// `daemon_root` whether `uid`/`gid` may be used.
     pub fn resolve(
         spec: AppSpec,
-        options: Rc<serde_json::Value>,
+        options: &serde_json::Value,
         slot: Slot,
         home: &Home,
         base_env: Option<Rc<BTreeMap<String, String>>>,
@@ -249,7 +250,7 @@ impl App {
         let found = Found::look(&spec, base_env.as_deref(), daemon_root)?;
         App::from_found(
             spec,
-            Given::new(&options),
+            Given::new(options),
             slot,
             home,
             base_env,
@@ -340,7 +341,7 @@ impl App {
             pid_path,
             base_env,
             env_name,
-            creds,
+            creds: creds.map(Box::new),
             shell,
             slot,
             increment,

@@ -512,6 +512,18 @@ pub fn colour_on() -> bool {
 
 /// Run the command line; the exit status.
 pub fn run(args: &[String]) -> i32 {
+    // The daemon first and at once: the rest of this function is the
+    // command line's, and a daemon that never runs it keeps less of the
+    // binary resident (scripts/daemon-layout.py). What the general path
+    // does first (`--no-color`, `--help`) sends it there.
+    if let Some((verb, rest)) = args.split_first()
+        && verb == "daemon"
+        && !rest
+            .iter()
+            .any(|a| matches!(a.as_str(), "--no-color" | "-h" | "--help"))
+    {
+        return cmd_daemon(rest);
+    }
     // `--no-color` is accepted anywhere before `--`, for every verb.
     let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let mut args = args.to_vec();
@@ -2524,6 +2536,7 @@ fn cmd_help(args: &[String]) -> i32 {
     }
 }
 
+#[inline(never)]
 fn cmd_daemon(args: &[String]) -> i32 {
     let (m, _) = match parse("daemon", args) {
         Ok(p) => p,

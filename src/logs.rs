@@ -26,13 +26,10 @@ pub struct LogFile {
     null: bool,
     /// Whose identity the file is opened with (`None`: the daemon's).
     user: Option<FsUser>,
-    stamp: Option<Format>,
+    /// `log_date_format`, boxed: most files have none.
+    stamp: Option<Box<Stamp>>,
     at_line_start: bool,
     buf: Vec<u8>,
-    /// The last rendered prefix and the time slot it is good for: local
-    /// time is computed and rendered once per slot, not once per line.
-    prefix: Vec<u8>,
-    prefix_slot: Option<i64>,
     /// Bytes of the current, unfinished line already in the file.
     partial: u64,
     /// The rest of a line that could not be written whole is dropped.
@@ -52,6 +49,15 @@ pub struct LogFile {
     /// and only for a file that has one of them (an app's two files cost
     /// 400 bytes less without).
     extra: Option<Box<Extra>>,
+}
+
+/// A file's `log_date_format`, with the last rendered prefix and the time
+/// slot it is good for: local time is computed and rendered once per slot,
+/// not once per line.
+struct Stamp {
+    format: Format,
+    prefix: Vec<u8>,
+    slot: Option<i64>,
 }
 
 /// Whether this path discards output (no pipe, no file).
@@ -166,11 +172,15 @@ impl LogFile {
             file,
             null: is_null(path),
             user,
-            stamp: date_format.map(Format::parse),
+            stamp: date_format.map(|f| {
+                Box::new(Stamp {
+                    format: Format::parse(f),
+                    prefix: Vec::new(),
+                    slot: None,
+                })
+            }),
             at_line_start: true,
             buf: Vec::new(),
-            prefix: Vec::new(),
-            prefix_slot: None,
             partial: 0,
             skipping: false,
             failing: false,
@@ -296,9 +306,9 @@ impl LogFile {
     /// `chunk` with the timestamp (if any) at the start of each line, to
     /// `out`, without the rest of a line dropped before (`skipping`).
     fn stamp_lines(&mut self, chunk: &[u8], now_ms: i64, out: &mut Vec<u8>) {
-        if let Some(stamp) = &self.stamp {
-            let slot = now_ms.div_euclid(stamp.resolution_ms());
-            if self.prefix_slot != Some(slot) {
+        if let Some(stamp) = &mut self.stamp {
+            let slot = now_ms.div_euclid(stamp.format.resolution_ms());
+            if stamp.slot != Some(slot) {
                 // Local time changes only at a second: kept per second,
                 // the milliseconds put in.
                 let second = now_ms.div_euclid(1000);
@@ -315,18 +325,19 @@ impl LogFile {
                     millis: now_ms.rem_euclid(1000) as u32,
                     ..tm
                 };
-                self.prefix.clear();
-                stamp.render(&tm, now_ms, &mut self.prefix);
-                self.prefix.extend_from_slice(b": ");
-                self.prefix_slot = Some(slot);
+                stamp.prefix.clear();
+                stamp.format.render(&tm, now_ms, &mut stamp.prefix);
+                stamp.prefix.extend_from_slice(b": ");
+                stamp.slot = Some(slot);
             }
         }
         let stamped = self.stamp.is_some();
+        let prefix: &[u8] = self.stamp.as_ref().map_or(&[], |s| &s.prefix);
         // One memchr per line: a binary built for size does not vectorise
         // a byte loop.
         // Room for lines of 84 bytes or more with a 21-byte stamp; shorter
         // lines make it grow once.
-        out.reserve(chunk.len() + chunk.len() / 4 + self.prefix.len());
+        out.reserve(chunk.len() + chunk.len() / 4 + prefix.len());
         let mut rest = chunk;
         while !rest.is_empty() {
             let (line, tail) = match memchr(b'\n', rest) {
@@ -339,7 +350,7 @@ impl LogFile {
                 self.skipping = !ends;
             } else {
                 if self.at_line_start && stamped {
-                    out.extend_from_slice(&self.prefix);
+                    out.extend_from_slice(prefix);
                 }
                 out.extend_from_slice(line);
             }
@@ -601,12 +612,12 @@ impl LogFile {
         let Some(tag) = self.extra.as_mut().and_then(|x| x.json.as_mut()) else {
             return;
         };
-        let resolution = self.stamp.as_ref().map_or(1, Format::resolution_ms);
+        let resolution = self.stamp.as_ref().map_or(1, |s| s.format.resolution_ms());
         let slot = now_ms.div_euclid(resolution);
         if tag.ts_slot != Some(slot) {
             let mut text = Vec::new();
             match &self.stamp {
-                Some(f) => f.render(&local_tm(now_ms), now_ms, &mut text),
+                Some(s) => s.format.render(&local_tm(now_ms), now_ms, &mut text),
                 None => iso_format().render(&utc_tm(now_ms), now_ms, &mut text),
             }
             tag.ts.clear();

@@ -202,7 +202,7 @@ impl Handed {
                 None => None,
             },
             shell: a.shell,
-            creds: a.creds.clone(),
+            creds: a.creds.as_deref().cloned(),
         })
     }
 }

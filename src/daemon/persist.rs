@@ -290,13 +290,7 @@ impl Daemon {
             cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
         };
         let app = App::resolve(
-            spec,
-            Rc::new(e.options),
-            slot,
-            &self.home,
-            base_env,
-            e.env_name,
-            self.root,
+            spec, &e.options, slot, &self.home, base_env, e.env_name, self.root,
         )?;
         Ok((app, parsed.warnings))
     }

@@ -63,14 +63,15 @@ impl Daemon {
         if self.console.is_some() {
             return;
         }
-        let mut apps = Vec::new();
-        // Each inherited environment once (the apps of a start share one).
-        let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
-        for id in self.table.ids() {
+        let ids = self.table.ids();
+        // Start times are read once per process, when first journaled. All
+        // first, apart from the copies made below: a start time kept
+        // between two apps' copies would leave a hole in the heap between
+        // every two apps once the copies are freed.
+        for &id in &ids {
             let Some(e) = self.table.get_mut(id) else {
                 continue;
             };
-            // Start times are read once per process, when first journaled.
             let pids = e.m().pids();
             e.starttimes.retain(|(p, _)| pids.contains(p));
             for pid in &pids {
@@ -81,6 +82,14 @@ impl Daemon {
                     e.starttimes.push((*pid, st.starttime));
                 }
             }
+        }
+        let mut apps = Vec::new();
+        // Each inherited environment once (the apps of a start share one).
+        let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
+        for id in ids {
+            let Some(e) = self.table.get(id) else {
+                continue;
+            };
             let Some(saved) = saved_entry(id, e) else {
                 continue;
             };

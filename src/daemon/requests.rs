@@ -512,9 +512,9 @@ impl Daemon {
             if changes.toggle_watch {
                 given.insert("watch".into(), json!(spec.watch != options::Watch::Off));
             }
-            let given = Rc::new(Value::Object(given));
+            let given = Value::Object(given);
             let app = App::resolve(
-                spec, given, e.app.slot, &self.home, base_env, env_name, self.root,
+                spec, &given, e.app.slot, &self.home, base_env, env_name, self.root,
             )?;
             let logs = open_logs(&app, &self.home, self.log_defaults)?;
             if action != Action::Stop {
@@ -532,7 +532,7 @@ impl Daemon {
                 .and_then(|c| Cron::parse(c).ok());
             if let Some(e) = self.table.get_mut(id) {
                 e.reconfigure(app, policy, logs);
-                e.cron = cron;
+                e.cron = cron.map(Box::new);
                 e.cron_at = None;
                 e.cron_fired = None;
             }
@@ -889,7 +889,10 @@ impl Daemon {
                 WireError::new(ErrorCode::InvalidOption, format!("{at}{e}"))
             })?;
             warnings.extend(parsed.warnings);
-            specs.push((parsed.spec, Rc::new(v.clone())));
+            // The request's own options object, not a copy: a copy made
+            // here and dropped once the app is resolved would leave a hole
+            // in the heap between every two apps of a bulk start.
+            specs.push((parsed.spec, v));
         }
         if let Some(name) = &args.env_name
             && !specs.iter().any(|(s, _)| s.env_overlays.contains_key(name))
@@ -946,7 +949,10 @@ impl Daemon {
                 true => self.instances_of(&spec.name),
                 false => Vec::new(),
             };
-            for instance in free_indexes(&taken, count) {
+            let indexes = free_indexes(&taken, count);
+            let last = indexes.len().saturating_sub(1);
+            let mut spec = Some(spec);
+            for (k, instance) in indexes.into_iter().enumerate() {
                 let pm_id = match reuse {
                     Some(id) => id,
                     None => {
@@ -960,9 +966,15 @@ impl Daemon {
                     count: count as u32,
                     cluster,
                 };
+                // The last instance takes the parsed spec itself.
+                let spec = match k == last {
+                    true => spec.take(),
+                    false => spec.clone(),
+                }
+                .ok_or_else(|| internal("spec taken"))?;
                 let app = App::resolve(
-                    spec.clone(),
-                    raw.clone(),
+                    spec,
+                    raw,
                     slot,
                     &self.home,
                     caller_env.clone(),
@@ -1053,7 +1065,7 @@ impl Daemon {
                 .get_mut(pm_id)
                 .ok_or_else(|| internal("vanished"))?;
             e.reconfigure(app, policy, logs);
-            e.cron = cron;
+            e.cron = cron.map(Box::new);
             e.cron_at = None;
             e.cron_fired = None;
         } else {
@@ -1147,7 +1159,7 @@ impl Daemon {
             };
             let app = App::resolve(
                 template.spec.clone(),
-                Rc::new(template.options.value()),
+                &template.options.value(),
                 slot,
                 &self.home,
                 template.base_env.clone(),

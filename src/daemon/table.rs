@@ -33,7 +33,7 @@ pub(crate) struct Entry {
     /// Memory and CPU of the process group at the last sample.
     pub monit: Monit,
     /// Parsed `cron_restart`, and the deadline of its next firing.
-    pub cron: Option<Cron>,
+    pub cron: Option<Box<Cron>>,
     pub cron_at: Option<u64>,
     /// The epoch second of the firing `cron_at` stands for.
     pub cron_fired: Option<i64>,
@@ -79,7 +79,7 @@ impl Entry {
             out,
             err,
             monit: Monit::default(),
-            cron,
+            cron: cron.map(Box::new),
             cron_at: None,
             cron_fired: None,
             watch_at: None,
