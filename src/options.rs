@@ -1202,21 +1202,24 @@ fn word_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
         }
         // `args: 3000` in YAML or JavaScript: one word.
         Value::Number(n) => Ok(vec![n.to_string()]),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
+        Value::Array(items) => {
+            // Kept for the app's life: room for these words only.
+            let mut words = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
                 let item_key = format!("{key}[{i}]");
-                match item {
-                    Value::String(s) => no_nul(&item_key, s).map(|()| s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
-                    other => Err(OptionError::new(
-                        item_key,
-                        format!("expected a string or number, got {}", describe(other)),
-                    )),
-                }
-            })
-            .collect(),
+                words.push(match item {
+                    Value::String(s) => no_nul(&item_key, s).map(|()| s.clone())?,
+                    Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err(OptionError::new(
+                            item_key,
+                            format!("expected a string or number, got {}", describe(other)),
+                        ));
+                    }
+                });
+            }
+            Ok(words)
+        }
         other => Err(OptionError::new(
             key,
             format!(

@@ -421,6 +421,8 @@ impl Daemon {
             self.proc_cgroups.insert(pid, cg);
         }
         if let (Some(w), Some(e)) = (stdin_w, self.table.get_mut(id)) {
+            // Room for this one only (a first push reserves four).
+            e.stdins.reserve_exact(1);
             e.stdins.push((pid, w));
         }
         let t = self.token();
