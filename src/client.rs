@@ -1564,7 +1564,7 @@ mod tests {
             .spec;
         assert_eq!(spec.instances, 4);
         assert_eq!(spec.cluster, Some(true));
-        assert_eq!(spec.max_memory_restart, Some(100 * 1024 * 1024));
+        assert_eq!(spec.rare().max_memory_restart, Some(100 * 1024 * 1024));
         // The same as PM2's spelling of the seed's options.
         let pm2 = parse_app(&json!({"script": "api.js", "exec_mode": "cluster",
                                     "instances": 4, "max_memory_restart": "100M"}))

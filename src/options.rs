@@ -132,14 +132,10 @@ pub struct AppSpec {
     pub script: String,
     pub args: Vec<String>,
     pub interpreter: Option<String>,
-    pub interpreter_args: Vec<String>,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
-    pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
     pub output: Option<String>,
     pub error: Option<String>,
-    pub log_date_format: Option<String>,
-    pub pid_file: Option<String>,
     pub min_uptime: u64,
     pub max_restarts: u32,
     pub kill_timeout: u64,
@@ -147,7 +143,6 @@ pub struct AppSpec {
     pub restart_delay: u64,
     pub autorestart: bool,
     pub autostart: bool,
-    pub stop_exit_codes: Vec<i32>,
     pub force: bool,
     pub namespace: String,
     pub treekill: bool,
@@ -157,20 +152,11 @@ pub struct AppSpec {
     pub write: bool,
     pub source_map_support: bool,
     pub disable_source_map_support: bool,
-    /// Restart when the app's resident memory (its whole process group) is
-    /// above this many bytes.
-    pub max_memory_restart: Option<u64>,
-    /// First delay of the exponential backoff (ms); none = off.
-    pub exp_backoff_restart_delay: Option<u64>,
     /// Least time (ms) from one start of the app to an automatic restart
     /// after it died; 0 = none.
     pub min_restart_interval: u64,
     pub watch: Watch,
-    /// `None`: the defaults (`node_modules`, `.git`, the log directory).
-    pub ignore_watch: Option<Vec<String>>,
     pub watch_delay: u64,
-    /// A cron expression, checked by `cron::Cron::parse`.
-    pub cron_restart: Option<String>,
     /// Online only once the app says it is ready.
     pub wait_ready: bool,
     /// With `wait_ready`: how long to wait for it (ms).
@@ -191,6 +177,31 @@ pub struct AppSpec {
     pub merge_logs: bool,
     /// The variable carrying the instance index (`NODE_APP_INSTANCE`).
     pub instance_var: String,
+    /// How lines are written to the files.
+    pub log_type: LogType,
+    /// The options most apps leave unset (`Rare`).
+    pub rare: Rarely,
+}
+
+/// The options of an app most apps leave unset, apart from `AppSpec`:
+/// held boxed only when one of them is set (a thousand apps would carry
+/// some 300 bytes of empty fields each).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rare {
+    pub interpreter_args: Vec<String>,
+    pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
+    pub log_date_format: Option<String>,
+    pub pid_file: Option<String>,
+    pub stop_exit_codes: Vec<i32>,
+    /// Restart when the app's resident memory (its whole process group) is
+    /// above this many bytes.
+    pub max_memory_restart: Option<u64>,
+    /// First delay of the exponential backoff (ms); none = off.
+    pub exp_backoff_restart_delay: Option<u64>,
+    /// `None`: the defaults (`node_modules`, `.git`, the log directory).
+    pub ignore_watch: Option<Vec<String>>,
+    /// A cron expression, checked by `cron::Cron::parse`.
+    pub cron_restart: Option<String>,
     /// A variable of `env` incremented for each instance (`PORT`).
     pub increment_var: Option<String>,
     /// Addresses corral binds and passes to every instance (`listen.rs`).
@@ -203,8 +214,67 @@ pub struct AppSpec {
     pub log_retain: Option<u32>,
     /// The combined stdout+stderr file (`log_file`), if any.
     pub log_file: Option<CombinedLog>,
-    /// How lines are written to the files.
-    pub log_type: LogType,
+}
+
+/// All of `Rare` unset.
+static NO_RARE: Rare = Rare {
+    interpreter_args: Vec::new(),
+    env_overlays: BTreeMap::new(),
+    log_date_format: None,
+    pid_file: None,
+    stop_exit_codes: Vec::new(),
+    max_memory_restart: None,
+    exp_backoff_restart_delay: None,
+    ignore_watch: None,
+    cron_restart: None,
+    increment_var: None,
+    listen: Vec::new(),
+    max_log_size: None,
+    log_retain: None,
+    log_file: None,
+};
+
+/// `Rare`, boxed when anything in it is set: equal when the options are.
+#[derive(Clone, Default)]
+pub struct Rarely(Option<Box<Rare>>);
+
+impl Rarely {
+    pub fn new(rare: Rare) -> Rarely {
+        match rare == NO_RARE {
+            true => Rarely(None),
+            false => Rarely(Some(Box::new(rare))),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self) -> &Rare {
+        self.0.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// To change: boxed now if it was not.
+    pub fn get_mut(&mut self) -> &mut Rare {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Rarely {
+    fn eq(&self, other: &Rarely) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for Rarely {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl AppSpec {
+    /// The options most apps leave unset.
+    #[inline]
+    pub fn rare(&self) -> &Rare {
+        self.rare.get()
+    }
 }
 
 /// `log_file`: `true` (`logs/<name>.log`) or a path.
@@ -270,9 +340,12 @@ pub fn overlay(
     for key in changes.keys() {
         let Some(def) = lookup(key) else {
             if let Some(n) = key.strip_prefix(ENV_OVERLAY_PREFIX)
-                && let Some(o) = new.env_overlays.get(n)
+                && let Some(o) = new.rare().env_overlays.get(n)
             {
-                out.env_overlays.insert(n.to_string(), o.clone());
+                out.rare
+                    .get_mut()
+                    .env_overlays
+                    .insert(n.to_string(), o.clone());
                 applied.push(key.clone());
             }
             // Custom keys: parse_app warned about them already.
@@ -281,35 +354,43 @@ pub fn overlay(
         applied.push(key.clone());
         match def.name {
             "args" => out.args = new.args.clone(),
-            "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
+            "interpreter_args" => {
+                out.rare.get_mut().interpreter_args = new.rare().interpreter_args.clone()
+            }
             "env" => out.env = new.env.clone(),
-            "log_date_format" | "time" => out.log_date_format = new.log_date_format.clone(),
+            "log_date_format" | "time" => {
+                out.rare.get_mut().log_date_format = new.rare().log_date_format.clone()
+            }
             "min_uptime" => out.min_uptime = new.min_uptime,
             "max_restarts" => out.max_restarts = new.max_restarts,
             "kill_timeout" => out.kill_timeout = new.kill_timeout,
             "kill_signal" => out.kill_signal = new.kill_signal,
             "restart_delay" => out.restart_delay = new.restart_delay,
             "autorestart" => out.autorestart = new.autorestart,
-            "stop_exit_codes" => out.stop_exit_codes = new.stop_exit_codes.clone(),
+            "stop_exit_codes" => {
+                out.rare.get_mut().stop_exit_codes = new.rare().stop_exit_codes.clone()
+            }
             "treekill" => out.treekill = new.treekill,
             "source_map_support" => out.source_map_support = new.source_map_support,
             "disable_source_map_support" => {
                 out.disable_source_map_support = new.disable_source_map_support
             }
-            "max_memory_restart" => out.max_memory_restart = new.max_memory_restart,
+            "max_memory_restart" => {
+                out.rare.get_mut().max_memory_restart = new.rare().max_memory_restart
+            }
             "exp_backoff_restart_delay" => {
-                out.exp_backoff_restart_delay = new.exp_backoff_restart_delay
+                out.rare.get_mut().exp_backoff_restart_delay = new.rare().exp_backoff_restart_delay
             }
             "watch" => out.watch = new.watch.clone(),
-            "ignore_watch" => out.ignore_watch = new.ignore_watch.clone(),
+            "ignore_watch" => out.rare.get_mut().ignore_watch = new.rare().ignore_watch.clone(),
             "watch_delay" => out.watch_delay = new.watch_delay,
-            "cron_restart" => out.cron_restart = new.cron_restart.clone(),
+            "cron_restart" => out.rare.get_mut().cron_restart = new.rare().cron_restart.clone(),
             "wait_ready" => out.wait_ready = new.wait_ready,
             "listen_timeout" => out.listen_timeout = new.listen_timeout,
             "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
             "output" => out.output = new.output.clone(),
             "error" => out.error = new.error.clone(),
-            "pid_file" => out.pid_file = new.pid_file.clone(),
+            "pid_file" => out.rare.get_mut().pid_file = new.rare().pid_file.clone(),
             "interpreter" => out.interpreter = new.interpreter.clone(),
             "cwd" => out.cwd = new.cwd.clone(),
             "uid" => out.uid = new.uid.clone(),
@@ -754,16 +835,10 @@ fn build_spec(
         script,
         args: given.parse("args", word_list)?.unwrap_or_default(),
         interpreter,
-        interpreter_args: given
-            .parse("interpreter_args", word_list)?
-            .unwrap_or_default(),
         cwd: given.parse("cwd", nonempty_string)?,
         env,
-        env_overlays,
         output,
         error,
-        log_date_format,
-        pid_file: given.parse("pid_file", nonempty_string)?,
         min_uptime: given
             .parse("min_uptime", duration)?
             .unwrap_or(DEFAULT_MIN_UPTIME_MS),
@@ -781,9 +856,6 @@ fn build_spec(
             .unwrap_or(DEFAULT_RESTART_DELAY_MS),
         autorestart: given.parse("autorestart", boolean)?.unwrap_or(true),
         autostart: given.parse("autostart", boolean)?.unwrap_or(true),
-        stop_exit_codes: given
-            .parse("stop_exit_codes", exit_codes)?
-            .unwrap_or_default(),
         force: given.parse("force", boolean)?.unwrap_or(false),
         namespace: given
             .parse("namespace", namespace)?
@@ -797,19 +869,13 @@ fn build_spec(
         disable_source_map_support: given
             .parse("disable_source_map_support", boolean)?
             .unwrap_or(false),
-        max_memory_restart: given.parse("max_memory_restart", size)?.filter(|&n| n > 0),
-        exp_backoff_restart_delay: given
-            .parse("exp_backoff_restart_delay", duration)?
-            .filter(|&n| n > 0),
         min_restart_interval: given
             .parse("min_restart_interval", duration)?
             .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
         watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
-        ignore_watch: given.parse("ignore_watch", string_list)?,
         watch_delay: given
             .parse("watch_delay", duration)?
             .unwrap_or(DEFAULT_WATCH_DELAY_MS),
-        cron_restart: given.parse("cron_restart", cron)?.flatten(),
         wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
         listen_timeout: given
             .parse("listen_timeout", duration)?
@@ -825,16 +891,33 @@ fn build_spec(
         instance_var: given
             .parse("instance_var", env_name_string)?
             .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
-        increment_var: given.parse("increment_var", env_name_string)?,
-        listen: given.parse("listen", listen_list)?.unwrap_or_default(),
-        max_log_size: given.parse("max_log_size", size)?,
-        log_retain: given.parse("log_retain", count)?,
-        log_file: if disabled {
-            None
-        } else {
-            given.parse("log_file", combined_log)?.flatten()
-        },
         log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
+        rare: Rarely::new(Rare {
+            interpreter_args: given
+                .parse("interpreter_args", word_list)?
+                .unwrap_or_default(),
+            env_overlays,
+            log_date_format,
+            pid_file: given.parse("pid_file", nonempty_string)?,
+            stop_exit_codes: given
+                .parse("stop_exit_codes", exit_codes)?
+                .unwrap_or_default(),
+            max_memory_restart: given.parse("max_memory_restart", size)?.filter(|&n| n > 0),
+            exp_backoff_restart_delay: given
+                .parse("exp_backoff_restart_delay", duration)?
+                .filter(|&n| n > 0),
+            ignore_watch: given.parse("ignore_watch", string_list)?,
+            cron_restart: given.parse("cron_restart", cron)?.flatten(),
+            increment_var: given.parse("increment_var", env_name_string)?,
+            listen: given.parse("listen", listen_list)?.unwrap_or_default(),
+            max_log_size: given.parse("max_log_size", size)?,
+            log_retain: given.parse("log_retain", count)?,
+            log_file: if disabled {
+                None
+            } else {
+                given.parse("log_file", combined_log)?.flatten()
+            },
+        }),
     })
 }
 
@@ -1523,14 +1606,10 @@ mod tests {
             script: "app.js".to_string(),
             args: vec![],
             interpreter: Some("node".to_string()),
-            interpreter_args: vec![],
             cwd: None,
             env: BTreeMap::new(),
-            env_overlays: BTreeMap::new(),
             output: None,
             error: None,
-            log_date_format: None,
-            pid_file: None,
             min_uptime: 1000,
             max_restarts: 16,
             kill_timeout: 1600,
@@ -1538,7 +1617,6 @@ mod tests {
             restart_delay: 0,
             autorestart: true,
             autostart: true,
-            stop_exit_codes: vec![],
             force: false,
             namespace: "default".to_string(),
             treekill: true,
@@ -1548,13 +1626,9 @@ mod tests {
             write: false,
             source_map_support: false,
             disable_source_map_support: false,
-            max_memory_restart: None,
-            exp_backoff_restart_delay: None,
             min_restart_interval: 100,
             watch: Watch::Off,
-            ignore_watch: None,
             watch_delay: DEFAULT_WATCH_DELAY_MS,
-            cron_restart: None,
             wait_ready: false,
             listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
             shutdown_with_message: false,
@@ -1564,12 +1638,8 @@ mod tests {
             cluster: None,
             merge_logs: false,
             instance_var: DEFAULT_INSTANCE_VAR.into(),
-            increment_var: None,
-            listen: Vec::new(),
-            max_log_size: None,
-            log_retain: None,
-            log_file: None,
             log_type: LogType::Text,
+            rare: Rarely::default(),
         }
     }
 
@@ -1814,16 +1884,16 @@ mod tests {
                 s.interpreter = Some("bun".into())
             }),
             (json!({"interpreter_args": "--a 'b c'"}), |s| {
-                s.interpreter_args = vec!["--a".into(), "b c".into()]
+                s.rare.get_mut().interpreter_args = vec!["--a".into(), "b c".into()]
             }),
             (json!({"interpreterArgs": ["--x"]}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"node_args": "--x"}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"nodeArgs": "--x"}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"cwd": "/srv"}), |s| s.cwd = Some("/srv".into())),
             (json!({"output": "o"}), |s| s.output = Some("o".into())),
@@ -1838,19 +1908,23 @@ mod tests {
             (json!({"err_file": "e"}), |s| s.error = Some("e".into())),
             (json!({"err_log": "e"}), |s| s.error = Some("e".into())),
             (json!({"logDateFormat": "HH:mm"}), |s| {
-                s.log_date_format = Some("HH:mm".into())
+                s.rare.get_mut().log_date_format = Some("HH:mm".into())
             }),
             (json!({"time": true}), |s| {
-                s.log_date_format = Some(TIME_LOG_DATE_FORMAT.into())
+                s.rare.get_mut().log_date_format = Some(TIME_LOG_DATE_FORMAT.into())
             }),
             (json!({"time": true, "log_date_format": "HH"}), |s| {
-                s.log_date_format = Some("HH".into())
+                s.rare.get_mut().log_date_format = Some("HH".into())
             }),
             (json!({"time": false}), |_| {}),
-            (json!({"pid": "/p"}), |s| s.pid_file = Some("/p".into())),
-            (json!({"pidFile": "/p"}), |s| s.pid_file = Some("/p".into())),
+            (json!({"pid": "/p"}), |s| {
+                s.rare.get_mut().pid_file = Some("/p".into())
+            }),
+            (json!({"pidFile": "/p"}), |s| {
+                s.rare.get_mut().pid_file = Some("/p".into())
+            }),
             (json!({"pid_file": "/p"}), |s| {
-                s.pid_file = Some("/p".into())
+                s.rare.get_mut().pid_file = Some("/p".into())
             }),
             (json!({"minUptime": "2s"}), |s| s.min_uptime = 2000),
             (json!({"min_uptime": 500}), |s| s.min_uptime = 500),
@@ -1868,10 +1942,10 @@ mod tests {
             (json!({"autorestart": "false"}), |s| s.autorestart = false),
             (json!({"autostart": false}), |s| s.autostart = false),
             (json!({"stopExitCodes": [0, "2"]}), |s| {
-                s.stop_exit_codes = vec![0, 2]
+                s.rare.get_mut().stop_exit_codes = vec![0, 2]
             }),
             (json!({"stop_exit_codes": 3}), |s| {
-                s.stop_exit_codes = vec![3]
+                s.rare.get_mut().stop_exit_codes = vec![3]
             }),
             (json!({"force": true}), |s| s.force = true),
             (json!({"namespace": "prod"}), |s| {
@@ -1930,15 +2004,19 @@ mod tests {
             (json!({"mergeLogs": true}), |s| s.merge_logs = true),
             (json!({"combine_logs": true}), |s| s.merge_logs = true),
             (json!({"max_log_size": "10M"}), |s| {
-                s.max_log_size = Some(10 * 1024 * 1024)
+                s.rare.get_mut().max_log_size = Some(10 * 1024 * 1024)
             }),
-            (json!({"maxLogSize": 4096}), |s| s.max_log_size = Some(4096)),
-            (json!({"log_retain": "3"}), |s| s.log_retain = Some(3)),
+            (json!({"maxLogSize": 4096}), |s| {
+                s.rare.get_mut().max_log_size = Some(4096)
+            }),
+            (json!({"log_retain": "3"}), |s| {
+                s.rare.get_mut().log_retain = Some(3)
+            }),
             (json!({"log_file": true}), |s| {
-                s.log_file = Some(CombinedLog::Default)
+                s.rare.get_mut().log_file = Some(CombinedLog::Default)
             }),
             (json!({"log": "all.log"}), |s| {
-                s.log_file = Some(CombinedLog::Path("all.log".into()))
+                s.rare.get_mut().log_file = Some(CombinedLog::Path("all.log".into()))
             }),
             (json!({"log_file": false}), |_| {}),
             (json!({"log_file": true, "disable_logs": true}), |s| {
@@ -1951,15 +2029,19 @@ mod tests {
                 s.instance_var = "INSTANCE_ID".into()
             }),
             (json!({"increment_var": "PORT"}), |s| {
-                s.increment_var = Some("PORT".into())
+                s.rare.get_mut().increment_var = Some("PORT".into())
             }),
             (json!({"listen": "tcp:8080"}), |s| {
-                s.listen = vec!["tcp:8080".into()]
+                s.rare.get_mut().listen = vec!["tcp:8080".into()]
             }),
-            (json!({"listen": 8080}), |s| s.listen = vec!["8080".into()]),
+            (json!({"listen": 8080}), |s| {
+                s.rare.get_mut().listen = vec!["8080".into()]
+            }),
             (
                 json!({"listen": ["127.0.0.1:81", "unix:/tmp/a.sock"]}),
-                |s| s.listen = vec!["127.0.0.1:81".into(), "unix:/tmp/a.sock".into()],
+                |s| {
+                    s.rare.get_mut().listen = vec!["127.0.0.1:81".into(), "unix:/tmp/a.sock".into()]
+                },
             ),
             (json!({"watch": false}), |_| {}),
             (json!({"watch": true}), |s| s.watch = Watch::Cwd),
@@ -1970,29 +2052,29 @@ mod tests {
                 s.watch = Watch::Paths(vec!["src".into(), "lib".into()])
             }),
             (json!({"ignore_watch": "*.tmp"}), |s| {
-                s.ignore_watch = Some(vec!["*.tmp".into()])
+                s.rare.get_mut().ignore_watch = Some(vec!["*.tmp".into()])
             }),
             (json!({"ignoreWatch": ["a", "b/**"]}), |s| {
-                s.ignore_watch = Some(vec!["a".into(), "b/**".into()])
+                s.rare.get_mut().ignore_watch = Some(vec!["a".into(), "b/**".into()])
             }),
             (json!({"watch_delay": "2s"}), |s| s.watch_delay = 2000),
             (json!({"max_memory_restart": "100M"}), |s| {
-                s.max_memory_restart = Some(100 * 1024 * 1024)
+                s.rare.get_mut().max_memory_restart = Some(100 * 1024 * 1024)
             }),
             (json!({"maxMemoryRestart": 4096}), |s| {
-                s.max_memory_restart = Some(4096)
+                s.rare.get_mut().max_memory_restart = Some(4096)
             }),
             (json!({"exp_backoff_restart_delay": 100}), |s| {
-                s.exp_backoff_restart_delay = Some(100)
+                s.rare.get_mut().exp_backoff_restart_delay = Some(100)
             }),
             (json!({"expBackoffRestartDelay": "1s"}), |s| {
-                s.exp_backoff_restart_delay = Some(1000)
+                s.rare.get_mut().exp_backoff_restart_delay = Some(1000)
             }),
             (json!({"cron_restart": "*/2 * * * * *"}), |s| {
-                s.cron_restart = Some("*/2 * * * * *".into())
+                s.rare.get_mut().cron_restart = Some("*/2 * * * * *".into())
             }),
             (json!({"cron": "0 3 * * *"}), |s| {
-                s.cron_restart = Some("0 3 * * *".into())
+                s.rare.get_mut().cron_restart = Some("0 3 * * *".into())
             }),
             (json!({"cron_restart": 0}), |_| {}),
             (json!({"cron": "0"}), |_| {}),
@@ -2598,7 +2680,7 @@ mod tests {
                 .iter()
                 .map(|(name, vars)| (name.to_string(), map(vars)))
                 .collect();
-            assert_eq!(spec.env_overlays, want, "input {extra}");
+            assert_eq!(spec.rare().env_overlays, want, "input {extra}");
         }
     }
 

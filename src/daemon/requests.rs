@@ -486,7 +486,7 @@ impl Daemon {
                 };
             }
             if let Some(n) = &changes.env_name
-                && !spec.env_overlays.contains_key(n)
+                && !spec.rare().env_overlays.contains_key(n)
             {
                 return Err(invalid(format!(
                     "{name} ({id}) has no `env_{n}` (from --env {n})"
@@ -527,6 +527,7 @@ impl Daemon {
             let policy = policy_of(&app);
             let cron = app
                 .spec
+                .rare()
                 .cron_restart
                 .as_deref()
                 .and_then(|c| Cron::parse(c).ok());
@@ -667,7 +668,7 @@ impl Daemon {
                 continue;
             };
             let a = &e.app;
-            let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.listen.is_empty();
+            let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.rare().listen.is_empty();
             // Told ready (wait_ready, a Node worker's `listening`), or ready
             // once it ran min_uptime.
             let must_signal = a.spec.wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
@@ -809,7 +810,7 @@ impl Daemon {
     /// (addresses already held are shared, not bound again); `None` when
     /// it holds them all or has none.
     pub(super) fn bind_listen(&self, spec: &options::AppSpec) -> Result<Option<Binds>, WireError> {
-        if spec.listen.is_empty() {
+        if spec.rare().listen.is_empty() {
             return Ok(None);
         }
         // A unix socket is made as the app's user, like its files.
@@ -820,6 +821,7 @@ impl Daemon {
             _ => None,
         };
         let addrs: Vec<listen::Addr> = spec
+            .rare()
             .listen
             .iter()
             .filter_map(|a| listen::parse(a).ok())
@@ -895,7 +897,9 @@ impl Daemon {
             specs.push((parsed.spec, v));
         }
         if let Some(name) = &args.env_name
-            && !specs.iter().any(|(s, _)| s.env_overlays.contains_key(name))
+            && !specs
+                .iter()
+                .any(|(s, _)| s.rare().env_overlays.contains_key(name))
         {
             return Err(WireError::new(
                 ErrorCode::InvalidOption,
@@ -1055,6 +1059,7 @@ impl Daemon {
         let policy = policy_of(&app);
         let cron = app
             .spec
+            .rare()
             .cron_restart
             .as_deref()
             .and_then(|c| Cron::parse(c).ok());
@@ -1246,16 +1251,16 @@ fn logs_of(
     check: bool,
 ) -> Result<(LogFile, LogFile), WireError> {
     let s = &app.spec;
-    let rotation = match s.max_log_size.or(defaults.0) {
+    let rotation = match s.rare().max_log_size.or(defaults.0) {
         Some(max) if max > 0 => Some(Rotation {
             max,
-            retain: s.log_retain.unwrap_or(defaults.1),
+            retain: s.rare().log_retain.unwrap_or(defaults.1),
         }),
         _ => None,
     };
     let open = |path: &std::path::Path, err: bool| {
         let user = app.file_user(home, path);
-        let format = s.log_date_format.as_deref();
+        let format = s.rare().log_date_format.as_deref();
         let lf = match check {
             true => LogFile::open(path, format, user).map_err(|e| {
                 WireError::new(
@@ -1311,14 +1316,14 @@ pub(super) fn policy_of(app: &App) -> Policy {
         max_restarts: s.max_restarts,
         restart_delay: s.restart_delay,
         autorestart: s.autorestart,
-        stop_exit_codes: s.stop_exit_codes.clone(),
+        stop_exit_codes: s.rare().stop_exit_codes.clone(),
         kill_timeout: s.kill_timeout,
         kill_signal: s.kill_signal,
         treekill: s.treekill,
         wait_ready: s.wait_ready,
         listen_timeout: s.listen_timeout,
         shutdown_with_message: s.shutdown_with_message,
-        exp_backoff: s.exp_backoff_restart_delay,
+        exp_backoff: s.rare().exp_backoff_restart_delay,
         min_restart_interval: s.min_restart_interval,
     }
 }

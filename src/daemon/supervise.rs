@@ -320,7 +320,7 @@ impl Daemon {
         let listen = self
             .listeners
             .get(&listen_key(&e.app.spec))
-            .filter(|_| !e.app.spec.listen.is_empty())
+            .filter(|_| !e.app.spec.rare().listen.is_empty())
             .map(|l| {
                 l.iter()
                     .map(|(a, fd)| (fd.as_raw_fd(), a.fd_name()))
