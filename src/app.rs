@@ -654,7 +654,7 @@ impl Found {
                     invalid(format!("option `interpreter`: {i} not found on PATH"))
                 })?),
             };
-        let creds = match (&spec.uid, &spec.gid) {
+        let creds = match (&spec.rare().uid, &spec.rare().gid) {
             (None, None) => None,
             (user, group) => {
                 if !daemon_root {

@@ -146,21 +146,12 @@ pub struct AppSpec {
     pub force: bool,
     pub namespace: String,
     pub treekill: bool,
-    pub uid: Option<String>,
-    pub gid: Option<String>,
     pub execute_command: bool,
     pub write: bool,
     pub source_map_support: bool,
     pub disable_source_map_support: bool,
-    /// Least time (ms) from one start of the app to an automatic restart
-    /// after it died; 0 = none.
-    pub min_restart_interval: u64,
-    pub watch: Watch,
-    pub watch_delay: u64,
     /// Online only once the app says it is ready.
     pub wait_ready: bool,
-    /// With `wait_ready`: how long to wait for it (ms).
-    pub listen_timeout: u64,
     /// Stop with the `shutdown` message instead of the kill signal.
     pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
@@ -186,7 +177,7 @@ pub struct AppSpec {
 /// The options of an app most apps leave unset, apart from `AppSpec`:
 /// held boxed only when one of them is set (a thousand apps would carry
 /// some 300 bytes of empty fields each).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rare {
     pub interpreter_args: Vec<String>,
     pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
@@ -214,6 +205,15 @@ pub struct Rare {
     pub log_retain: Option<u32>,
     /// The combined stdout+stderr file (`log_file`), if any.
     pub log_file: Option<CombinedLog>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    /// Least time (ms) from one start of the app to an automatic restart
+    /// after it died; 0 = none.
+    pub min_restart_interval: u64,
+    pub watch: Watch,
+    pub watch_delay: u64,
+    /// With `wait_ready`: how long to wait for it (ms).
+    pub listen_timeout: u64,
 }
 
 /// All of `Rare` unset.
@@ -232,7 +232,19 @@ static NO_RARE: Rare = Rare {
     max_log_size: None,
     log_retain: None,
     log_file: None,
+    uid: None,
+    gid: None,
+    min_restart_interval: DEFAULT_MIN_RESTART_INTERVAL_MS,
+    watch: Watch::Off,
+    watch_delay: DEFAULT_WATCH_DELAY_MS,
+    listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
 };
+
+impl Default for Rare {
+    fn default() -> Rare {
+        NO_RARE.clone()
+    }
+}
 
 /// `Rare`, boxed when anything in it is set: equal when the options are.
 #[derive(Clone, Default)]
@@ -381,20 +393,20 @@ pub fn overlay(
             "exp_backoff_restart_delay" => {
                 out.rare.get_mut().exp_backoff_restart_delay = new.rare().exp_backoff_restart_delay
             }
-            "watch" => out.watch = new.watch.clone(),
+            "watch" => out.rare.get_mut().watch = new.rare().watch.clone(),
             "ignore_watch" => out.rare.get_mut().ignore_watch = new.rare().ignore_watch.clone(),
-            "watch_delay" => out.watch_delay = new.watch_delay,
+            "watch_delay" => out.rare.get_mut().watch_delay = new.rare().watch_delay,
             "cron_restart" => out.rare.get_mut().cron_restart = new.rare().cron_restart.clone(),
             "wait_ready" => out.wait_ready = new.wait_ready,
-            "listen_timeout" => out.listen_timeout = new.listen_timeout,
+            "listen_timeout" => out.rare.get_mut().listen_timeout = new.rare().listen_timeout,
             "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
             "output" => out.output = new.output.clone(),
             "error" => out.error = new.error.clone(),
             "pid_file" => out.rare.get_mut().pid_file = new.rare().pid_file.clone(),
             "interpreter" => out.interpreter = new.interpreter.clone(),
             "cwd" => out.cwd = new.cwd.clone(),
-            "uid" => out.uid = new.uid.clone(),
-            "gid" => out.gid = new.gid.clone(),
+            "uid" => out.rare.get_mut().uid = new.rare().uid.clone(),
+            "gid" => out.rare.get_mut().gid = new.rare().gid.clone(),
             "stdin" => out.stdin = new.stdin,
             "force" | "write" | "name" | "script" => {
                 applied.pop();
@@ -861,25 +873,13 @@ fn build_spec(
             .parse("namespace", namespace)?
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         treekill: given.parse("treekill", boolean)?.unwrap_or(true),
-        uid: given.parse("uid", id)?,
-        gid: given.parse("gid", id)?,
         execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
         write: given.parse("write", boolean)?.unwrap_or(false),
         source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
         disable_source_map_support: given
             .parse("disable_source_map_support", boolean)?
             .unwrap_or(false),
-        min_restart_interval: given
-            .parse("min_restart_interval", duration)?
-            .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
-        watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
-        watch_delay: given
-            .parse("watch_delay", duration)?
-            .unwrap_or(DEFAULT_WATCH_DELAY_MS),
         wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
-        listen_timeout: given
-            .parse("listen_timeout", duration)?
-            .unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS),
         shutdown_with_message: given
             .parse("shutdown_with_message", boolean)?
             .unwrap_or(false),
@@ -893,6 +893,18 @@ fn build_spec(
             .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
         log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
         rare: Rarely::new(Rare {
+            uid: given.parse("uid", id)?,
+            gid: given.parse("gid", id)?,
+            min_restart_interval: given
+                .parse("min_restart_interval", duration)?
+                .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
+            watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
+            watch_delay: given
+                .parse("watch_delay", duration)?
+                .unwrap_or(DEFAULT_WATCH_DELAY_MS),
+            listen_timeout: given
+                .parse("listen_timeout", duration)?
+                .unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS),
             interpreter_args: given
                 .parse("interpreter_args", word_list)?
                 .unwrap_or_default(),
@@ -1620,17 +1632,11 @@ mod tests {
             force: false,
             namespace: "default".to_string(),
             treekill: true,
-            uid: None,
-            gid: None,
             execute_command: false,
             write: false,
             source_map_support: false,
             disable_source_map_support: false,
-            min_restart_interval: 100,
-            watch: Watch::Off,
-            watch_delay: DEFAULT_WATCH_DELAY_MS,
             wait_ready: false,
-            listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
             shutdown_with_message: false,
             ipc: true,
             stdin: true,
@@ -1953,10 +1959,14 @@ mod tests {
             }),
             (json!({"treekill": false}), |s| s.treekill = false),
             (json!({"uid": "www-data"}), |s| {
-                s.uid = Some("www-data".into())
+                s.rare.get_mut().uid = Some("www-data".into())
             }),
-            (json!({"user": 1000}), |s| s.uid = Some("1000".into())),
-            (json!({"gid": 33}), |s| s.gid = Some("33".into())),
+            (json!({"user": 1000}), |s| {
+                s.rare.get_mut().uid = Some("1000".into())
+            }),
+            (json!({"gid": 33}), |s| {
+                s.rare.get_mut().gid = Some("33".into())
+            }),
             (json!({"executeCommand": true}), |s| {
                 s.execute_command = true
             }),
@@ -2044,12 +2054,14 @@ mod tests {
                 },
             ),
             (json!({"watch": false}), |_| {}),
-            (json!({"watch": true}), |s| s.watch = Watch::Cwd),
+            (json!({"watch": true}), |s| {
+                s.rare.get_mut().watch = Watch::Cwd
+            }),
             (json!({"watch": "src"}), |s| {
-                s.watch = Watch::Paths(vec!["src".into()])
+                s.rare.get_mut().watch = Watch::Paths(vec!["src".into()])
             }),
             (json!({"watch": ["src", "lib"]}), |s| {
-                s.watch = Watch::Paths(vec!["src".into(), "lib".into()])
+                s.rare.get_mut().watch = Watch::Paths(vec!["src".into(), "lib".into()])
             }),
             (json!({"ignore_watch": "*.tmp"}), |s| {
                 s.rare.get_mut().ignore_watch = Some(vec!["*.tmp".into()])
@@ -2057,7 +2069,9 @@ mod tests {
             (json!({"ignoreWatch": ["a", "b/**"]}), |s| {
                 s.rare.get_mut().ignore_watch = Some(vec!["a".into(), "b/**".into()])
             }),
-            (json!({"watch_delay": "2s"}), |s| s.watch_delay = 2000),
+            (json!({"watch_delay": "2s"}), |s| {
+                s.rare.get_mut().watch_delay = 2000
+            }),
             (json!({"max_memory_restart": "100M"}), |s| {
                 s.rare.get_mut().max_memory_restart = Some(100 * 1024 * 1024)
             }),
@@ -2079,7 +2093,9 @@ mod tests {
             (json!({"cron_restart": 0}), |_| {}),
             (json!({"cron": "0"}), |_| {}),
             (json!({"wait_ready": true}), |s| s.wait_ready = true),
-            (json!({"listenTimeout": "5s"}), |s| s.listen_timeout = 5000),
+            (json!({"listenTimeout": "5s"}), |s| {
+                s.rare.get_mut().listen_timeout = 5000
+            }),
             (json!({"shutdown_with_message": true}), |s| {
                 s.shutdown_with_message = true
             }),

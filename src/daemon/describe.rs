@@ -233,7 +233,7 @@ impl Daemon {
         key!(out, "autorestart");
         boolean(out, s.autorestart);
         key!(out, "watch");
-        match &s.watch {
+        match &s.rare().watch {
             Watch::Off => boolean(out, false),
             Watch::Cwd => boolean(out, true),
             Watch::Paths(paths) => strings(out, paths.iter().map(String::as_str)),
@@ -270,16 +270,16 @@ impl Daemon {
         key!(out, "merge_logs");
         boolean(out, s.merge_logs);
         key!(out, "uid");
-        opt_string(out, s.uid.as_deref());
+        opt_string(out, s.rare().uid.as_deref());
         key!(out, "gid");
-        opt_string(out, s.gid.as_deref());
+        opt_string(out, s.rare().gid.as_deref());
         key!(out, "ignore_watch");
         match &s.rare().ignore_watch {
             Some(names) => strings(out, names.iter().map(String::as_str)),
             None => strings(out, DEFAULT_IGNORE_WATCH.iter().copied()),
         }
         key!(out, "watch_delay");
-        uint(out, s.watch_delay);
+        uint(out, s.rare().watch_delay);
         key!(out, "max_memory_restart");
         opt_uint(out, s.rare().max_memory_restart);
         key!(out, "exp_backoff_restart_delay");
@@ -300,7 +300,7 @@ impl Daemon {
         key!(out, "wait_ready");
         boolean(out, s.wait_ready);
         key!(out, "listen_timeout");
-        uint(out, s.listen_timeout);
+        uint(out, s.rare().listen_timeout);
         key!(out, "shutdown_with_message");
         boolean(out, s.shutdown_with_message);
         key!(out, "ipc");

@@ -480,7 +480,7 @@ impl Daemon {
                 options::overlay(&e.app.spec, &changes.options, changes.from_config)
                     .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
             if changes.toggle_watch {
-                spec.watch = match spec.watch {
+                spec.rare.get_mut().watch = match spec.rare().watch {
                     options::Watch::Off => options::Watch::Cwd,
                     _ => options::Watch::Off,
                 };
@@ -510,7 +510,10 @@ impl Daemon {
                 }
             }
             if changes.toggle_watch {
-                given.insert("watch".into(), json!(spec.watch != options::Watch::Off));
+                given.insert(
+                    "watch".into(),
+                    json!(spec.rare().watch != options::Watch::Off),
+                );
             }
             let given = Value::Object(given);
             let app = App::resolve(
@@ -814,10 +817,12 @@ impl Daemon {
             return Ok(None);
         }
         // A unix socket is made as the app's user, like its files.
-        let user = match (self.root, &spec.uid) {
-            (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
-                .ok()
-                .and_then(|c| c.fs_user()),
+        let user = match (self.root, &spec.rare().uid) {
+            (true, Some(_)) => {
+                users::lookup(spec.rare().uid.as_deref(), spec.rare().gid.as_deref())
+                    .ok()
+                    .and_then(|c| c.fs_user())
+            }
             _ => None,
         };
         let addrs: Vec<listen::Addr> = spec
@@ -1321,10 +1326,10 @@ pub(super) fn policy_of(app: &App) -> Policy {
         kill_signal: s.kill_signal,
         treekill: s.treekill,
         wait_ready: s.wait_ready,
-        listen_timeout: s.listen_timeout,
+        listen_timeout: s.rare().listen_timeout,
         shutdown_with_message: s.shutdown_with_message,
         exp_backoff: s.rare().exp_backoff_restart_delay,
-        min_restart_interval: s.min_restart_interval,
+        min_restart_interval: s.rare().min_restart_interval,
     }
 }
 

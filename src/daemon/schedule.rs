@@ -226,7 +226,7 @@ impl Daemon {
         let Some(e) = self.table.get(id) else {
             return Ok(());
         };
-        let roots: Vec<PathBuf> = match &e.app.spec.watch {
+        let roots: Vec<PathBuf> = match &e.app.spec.rare().watch {
             Watch::Off => return Ok(()),
             Watch::Cwd => vec![e.app.cwd.clone()],
             Watch::Paths(paths) => paths.iter().map(|x| e.app.cwd.join(x)).collect(),
@@ -293,7 +293,7 @@ impl Daemon {
                 continue;
             };
             if e.watch_at.is_none() && e.m().wanted() != Wanted::Down {
-                let t = now + e.app.spec.watch_delay;
+                let t = now + e.app.spec.rare().watch_delay;
                 e.watch_at = Some(t);
                 self.timers.arm(t, Timer::Watch(id));
             }
@@ -304,7 +304,7 @@ impl Daemon {
 /// The paths `watch` names exist, and `ignore_watch` parses.
 pub(super) fn check_watch(app: &App) -> Result<(), WireError> {
     let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
-    if let Watch::Paths(paths) = &app.spec.watch {
+    if let Watch::Paths(paths) = &app.spec.rare().watch {
         for p in paths {
             let full = app.cwd.join(p);
             if !full.exists() {

@@ -168,7 +168,7 @@ impl Daemon {
                 if let Some(e) = self.table.get_mut(id) {
                     e.online_warning = Some(format!(
                         "no ready message within listen_timeout ({} ms): online anyway",
-                        e.app.spec.listen_timeout
+                        e.app.spec.rare().listen_timeout
                     ));
                 }
             }
