@@ -291,7 +291,7 @@ impl App {
         let err_path =
             in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
         // Several instances write files of their own unless merge_logs.
-        let own_files = (slot.cluster || slot.count > 1) && !spec.merge_logs;
+        let own_files = (slot.cluster || slot.count > 1) && !spec.rare().merge_logs;
         let log_path = match &spec.rare().log_file {
             None => None,
             Some(CombinedLog::Default) => Some(home.logs().join(format!("{stem}.log"))),
@@ -510,8 +510,8 @@ impl App {
             argv.push(i.display().to_string());
             argv.extend(self.spec.rare().interpreter_args.iter().cloned());
             if self.is_node()
-                && self.spec.source_map_support
-                && !self.spec.disable_source_map_support
+                && self.spec.rare().source_map_support
+                && !self.spec.rare().disable_source_map_support
             {
                 argv.push("--enable-source-maps".into());
             }

@@ -136,40 +136,17 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     pub output: Option<String>,
     pub error: Option<String>,
-    pub min_uptime: u64,
-    pub max_restarts: u32,
-    pub kill_timeout: u64,
-    pub kill_signal: Signal,
-    pub restart_delay: u64,
     pub autorestart: bool,
     pub autostart: bool,
-    pub force: bool,
     pub namespace: String,
     pub treekill: bool,
-    pub execute_command: bool,
-    pub write: bool,
-    pub source_map_support: bool,
-    pub disable_source_map_support: bool,
-    /// Online only once the app says it is ready.
-    pub wait_ready: bool,
-    /// Stop with the `shutdown` message instead of the kill signal.
-    pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
     /// Give the app a stdin pipe the daemon writes to (`send`), as PM2
     /// does; false: `/dev/null`.
     pub stdin: bool,
-    /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
-    /// that many (at least 1).
-    pub instances: i64,
-    /// `exec_mode`: cluster (true) or fork (false); `None` = fork.
-    pub cluster: Option<bool>,
-    /// All instances write the same two log files.
-    pub merge_logs: bool,
     /// The variable carrying the instance index (`NODE_APP_INSTANCE`).
     pub instance_var: String,
-    /// How lines are written to the files.
-    pub log_type: LogType,
     /// The options most apps leave unset (`Rare`).
     pub rare: Rarely,
 }
@@ -214,6 +191,29 @@ pub struct Rare {
     pub watch_delay: u64,
     /// With `wait_ready`: how long to wait for it (ms).
     pub listen_timeout: u64,
+    pub min_uptime: u64,
+    pub max_restarts: u32,
+    pub kill_timeout: u64,
+    pub kill_signal: Signal,
+    pub restart_delay: u64,
+    pub force: bool,
+    pub execute_command: bool,
+    pub write: bool,
+    pub source_map_support: bool,
+    pub disable_source_map_support: bool,
+    /// Online only once the app says it is ready.
+    pub wait_ready: bool,
+    /// Stop with the `shutdown` message instead of the kill signal.
+    pub shutdown_with_message: bool,
+    /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
+    /// that many (at least 1).
+    pub instances: i64,
+    /// `exec_mode`: cluster (true) or fork (false); `None` = fork.
+    pub cluster: Option<bool>,
+    /// All instances write the same two log files.
+    pub merge_logs: bool,
+    /// How lines are written to the files.
+    pub log_type: LogType,
 }
 
 /// All of `Rare` unset.
@@ -238,6 +238,22 @@ static NO_RARE: Rare = Rare {
     watch: Watch::Off,
     watch_delay: DEFAULT_WATCH_DELAY_MS,
     listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
+    min_uptime: DEFAULT_MIN_UPTIME_MS,
+    max_restarts: DEFAULT_MAX_RESTARTS,
+    kill_timeout: DEFAULT_KILL_TIMEOUT_MS,
+    kill_signal: DEFAULT_KILL_SIGNAL,
+    restart_delay: DEFAULT_RESTART_DELAY_MS,
+    force: false,
+    execute_command: false,
+    write: false,
+    source_map_support: false,
+    disable_source_map_support: false,
+    wait_ready: false,
+    shutdown_with_message: false,
+    instances: 1,
+    cluster: None,
+    merge_logs: false,
+    log_type: LogType::Text,
 };
 
 impl Default for Rare {
@@ -373,19 +389,22 @@ pub fn overlay(
             "log_date_format" | "time" => {
                 out.rare.get_mut().log_date_format = new.rare().log_date_format.clone()
             }
-            "min_uptime" => out.min_uptime = new.min_uptime,
-            "max_restarts" => out.max_restarts = new.max_restarts,
-            "kill_timeout" => out.kill_timeout = new.kill_timeout,
-            "kill_signal" => out.kill_signal = new.kill_signal,
-            "restart_delay" => out.restart_delay = new.restart_delay,
+            "min_uptime" => out.rare.get_mut().min_uptime = new.rare().min_uptime,
+            "max_restarts" => out.rare.get_mut().max_restarts = new.rare().max_restarts,
+            "kill_timeout" => out.rare.get_mut().kill_timeout = new.rare().kill_timeout,
+            "kill_signal" => out.rare.get_mut().kill_signal = new.rare().kill_signal,
+            "restart_delay" => out.rare.get_mut().restart_delay = new.rare().restart_delay,
             "autorestart" => out.autorestart = new.autorestart,
             "stop_exit_codes" => {
                 out.rare.get_mut().stop_exit_codes = new.rare().stop_exit_codes.clone()
             }
             "treekill" => out.treekill = new.treekill,
-            "source_map_support" => out.source_map_support = new.source_map_support,
+            "source_map_support" => {
+                out.rare.get_mut().source_map_support = new.rare().source_map_support
+            }
             "disable_source_map_support" => {
-                out.disable_source_map_support = new.disable_source_map_support
+                out.rare.get_mut().disable_source_map_support =
+                    new.rare().disable_source_map_support
             }
             "max_memory_restart" => {
                 out.rare.get_mut().max_memory_restart = new.rare().max_memory_restart
@@ -397,9 +416,11 @@ pub fn overlay(
             "ignore_watch" => out.rare.get_mut().ignore_watch = new.rare().ignore_watch.clone(),
             "watch_delay" => out.rare.get_mut().watch_delay = new.rare().watch_delay,
             "cron_restart" => out.rare.get_mut().cron_restart = new.rare().cron_restart.clone(),
-            "wait_ready" => out.wait_ready = new.wait_ready,
+            "wait_ready" => out.rare.get_mut().wait_ready = new.rare().wait_ready,
             "listen_timeout" => out.rare.get_mut().listen_timeout = new.rare().listen_timeout,
-            "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
+            "shutdown_with_message" => {
+                out.rare.get_mut().shutdown_with_message = new.rare().shutdown_with_message
+            }
             "output" => out.output = new.output.clone(),
             "error" => out.error = new.error.clone(),
             "pid_file" => out.rare.get_mut().pid_file = new.rare().pid_file.clone(),
@@ -851,48 +872,48 @@ fn build_spec(
         env,
         output,
         error,
-        min_uptime: given
-            .parse("min_uptime", duration)?
-            .unwrap_or(DEFAULT_MIN_UPTIME_MS),
-        max_restarts: given
-            .parse("max_restarts", count)?
-            .unwrap_or(DEFAULT_MAX_RESTARTS),
-        kill_timeout: given
-            .parse("kill_timeout", duration)?
-            .unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
-        kill_signal: given
-            .parse("kill_signal", signal)?
-            .unwrap_or(DEFAULT_KILL_SIGNAL),
-        restart_delay: given
-            .parse("restart_delay", duration)?
-            .unwrap_or(DEFAULT_RESTART_DELAY_MS),
         autorestart: given.parse("autorestart", boolean)?.unwrap_or(true),
         autostart: given.parse("autostart", boolean)?.unwrap_or(true),
-        force: given.parse("force", boolean)?.unwrap_or(false),
         namespace: given
             .parse("namespace", namespace)?
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         treekill: given.parse("treekill", boolean)?.unwrap_or(true),
-        execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
-        write: given.parse("write", boolean)?.unwrap_or(false),
-        source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
-        disable_source_map_support: given
-            .parse("disable_source_map_support", boolean)?
-            .unwrap_or(false),
-        wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
-        shutdown_with_message: given
-            .parse("shutdown_with_message", boolean)?
-            .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
         stdin: given.parse("stdin", boolean)?.unwrap_or(true),
-        instances: instances.unwrap_or(1),
-        cluster,
-        merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
         instance_var: given
             .parse("instance_var", env_name_string)?
             .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
-        log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
         rare: Rarely::new(Rare {
+            min_uptime: given
+                .parse("min_uptime", duration)?
+                .unwrap_or(DEFAULT_MIN_UPTIME_MS),
+            max_restarts: given
+                .parse("max_restarts", count)?
+                .unwrap_or(DEFAULT_MAX_RESTARTS),
+            kill_timeout: given
+                .parse("kill_timeout", duration)?
+                .unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
+            kill_signal: given
+                .parse("kill_signal", signal)?
+                .unwrap_or(DEFAULT_KILL_SIGNAL),
+            restart_delay: given
+                .parse("restart_delay", duration)?
+                .unwrap_or(DEFAULT_RESTART_DELAY_MS),
+            force: given.parse("force", boolean)?.unwrap_or(false),
+            execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
+            write: given.parse("write", boolean)?.unwrap_or(false),
+            source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
+            disable_source_map_support: given
+                .parse("disable_source_map_support", boolean)?
+                .unwrap_or(false),
+            wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
+            shutdown_with_message: given
+                .parse("shutdown_with_message", boolean)?
+                .unwrap_or(false),
+            instances: instances.unwrap_or(1),
+            cluster,
+            merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
+            log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
             uid: given.parse("uid", id)?,
             gid: given.parse("gid", id)?,
             min_restart_interval: given
@@ -1622,29 +1643,13 @@ mod tests {
             env: BTreeMap::new(),
             output: None,
             error: None,
-            min_uptime: 1000,
-            max_restarts: 16,
-            kill_timeout: 1600,
-            kill_signal: Signal::INT,
-            restart_delay: 0,
             autorestart: true,
             autostart: true,
-            force: false,
             namespace: "default".to_string(),
             treekill: true,
-            execute_command: false,
-            write: false,
-            source_map_support: false,
-            disable_source_map_support: false,
-            wait_ready: false,
-            shutdown_with_message: false,
             ipc: true,
             stdin: true,
-            instances: 1,
-            cluster: None,
-            merge_logs: false,
             instance_var: DEFAULT_INSTANCE_VAR.into(),
-            log_type: LogType::Text,
             rare: Rarely::default(),
         }
     }
@@ -1932,19 +1937,33 @@ mod tests {
             (json!({"pid_file": "/p"}), |s| {
                 s.rare.get_mut().pid_file = Some("/p".into())
             }),
-            (json!({"minUptime": "2s"}), |s| s.min_uptime = 2000),
-            (json!({"min_uptime": 500}), |s| s.min_uptime = 500),
-            (json!({"maxRestarts": "3"}), |s| s.max_restarts = 3),
-            (json!({"max_restarts": 0}), |s| s.max_restarts = 0),
-            (json!({"killTimeout": "5s"}), |s| s.kill_timeout = 5000),
-            (json!({"kill_timeout": "3000"}), |s| s.kill_timeout = 3000),
+            (json!({"minUptime": "2s"}), |s| {
+                s.rare.get_mut().min_uptime = 2000
+            }),
+            (json!({"min_uptime": 500}), |s| {
+                s.rare.get_mut().min_uptime = 500
+            }),
+            (json!({"maxRestarts": "3"}), |s| {
+                s.rare.get_mut().max_restarts = 3
+            }),
+            (json!({"max_restarts": 0}), |s| {
+                s.rare.get_mut().max_restarts = 0
+            }),
+            (json!({"killTimeout": "5s"}), |s| {
+                s.rare.get_mut().kill_timeout = 5000
+            }),
+            (json!({"kill_timeout": "3000"}), |s| {
+                s.rare.get_mut().kill_timeout = 3000
+            }),
             (json!({"killSignal": "SIGTERM"}), |s| {
-                s.kill_signal = Signal::new(libc::SIGTERM).unwrap()
+                s.rare.get_mut().kill_signal = Signal::new(libc::SIGTERM).unwrap()
             }),
             (json!({"kill_signal": 1}), |s| {
-                s.kill_signal = Signal::new(libc::SIGHUP).unwrap()
+                s.rare.get_mut().kill_signal = Signal::new(libc::SIGHUP).unwrap()
             }),
-            (json!({"restartDelay": "1.5s"}), |s| s.restart_delay = 1500),
+            (json!({"restartDelay": "1.5s"}), |s| {
+                s.rare.get_mut().restart_delay = 1500
+            }),
             (json!({"autorestart": "false"}), |s| s.autorestart = false),
             (json!({"autostart": false}), |s| s.autostart = false),
             (json!({"stopExitCodes": [0, "2"]}), |s| {
@@ -1953,7 +1972,7 @@ mod tests {
             (json!({"stop_exit_codes": 3}), |s| {
                 s.rare.get_mut().stop_exit_codes = vec![3]
             }),
-            (json!({"force": true}), |s| s.force = true),
+            (json!({"force": true}), |s| s.rare.get_mut().force = true),
             (json!({"namespace": "prod"}), |s| {
                 s.namespace = "prod".into()
             }),
@@ -1968,14 +1987,14 @@ mod tests {
                 s.rare.get_mut().gid = Some("33".into())
             }),
             (json!({"executeCommand": true}), |s| {
-                s.execute_command = true
+                s.rare.get_mut().execute_command = true
             }),
-            (json!({"write": "true"}), |s| s.write = true),
+            (json!({"write": "true"}), |s| s.rare.get_mut().write = true),
             (json!({"sourceMapSupport": true}), |s| {
-                s.source_map_support = true
+                s.rare.get_mut().source_map_support = true
             }),
             (json!({"disableSourceMapSupport": true}), |s| {
-                s.disable_source_map_support = true
+                s.rare.get_mut().disable_source_map_support = true
             }),
             (json!({"port": 3000}), |s| s.env = map(&[("PORT", "3000")])),
             (json!({"port": "8080"}), |s| {
@@ -1989,30 +2008,40 @@ mod tests {
                 s.error = Some(DISCARD_LOG_PATH.into());
             }),
             (json!({"disableLogs": false}), |_| {}),
-            (json!({"instances": 1}), |s| s.cluster = Some(true)),
-            (json!({"instances": "1"}), |s| s.cluster = Some(true)),
+            (json!({"instances": 1}), |s| {
+                s.rare.get_mut().cluster = Some(true)
+            }),
+            (json!({"instances": "1"}), |s| {
+                s.rare.get_mut().cluster = Some(true)
+            }),
             (json!({"instances": 4}), |s| {
-                s.instances = 4;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = 4;
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"instances": "max"}), |s| {
-                s.instances = 0;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = 0;
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"instances": -1}), |s| {
-                s.instances = -1;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = -1;
+                s.rare.get_mut().cluster = Some(true)
             }),
-            (json!({"exec_mode": "fork"}), |s| s.cluster = Some(false)),
+            (json!({"exec_mode": "fork"}), |s| {
+                s.rare.get_mut().cluster = Some(false)
+            }),
             (json!({"execMode": "fork_mode"}), |s| {
-                s.cluster = Some(false)
+                s.rare.get_mut().cluster = Some(false)
             }),
             (json!({"exec_mode": "cluster_mode"}), |s| {
-                s.cluster = Some(true)
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"merge_logs": false}), |_| {}),
-            (json!({"mergeLogs": true}), |s| s.merge_logs = true),
-            (json!({"combine_logs": true}), |s| s.merge_logs = true),
+            (json!({"mergeLogs": true}), |s| {
+                s.rare.get_mut().merge_logs = true
+            }),
+            (json!({"combine_logs": true}), |s| {
+                s.rare.get_mut().merge_logs = true
+            }),
             (json!({"max_log_size": "10M"}), |s| {
                 s.rare.get_mut().max_log_size = Some(10 * 1024 * 1024)
             }),
@@ -2033,7 +2062,9 @@ mod tests {
                 s.output = Some(DISCARD_LOG_PATH.into());
                 s.error = Some(DISCARD_LOG_PATH.into());
             }),
-            (json!({"log_type": "json"}), |s| s.log_type = LogType::Json),
+            (json!({"log_type": "json"}), |s| {
+                s.rare.get_mut().log_type = LogType::Json
+            }),
             (json!({"logType": "text"}), |_| {}),
             (json!({"instance_var": "INSTANCE_ID"}), |s| {
                 s.instance_var = "INSTANCE_ID".into()
@@ -2092,12 +2123,14 @@ mod tests {
             }),
             (json!({"cron_restart": 0}), |_| {}),
             (json!({"cron": "0"}), |_| {}),
-            (json!({"wait_ready": true}), |s| s.wait_ready = true),
+            (json!({"wait_ready": true}), |s| {
+                s.rare.get_mut().wait_ready = true
+            }),
             (json!({"listenTimeout": "5s"}), |s| {
                 s.rare.get_mut().listen_timeout = 5000
             }),
             (json!({"shutdown_with_message": true}), |s| {
-                s.shutdown_with_message = true
+                s.rare.get_mut().shutdown_with_message = true
             }),
             (json!({"ipc": false}), |s| s.ipc = false),
         ];
@@ -2616,7 +2649,7 @@ mod tests {
         ];
         for (app, want) in cases {
             let parsed = parse_app(app).expect("parses");
-            assert_eq!(parsed.spec.cluster, *want, "app {app}");
+            assert_eq!(parsed.spec.rare().cluster, *want, "app {app}");
         }
     }
 

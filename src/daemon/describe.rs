@@ -189,7 +189,7 @@ impl Daemon {
             key!(out, "pm_log_path");
             path(out, p);
         }
-        if s.log_type == LogType::Json {
+        if s.rare().log_type == LogType::Json {
             key!(out, "log_type");
             string(out, "json");
         }
@@ -250,15 +250,15 @@ impl Daemon {
         }
         out.push(b'}');
         key!(out, "min_uptime");
-        uint(out, s.min_uptime);
+        uint(out, s.rare().min_uptime);
         key!(out, "max_restarts");
-        uint(out, s.max_restarts.into());
+        uint(out, s.rare().max_restarts.into());
         key!(out, "kill_timeout");
-        uint(out, s.kill_timeout);
+        uint(out, s.rare().kill_timeout);
         key!(out, "kill_signal");
-        signal(out, s.kill_signal.number());
+        signal(out, s.rare().kill_signal.number());
         key!(out, "restart_delay");
-        uint(out, s.restart_delay);
+        uint(out, s.rare().restart_delay);
         key!(out, "stop_exit_codes");
         array(out, s.rare().stop_exit_codes.iter(), |out, c| {
             int(out, (*c).into())
@@ -268,7 +268,7 @@ impl Daemon {
         key!(out, "log_date_format");
         opt_string(out, s.rare().log_date_format.as_deref());
         key!(out, "merge_logs");
-        boolean(out, s.merge_logs);
+        boolean(out, s.rare().merge_logs);
         key!(out, "uid");
         opt_string(out, s.rare().uid.as_deref());
         key!(out, "gid");
@@ -298,11 +298,11 @@ impl Daemon {
             None => out.extend_from_slice(b"null"),
         }
         key!(out, "wait_ready");
-        boolean(out, s.wait_ready);
+        boolean(out, s.rare().wait_ready);
         key!(out, "listen_timeout");
         uint(out, s.rare().listen_timeout);
         key!(out, "shutdown_with_message");
-        boolean(out, s.shutdown_with_message);
+        boolean(out, s.rare().shutdown_with_message);
         key!(out, "ipc");
         boolean(out, s.ipc);
         key!(out, "stdin");

@@ -674,7 +674,8 @@ impl Daemon {
             let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.rare().listen.is_empty();
             // Told ready (wait_ready, a Node worker's `listening`), or ready
             // once it ran min_uptime.
-            let must_signal = a.spec.wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
+            let must_signal =
+                a.spec.rare().wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
             self.step(
                 id,
                 Input::Reload {
@@ -924,7 +925,7 @@ impl Daemon {
                     .get(*id)
                     .is_some_and(|e| e.m().is_running() || !e.m().is_settled())
             };
-            if !spec.force
+            if !spec.rare().force
                 && let Some(first) = same.iter().find(|id| busy(id))
             {
                 return Err(WireError::new(
@@ -936,25 +937,25 @@ impl Daemon {
                 ));
             }
             // The CPUs are counted (a few file reads) only for `max`.
-            let cpus = match spec.instances > 0 {
+            let cpus = match spec.rare().instances > 0 {
                 true => 1,
                 false => cpu_count(),
             };
-            let count = instance_count(spec.instances, cpus);
+            let count = instance_count(spec.rare().instances, cpus);
             if let Some(b) = self.bind_listen(&spec)? {
                 binds.push(b);
             }
-            let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
+            let cluster = spec.rare().cluster.unwrap_or(false) && !spec.rare().execute_command;
             // Stopped apps of that name: one is started again with the new
             // options, as PM2 does; several are replaced by fresh instances.
-            let reuse = match (spec.force, same.as_slice(), count) {
+            let reuse = match (spec.rare().force, same.as_slice(), count) {
                 (false, [one], 1) => Some(*one),
                 _ => None,
             };
-            if !spec.force && reuse.is_none() {
+            if !spec.rare().force && reuse.is_none() {
                 replaced.extend(same.iter().copied());
             }
-            let taken: Vec<u32> = match spec.force {
+            let taken: Vec<u32> = match spec.rare().force {
                 true => self.instances_of(&spec.name),
                 false => Vec::new(),
             };
@@ -1060,7 +1061,7 @@ impl Daemon {
         logs: (LogFile, LogFile),
         autostart: bool,
     ) -> Result<(), WireError> {
-        let write = app.spec.write;
+        let write = app.spec.rare().write;
         let policy = policy_of(&app);
         let cron = app
             .spec
@@ -1276,7 +1277,7 @@ fn logs_of(
             false => LogFile::unopened(path, format, user),
         }
         .with_rotation(rotation);
-        Ok::<_, WireError>(match s.log_type {
+        Ok::<_, WireError>(match s.rare().log_type {
             LogType::Json => lf.with_json(&s.name, app.slot.pm_id, err),
             LogType::Text => lf,
         })
@@ -1317,17 +1318,17 @@ fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
 pub(super) fn policy_of(app: &App) -> Policy {
     let s = &app.spec;
     Policy {
-        min_uptime: s.min_uptime,
-        max_restarts: s.max_restarts,
-        restart_delay: s.restart_delay,
+        min_uptime: s.rare().min_uptime,
+        max_restarts: s.rare().max_restarts,
+        restart_delay: s.rare().restart_delay,
         autorestart: s.autorestart,
         stop_exit_codes: s.rare().stop_exit_codes.clone(),
-        kill_timeout: s.kill_timeout,
-        kill_signal: s.kill_signal,
+        kill_timeout: s.rare().kill_timeout,
+        kill_signal: s.rare().kill_signal,
         treekill: s.treekill,
-        wait_ready: s.wait_ready,
+        wait_ready: s.rare().wait_ready,
         listen_timeout: s.rare().listen_timeout,
-        shutdown_with_message: s.shutdown_with_message,
+        shutdown_with_message: s.rare().shutdown_with_message,
         exp_backoff: s.rare().exp_backoff_restart_delay,
         min_restart_interval: s.rare().min_restart_interval,
     }
