@@ -404,9 +404,9 @@ impl App {
         }
         own.insert("pm_id".into(), pm_id.to_string());
         own.insert("name".into(), self.spec.name.clone());
-        own.insert("namespace".into(), self.spec.namespace.clone());
+        own.insert("namespace".into(), self.spec.namespace.clone().into_owned());
         own.insert(
-            self.spec.instance_var.clone(),
+            self.spec.instance_var.clone().into_owned(),
             self.slot.instance.to_string(),
         );
         if let Some((var, value)) = &self.increment {

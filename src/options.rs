@@ -11,6 +11,7 @@
 //! the shapes of a config file. It is pure: no filesystem, no environment,
 //! no process.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -138,7 +139,8 @@ pub struct AppSpec {
     pub error: Option<String>,
     pub autorestart: bool,
     pub autostart: bool,
-    pub namespace: String,
+    /// Borrowed when it is the default (no heap block per app).
+    pub namespace: Cow<'static, str>,
     pub treekill: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
@@ -146,7 +148,7 @@ pub struct AppSpec {
     /// does; false: `/dev/null`.
     pub stdin: bool,
     /// The variable carrying the instance index (`NODE_APP_INSTANCE`).
-    pub instance_var: String,
+    pub instance_var: Cow<'static, str>,
     /// The options most apps leave unset (`Rare`).
     pub rare: Rarely,
 }
@@ -876,13 +878,13 @@ fn build_spec(
         autostart: given.parse("autostart", boolean)?.unwrap_or(true),
         namespace: given
             .parse("namespace", namespace)?
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            .map_or(Cow::Borrowed(DEFAULT_NAMESPACE), Cow::Owned),
         treekill: given.parse("treekill", boolean)?.unwrap_or(true),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
         stdin: given.parse("stdin", boolean)?.unwrap_or(true),
         instance_var: given
             .parse("instance_var", env_name_string)?
-            .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
+            .map_or(Cow::Borrowed(DEFAULT_INSTANCE_VAR), Cow::Owned),
         rare: Rarely::new(Rare {
             min_uptime: given
                 .parse("min_uptime", duration)?
@@ -1645,7 +1647,7 @@ mod tests {
             error: None,
             autorestart: true,
             autostart: true,
-            namespace: "default".to_string(),
+            namespace: "default".into(),
             treekill: true,
             ipc: true,
             stdin: true,

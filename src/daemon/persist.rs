@@ -318,7 +318,7 @@ pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
     Some(Saved {
         name: a.spec.name.clone(),
         pm_id,
-        namespace: a.spec.namespace.clone(),
+        namespace: a.spec.namespace.clone().into_owned(),
         instance: a.slot.instance,
         instances: a.slot.count.max(1),
         wanted,
