@@ -280,22 +280,22 @@ impl App {
         let pm_id = slot.pm_id;
         let stem = file_stem(&spec.name);
         // `/dev/null` and PM2's `NULL` discard; other paths are relative to cwd.
-        let in_cwd = |p: &Option<String>| {
-            p.as_ref().map(|p| match p.as_str() {
+        let in_cwd = |p: Option<&str>| {
+            p.map(|p| match p {
                 "NULL" | "/dev/null" => PathBuf::from("/dev/null"),
                 p => cwd.join(p),
             })
         };
-        let out_path =
-            in_cwd(&spec.output).unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
-        let err_path =
-            in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
+        let out_path = in_cwd(spec.output.as_deref())
+            .unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
+        let err_path = in_cwd(spec.error.as_deref())
+            .unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
         // Several instances write files of their own unless merge_logs.
         let own_files = (slot.cluster || slot.count > 1) && !spec.rare().merge_logs;
         let log_path = match &spec.rare().log_file {
             None => None,
             Some(CombinedLog::Default) => Some(home.logs().join(format!("{stem}.log"))),
-            Some(CombinedLog::Path(p)) => in_cwd(&Some(p.clone())),
+            Some(CombinedLog::Path(p)) => in_cwd(Some(p.as_str())),
         };
         let (out_path, err_path) = match own_files {
             true => (with_id(&out_path, pm_id), with_id(&err_path, pm_id)),
@@ -327,7 +327,7 @@ impl App {
         };
         // A pid file given for several instances is one per instance, named
         // by pm_id as in PM2 (`echo.pid` -> `echo-0.pid`, `echo-1.pid`).
-        let pid_path = match in_cwd(&spec.rare().pid_file) {
+        let pid_path = match in_cwd(spec.rare().pid_file.as_deref()) {
             Some(p) if slot.cluster || slot.count > 1 => with_id(&p, pm_id),
             Some(p) => p,
             None => home.pids().join(format!("{stem}-{pm_id}.pid")),

@@ -135,8 +135,9 @@ pub struct AppSpec {
     pub interpreter: Option<String>,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
-    pub output: Option<String>,
-    pub error: Option<String>,
+    /// `/dev/null`, the usual value, borrowed (no heap block per app).
+    pub output: Option<Cow<'static, str>>,
+    pub error: Option<Cow<'static, str>>,
     pub autorestart: bool,
     pub autostart: bool,
     /// Borrowed when it is the default (no heap block per app).
@@ -854,12 +855,18 @@ fn build_spec(
     if let Some(port) = given.parse("port", port)? {
         env.entry("PORT".to_string()).or_insert(port);
     }
-    let mut output = given.parse("output", nonempty_string)?;
-    let mut error = given.parse("error", nonempty_string)?;
+    let discard_borrowed = |p: String| match p == DISCARD_LOG_PATH {
+        true => Cow::Borrowed(DISCARD_LOG_PATH),
+        false => Cow::Owned(p),
+    };
+    let mut output = given
+        .parse("output", nonempty_string)?
+        .map(discard_borrowed);
+    let mut error = given.parse("error", nonempty_string)?.map(discard_borrowed);
     let disabled = given.parse("disable_logs", boolean)? == Some(true);
     if disabled {
-        output = Some(DISCARD_LOG_PATH.to_string());
-        error = Some(DISCARD_LOG_PATH.to_string());
+        output = Some(Cow::Borrowed(DISCARD_LOG_PATH));
+        error = Some(Cow::Borrowed(DISCARD_LOG_PATH));
     }
     let mut log_date_format = given.parse("log_date_format", nonempty_string)?;
     if given.parse("time", boolean)? == Some(true) && log_date_format.is_none() {
