@@ -148,7 +148,10 @@ impl Cgroups {
     /// Nothing of the process in `dir` (of app `pm_id`) is left to watch:
     /// kept as its app's spare if empty and the app has none, else removed
     /// (a cgroup something still runs in is left, `EBUSY`).
-    pub fn give_back(&mut self, pm_id: u32, dir: PathBuf) {
+    /// `seen_empty`: its `populated` was read as 0 since its last process
+    /// ended (nothing can enter an empty cgroup but what the daemon puts
+    /// there), so it is not read again.
+    pub fn give_back(&mut self, pm_id: u32, dir: PathBuf, seen_empty: bool) {
         let killed = match self.killed.iter().position(|k| *k == dir) {
             Some(i) => {
                 self.killed.swap_remove(i);
@@ -158,7 +161,7 @@ impl Cgroups {
         };
         let keep = reusable(&dir, self.adopted, killed)
             && !self.spare.iter().any(|(id, _)| *id == pm_id)
-            && !populated(&dir);
+            && (seen_empty || !populated(&dir));
         match keep {
             true => self.spare.push((pm_id, dir)),
             false => remove(&dir),

@@ -377,6 +377,9 @@ struct Daemon {
     orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.
     trim: bool,
+    /// The process whose cgroup was just read empty (`group_alive`), so
+    /// that its release does not read it again.
+    emptied: Option<i32>,
     /// When the trim asked for is due (`Timer::Trim`).
     trim_at: Option<u64>,
     /// The buffer output pipes are read into, kept until the next trim.

@@ -563,14 +563,7 @@ unsafe fn child_after_fork(
         // (SIGPIPE above all) survive exec, and the daemon's handlers must
         // never run here. The spawner's has nothing to undo.
         if spawner_sock.is_none() {
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            sys::default_signals();
         }
         // Lowering a soft limit cannot fail for want of privilege; if it
         // fails anyway the app runs with the daemon's.

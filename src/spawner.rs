@@ -303,14 +303,7 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
         if libc::getppid() != daemon {
             libc::_exit(0);
         }
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        crate::sys::default_signals();
         libc::setsid();
         libc::prctl(libc::PR_SET_NAME, c"corral-spawner".as_ptr());
     }

@@ -152,6 +152,25 @@ pub fn block_signals(signals: &[i32], block: bool) {
     }
 }
 
+/// Every signal's disposition back to the default (an ignored one would
+/// survive exec; a handler of the daemon's must never run elsewhere), and
+/// none blocked. Only async-signal-safe calls: for a child between fork
+/// and exec.
+pub fn default_signals() {
+    // SAFETY: signal(2) and sigprocmask(2) on this process's own state,
+    // with a set on this stack.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 /// A close-on-exec copy of `fd` numbered at least `min`.
 pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC makes a new fd that nothing else owns.

@@ -174,20 +174,28 @@ impl Daemon {
 
     /// A `process:event` (and its line in the daemon's log).
     pub(super) fn emit(&mut self, id: u32, what: &'static str) {
+        // The event's data is made only for a bus that has subscribers.
+        let publish = self.subscribers > 0;
         let Some(e) = self.table.get_mut(id) else {
             return;
         };
         let mut data = Map::new();
-        data.insert("event".into(), json!(what));
-        data.insert("at".into(), json!(wall_ms()));
-        // PM2's `manually`: the events a request caused, up to the app's
-        // next online, stop or delete.
-        data.insert("manually".into(), json!(e.manual));
+        if publish {
+            data.insert("event".into(), json!(what));
+            data.insert("at".into(), json!(wall_ms()));
+            // PM2's `manually`: the events a request caused, up to the
+            // app's next online, stop or delete.
+            data.insert("manually".into(), json!(e.manual));
+        }
         if matches!(what, "online" | "stop" | "delete" | "restart overlimit") {
             e.manual = false;
         }
         let mut words = what.to_string();
-        let mut add = |k: &str, v: Value| data.insert(k.into(), v);
+        let mut add = |k: &str, v: Value| {
+            if publish {
+                data.insert(k.into(), v);
+            }
+        };
         match (what, e.m().last_exit()) {
             ("exit", Some(Exit::Code(c))) => {
                 add("code", json!(c));
@@ -222,7 +230,7 @@ impl Daemon {
         }
         let line = format!("app {} ({id}): {words}", e.app.spec.name);
         self.log(&line);
-        if self.subscribers > 0 {
+        if publish {
             data.insert("process".into(), self.process_ref(id));
             self.publish("process:event", Value::Object(data));
         }

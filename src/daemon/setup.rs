@@ -332,6 +332,7 @@ impl Daemon {
             proc_cgroups: HashMap::new(),
             trim: false,
             trim_at: None,
+            emptied: None,
             scratch: Vec::new(),
             stale_pid_files: Vec::new(),
             pid_files_due: Vec::new(),

@@ -187,9 +187,10 @@ impl Daemon {
                 }
             }
             Effect::Released(pid) => {
+                let seen_empty = self.emptied.take() == Some(pid);
                 if let Some(cg) = self.proc_cgroups.remove(&pid) {
                     match self.cgroups.as_mut() {
-                        Some(c) => c.give_back(id, cg),
+                        Some(c) => c.give_back(id, cg, seen_empty),
                         None => cgroup::remove(&cg),
                     }
                 }
@@ -351,7 +352,7 @@ impl Daemon {
         // no fd left) is not the child's: given back, not left behind.
         let cg = match (cg, cmd.cgroup.is_some(), self.cgroups.as_mut()) {
             (Some(dir), false, Some(c)) => {
-                c.give_back(id, dir);
+                c.give_back(id, dir, false);
                 None
             }
             (cg, _, _) => cg,
@@ -404,7 +405,7 @@ impl Daemon {
             Ok(p) => p,
             Err(f) => {
                 if let (Some(cg), Some(c)) = (cg, self.cgroups.as_mut()) {
-                    c.give_back(id, cg);
+                    c.give_back(id, cg, false);
                 }
                 for (_, r) in registered {
                     let _ = match r {
@@ -615,12 +616,19 @@ impl Daemon {
 
     /// Whether anything of process `pid` is left: its process group, or
     /// its cgroup (where a `setsid` does not take a process out).
-    fn group_alive(&self, pid: i32) -> bool {
-        sys::group_alive(pid)
-            || self
-                .proc_cgroups
-                .get(&pid)
-                .is_some_and(|cg| cgroup::populated(cg))
+    fn group_alive(&mut self, pid: i32) -> bool {
+        if sys::group_alive(pid) {
+            return true;
+        }
+        let Some(cg) = self.proc_cgroups.get(&pid) else {
+            return false;
+        };
+        let alive = cgroup::populated(cg);
+        // Its release, next in this wake, need not read it again.
+        if !alive {
+            self.emptied = Some(pid);
+        }
+        alive
     }
 
     /// The cgroup of app `id`'s main process, if it has one.

@@ -119,7 +119,10 @@ fn sigterm_stops_every_app_within_its_kill_timeout_and_exits_zero() {
     let child = spawn_runtime(&h, &[&cfg]);
     let pid = child.id() as i32;
     // The socket is served meanwhile: corral ls works against it.
-    wait_until(SOON, "the runtime serves", || h.socket().exists());
+    // Served, not just bound: the file appears at bind(2), before listen(2).
+    wait_until(SOON, "the runtime serves", || {
+        std::os::unix::net::UnixStream::connect(h.socket()).is_ok()
+    });
     wait_until(SOON, "both apps online", || {
         h.list()
             .iter()
@@ -155,7 +158,10 @@ fn a_second_sigterm_sigkills_at_once() {
         ],
     );
     let pid = child.id() as i32;
-    wait_until(SOON, "the runtime serves", || h.socket().exists());
+    // Served, not just bound: the file appears at bind(2), before listen(2).
+    wait_until(SOON, "the runtime serves", || {
+        std::os::unix::net::UnixStream::connect(h.socket()).is_ok()
+    });
     wait_until(SOON, "the app is online", || {
         h.list().iter().any(|d| d["pm2_env"]["status"] == "online")
     });

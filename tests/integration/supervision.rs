@@ -309,14 +309,7 @@ fn signal_mask(pid: i32, field: &str) -> u64 {
 #[test]
 fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     let h = TestHome::started();
-    let daemon = h.daemon_pid();
-    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
-    let pid = pid_of(&d[0]);
-    assert_eq!(
-        proc_state(pid).map(|s| s.1),
-        Some(daemon),
-        "the app's parent"
-    );
+    let (daemon, pid) = start_kid(&h);
     assert_eq!(signal_mask(pid, "SigBlk:"), 0, "signals blocked in the app");
     assert_eq!(
         signal_mask(pid, "SigIgn:") & (1 << (13 - 1)),
@@ -351,19 +344,40 @@ fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     wait_gone(spawner, "the spawner");
 }
 
+/// A daemon with one app (`kid`, its pid) and its spawner: (home, daemon,
+/// app, spawner); None, skipped, without glibc (no spawner there).
+fn app_and_spawner() -> Option<(TestHome, i32, i32, i32)> {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return None;
+    }
+    let h = TestHome::started();
+    let (daemon, first) = start_kid(&h);
+    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    Some((h, daemon, first, spawner))
+}
+
+/// Start the app `kid` (a sleep); (the daemon's pid, kid's), kid checked
+/// to be the daemon's child.
+fn start_kid(h: &TestHome) -> (i32, i32) {
+    let daemon = h.daemon_pid();
+    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
+    let pid = pid_of(&d[0]);
+    assert_eq!(
+        proc_state(pid).map(|s| s.1),
+        Some(daemon),
+        "the app's parent"
+    );
+    (daemon, pid)
+}
+
 /// A spawner killed behind the daemon's back costs nothing but speed: the
 /// daemon says so in its log and forks the apps' processes itself.
 #[test]
 fn the_daemon_forks_itself_once_its_spawner_is_gone() {
-    if !cfg!(target_env = "gnu") {
-        eprintln!("skipped: no spawner without glibc");
+    let Some((h, daemon, first, spawner)) = app_and_spawner() else {
         return;
-    }
-    let h = TestHome::started();
-    let daemon = h.daemon_pid();
-    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
-    let first = pid_of(&d[0]);
-    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    };
     // SAFETY: kill(2) on the spawner of the daemon this test started.
     unsafe { libc::kill(spawner, libc::SIGKILL) };
     wait_until(SOON, "the daemon saw its spawner end", || {
@@ -407,15 +421,9 @@ fn an_app_with_a_huge_environment_starts_whole() {
 /// after its patience (2 s) the daemon ends it and forks the app itself.
 #[test]
 fn a_stopped_spawner_cannot_stop_the_daemon() {
-    if !cfg!(target_env = "gnu") {
-        eprintln!("skipped: no spawner without glibc");
+    let Some((h, daemon, first, spawner)) = app_and_spawner() else {
         return;
-    }
-    let h = TestHome::started();
-    let daemon = h.daemon_pid();
-    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
-    let first = pid_of(&d[0]);
-    let spawner = *spawners_of(daemon).first().expect("a spawner");
+    };
     // SAFETY: kill(2) on the spawner of the daemon this test started.
     unsafe { libc::kill(spawner, libc::SIGSTOP) };
     let t0 = Instant::now();
@@ -492,14 +500,7 @@ fn the_spawner_works_where_clone3_is_refused() {
     }
     let out = run(c);
     assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
-    let daemon = h.daemon_pid();
-    let d = h.start(json!({"name": "kid", "script": "sleep", "args": ["1000"]}));
-    let pid = pid_of(&d[0]);
-    assert_eq!(
-        proc_state(pid).map(|s| s.1),
-        Some(daemon),
-        "the app's parent"
-    );
+    let (daemon, _) = start_kid(&h);
     assert_eq!(spawners_of(daemon).len(), 1, "{}", h.daemon_log());
     assert!(
         !h.daemon_log().contains("the spawner"),
