@@ -229,7 +229,7 @@ impl App {
             (self.err_path.as_path(), self.spec.error.is_some()),
         ];
         if let Some(p) = &self.log_path {
-            let given = matches!(self.spec.log_file, Some(CombinedLog::Path(_)));
+            let given = matches!(self.spec.rare().log_file, Some(CombinedLog::Path(_)));
             v.push((p.as_path(), given));
         }
         v.retain(|(p, _)| !crate::logs::is_null(p));
@@ -280,22 +280,22 @@ impl App {
         let pm_id = slot.pm_id;
         let stem = file_stem(&spec.name);
         // `/dev/null` and PM2's `NULL` discard; other paths are relative to cwd.
-        let in_cwd = |p: &Option<String>| {
-            p.as_ref().map(|p| match p.as_str() {
+        let in_cwd = |p: Option<&str>| {
+            p.map(|p| match p {
                 "NULL" | "/dev/null" => PathBuf::from("/dev/null"),
                 p => cwd.join(p),
             })
         };
-        let out_path =
-            in_cwd(&spec.output).unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
-        let err_path =
-            in_cwd(&spec.error).unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
+        let out_path = in_cwd(spec.output.as_deref())
+            .unwrap_or_else(|| home.logs().join(format!("{stem}-out.log")));
+        let err_path = in_cwd(spec.error.as_deref())
+            .unwrap_or_else(|| home.logs().join(format!("{stem}-error.log")));
         // Several instances write files of their own unless merge_logs.
-        let own_files = (slot.cluster || slot.count > 1) && !spec.merge_logs;
-        let log_path = match &spec.log_file {
+        let own_files = (slot.cluster || slot.count > 1) && !spec.rare().merge_logs;
+        let log_path = match &spec.rare().log_file {
             None => None,
             Some(CombinedLog::Default) => Some(home.logs().join(format!("{stem}.log"))),
-            Some(CombinedLog::Path(p)) => in_cwd(&Some(p.clone())),
+            Some(CombinedLog::Path(p)) => in_cwd(Some(p.as_str())),
         };
         let (out_path, err_path) = match own_files {
             true => (with_id(&out_path, pm_id), with_id(&err_path, pm_id)),
@@ -305,10 +305,12 @@ impl App {
             true => log_path.map(|p| with_id(&p, pm_id)),
             false => log_path,
         };
-        let increment = match &spec.increment_var {
+        let increment = match &spec.rare().increment_var {
             None => None,
             Some(var) => {
-                let overlay = env_name.as_ref().and_then(|n| spec.env_overlays.get(n));
+                let overlay = env_name
+                    .as_ref()
+                    .and_then(|n| spec.rare().env_overlays.get(n));
                 let value = overlay
                     .and_then(|o| o.get(var))
                     .or_else(|| spec.env.get(var));
@@ -325,7 +327,7 @@ impl App {
         };
         // A pid file given for several instances is one per instance, named
         // by pm_id as in PM2 (`echo.pid` -> `echo-0.pid`, `echo-1.pid`).
-        let pid_path = match in_cwd(&spec.pid_file) {
+        let pid_path = match in_cwd(spec.rare().pid_file.as_deref()) {
             Some(p) if slot.cluster || slot.count > 1 => with_id(&p, pm_id),
             Some(p) => p,
             None => home.pids().join(format!("{stem}-{pm_id}.pid")),
@@ -377,7 +379,7 @@ impl App {
         let overlay = self
             .env_name
             .as_ref()
-            .and_then(|n| self.spec.env_overlays.get(n));
+            .and_then(|n| self.spec.rare().env_overlays.get(n));
         merge_sorted(
             self.spec.env.iter(),
             overlay.into_iter().flat_map(|o| o.iter()),
@@ -402,9 +404,9 @@ impl App {
         }
         own.insert("pm_id".into(), pm_id.to_string());
         own.insert("name".into(), self.spec.name.clone());
-        own.insert("namespace".into(), self.spec.namespace.clone());
+        own.insert("namespace".into(), self.spec.namespace.clone().into_owned());
         own.insert(
-            self.spec.instance_var.clone(),
+            self.spec.instance_var.clone().into_owned(),
             self.slot.instance.to_string(),
         );
         if let Some((var, value)) = &self.increment {
@@ -506,10 +508,10 @@ impl App {
         let mut argv = Vec::new();
         if let Some(i) = &self.interpreter {
             argv.push(i.display().to_string());
-            argv.extend(self.spec.interpreter_args.iter().cloned());
+            argv.extend(self.spec.rare().interpreter_args.iter().cloned());
             if self.is_node()
-                && self.spec.source_map_support
-                && !self.spec.disable_source_map_support
+                && self.spec.rare().source_map_support
+                && !self.spec.rare().disable_source_map_support
             {
                 argv.push("--enable-source-maps".into());
             }
@@ -652,7 +654,7 @@ impl Found {
                     invalid(format!("option `interpreter`: {i} not found on PATH"))
                 })?),
             };
-        let creds = match (&spec.uid, &spec.gid) {
+        let creds = match (&spec.rare().uid, &spec.rare().gid) {
             (None, None) => None,
             (user, group) => {
                 if !daemon_root {

@@ -1562,9 +1562,9 @@ mod tests {
         let spec = parse_app(&serde_json::to_value(&opts).unwrap())
             .unwrap()
             .spec;
-        assert_eq!(spec.instances, 4);
-        assert_eq!(spec.cluster, Some(true));
-        assert_eq!(spec.max_memory_restart, Some(100 * 1024 * 1024));
+        assert_eq!(spec.rare().instances, 4);
+        assert_eq!(spec.rare().cluster, Some(true));
+        assert_eq!(spec.rare().max_memory_restart, Some(100 * 1024 * 1024));
         // The same as PM2's spelling of the seed's options.
         let pm2 = parse_app(&json!({"script": "api.js", "exec_mode": "cluster",
                                     "instances": 4, "max_memory_restart": "100M"}))
@@ -1579,7 +1579,10 @@ mod tests {
         let spec = parse_app(&serde_json::to_value(&fork).unwrap())
             .unwrap()
             .spec;
-        assert_eq!((spec.cluster, spec.instances), (Some(false), 0));
+        assert_eq!(
+            (spec.rare().cluster, spec.rare().instances),
+            (Some(false), 0)
+        );
     }
 
     fn event_line(kind: &str, pm_id: u32) -> String {

@@ -347,7 +347,7 @@ pub fn from_pm2(list: &[Value], label: &str) -> Result<(Vec<Saved>, Vec<String>)
         out.push(Saved {
             name: parsed.spec.name.clone(),
             pm_id: 0,
-            namespace: parsed.spec.namespace.clone(),
+            namespace: parsed.spec.namespace.clone().into_owned(),
             instance: 0,
             instances: 1,
             wanted,

@@ -18,14 +18,17 @@ use serde_json::Value;
 
 /// Where one stream of one app goes.
 pub struct LogFile {
+    /// Empty for `/dev/null` itself (see `path`): most apps' files are, and
+    /// a thousand copies of its name cost a heap block each.
     path: PathBuf,
     /// `None` when the path is `/dev/null` (nothing is written) or the
     /// file is closed (`close`: opened again when written to).
     file: Option<File>,
     /// The path is `/dev/null`.
     null: bool,
-    /// Whose identity the file is opened with (`None`: the daemon's).
-    user: Option<FsUser>,
+    /// Whose identity the file is opened with (`None`: the daemon's);
+    /// boxed: most files are the daemon's.
+    user: Option<Box<FsUser>>,
     /// `log_date_format`, boxed: most files have none.
     stamp: Option<Box<Stamp>>,
     at_line_start: bool,
@@ -59,6 +62,8 @@ struct Stamp {
     prefix: Vec<u8>,
     slot: Option<i64>,
 }
+
+const DEV_NULL: &str = "/dev/null";
 
 /// Whether this path discards output (no pipe, no file).
 pub fn is_null(path: &Path) -> bool {
@@ -167,11 +172,15 @@ impl LogFile {
         date_format: Option<&str>,
         user: Option<FsUser>,
     ) -> LogFile {
+        let null = is_null(path);
         LogFile {
-            path: path.to_path_buf(),
+            path: match null && path == Path::new(DEV_NULL) {
+                true => PathBuf::new(),
+                false => path.to_path_buf(),
+            },
             file,
-            null: is_null(path),
-            user,
+            null,
+            user: user.map(Box::new),
             stamp: date_format.map(|f| {
                 Box::new(Stamp {
                     format: Format::parse(f),
@@ -193,8 +202,12 @@ impl LogFile {
         .with_identity()
     }
 
+    #[inline]
     pub fn path(&self) -> &Path {
-        &self.path
+        match self.null && self.path.as_os_str().is_empty() {
+            true => Path::new(DEV_NULL),
+            false => &self.path,
+        }
     }
 
     /// Lines dropped because they could not be written whole (a full
@@ -210,7 +223,7 @@ impl LogFile {
         if self.file.is_none() {
             return Ok(false);
         }
-        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        self.file = Some(open_append(self.path(), self.user.as_deref())?);
         self.partial = 0;
         self.identity = self.file.as_ref().and_then(identity_of);
         if let Some(also) = self.also_mut() {
@@ -234,7 +247,7 @@ impl LogFile {
             also.ensure_open()?;
         }
         if !self.null && self.file.is_none() {
-            self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.file = Some(open_append(self.path(), self.user.as_deref())?);
             self.identity = self.file.as_ref().and_then(identity_of);
         }
         Ok(())
@@ -254,7 +267,7 @@ impl LogFile {
             }
             None if self.null => Ok(false),
             None => {
-                open_append(&self.path, self.user.as_ref())?.set_len(0)?;
+                open_append(self.path(), self.user.as_deref())?.set_len(0)?;
                 self.partial = 0;
                 Ok(true)
             }
@@ -276,7 +289,7 @@ impl LogFile {
 
     fn write_own(&mut self, chunk: &[u8], now_ms: i64) -> io::Result<()> {
         if !self.null && self.file.is_none() {
-            self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.file = Some(open_append(self.path(), self.user.as_deref())?);
             self.identity = self.file.as_ref().and_then(identity_of);
         }
         if self.file.is_none() {
@@ -500,7 +513,7 @@ impl LogFile {
     pub fn paths(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
         if self.file.is_some() {
-            v.push(self.path.clone());
+            v.push(self.path().to_path_buf());
         }
         if let Some(a) = self.extra.as_ref().and_then(|x| x.also.as_ref()) {
             v.extend(a.paths());
@@ -537,9 +550,9 @@ impl LogFile {
         if self.null {
             return Ok(());
         }
-        if renamed.insert(self.path.clone()) {
-            let to = rotate::next_numbered(&self.path);
-            match sys::as_user(self.user.as_ref(), || std::fs::rename(&self.path, &to)) {
+        if renamed.insert(self.path().to_path_buf()) {
+            let to = rotate::next_numbered(self.path());
+            match sys::as_user(self.user.as_deref(), || std::fs::rename(self.path(), &to)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -550,7 +563,7 @@ impl LogFile {
             self.partial = 0;
             return Ok(());
         }
-        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        self.file = Some(open_append(self.path(), self.user.as_deref())?);
         self.identity = self.file.as_ref().and_then(identity_of);
         self.ends_line = true;
         self.partial = 0;
@@ -689,8 +702,8 @@ impl LogFile {
     fn rotate_now(&mut self, retain: u32) -> io::Result<()> {
         // As the file's user: a directory of the app's user is never
         // renamed in or deleted from with the daemon's rights.
-        sys::as_user(self.user.as_ref(), || rotate::shift(&self.path, retain))?;
-        self.file = Some(open_append(&self.path, self.user.as_ref())?);
+        sys::as_user(self.user.as_deref(), || rotate::shift(self.path(), retain))?;
+        self.file = Some(open_append(self.path(), self.user.as_deref())?);
         self.identity = self.file.as_ref().and_then(identity_of);
         self.ends_line = true;
         self.partial = 0;
@@ -702,11 +715,11 @@ impl LogFile {
     /// open the path again.
     fn follow_rename(&mut self) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let now = std::fs::metadata(&self.path)
+        let now = std::fs::metadata(self.path())
             .ok()
             .map(|m| (m.dev(), m.ino()));
         if now.is_none() || now != self.identity {
-            self.file = Some(open_append(&self.path, self.user.as_ref())?);
+            self.file = Some(open_append(self.path(), self.user.as_deref())?);
             self.identity = self.file.as_ref().and_then(identity_of);
             self.ends_line = true;
             self.partial = 0;

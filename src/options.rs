@@ -11,6 +11,7 @@
 //! the shapes of a config file. It is pure: no filesystem, no environment,
 //! no process.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -132,65 +133,46 @@ pub struct AppSpec {
     pub script: String,
     pub args: Vec<String>,
     pub interpreter: Option<String>,
-    pub interpreter_args: Vec<String>,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
-    pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    pub log_date_format: Option<String>,
-    pub pid_file: Option<String>,
-    pub min_uptime: u64,
-    pub max_restarts: u32,
-    pub kill_timeout: u64,
-    pub kill_signal: Signal,
-    pub restart_delay: u64,
+    /// `/dev/null`, the usual value, borrowed (no heap block per app).
+    pub output: Option<Cow<'static, str>>,
+    pub error: Option<Cow<'static, str>>,
     pub autorestart: bool,
     pub autostart: bool,
-    pub stop_exit_codes: Vec<i32>,
-    pub force: bool,
-    pub namespace: String,
+    /// Borrowed when it is the default (no heap block per app).
+    pub namespace: Cow<'static, str>,
     pub treekill: bool,
-    pub uid: Option<String>,
-    pub gid: Option<String>,
-    pub execute_command: bool,
-    pub write: bool,
-    pub source_map_support: bool,
-    pub disable_source_map_support: bool,
-    /// Restart when the app's resident memory (its whole process group) is
-    /// above this many bytes.
-    pub max_memory_restart: Option<u64>,
-    /// First delay of the exponential backoff (ms); none = off.
-    pub exp_backoff_restart_delay: Option<u64>,
-    /// Least time (ms) from one start of the app to an automatic restart
-    /// after it died; 0 = none.
-    pub min_restart_interval: u64,
-    pub watch: Watch,
-    /// `None`: the defaults (`node_modules`, `.git`, the log directory).
-    pub ignore_watch: Option<Vec<String>>,
-    pub watch_delay: u64,
-    /// A cron expression, checked by `cron::Cron::parse`.
-    pub cron_restart: Option<String>,
-    /// Online only once the app says it is ready.
-    pub wait_ready: bool,
-    /// With `wait_ready`: how long to wait for it (ms).
-    pub listen_timeout: u64,
-    /// Stop with the `shutdown` message instead of the kill signal.
-    pub shutdown_with_message: bool,
     /// Give the app an IPC channel (`NODE_CHANNEL_FD`).
     pub ipc: bool,
     /// Give the app a stdin pipe the daemon writes to (`send`), as PM2
     /// does; false: `/dev/null`.
     pub stdin: bool,
-    /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
-    /// that many (at least 1).
-    pub instances: i64,
-    /// `exec_mode`: cluster (true) or fork (false); `None` = fork.
-    pub cluster: Option<bool>,
-    /// All instances write the same two log files.
-    pub merge_logs: bool,
     /// The variable carrying the instance index (`NODE_APP_INSTANCE`).
-    pub instance_var: String,
+    pub instance_var: Cow<'static, str>,
+    /// The options most apps leave unset (`Rare`).
+    pub rare: Rarely,
+}
+
+/// The options of an app most apps leave unset, apart from `AppSpec`:
+/// held boxed only when one of them is set (a thousand apps would carry
+/// some 300 bytes of empty fields each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rare {
+    pub interpreter_args: Vec<String>,
+    pub env_overlays: BTreeMap<String, BTreeMap<String, String>>,
+    pub log_date_format: Option<String>,
+    pub pid_file: Option<String>,
+    pub stop_exit_codes: Vec<i32>,
+    /// Restart when the app's resident memory (its whole process group) is
+    /// above this many bytes.
+    pub max_memory_restart: Option<u64>,
+    /// First delay of the exponential backoff (ms); none = off.
+    pub exp_backoff_restart_delay: Option<u64>,
+    /// `None`: the defaults (`node_modules`, `.git`, the log directory).
+    pub ignore_watch: Option<Vec<String>>,
+    /// A cron expression, checked by `cron::Cron::parse`.
+    pub cron_restart: Option<String>,
     /// A variable of `env` incremented for each instance (`PORT`).
     pub increment_var: Option<String>,
     /// Addresses corral binds and passes to every instance (`listen.rs`).
@@ -203,8 +185,127 @@ pub struct AppSpec {
     pub log_retain: Option<u32>,
     /// The combined stdout+stderr file (`log_file`), if any.
     pub log_file: Option<CombinedLog>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    /// Least time (ms) from one start of the app to an automatic restart
+    /// after it died; 0 = none.
+    pub min_restart_interval: u64,
+    pub watch: Watch,
+    pub watch_delay: u64,
+    /// With `wait_ready`: how long to wait for it (ms).
+    pub listen_timeout: u64,
+    pub min_uptime: u64,
+    pub max_restarts: u32,
+    pub kill_timeout: u64,
+    pub kill_signal: Signal,
+    pub restart_delay: u64,
+    pub force: bool,
+    pub execute_command: bool,
+    pub write: bool,
+    pub source_map_support: bool,
+    pub disable_source_map_support: bool,
+    /// Online only once the app says it is ready.
+    pub wait_ready: bool,
+    /// Stop with the `shutdown` message instead of the kill signal.
+    pub shutdown_with_message: bool,
+    /// How many processes: > 0 that many; 0 one per CPU; < 0 CPUs minus
+    /// that many (at least 1).
+    pub instances: i64,
+    /// `exec_mode`: cluster (true) or fork (false); `None` = fork.
+    pub cluster: Option<bool>,
+    /// All instances write the same two log files.
+    pub merge_logs: bool,
     /// How lines are written to the files.
     pub log_type: LogType,
+}
+
+/// All of `Rare` unset.
+static NO_RARE: Rare = Rare {
+    interpreter_args: Vec::new(),
+    env_overlays: BTreeMap::new(),
+    log_date_format: None,
+    pid_file: None,
+    stop_exit_codes: Vec::new(),
+    max_memory_restart: None,
+    exp_backoff_restart_delay: None,
+    ignore_watch: None,
+    cron_restart: None,
+    increment_var: None,
+    listen: Vec::new(),
+    max_log_size: None,
+    log_retain: None,
+    log_file: None,
+    uid: None,
+    gid: None,
+    min_restart_interval: DEFAULT_MIN_RESTART_INTERVAL_MS,
+    watch: Watch::Off,
+    watch_delay: DEFAULT_WATCH_DELAY_MS,
+    listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
+    min_uptime: DEFAULT_MIN_UPTIME_MS,
+    max_restarts: DEFAULT_MAX_RESTARTS,
+    kill_timeout: DEFAULT_KILL_TIMEOUT_MS,
+    kill_signal: DEFAULT_KILL_SIGNAL,
+    restart_delay: DEFAULT_RESTART_DELAY_MS,
+    force: false,
+    execute_command: false,
+    write: false,
+    source_map_support: false,
+    disable_source_map_support: false,
+    wait_ready: false,
+    shutdown_with_message: false,
+    instances: 1,
+    cluster: None,
+    merge_logs: false,
+    log_type: LogType::Text,
+};
+
+impl Default for Rare {
+    fn default() -> Rare {
+        NO_RARE.clone()
+    }
+}
+
+/// `Rare`, boxed when anything in it is set: equal when the options are.
+#[derive(Clone, Default)]
+pub struct Rarely(Option<Box<Rare>>);
+
+impl Rarely {
+    pub fn new(rare: Rare) -> Rarely {
+        match rare == NO_RARE {
+            true => Rarely(None),
+            false => Rarely(Some(Box::new(rare))),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self) -> &Rare {
+        self.0.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// To change: boxed now if it was not.
+    pub fn get_mut(&mut self) -> &mut Rare {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Rarely {
+    fn eq(&self, other: &Rarely) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for Rarely {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl AppSpec {
+    /// The options most apps leave unset.
+    #[inline]
+    pub fn rare(&self) -> &Rare {
+        self.rare.get()
+    }
 }
 
 /// `log_file`: `true` (`logs/<name>.log`) or a path.
@@ -270,9 +371,12 @@ pub fn overlay(
     for key in changes.keys() {
         let Some(def) = lookup(key) else {
             if let Some(n) = key.strip_prefix(ENV_OVERLAY_PREFIX)
-                && let Some(o) = new.env_overlays.get(n)
+                && let Some(o) = new.rare().env_overlays.get(n)
             {
-                out.env_overlays.insert(n.to_string(), o.clone());
+                out.rare
+                    .get_mut()
+                    .env_overlays
+                    .insert(n.to_string(), o.clone());
                 applied.push(key.clone());
             }
             // Custom keys: parse_app warned about them already.
@@ -281,39 +385,52 @@ pub fn overlay(
         applied.push(key.clone());
         match def.name {
             "args" => out.args = new.args.clone(),
-            "interpreter_args" => out.interpreter_args = new.interpreter_args.clone(),
+            "interpreter_args" => {
+                out.rare.get_mut().interpreter_args = new.rare().interpreter_args.clone()
+            }
             "env" => out.env = new.env.clone(),
-            "log_date_format" | "time" => out.log_date_format = new.log_date_format.clone(),
-            "min_uptime" => out.min_uptime = new.min_uptime,
-            "max_restarts" => out.max_restarts = new.max_restarts,
-            "kill_timeout" => out.kill_timeout = new.kill_timeout,
-            "kill_signal" => out.kill_signal = new.kill_signal,
-            "restart_delay" => out.restart_delay = new.restart_delay,
+            "log_date_format" | "time" => {
+                out.rare.get_mut().log_date_format = new.rare().log_date_format.clone()
+            }
+            "min_uptime" => out.rare.get_mut().min_uptime = new.rare().min_uptime,
+            "max_restarts" => out.rare.get_mut().max_restarts = new.rare().max_restarts,
+            "kill_timeout" => out.rare.get_mut().kill_timeout = new.rare().kill_timeout,
+            "kill_signal" => out.rare.get_mut().kill_signal = new.rare().kill_signal,
+            "restart_delay" => out.rare.get_mut().restart_delay = new.rare().restart_delay,
             "autorestart" => out.autorestart = new.autorestart,
-            "stop_exit_codes" => out.stop_exit_codes = new.stop_exit_codes.clone(),
+            "stop_exit_codes" => {
+                out.rare.get_mut().stop_exit_codes = new.rare().stop_exit_codes.clone()
+            }
             "treekill" => out.treekill = new.treekill,
-            "source_map_support" => out.source_map_support = new.source_map_support,
+            "source_map_support" => {
+                out.rare.get_mut().source_map_support = new.rare().source_map_support
+            }
             "disable_source_map_support" => {
-                out.disable_source_map_support = new.disable_source_map_support
+                out.rare.get_mut().disable_source_map_support =
+                    new.rare().disable_source_map_support
             }
-            "max_memory_restart" => out.max_memory_restart = new.max_memory_restart,
+            "max_memory_restart" => {
+                out.rare.get_mut().max_memory_restart = new.rare().max_memory_restart
+            }
             "exp_backoff_restart_delay" => {
-                out.exp_backoff_restart_delay = new.exp_backoff_restart_delay
+                out.rare.get_mut().exp_backoff_restart_delay = new.rare().exp_backoff_restart_delay
             }
-            "watch" => out.watch = new.watch.clone(),
-            "ignore_watch" => out.ignore_watch = new.ignore_watch.clone(),
-            "watch_delay" => out.watch_delay = new.watch_delay,
-            "cron_restart" => out.cron_restart = new.cron_restart.clone(),
-            "wait_ready" => out.wait_ready = new.wait_ready,
-            "listen_timeout" => out.listen_timeout = new.listen_timeout,
-            "shutdown_with_message" => out.shutdown_with_message = new.shutdown_with_message,
+            "watch" => out.rare.get_mut().watch = new.rare().watch.clone(),
+            "ignore_watch" => out.rare.get_mut().ignore_watch = new.rare().ignore_watch.clone(),
+            "watch_delay" => out.rare.get_mut().watch_delay = new.rare().watch_delay,
+            "cron_restart" => out.rare.get_mut().cron_restart = new.rare().cron_restart.clone(),
+            "wait_ready" => out.rare.get_mut().wait_ready = new.rare().wait_ready,
+            "listen_timeout" => out.rare.get_mut().listen_timeout = new.rare().listen_timeout,
+            "shutdown_with_message" => {
+                out.rare.get_mut().shutdown_with_message = new.rare().shutdown_with_message
+            }
             "output" => out.output = new.output.clone(),
             "error" => out.error = new.error.clone(),
-            "pid_file" => out.pid_file = new.pid_file.clone(),
+            "pid_file" => out.rare.get_mut().pid_file = new.rare().pid_file.clone(),
             "interpreter" => out.interpreter = new.interpreter.clone(),
             "cwd" => out.cwd = new.cwd.clone(),
-            "uid" => out.uid = new.uid.clone(),
-            "gid" => out.gid = new.gid.clone(),
+            "uid" => out.rare.get_mut().uid = new.rare().uid.clone(),
+            "gid" => out.rare.get_mut().gid = new.rare().gid.clone(),
             "stdin" => out.stdin = new.stdin,
             "force" | "write" | "name" | "script" => {
                 applied.pop();
@@ -738,12 +855,18 @@ fn build_spec(
     if let Some(port) = given.parse("port", port)? {
         env.entry("PORT".to_string()).or_insert(port);
     }
-    let mut output = given.parse("output", nonempty_string)?;
-    let mut error = given.parse("error", nonempty_string)?;
+    let discard_borrowed = |p: String| match p == DISCARD_LOG_PATH {
+        true => Cow::Borrowed(DISCARD_LOG_PATH),
+        false => Cow::Owned(p),
+    };
+    let mut output = given
+        .parse("output", nonempty_string)?
+        .map(discard_borrowed);
+    let mut error = given.parse("error", nonempty_string)?.map(discard_borrowed);
     let disabled = given.parse("disable_logs", boolean)? == Some(true);
     if disabled {
-        output = Some(DISCARD_LOG_PATH.to_string());
-        error = Some(DISCARD_LOG_PATH.to_string());
+        output = Some(Cow::Borrowed(DISCARD_LOG_PATH));
+        error = Some(Cow::Borrowed(DISCARD_LOG_PATH));
     }
     let mut log_date_format = given.parse("log_date_format", nonempty_string)?;
     if given.parse("time", boolean)? == Some(true) && log_date_format.is_none() {
@@ -754,87 +877,89 @@ fn build_spec(
         script,
         args: given.parse("args", word_list)?.unwrap_or_default(),
         interpreter,
-        interpreter_args: given
-            .parse("interpreter_args", word_list)?
-            .unwrap_or_default(),
         cwd: given.parse("cwd", nonempty_string)?,
         env,
-        env_overlays,
         output,
         error,
-        log_date_format,
-        pid_file: given.parse("pid_file", nonempty_string)?,
-        min_uptime: given
-            .parse("min_uptime", duration)?
-            .unwrap_or(DEFAULT_MIN_UPTIME_MS),
-        max_restarts: given
-            .parse("max_restarts", count)?
-            .unwrap_or(DEFAULT_MAX_RESTARTS),
-        kill_timeout: given
-            .parse("kill_timeout", duration)?
-            .unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
-        kill_signal: given
-            .parse("kill_signal", signal)?
-            .unwrap_or(DEFAULT_KILL_SIGNAL),
-        restart_delay: given
-            .parse("restart_delay", duration)?
-            .unwrap_or(DEFAULT_RESTART_DELAY_MS),
         autorestart: given.parse("autorestart", boolean)?.unwrap_or(true),
         autostart: given.parse("autostart", boolean)?.unwrap_or(true),
-        stop_exit_codes: given
-            .parse("stop_exit_codes", exit_codes)?
-            .unwrap_or_default(),
-        force: given.parse("force", boolean)?.unwrap_or(false),
         namespace: given
             .parse("namespace", namespace)?
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            .map_or(Cow::Borrowed(DEFAULT_NAMESPACE), Cow::Owned),
         treekill: given.parse("treekill", boolean)?.unwrap_or(true),
-        uid: given.parse("uid", id)?,
-        gid: given.parse("gid", id)?,
-        execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
-        write: given.parse("write", boolean)?.unwrap_or(false),
-        source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
-        disable_source_map_support: given
-            .parse("disable_source_map_support", boolean)?
-            .unwrap_or(false),
-        max_memory_restart: given.parse("max_memory_restart", size)?.filter(|&n| n > 0),
-        exp_backoff_restart_delay: given
-            .parse("exp_backoff_restart_delay", duration)?
-            .filter(|&n| n > 0),
-        min_restart_interval: given
-            .parse("min_restart_interval", duration)?
-            .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
-        watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
-        ignore_watch: given.parse("ignore_watch", string_list)?,
-        watch_delay: given
-            .parse("watch_delay", duration)?
-            .unwrap_or(DEFAULT_WATCH_DELAY_MS),
-        cron_restart: given.parse("cron_restart", cron)?.flatten(),
-        wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
-        listen_timeout: given
-            .parse("listen_timeout", duration)?
-            .unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS),
-        shutdown_with_message: given
-            .parse("shutdown_with_message", boolean)?
-            .unwrap_or(false),
         ipc: given.parse("ipc", boolean)?.unwrap_or(true),
         stdin: given.parse("stdin", boolean)?.unwrap_or(true),
-        instances: instances.unwrap_or(1),
-        cluster,
-        merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
         instance_var: given
             .parse("instance_var", env_name_string)?
-            .unwrap_or_else(|| DEFAULT_INSTANCE_VAR.to_string()),
-        increment_var: given.parse("increment_var", env_name_string)?,
-        listen: given.parse("listen", listen_list)?.unwrap_or_default(),
-        max_log_size: given.parse("max_log_size", size)?,
-        log_retain: given.parse("log_retain", count)?,
-        log_file: if disabled {
-            None
-        } else {
-            given.parse("log_file", combined_log)?.flatten()
-        },
-        log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
+            .map_or(Cow::Borrowed(DEFAULT_INSTANCE_VAR), Cow::Owned),
+        rare: Rarely::new(Rare {
+            min_uptime: given
+                .parse("min_uptime", duration)?
+                .unwrap_or(DEFAULT_MIN_UPTIME_MS),
+            max_restarts: given
+                .parse("max_restarts", count)?
+                .unwrap_or(DEFAULT_MAX_RESTARTS),
+            kill_timeout: given
+                .parse("kill_timeout", duration)?
+                .unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
+            kill_signal: given
+                .parse("kill_signal", signal)?
+                .unwrap_or(DEFAULT_KILL_SIGNAL),
+            restart_delay: given
+                .parse("restart_delay", duration)?
+                .unwrap_or(DEFAULT_RESTART_DELAY_MS),
+            force: given.parse("force", boolean)?.unwrap_or(false),
+            execute_command: given.parse("execute_command", boolean)?.unwrap_or(false),
+            write: given.parse("write", boolean)?.unwrap_or(false),
+            source_map_support: given.parse("source_map_support", boolean)?.unwrap_or(false),
+            disable_source_map_support: given
+                .parse("disable_source_map_support", boolean)?
+                .unwrap_or(false),
+            wait_ready: given.parse("wait_ready", boolean)?.unwrap_or(false),
+            shutdown_with_message: given
+                .parse("shutdown_with_message", boolean)?
+                .unwrap_or(false),
+            instances: instances.unwrap_or(1),
+            cluster,
+            merge_logs: given.parse("merge_logs", boolean)?.unwrap_or(false),
+            log_type: given.parse("log_type", log_type)?.unwrap_or_default(),
+            uid: given.parse("uid", id)?,
+            gid: given.parse("gid", id)?,
+            min_restart_interval: given
+                .parse("min_restart_interval", duration)?
+                .unwrap_or(DEFAULT_MIN_RESTART_INTERVAL_MS),
+            watch: given.parse("watch", watch)?.unwrap_or(Watch::Off),
+            watch_delay: given
+                .parse("watch_delay", duration)?
+                .unwrap_or(DEFAULT_WATCH_DELAY_MS),
+            listen_timeout: given
+                .parse("listen_timeout", duration)?
+                .unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS),
+            interpreter_args: given
+                .parse("interpreter_args", word_list)?
+                .unwrap_or_default(),
+            env_overlays,
+            log_date_format,
+            pid_file: given.parse("pid_file", nonempty_string)?,
+            stop_exit_codes: given
+                .parse("stop_exit_codes", exit_codes)?
+                .unwrap_or_default(),
+            max_memory_restart: given.parse("max_memory_restart", size)?.filter(|&n| n > 0),
+            exp_backoff_restart_delay: given
+                .parse("exp_backoff_restart_delay", duration)?
+                .filter(|&n| n > 0),
+            ignore_watch: given.parse("ignore_watch", string_list)?,
+            cron_restart: given.parse("cron_restart", cron)?.flatten(),
+            increment_var: given.parse("increment_var", env_name_string)?,
+            listen: given.parse("listen", listen_list)?.unwrap_or_default(),
+            max_log_size: given.parse("max_log_size", size)?,
+            log_retain: given.parse("log_retain", count)?,
+            log_file: if disabled {
+                None
+            } else {
+                given.parse("log_file", combined_log)?.flatten()
+            },
+        }),
     })
 }
 
@@ -1202,21 +1327,24 @@ fn word_list(key: &str, v: &Value) -> Result<Vec<String>, OptionError> {
         }
         // `args: 3000` in YAML or JavaScript: one word.
         Value::Number(n) => Ok(vec![n.to_string()]),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
+        Value::Array(items) => {
+            // Kept for the app's life: room for these words only.
+            let mut words = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
                 let item_key = format!("{key}[{i}]");
-                match item {
-                    Value::String(s) => no_nul(&item_key, s).map(|()| s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
-                    other => Err(OptionError::new(
-                        item_key,
-                        format!("expected a string or number, got {}", describe(other)),
-                    )),
-                }
-            })
-            .collect(),
+                words.push(match item {
+                    Value::String(s) => no_nul(&item_key, s).map(|()| s.clone())?,
+                    Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err(OptionError::new(
+                            item_key,
+                            format!("expected a string or number, got {}", describe(other)),
+                        ));
+                    }
+                });
+            }
+            Ok(words)
+        }
         other => Err(OptionError::new(
             key,
             format!(
@@ -1520,53 +1648,18 @@ mod tests {
             script: "app.js".to_string(),
             args: vec![],
             interpreter: Some("node".to_string()),
-            interpreter_args: vec![],
             cwd: None,
             env: BTreeMap::new(),
-            env_overlays: BTreeMap::new(),
             output: None,
             error: None,
-            log_date_format: None,
-            pid_file: None,
-            min_uptime: 1000,
-            max_restarts: 16,
-            kill_timeout: 1600,
-            kill_signal: Signal::INT,
-            restart_delay: 0,
             autorestart: true,
             autostart: true,
-            stop_exit_codes: vec![],
-            force: false,
-            namespace: "default".to_string(),
+            namespace: "default".into(),
             treekill: true,
-            uid: None,
-            gid: None,
-            execute_command: false,
-            write: false,
-            source_map_support: false,
-            disable_source_map_support: false,
-            max_memory_restart: None,
-            exp_backoff_restart_delay: None,
-            min_restart_interval: 100,
-            watch: Watch::Off,
-            ignore_watch: None,
-            watch_delay: DEFAULT_WATCH_DELAY_MS,
-            cron_restart: None,
-            wait_ready: false,
-            listen_timeout: DEFAULT_LISTEN_TIMEOUT_MS,
-            shutdown_with_message: false,
             ipc: true,
             stdin: true,
-            instances: 1,
-            cluster: None,
-            merge_logs: false,
             instance_var: DEFAULT_INSTANCE_VAR.into(),
-            increment_var: None,
-            listen: Vec::new(),
-            max_log_size: None,
-            log_retain: None,
-            log_file: None,
-            log_type: LogType::Text,
+            rare: Rarely::default(),
         }
     }
 
@@ -1811,16 +1904,16 @@ mod tests {
                 s.interpreter = Some("bun".into())
             }),
             (json!({"interpreter_args": "--a 'b c'"}), |s| {
-                s.interpreter_args = vec!["--a".into(), "b c".into()]
+                s.rare.get_mut().interpreter_args = vec!["--a".into(), "b c".into()]
             }),
             (json!({"interpreterArgs": ["--x"]}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"node_args": "--x"}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"nodeArgs": "--x"}), |s| {
-                s.interpreter_args = vec!["--x".into()]
+                s.rare.get_mut().interpreter_args = vec!["--x".into()]
             }),
             (json!({"cwd": "/srv"}), |s| s.cwd = Some("/srv".into())),
             (json!({"output": "o"}), |s| s.output = Some("o".into())),
@@ -1835,60 +1928,82 @@ mod tests {
             (json!({"err_file": "e"}), |s| s.error = Some("e".into())),
             (json!({"err_log": "e"}), |s| s.error = Some("e".into())),
             (json!({"logDateFormat": "HH:mm"}), |s| {
-                s.log_date_format = Some("HH:mm".into())
+                s.rare.get_mut().log_date_format = Some("HH:mm".into())
             }),
             (json!({"time": true}), |s| {
-                s.log_date_format = Some(TIME_LOG_DATE_FORMAT.into())
+                s.rare.get_mut().log_date_format = Some(TIME_LOG_DATE_FORMAT.into())
             }),
             (json!({"time": true, "log_date_format": "HH"}), |s| {
-                s.log_date_format = Some("HH".into())
+                s.rare.get_mut().log_date_format = Some("HH".into())
             }),
             (json!({"time": false}), |_| {}),
-            (json!({"pid": "/p"}), |s| s.pid_file = Some("/p".into())),
-            (json!({"pidFile": "/p"}), |s| s.pid_file = Some("/p".into())),
-            (json!({"pid_file": "/p"}), |s| {
-                s.pid_file = Some("/p".into())
+            (json!({"pid": "/p"}), |s| {
+                s.rare.get_mut().pid_file = Some("/p".into())
             }),
-            (json!({"minUptime": "2s"}), |s| s.min_uptime = 2000),
-            (json!({"min_uptime": 500}), |s| s.min_uptime = 500),
-            (json!({"maxRestarts": "3"}), |s| s.max_restarts = 3),
-            (json!({"max_restarts": 0}), |s| s.max_restarts = 0),
-            (json!({"killTimeout": "5s"}), |s| s.kill_timeout = 5000),
-            (json!({"kill_timeout": "3000"}), |s| s.kill_timeout = 3000),
+            (json!({"pidFile": "/p"}), |s| {
+                s.rare.get_mut().pid_file = Some("/p".into())
+            }),
+            (json!({"pid_file": "/p"}), |s| {
+                s.rare.get_mut().pid_file = Some("/p".into())
+            }),
+            (json!({"minUptime": "2s"}), |s| {
+                s.rare.get_mut().min_uptime = 2000
+            }),
+            (json!({"min_uptime": 500}), |s| {
+                s.rare.get_mut().min_uptime = 500
+            }),
+            (json!({"maxRestarts": "3"}), |s| {
+                s.rare.get_mut().max_restarts = 3
+            }),
+            (json!({"max_restarts": 0}), |s| {
+                s.rare.get_mut().max_restarts = 0
+            }),
+            (json!({"killTimeout": "5s"}), |s| {
+                s.rare.get_mut().kill_timeout = 5000
+            }),
+            (json!({"kill_timeout": "3000"}), |s| {
+                s.rare.get_mut().kill_timeout = 3000
+            }),
             (json!({"killSignal": "SIGTERM"}), |s| {
-                s.kill_signal = Signal::new(libc::SIGTERM).unwrap()
+                s.rare.get_mut().kill_signal = Signal::new(libc::SIGTERM).unwrap()
             }),
             (json!({"kill_signal": 1}), |s| {
-                s.kill_signal = Signal::new(libc::SIGHUP).unwrap()
+                s.rare.get_mut().kill_signal = Signal::new(libc::SIGHUP).unwrap()
             }),
-            (json!({"restartDelay": "1.5s"}), |s| s.restart_delay = 1500),
+            (json!({"restartDelay": "1.5s"}), |s| {
+                s.rare.get_mut().restart_delay = 1500
+            }),
             (json!({"autorestart": "false"}), |s| s.autorestart = false),
             (json!({"autostart": false}), |s| s.autostart = false),
             (json!({"stopExitCodes": [0, "2"]}), |s| {
-                s.stop_exit_codes = vec![0, 2]
+                s.rare.get_mut().stop_exit_codes = vec![0, 2]
             }),
             (json!({"stop_exit_codes": 3}), |s| {
-                s.stop_exit_codes = vec![3]
+                s.rare.get_mut().stop_exit_codes = vec![3]
             }),
-            (json!({"force": true}), |s| s.force = true),
+            (json!({"force": true}), |s| s.rare.get_mut().force = true),
             (json!({"namespace": "prod"}), |s| {
                 s.namespace = "prod".into()
             }),
             (json!({"treekill": false}), |s| s.treekill = false),
             (json!({"uid": "www-data"}), |s| {
-                s.uid = Some("www-data".into())
+                s.rare.get_mut().uid = Some("www-data".into())
             }),
-            (json!({"user": 1000}), |s| s.uid = Some("1000".into())),
-            (json!({"gid": 33}), |s| s.gid = Some("33".into())),
+            (json!({"user": 1000}), |s| {
+                s.rare.get_mut().uid = Some("1000".into())
+            }),
+            (json!({"gid": 33}), |s| {
+                s.rare.get_mut().gid = Some("33".into())
+            }),
             (json!({"executeCommand": true}), |s| {
-                s.execute_command = true
+                s.rare.get_mut().execute_command = true
             }),
-            (json!({"write": "true"}), |s| s.write = true),
+            (json!({"write": "true"}), |s| s.rare.get_mut().write = true),
             (json!({"sourceMapSupport": true}), |s| {
-                s.source_map_support = true
+                s.rare.get_mut().source_map_support = true
             }),
             (json!({"disableSourceMapSupport": true}), |s| {
-                s.disable_source_map_support = true
+                s.rare.get_mut().disable_source_map_support = true
             }),
             (json!({"port": 3000}), |s| s.env = map(&[("PORT", "3000")])),
             (json!({"port": "8080"}), |s| {
@@ -1902,101 +2017,129 @@ mod tests {
                 s.error = Some(DISCARD_LOG_PATH.into());
             }),
             (json!({"disableLogs": false}), |_| {}),
-            (json!({"instances": 1}), |s| s.cluster = Some(true)),
-            (json!({"instances": "1"}), |s| s.cluster = Some(true)),
+            (json!({"instances": 1}), |s| {
+                s.rare.get_mut().cluster = Some(true)
+            }),
+            (json!({"instances": "1"}), |s| {
+                s.rare.get_mut().cluster = Some(true)
+            }),
             (json!({"instances": 4}), |s| {
-                s.instances = 4;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = 4;
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"instances": "max"}), |s| {
-                s.instances = 0;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = 0;
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"instances": -1}), |s| {
-                s.instances = -1;
-                s.cluster = Some(true)
+                s.rare.get_mut().instances = -1;
+                s.rare.get_mut().cluster = Some(true)
             }),
-            (json!({"exec_mode": "fork"}), |s| s.cluster = Some(false)),
+            (json!({"exec_mode": "fork"}), |s| {
+                s.rare.get_mut().cluster = Some(false)
+            }),
             (json!({"execMode": "fork_mode"}), |s| {
-                s.cluster = Some(false)
+                s.rare.get_mut().cluster = Some(false)
             }),
             (json!({"exec_mode": "cluster_mode"}), |s| {
-                s.cluster = Some(true)
+                s.rare.get_mut().cluster = Some(true)
             }),
             (json!({"merge_logs": false}), |_| {}),
-            (json!({"mergeLogs": true}), |s| s.merge_logs = true),
-            (json!({"combine_logs": true}), |s| s.merge_logs = true),
-            (json!({"max_log_size": "10M"}), |s| {
-                s.max_log_size = Some(10 * 1024 * 1024)
+            (json!({"mergeLogs": true}), |s| {
+                s.rare.get_mut().merge_logs = true
             }),
-            (json!({"maxLogSize": 4096}), |s| s.max_log_size = Some(4096)),
-            (json!({"log_retain": "3"}), |s| s.log_retain = Some(3)),
+            (json!({"combine_logs": true}), |s| {
+                s.rare.get_mut().merge_logs = true
+            }),
+            (json!({"max_log_size": "10M"}), |s| {
+                s.rare.get_mut().max_log_size = Some(10 * 1024 * 1024)
+            }),
+            (json!({"maxLogSize": 4096}), |s| {
+                s.rare.get_mut().max_log_size = Some(4096)
+            }),
+            (json!({"log_retain": "3"}), |s| {
+                s.rare.get_mut().log_retain = Some(3)
+            }),
             (json!({"log_file": true}), |s| {
-                s.log_file = Some(CombinedLog::Default)
+                s.rare.get_mut().log_file = Some(CombinedLog::Default)
             }),
             (json!({"log": "all.log"}), |s| {
-                s.log_file = Some(CombinedLog::Path("all.log".into()))
+                s.rare.get_mut().log_file = Some(CombinedLog::Path("all.log".into()))
             }),
             (json!({"log_file": false}), |_| {}),
             (json!({"log_file": true, "disable_logs": true}), |s| {
                 s.output = Some(DISCARD_LOG_PATH.into());
                 s.error = Some(DISCARD_LOG_PATH.into());
             }),
-            (json!({"log_type": "json"}), |s| s.log_type = LogType::Json),
+            (json!({"log_type": "json"}), |s| {
+                s.rare.get_mut().log_type = LogType::Json
+            }),
             (json!({"logType": "text"}), |_| {}),
             (json!({"instance_var": "INSTANCE_ID"}), |s| {
                 s.instance_var = "INSTANCE_ID".into()
             }),
             (json!({"increment_var": "PORT"}), |s| {
-                s.increment_var = Some("PORT".into())
+                s.rare.get_mut().increment_var = Some("PORT".into())
             }),
             (json!({"listen": "tcp:8080"}), |s| {
-                s.listen = vec!["tcp:8080".into()]
+                s.rare.get_mut().listen = vec!["tcp:8080".into()]
             }),
-            (json!({"listen": 8080}), |s| s.listen = vec!["8080".into()]),
+            (json!({"listen": 8080}), |s| {
+                s.rare.get_mut().listen = vec!["8080".into()]
+            }),
             (
                 json!({"listen": ["127.0.0.1:81", "unix:/tmp/a.sock"]}),
-                |s| s.listen = vec!["127.0.0.1:81".into(), "unix:/tmp/a.sock".into()],
+                |s| {
+                    s.rare.get_mut().listen = vec!["127.0.0.1:81".into(), "unix:/tmp/a.sock".into()]
+                },
             ),
             (json!({"watch": false}), |_| {}),
-            (json!({"watch": true}), |s| s.watch = Watch::Cwd),
+            (json!({"watch": true}), |s| {
+                s.rare.get_mut().watch = Watch::Cwd
+            }),
             (json!({"watch": "src"}), |s| {
-                s.watch = Watch::Paths(vec!["src".into()])
+                s.rare.get_mut().watch = Watch::Paths(vec!["src".into()])
             }),
             (json!({"watch": ["src", "lib"]}), |s| {
-                s.watch = Watch::Paths(vec!["src".into(), "lib".into()])
+                s.rare.get_mut().watch = Watch::Paths(vec!["src".into(), "lib".into()])
             }),
             (json!({"ignore_watch": "*.tmp"}), |s| {
-                s.ignore_watch = Some(vec!["*.tmp".into()])
+                s.rare.get_mut().ignore_watch = Some(vec!["*.tmp".into()])
             }),
             (json!({"ignoreWatch": ["a", "b/**"]}), |s| {
-                s.ignore_watch = Some(vec!["a".into(), "b/**".into()])
+                s.rare.get_mut().ignore_watch = Some(vec!["a".into(), "b/**".into()])
             }),
-            (json!({"watch_delay": "2s"}), |s| s.watch_delay = 2000),
+            (json!({"watch_delay": "2s"}), |s| {
+                s.rare.get_mut().watch_delay = 2000
+            }),
             (json!({"max_memory_restart": "100M"}), |s| {
-                s.max_memory_restart = Some(100 * 1024 * 1024)
+                s.rare.get_mut().max_memory_restart = Some(100 * 1024 * 1024)
             }),
             (json!({"maxMemoryRestart": 4096}), |s| {
-                s.max_memory_restart = Some(4096)
+                s.rare.get_mut().max_memory_restart = Some(4096)
             }),
             (json!({"exp_backoff_restart_delay": 100}), |s| {
-                s.exp_backoff_restart_delay = Some(100)
+                s.rare.get_mut().exp_backoff_restart_delay = Some(100)
             }),
             (json!({"expBackoffRestartDelay": "1s"}), |s| {
-                s.exp_backoff_restart_delay = Some(1000)
+                s.rare.get_mut().exp_backoff_restart_delay = Some(1000)
             }),
             (json!({"cron_restart": "*/2 * * * * *"}), |s| {
-                s.cron_restart = Some("*/2 * * * * *".into())
+                s.rare.get_mut().cron_restart = Some("*/2 * * * * *".into())
             }),
             (json!({"cron": "0 3 * * *"}), |s| {
-                s.cron_restart = Some("0 3 * * *".into())
+                s.rare.get_mut().cron_restart = Some("0 3 * * *".into())
             }),
             (json!({"cron_restart": 0}), |_| {}),
             (json!({"cron": "0"}), |_| {}),
-            (json!({"wait_ready": true}), |s| s.wait_ready = true),
-            (json!({"listenTimeout": "5s"}), |s| s.listen_timeout = 5000),
+            (json!({"wait_ready": true}), |s| {
+                s.rare.get_mut().wait_ready = true
+            }),
+            (json!({"listenTimeout": "5s"}), |s| {
+                s.rare.get_mut().listen_timeout = 5000
+            }),
             (json!({"shutdown_with_message": true}), |s| {
-                s.shutdown_with_message = true
+                s.rare.get_mut().shutdown_with_message = true
             }),
             (json!({"ipc": false}), |s| s.ipc = false),
         ];
@@ -2515,7 +2658,7 @@ mod tests {
         ];
         for (app, want) in cases {
             let parsed = parse_app(app).expect("parses");
-            assert_eq!(parsed.spec.cluster, *want, "app {app}");
+            assert_eq!(parsed.spec.rare().cluster, *want, "app {app}");
         }
     }
 
@@ -2595,7 +2738,7 @@ mod tests {
                 .iter()
                 .map(|(name, vars)| (name.to_string(), map(vars)))
                 .collect();
-            assert_eq!(spec.env_overlays, want, "input {extra}");
+            assert_eq!(spec.rare().env_overlays, want, "input {extra}");
         }
     }
 

@@ -161,7 +161,7 @@ impl Daemon {
         key!(out, "exec_interpreter");
         string(out, &a.interpreter_name());
         key!(out, "node_args");
-        strings(out, s.interpreter_args.iter().map(String::as_str));
+        strings(out, s.rare().interpreter_args.iter().map(String::as_str));
         key!(out, "args");
         strings(out, s.args.iter().map(String::as_str));
         key!(out, "exec_mode");
@@ -189,16 +189,24 @@ impl Daemon {
             key!(out, "pm_log_path");
             path(out, p);
         }
-        if s.log_type == LogType::Json {
+        if s.rare().log_type == LogType::Json {
             key!(out, "log_type");
             string(out, "json");
         }
-        if let Some(n) = s.max_log_size.or(self.log_defaults.0).filter(|&n| n > 0) {
+        if let Some(n) = s
+            .rare()
+            .max_log_size
+            .or(self.log_defaults.0)
+            .filter(|&n| n > 0)
+        {
             key!(out, "max_log_size");
             uint(out, n);
         }
         key!(out, "log_retain");
-        uint(out, s.log_retain.unwrap_or(self.log_defaults.1).into());
+        uint(
+            out,
+            s.rare().log_retain.unwrap_or(self.log_defaults.1).into(),
+        );
         key!(out, "pm_uptime");
         uint(out, e.pm_uptime);
         key!(out, "created_at");
@@ -225,7 +233,7 @@ impl Daemon {
         key!(out, "autorestart");
         boolean(out, s.autorestart);
         key!(out, "watch");
-        match &s.watch {
+        match &s.rare().watch {
             Watch::Off => boolean(out, false),
             Watch::Cwd => boolean(out, true),
             Watch::Paths(paths) => strings(out, paths.iter().map(String::as_str)),
@@ -242,46 +250,46 @@ impl Daemon {
         }
         out.push(b'}');
         key!(out, "min_uptime");
-        uint(out, s.min_uptime);
+        uint(out, s.rare().min_uptime);
         key!(out, "max_restarts");
-        uint(out, s.max_restarts.into());
+        uint(out, s.rare().max_restarts.into());
         key!(out, "kill_timeout");
-        uint(out, s.kill_timeout);
+        uint(out, s.rare().kill_timeout);
         key!(out, "kill_signal");
-        signal(out, s.kill_signal.number());
+        signal(out, s.rare().kill_signal.number());
         key!(out, "restart_delay");
-        uint(out, s.restart_delay);
+        uint(out, s.rare().restart_delay);
         key!(out, "stop_exit_codes");
-        array(out, s.stop_exit_codes.iter(), |out, c| {
+        array(out, s.rare().stop_exit_codes.iter(), |out, c| {
             int(out, (*c).into())
         });
         key!(out, "treekill");
         boolean(out, s.treekill);
         key!(out, "log_date_format");
-        opt_string(out, s.log_date_format.as_deref());
+        opt_string(out, s.rare().log_date_format.as_deref());
         key!(out, "merge_logs");
-        boolean(out, s.merge_logs);
+        boolean(out, s.rare().merge_logs);
         key!(out, "uid");
-        opt_string(out, s.uid.as_deref());
+        opt_string(out, s.rare().uid.as_deref());
         key!(out, "gid");
-        opt_string(out, s.gid.as_deref());
+        opt_string(out, s.rare().gid.as_deref());
         key!(out, "ignore_watch");
-        match &s.ignore_watch {
+        match &s.rare().ignore_watch {
             Some(names) => strings(out, names.iter().map(String::as_str)),
             None => strings(out, DEFAULT_IGNORE_WATCH.iter().copied()),
         }
         key!(out, "watch_delay");
-        uint(out, s.watch_delay);
+        uint(out, s.rare().watch_delay);
         key!(out, "max_memory_restart");
-        opt_uint(out, s.max_memory_restart);
+        opt_uint(out, s.rare().max_memory_restart);
         key!(out, "exp_backoff_restart_delay");
-        opt_uint(out, s.exp_backoff_restart_delay);
-        if s.exp_backoff_restart_delay.is_some() {
+        opt_uint(out, s.rare().exp_backoff_restart_delay);
+        if s.rare().exp_backoff_restart_delay.is_some() {
             key!(out, "prev_restart_delay");
             uint(out, m.prev_restart_delay());
         }
         key!(out, "cron_restart");
-        opt_string(out, s.cron_restart.as_deref());
+        opt_string(out, s.rare().cron_restart.as_deref());
         key!(out, "log_lines_dropped");
         uint(out, e.out.dropped() + e.err.dropped());
         key!(out, "cgroup");
@@ -290,11 +298,11 @@ impl Daemon {
             None => out.extend_from_slice(b"null"),
         }
         key!(out, "wait_ready");
-        boolean(out, s.wait_ready);
+        boolean(out, s.rare().wait_ready);
         key!(out, "listen_timeout");
-        uint(out, s.listen_timeout);
+        uint(out, s.rare().listen_timeout);
         key!(out, "shutdown_with_message");
-        boolean(out, s.shutdown_with_message);
+        boolean(out, s.rare().shutdown_with_message);
         key!(out, "ipc");
         boolean(out, s.ipc);
         key!(out, "stdin");

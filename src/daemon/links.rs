@@ -37,7 +37,10 @@ impl Daemon {
         };
         // With wait_ready only the app's own "ready" counts, as in PM2 (a
         // worker's `listening` does otherwise).
-        let wait_ready = self.table.get(id).is_some_and(|e| e.app.spec.wait_ready);
+        let wait_ready = self
+            .table
+            .get(id)
+            .is_some_and(|e| e.app.spec.rare().wait_ready);
         let Some(link) = self.table.get_mut(id).and_then(|e| e.link_mut(pid)) else {
             return;
         };

@@ -287,7 +287,7 @@ impl Daemon {
             pm_id,
             instance: e.instance,
             count: e.instances.max(1),
-            cluster: spec.cluster.unwrap_or(false) && !spec.execute_command,
+            cluster: spec.rare().cluster.unwrap_or(false) && !spec.rare().execute_command,
         };
         let app = App::resolve(
             spec, &e.options, slot, &self.home, base_env, e.env_name, self.root,
@@ -318,7 +318,7 @@ pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
     Some(Saved {
         name: a.spec.name.clone(),
         pm_id,
-        namespace: a.spec.namespace.clone(),
+        namespace: a.spec.namespace.clone().into_owned(),
         instance: a.slot.instance,
         instances: a.slot.count.max(1),
         wanted,

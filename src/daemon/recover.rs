@@ -200,8 +200,8 @@ impl Daemon {
         let (name, pm_id, online) = (e.name.clone(), e.pm_id, e.wanted == Wanted::Online);
         let (app, _) = self.resolve_saved(pm_id, e, base_env)?;
         let (signal, timeout, group) = (
-            app.spec.kill_signal,
-            app.spec.kill_timeout,
+            app.spec.rare().kill_signal,
+            app.spec.rare().kill_timeout,
             app.spec.treekill,
         );
         let logs = open_logs(&app, &self.home, self.log_defaults)?;

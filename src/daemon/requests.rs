@@ -480,13 +480,13 @@ impl Daemon {
                 options::overlay(&e.app.spec, &changes.options, changes.from_config)
                     .map_err(|err| invalid(format!("{name} ({id}): {err}")))?;
             if changes.toggle_watch {
-                spec.watch = match spec.watch {
+                spec.rare.get_mut().watch = match spec.rare().watch {
                     options::Watch::Off => options::Watch::Cwd,
                     _ => options::Watch::Off,
                 };
             }
             if let Some(n) = &changes.env_name
-                && !spec.env_overlays.contains_key(n)
+                && !spec.rare().env_overlays.contains_key(n)
             {
                 return Err(invalid(format!(
                     "{name} ({id}) has no `env_{n}` (from --env {n})"
@@ -510,7 +510,10 @@ impl Daemon {
                 }
             }
             if changes.toggle_watch {
-                given.insert("watch".into(), json!(spec.watch != options::Watch::Off));
+                given.insert(
+                    "watch".into(),
+                    json!(spec.rare().watch != options::Watch::Off),
+                );
             }
             let given = Value::Object(given);
             let app = App::resolve(
@@ -527,6 +530,7 @@ impl Daemon {
             let policy = policy_of(&app);
             let cron = app
                 .spec
+                .rare()
                 .cron_restart
                 .as_deref()
                 .and_then(|c| Cron::parse(c).ok());
@@ -667,10 +671,11 @@ impl Daemon {
                 continue;
             };
             let a = &e.app;
-            let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.listen.is_empty();
+            let rolls = a.slot.cluster || a.slot.count > 1 || !a.spec.rare().listen.is_empty();
             // Told ready (wait_ready, a Node worker's `listening`), or ready
             // once it ran min_uptime.
-            let must_signal = a.spec.wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
+            let must_signal =
+                a.spec.rare().wait_ready || (a.slot.cluster && a.is_node() && a.spec.ipc);
             self.step(
                 id,
                 Input::Reload {
@@ -809,17 +814,20 @@ impl Daemon {
     /// (addresses already held are shared, not bound again); `None` when
     /// it holds them all or has none.
     pub(super) fn bind_listen(&self, spec: &options::AppSpec) -> Result<Option<Binds>, WireError> {
-        if spec.listen.is_empty() {
+        if spec.rare().listen.is_empty() {
             return Ok(None);
         }
         // A unix socket is made as the app's user, like its files.
-        let user = match (self.root, &spec.uid) {
-            (true, Some(_)) => users::lookup(spec.uid.as_deref(), spec.gid.as_deref())
-                .ok()
-                .and_then(|c| c.fs_user()),
+        let user = match (self.root, &spec.rare().uid) {
+            (true, Some(_)) => {
+                users::lookup(spec.rare().uid.as_deref(), spec.rare().gid.as_deref())
+                    .ok()
+                    .and_then(|c| c.fs_user())
+            }
             _ => None,
         };
         let addrs: Vec<listen::Addr> = spec
+            .rare()
             .listen
             .iter()
             .filter_map(|a| listen::parse(a).ok())
@@ -895,7 +903,9 @@ impl Daemon {
             specs.push((parsed.spec, v));
         }
         if let Some(name) = &args.env_name
-            && !specs.iter().any(|(s, _)| s.env_overlays.contains_key(name))
+            && !specs
+                .iter()
+                .any(|(s, _)| s.rare().env_overlays.contains_key(name))
         {
             return Err(WireError::new(
                 ErrorCode::InvalidOption,
@@ -915,7 +925,7 @@ impl Daemon {
                     .get(*id)
                     .is_some_and(|e| e.m().is_running() || !e.m().is_settled())
             };
-            if !spec.force
+            if !spec.rare().force
                 && let Some(first) = same.iter().find(|id| busy(id))
             {
                 return Err(WireError::new(
@@ -927,25 +937,25 @@ impl Daemon {
                 ));
             }
             // The CPUs are counted (a few file reads) only for `max`.
-            let cpus = match spec.instances > 0 {
+            let cpus = match spec.rare().instances > 0 {
                 true => 1,
                 false => cpu_count(),
             };
-            let count = instance_count(spec.instances, cpus);
+            let count = instance_count(spec.rare().instances, cpus);
             if let Some(b) = self.bind_listen(&spec)? {
                 binds.push(b);
             }
-            let cluster = spec.cluster.unwrap_or(false) && !spec.execute_command;
+            let cluster = spec.rare().cluster.unwrap_or(false) && !spec.rare().execute_command;
             // Stopped apps of that name: one is started again with the new
             // options, as PM2 does; several are replaced by fresh instances.
-            let reuse = match (spec.force, same.as_slice(), count) {
+            let reuse = match (spec.rare().force, same.as_slice(), count) {
                 (false, [one], 1) => Some(*one),
                 _ => None,
             };
-            if !spec.force && reuse.is_none() {
+            if !spec.rare().force && reuse.is_none() {
                 replaced.extend(same.iter().copied());
             }
-            let taken: Vec<u32> = match spec.force {
+            let taken: Vec<u32> = match spec.rare().force {
                 true => self.instances_of(&spec.name),
                 false => Vec::new(),
             };
@@ -1051,10 +1061,11 @@ impl Daemon {
         logs: (LogFile, LogFile),
         autostart: bool,
     ) -> Result<(), WireError> {
-        let write = app.spec.write;
+        let write = app.spec.rare().write;
         let policy = policy_of(&app);
         let cron = app
             .spec
+            .rare()
             .cron_restart
             .as_deref()
             .and_then(|c| Cron::parse(c).ok());
@@ -1246,16 +1257,16 @@ fn logs_of(
     check: bool,
 ) -> Result<(LogFile, LogFile), WireError> {
     let s = &app.spec;
-    let rotation = match s.max_log_size.or(defaults.0) {
+    let rotation = match s.rare().max_log_size.or(defaults.0) {
         Some(max) if max > 0 => Some(Rotation {
             max,
-            retain: s.log_retain.unwrap_or(defaults.1),
+            retain: s.rare().log_retain.unwrap_or(defaults.1),
         }),
         _ => None,
     };
     let open = |path: &std::path::Path, err: bool| {
         let user = app.file_user(home, path);
-        let format = s.log_date_format.as_deref();
+        let format = s.rare().log_date_format.as_deref();
         let lf = match check {
             true => LogFile::open(path, format, user).map_err(|e| {
                 WireError::new(
@@ -1266,7 +1277,7 @@ fn logs_of(
             false => LogFile::unopened(path, format, user),
         }
         .with_rotation(rotation);
-        Ok::<_, WireError>(match s.log_type {
+        Ok::<_, WireError>(match s.rare().log_type {
             LogType::Json => lf.with_json(&s.name, app.slot.pm_id, err),
             LogType::Text => lf,
         })
@@ -1307,19 +1318,19 @@ fn free_indexes(taken: &[u32], count: usize) -> Vec<u32> {
 pub(super) fn policy_of(app: &App) -> Policy {
     let s = &app.spec;
     Policy {
-        min_uptime: s.min_uptime,
-        max_restarts: s.max_restarts,
-        restart_delay: s.restart_delay,
+        min_uptime: s.rare().min_uptime,
+        max_restarts: s.rare().max_restarts,
+        restart_delay: s.rare().restart_delay,
         autorestart: s.autorestart,
-        stop_exit_codes: s.stop_exit_codes.clone(),
-        kill_timeout: s.kill_timeout,
-        kill_signal: s.kill_signal,
+        stop_exit_codes: s.rare().stop_exit_codes.clone(),
+        kill_timeout: s.rare().kill_timeout,
+        kill_signal: s.rare().kill_signal,
         treekill: s.treekill,
-        wait_ready: s.wait_ready,
-        listen_timeout: s.listen_timeout,
-        shutdown_with_message: s.shutdown_with_message,
-        exp_backoff: s.exp_backoff_restart_delay,
-        min_restart_interval: s.min_restart_interval,
+        wait_ready: s.rare().wait_ready,
+        listen_timeout: s.rare().listen_timeout,
+        shutdown_with_message: s.rare().shutdown_with_message,
+        exp_backoff: s.rare().exp_backoff_restart_delay,
+        min_restart_interval: s.rare().min_restart_interval,
     }
 }
 

@@ -112,7 +112,7 @@ impl Daemon {
         for (_, e) in self.table.iter() {
             if e.m().is_running() {
                 online = true;
-                if e.app.spec.max_memory_restart.is_some() {
+                if e.app.spec.rare().max_memory_restart.is_some() {
                     limited = true;
                     break;
                 }
@@ -141,7 +141,7 @@ impl Daemon {
         let limited: Vec<u32> = self
             .table
             .iter()
-            .filter(|(_, e)| e.app.spec.max_memory_restart.is_some())
+            .filter(|(_, e)| e.app.spec.rare().max_memory_restart.is_some())
             .map(|(id, _)| id)
             .collect();
         self.sample_apps(&limited, 0);
@@ -150,7 +150,7 @@ impl Daemon {
             let Some(e) = self.table.get(id) else {
                 continue;
             };
-            if let Some(limit) = e.app.spec.max_memory_restart
+            if let Some(limit) = e.app.spec.rare().max_memory_restart
                 && e.m().is_running()
                 && e.monit.memory > limit
             {
@@ -226,7 +226,7 @@ impl Daemon {
         let Some(e) = self.table.get(id) else {
             return Ok(());
         };
-        let roots: Vec<PathBuf> = match &e.app.spec.watch {
+        let roots: Vec<PathBuf> = match &e.app.spec.rare().watch {
             Watch::Off => return Ok(()),
             Watch::Cwd => vec![e.app.cwd.clone()],
             Watch::Paths(paths) => paths.iter().map(|x| e.app.cwd.join(x)).collect(),
@@ -237,6 +237,7 @@ impl Daemon {
         let patterns = e
             .app
             .spec
+            .rare()
             .ignore_watch
             .clone()
             .unwrap_or_else(|| DEFAULT_IGNORE_WATCH.iter().map(|s| s.to_string()).collect());
@@ -292,7 +293,7 @@ impl Daemon {
                 continue;
             };
             if e.watch_at.is_none() && e.m().wanted() != Wanted::Down {
-                let t = now + e.app.spec.watch_delay;
+                let t = now + e.app.spec.rare().watch_delay;
                 e.watch_at = Some(t);
                 self.timers.arm(t, Timer::Watch(id));
             }
@@ -303,7 +304,7 @@ impl Daemon {
 /// The paths `watch` names exist, and `ignore_watch` parses.
 pub(super) fn check_watch(app: &App) -> Result<(), WireError> {
     let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
-    if let Watch::Paths(paths) = &app.spec.watch {
+    if let Watch::Paths(paths) = &app.spec.rare().watch {
         for p in paths {
             let full = app.cwd.join(p);
             if !full.exists() {
@@ -314,7 +315,7 @@ pub(super) fn check_watch(app: &App) -> Result<(), WireError> {
             }
         }
     }
-    if let Some(patterns) = &app.spec.ignore_watch {
+    if let Some(patterns) = &app.spec.rare().ignore_watch {
         Ignore::new(patterns, Vec::new())
             .map_err(|err| invalid(format!("option `ignore_watch`: {err}")))?;
     }

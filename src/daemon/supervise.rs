@@ -168,7 +168,7 @@ impl Daemon {
                 if let Some(e) = self.table.get_mut(id) {
                     e.online_warning = Some(format!(
                         "no ready message within listen_timeout ({} ms): online anyway",
-                        e.app.spec.listen_timeout
+                        e.app.spec.rare().listen_timeout
                     ));
                 }
             }
@@ -321,7 +321,7 @@ impl Daemon {
         let listen = self
             .listeners
             .get(&listen_key(&e.app.spec))
-            .filter(|_| !e.app.spec.listen.is_empty())
+            .filter(|_| !e.app.spec.rare().listen.is_empty())
             .map(|l| {
                 l.iter()
                     .map(|(a, fd)| (fd.as_raw_fd(), a.fd_name()))
@@ -422,6 +422,8 @@ impl Daemon {
             self.proc_cgroups.insert(pid, cg);
         }
         if let (Some(w), Some(e)) = (stdin_w, self.table.get_mut(id)) {
+            // Room for this one only (a first push reserves four).
+            e.stdins.reserve_exact(1);
             e.stdins.push((pid, w));
         }
         let t = self.token();
