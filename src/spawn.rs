@@ -200,7 +200,8 @@ pub fn spawn_child(cmd: &Command) -> Result<Pending, SpawnError> {
     }
 }
 
-fn fail(step: Step, errno: Errno, object: &CString) -> SpawnError {
+/// Why `object` (the program or the cwd) could not be started.
+pub(crate) fn fail(step: Step, errno: Errno, object: &CString) -> SpawnError {
     SpawnError {
         step,
         errno,
@@ -279,22 +280,13 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
             rlim_max: hard as libc::rlim_t,
         });
 
-    let daemon = matches!(forker, Forker::Daemon);
     // Every signal is blocked across the daemon's fork: until the child has
     // reset the daemon's handlers, a signal must not run one of them in it
     // (they write to the daemon's signal pipe).
-    // SAFETY: sigset_t is plain data; sigfillset and sigprocmask only touch
-    // this thread's mask and the sets given.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    if daemon {
-        // SAFETY: as above.
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
-        }
-    }
+    let old_mask = match forker {
+        Forker::Daemon => Some(sys::block_all_signals()),
+        Forker::Spawner { .. } => None,
+    };
     // SAFETY: the daemon and the spawner are single-threaded, and the child
     // below only calls async-signal-safe functions on memory prepared
     // before the fork.
@@ -329,11 +321,8 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
         }
     }
     let errno = Errno::last();
-    if daemon {
-        // SAFETY: restores this thread's mask saved above.
-        unsafe {
-            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
+    if let Some(old) = &old_mask {
+        sys::restore_signal_mask(old);
     }
     match pid < 0 {
         true => Err(errno),
@@ -389,27 +378,12 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
             cgroup: cg.dir.as_raw_fd() as u64,
             ..CloneArgs::default()
         };
-        // SAFETY: clone3 without CLONE_VM is fork with more arguments: the
-        // child gets a copy of the address space and returns here with 0
-        // (glibc's fork bookkeeping skipped: the child only makes raw,
-        // async-signal-safe calls and glibc reads no cached pid or tid);
-        // `args` is a valid clone_args of the size given, which the kernel
-        // only reads, and its fd is open.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
+        // SAFETY: as this function's contract; `args` names an open fd.
+        let r = unsafe { clone3(&args) };
         if r >= 0 {
-            return (r as libc::pid_t, true);
+            return (r, true);
         }
-        // EPERM: a seccomp filter that refuses clone3 altogether.
-        if matches!(
-            Errno::last(),
-            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
-        ) {
+        if into_refused() {
             CLONE_INTO.store(false, Ordering::Relaxed);
         }
     }
@@ -428,17 +402,6 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
 /// As `fork_into`; `slot` is valid for writes (a page shared with the
 /// daemon).
 unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pid_t, bool) {
-    let clone3 = |args: &CloneArgs| {
-        // SAFETY: as in `fork_into`; the kernel also writes the child's pid
-        // to `slot`, which is valid by this function's contract.
-        unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        }
-    };
     let mut args = CloneArgs {
         flags: (libc::CLONE_PARENT | libc::CLONE_PARENT_SETTID) as u64,
         parent_tid: slot as u64,
@@ -448,14 +411,13 @@ unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pi
     if let Some(cg) = into {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cg.dir.as_raw_fd() as u64;
-        let r = clone3(&args);
+        // SAFETY: as this function's contract (the kernel also writes the
+        // child's pid to `slot`); `args` names an open fd.
+        let r = unsafe { clone3(&args) };
         if r >= 0 {
-            return (r as libc::pid_t, true);
+            return (r, true);
         }
-        if !matches!(
-            Errno::last(),
-            Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
-        ) {
+        if !into_refused() {
             return (-1, false);
         }
         // The kernel refuses this flag: the child joins the cgroup itself.
@@ -464,9 +426,10 @@ unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pi
         args.cgroup = 0;
     }
     if CLONE3.load(Ordering::Relaxed) {
-        let r = clone3(&args);
+        // SAFETY: as above.
+        let r = unsafe { clone3(&args) };
         if r >= 0 || !matches!(Errno::last(), Errno::ENOSYS | Errno::EPERM) {
-            return (r as libc::pid_t, false);
+            return (r, false);
         }
         // Before Linux 5.3, or a seccomp filter that refuses clone3
         // (Docker's default profile answers ENOSYS): the older clone.
@@ -474,6 +437,36 @@ unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pi
     }
     // SAFETY: as clone3 above, through the older call.
     (unsafe { legacy_clone_for_parent(slot) }, false)
+}
+
+/// clone3(2) with `args`: a fork with more arguments (no `CLONE_VM`: the
+/// child gets a copy of the address space and returns with 0). The pid,
+/// or -1 with errno set.
+///
+/// # Safety
+/// As `fork_into`: the caller is single-threaded and the child makes only
+/// raw, async-signal-safe calls (glibc's fork bookkeeping is skipped, and
+/// glibc reads no cached pid or tid); every fd and pointer in `args` is
+/// valid (the kernel only reads `args`, and writes the pid where
+/// `CLONE_PARENT_SETTID` points).
+unsafe fn clone3(args: &CloneArgs) -> libc::pid_t {
+    // SAFETY: as this function's contract; the size is `args`'s own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
+    }
+}
+
+/// Whether clone3's failure says the kernel (older than 5.7) or a seccomp
+/// filter (EPERM) refuses `CLONE_INTO_CGROUP`.
+fn into_refused() -> bool {
+    matches!(
+        Errno::last(),
+        Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
+    )
 }
 
 /// Whether clone3 may work here for the spawner (cleared for good at the

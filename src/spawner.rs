@@ -48,7 +48,7 @@ const MAX_FDS: usize = 253;
 /// How long the daemon waits for an answer before it ends the spawner (a
 /// stopped or stuck one must not stop the daemon): far more than a fork
 /// takes, even under memory pressure.
-const PATIENCE_SECS: libc::time_t = 2;
+const PATIENCE_SECS: u8 = 2;
 
 /// The spawner's answer to a request it could not read: the daemon forks
 /// that one itself.
@@ -144,16 +144,7 @@ impl Spawner {
         let daemon = std::process::id() as i32;
         // Every signal blocked across the fork, so none runs a handler of
         // the daemon's in the spawner before it has reset them.
-        // SAFETY: sigset_t is plain data; sigprocmask changes this
-        // thread's mask only.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
-        }
+        let old = crate::sys::block_all_signals();
         // SAFETY: the daemon has one thread, so the child may do anything
         // (it allocates): no lock is held by a thread that does not exist.
         let pid = unsafe { libc::fork() };
@@ -161,15 +152,14 @@ impl Spawner {
             drop(ours);
             serve(theirs, slot.0, daemon)
         }
-        // SAFETY: restores the mask saved above.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        crate::sys::restore_signal_mask(&old);
         if pid <= 0 {
             return None;
         }
         // SAFETY: setsockopt with a live timeval of its size.
         unsafe {
             let patience = libc::timeval {
-                tv_sec: PATIENCE_SECS,
+                tv_sec: PATIENCE_SECS.into(),
                 tv_usec: 0,
             };
             libc::setsockopt(
@@ -206,11 +196,7 @@ impl Spawner {
         if self.gone {
             return Err(Fallback::Gone("has ended".into()));
         }
-        let fail = |errno| SpawnError {
-            step: Step::Exec,
-            errno,
-            object: cmd.path.to_string_lossy().into_owned(),
-        };
+        let fail = |errno| spawn::fail(Step::Exec, errno, &cmd.path);
         let (status_r, status_w) = match spawn::status_pipe() {
             Ok(p) => p,
             Err(e) => return Ok(Err(fail(e))),
