@@ -39,15 +39,19 @@ struct Reading {
     cpu: f64,
 }
 
-/// The processes read before: (pid, starttime) -> last reading.
-type Seen = HashMap<(i32, u64), Reading>;
+/// The processes read before: (pid, starttime) and the last reading,
+/// sorted by key. Sorted vectors rather than hash maps: what is kept
+/// between samples costs its entries and no more (a map of a thousand
+/// entries keeps 2048 slots).
+type Seen = Vec<((i32, u64), Reading)>;
 
 /// The state kept between samples.
 #[derive(Default)]
 pub struct Sampler {
     seen: Seen,
-    /// Each group's last usage and when it was read (monotonic ms).
-    groups: HashMap<i32, (u64, Monit)>,
+    /// Each group's last usage and when it was read (monotonic ms), sorted
+    /// by group.
+    groups: Vec<(i32, u64, Monit)>,
     ticks_per_sec: u64,
     page_size: u64,
 }
@@ -66,10 +70,16 @@ impl Sampler {
     pub fn new() -> Sampler {
         Sampler {
             seen: Seen::new(),
-            groups: HashMap::new(),
+            groups: Vec::new(),
             ticks_per_sec: procfs::clock_ticks_per_sec(),
             page_size: procfs::page_size(),
         }
+    }
+
+    /// Group `pgid`'s last reading: when, and its usage.
+    fn group(&self, pgid: i32) -> Option<&(i32, u64, Monit)> {
+        let i = self.groups.binary_search_by_key(&pgid, |g| g.0).ok()?;
+        self.groups.get(i)
     }
 
     /// Read the usage of each group in `pgids` at `now` (monotonic ms),
@@ -80,10 +90,9 @@ impl Sampler {
         let stale: Vec<i32> = pgids
             .iter()
             .copied()
-            .filter(|g| {
-                self.groups
-                    .get(g)
-                    .is_none_or(|(at, _)| now.saturating_sub(*at) >= max_age)
+            .filter(|&g| {
+                self.group(g)
+                    .is_none_or(|(_, at, _)| now.saturating_sub(*at) >= max_age)
             })
             .collect();
         if stale.is_empty() {
@@ -91,19 +100,36 @@ impl Sampler {
         }
         let wanted: HashSet<i32> = stale.iter().copied().collect();
         let members = scan(&wanted);
-        for (g, usage) in self.account(&members, &stale, now, boot_ms()) {
-            self.groups.insert(g, (now, usage));
-        }
+        let read = self.account(&members, &stale, now, boot_ms());
+        self.record(read, now);
         true
+    }
+
+    /// Keep the usage of groups just read at `now`: those read before are
+    /// updated in place, the others added.
+    fn record(&mut self, read: HashMap<i32, Monit>, now: u64) {
+        let mut added = Vec::new();
+        for (g, usage) in read {
+            match self.groups.binary_search_by_key(&g, |x| x.0) {
+                Ok(i) => {
+                    if let Some(x) = self.groups.get_mut(i) {
+                        *x = (g, now, usage);
+                    }
+                }
+                Err(_) => added.push((g, now, usage)),
+            }
+        }
+        if !added.is_empty() {
+            self.groups.reserve_exact(added.len());
+            self.groups.append(&mut added);
+            self.groups.sort_unstable_by_key(|x| x.0);
+        }
     }
 
     /// Group `pgid`'s usage at its last reading; zero if it had no
     /// process (or was never read).
     pub fn usage(&self, pgid: i32) -> Monit {
-        self.groups
-            .get(&pgid)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
+        self.group(pgid).map(|g| g.2.clone()).unwrap_or_default()
     }
 
     /// The pure part of `sample`: fold one scan into usage per group;
@@ -117,12 +143,25 @@ impl Sampler {
     ) -> HashMap<i32, Monit> {
         let hz = self.ticks_per_sec.max(1);
         let mut out: HashMap<i32, (f64, u64)> = pgids.iter().map(|&g| (g, (0.0, 0))).collect();
-        let mut found = HashSet::with_capacity(members.len());
+        // The readings kept: this scan's, and those of the processes of
+        // groups not read now. Made anew at its size and sorted, so the
+        // processes of these groups that are gone are forgotten.
+        let kept = self
+            .seen
+            .iter()
+            .filter(|(_, r)| !out.contains_key(&r.pgrp))
+            .count();
+        let mut seen: Seen = Vec::with_capacity(kept + members.len());
         for m in members {
             let key = (m.pid, m.starttime);
-            found.insert(key);
-            let cpu = match self.seen.get(&key) {
-                Some(r) if now.saturating_sub(r.at) < MIN_GAP => r.cpu,
+            let before = self
+                .seen
+                .binary_search_by_key(&key, |s| s.0)
+                .ok()
+                .and_then(|i| self.seen.get(i))
+                .map(|s| s.1);
+            let reading = match before {
+                Some(r) if now.saturating_sub(r.at) < MIN_GAP => r,
                 before => {
                     // Since the last reading, or over the process's life.
                     let (ticks, ms) = match before {
@@ -134,24 +173,25 @@ impl Sampler {
                     } else {
                         0.0
                     };
-                    let reading = Reading {
+                    Reading {
                         pgrp: m.pgrp,
                         ticks: m.ticks,
                         at: now,
                         cpu,
-                    };
-                    self.seen.insert(key, reading);
-                    cpu
+                    }
                 }
             };
+            seen.push((key, reading));
             if let Some(acc) = out.get_mut(&m.pgrp) {
-                acc.0 += cpu;
+                acc.0 += reading.cpu;
                 acc.1 += m.rss_pages;
             }
         }
-        // The processes of these groups that are gone are forgotten.
-        self.seen
-            .retain(|k, r| found.contains(k) || !out.contains_key(&r.pgrp));
+        seen.extend(self.seen.iter().filter(|(_, r)| !out.contains_key(&r.pgrp)));
+        // Stable: this scan's reading of a process comes first and is kept.
+        seen.sort_by_key(|s| s.0);
+        seen.dedup_by_key(|s| s.0);
+        self.seen = seen;
         out.into_iter()
             .map(|(g, (cpu, pages))| {
                 (
@@ -168,16 +208,25 @@ impl Sampler {
     /// Forget the readings of processes whose group is not in `live` (the
     /// apps running now).
     pub fn keep_groups(&mut self, live: &HashSet<i32>) {
-        self.seen.retain(|_, r| live.contains(&r.pgrp));
-        self.groups.retain(|g, _| live.contains(g));
+        self.seen.retain(|(_, r)| live.contains(&r.pgrp));
+        self.groups.retain(|g| live.contains(&g.0));
+        fit(&mut self.seen);
+        fit(&mut self.groups);
     }
 
     /// Forget every reading (no app online).
     pub fn reset(&mut self) {
         if !self.seen.is_empty() || !self.groups.is_empty() {
             self.seen = Seen::new();
-            self.groups = HashMap::new();
+            self.groups = Vec::new();
         }
+    }
+}
+
+/// Give back the room of a vector that shrank to less than half of it.
+fn fit<T>(v: &mut Vec<T>) {
+    if v.capacity() > 2 * v.len() {
+        v.shrink_to_fit();
     }
 }
 
@@ -229,7 +278,7 @@ mod tests {
     fn sampler() -> Sampler {
         Sampler {
             seen: Seen::new(),
-            groups: HashMap::new(),
+            groups: Vec::new(),
             ticks_per_sec: 100,
             page_size: 4096,
         }
@@ -295,7 +344,7 @@ mod tests {
             assert_eq!((m20.memory, m20.cpu), g20, "step {i}, group 20");
         }
         assert!(
-            !s.seen.contains_key(&(11, 1)),
+            !s.seen.iter().any(|x| x.0 == (11, 1)),
             "the exited child is forgotten"
         );
     }
@@ -313,6 +362,44 @@ mod tests {
         assert_eq!(got[&10].cpu, 50.0);
         s.keep_groups(&HashSet::from([20]));
         assert_eq!(s.seen.len(), 1, "only group 20's reading is left");
+    }
+
+    #[test]
+    fn groups_are_kept_sorted_and_at_their_size() {
+        let mut s = sampler();
+        let usage = |memory| Monit { memory, cpu: 0.0 };
+        // (groups read, now, expected (group, when, memory) after)
+        type Step = (Vec<(i32, u64)>, u64, Vec<(i32, u64, u64)>);
+        let steps: Vec<Step> = vec![
+            (vec![(30, 1), (10, 2)], 5, vec![(10, 5, 2), (30, 5, 1)]),
+            (vec![(20, 3)], 6, vec![(10, 5, 2), (20, 6, 3), (30, 5, 1)]),
+            (
+                vec![(30, 4), (5, 9)],
+                7,
+                vec![(5, 7, 9), (10, 5, 2), (20, 6, 3), (30, 7, 4)],
+            ),
+        ];
+        for (i, (read, now, want)) in steps.into_iter().enumerate() {
+            s.record(read.into_iter().map(|(g, m)| (g, usage(m))).collect(), now);
+            let got: Vec<(i32, u64, u64)> =
+                s.groups.iter().map(|g| (g.0, g.1, g.2.memory)).collect();
+            assert_eq!(got, want, "step {i}");
+            assert_eq!(s.usage(30).memory, want.last().unwrap().2, "step {i}");
+        }
+        assert_eq!(s.usage(31), Monit::default());
+        // A thousand processes: kept at their number, not at a table's
+        // power of two.
+        let many: Vec<Member> = (0..1000)
+            .map(|p| member(1000 - p, 1000 - p, 1, 1))
+            .collect();
+        let pgids: Vec<i32> = many.iter().map(|m| m.pgrp).collect();
+        s.account(&many, &pgids, 0, boot(0));
+        assert_eq!((s.seen.len(), s.seen.capacity()), (1000, 1000));
+        assert!(s.seen.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+        // Most of them gone: the room is given back.
+        s.keep_groups(&(1..=10).collect());
+        assert_eq!(s.seen.len(), 10);
+        assert!(s.seen.capacity() < 20, "{}", s.seen.capacity());
     }
 
     #[test]
