@@ -307,11 +307,11 @@ impl Daemon {
         boolean(out, s.ipc);
         key!(out, "stdin");
         boolean(out, s.stdin);
-        if let Some(n) = &e.notify_status {
+        if let Some(n) = &e.rare().notify_status {
             key!(out, "notify_status");
             string(out, n);
         }
-        if let Some(v) = &e.node_version {
+        if let Some(v) = &e.rare().node_version {
             key!(out, "node_version");
             string(out, v);
         }

@@ -47,6 +47,7 @@ use super::recover::env_index;
 use super::relay::{Pipe, Stream};
 use super::requests::unopened_logs;
 use super::supervise::Exec;
+use super::table::Rare;
 use super::*;
 
 /// A connection's token in the hand-over file (its old number, mapped to a
@@ -502,13 +503,13 @@ impl Daemon {
                 manual: e.manual,
                 recovering: e.recovering,
                 stop_requested: e.stop_requested,
-                restart_reason: e.restart_reason.clone(),
-                notify_status: e.notify_status.clone(),
-                node_version: e.node_version.clone(),
+                restart_reason: e.rare().restart_reason.clone(),
+                notify_status: e.rare().notify_status.clone(),
+                node_version: e.rare().node_version.clone(),
                 starttimes: e.starttimes.clone(),
-                cron_at: e.cron_at,
-                cron_fired: e.cron_fired,
-                watch_at: e.watch_at,
+                cron_at: e.rare().cron_at,
+                cron_fired: e.rare().cron_fired,
+                watch_at: e.rare().watch_at,
                 pipes,
                 links,
                 stdins,
@@ -837,13 +838,16 @@ impl Daemon {
                 entry.manual = a.manual;
                 entry.recovering = a.recovering;
                 entry.stop_requested = a.stop_requested;
-                entry.restart_reason = a.restart_reason;
-                entry.notify_status = a.notify_status;
-                entry.node_version = a.node_version;
+                entry.set_rare(Rare {
+                    restart_reason: a.restart_reason,
+                    notify_status: a.notify_status,
+                    node_version: a.node_version,
+                    cron_at: a.cron_at,
+                    cron_fired: a.cron_fired,
+                    watch_at: a.watch_at,
+                    ..Rare::default()
+                });
                 entry.starttimes = a.starttimes;
-                entry.cron_at = a.cron_at;
-                entry.cron_fired = a.cron_fired;
-                entry.watch_at = a.watch_at;
                 entry.stdins = stdins;
                 (
                     entry.app.cwd.clone(),

@@ -117,7 +117,7 @@ impl Daemon {
             Message::Internal(_) | Message::Ready => {}
             Message::NodeVersion(v) => {
                 if let Some(e) = self.table.get_mut(id) {
-                    e.node_version = Some(v);
+                    e.rare_mut().node_version = Some(v);
                 }
             }
             // An app may not speak as the daemon: its messages named like
@@ -214,7 +214,7 @@ impl Daemon {
                     "STATUS" => {
                         let main = self.table.get(id).and_then(|e| e.m().role_of(pid));
                         if let (Some(Role::Main), Some(e)) = (main, self.table.get_mut(id)) {
-                            e.notify_status = Some(v);
+                            e.rare_mut().notify_status = Some(v);
                         }
                     }
                     _ => {}

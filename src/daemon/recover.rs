@@ -290,7 +290,7 @@ impl Daemon {
     fn start_recovered(&mut self, id: u32) {
         let Some(spec) = self.table.get_mut(id).map(|e| {
             e.recovering = false;
-            e.restart_reason = Some("recovered".to_string());
+            e.rare_mut().restart_reason = Some("recovered".to_string());
             e.app.spec.clone()
         }) else {
             return;

@@ -209,19 +209,19 @@ impl Daemon {
                 words = format!("exit by {name}");
             }
             ("restart" | "start", _) => {
-                if let Some(r) = e.restart_reason.take() {
+                if let Some(r) = e.clear_rare(|r| r.restart_reason.take()) {
                     words = format!("{what} ({r})");
                     add("reason", json!(r));
                 }
             }
             ("online", _) => {
-                if let Some(w) = e.online_warning.take() {
+                if let Some(w) = e.clear_rare(|r| r.online_warning.take()) {
                     words = format!("online ({w})");
                     add("warning", json!(w));
                 }
             }
             ("restart overlimit", _) => {
-                if let Some(r) = &e.spawn_error {
+                if let Some(r) = &e.rare().spawn_error {
                     words = format!("errored ({r})");
                     add("reason", json!(r.to_string()));
                 }

@@ -537,8 +537,7 @@ impl Daemon {
             if let Some(e) = self.table.get_mut(id) {
                 e.reconfigure(app, policy, logs);
                 e.cron = cron.map(Box::new);
-                e.cron_at = None;
-                e.cron_fired = None;
+                e.clear_rare(|r| (r.cron_at, r.cron_fired) = (None, None));
             }
             self.arm_cron(id);
         }
@@ -697,7 +696,7 @@ impl Daemon {
                 "was killed by {} before it was ready",
                 options::signal_name(s)
             ),
-            Failure::SpawnFailed => match e.and_then(|e| e.spawn_error.as_ref()) {
+            Failure::SpawnFailed => match e.and_then(|e| e.rare().spawn_error.as_ref()) {
                 Some(f) => format!("could not be started ({f})"),
                 None => "could not be started".to_string(),
             },
@@ -784,7 +783,7 @@ impl Daemon {
         for id in &op.pm_ids {
             let failed = self.table.get(*id).and_then(|e| {
                 (e.m().status() == protocol::Status::Errored)
-                    .then(|| e.spawn_error.clone())
+                    .then(|| e.rare().spawn_error.clone())
                     .flatten()
             });
             if let Some(f) = failed {
@@ -1077,8 +1076,7 @@ impl Daemon {
                 .ok_or_else(|| internal("vanished"))?;
             e.reconfigure(app, policy, logs);
             e.cron = cron.map(Box::new);
-            e.cron_at = None;
-            e.cron_fired = None;
+            e.clear_rare(|r| (r.cron_at, r.cron_fired) = (None, None));
         } else {
             let (out, err) = logs;
             self.table

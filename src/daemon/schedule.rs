@@ -44,15 +44,15 @@ impl Daemon {
                     },
                 ),
                 Timer::Cron(id) => {
-                    if self.table.get(id).and_then(|e| e.cron_at) == Some(t) {
+                    if self.table.get(id).and_then(|e| e.rare().cron_at) == Some(t) {
                         self.restart_for(id, "cron_restart");
                         self.arm_cron(id);
                     }
                 }
                 Timer::Watch(id) => {
-                    if self.table.get(id).and_then(|e| e.watch_at) == Some(t) {
+                    if self.table.get(id).and_then(|e| e.rare().watch_at) == Some(t) {
                         if let Some(e) = self.table.get_mut(id) {
-                            e.watch_at = None;
+                            e.clear_rare(|r| r.watch_at = None);
                         }
                         self.restart_for(id, "files changed (watch)");
                     }
@@ -99,7 +99,7 @@ impl Daemon {
         if e.m().status() == Status::Stopping || self.stopping_all {
             return;
         }
-        e.restart_reason = Some(reason.to_string());
+        e.rare_mut().restart_reason = Some(reason.to_string());
         self.step(id, Input::Restart);
     }
 
@@ -209,14 +209,20 @@ impl Daemon {
         // After a firing, the next one is after the second that fired, even
         // if the monotonic deadline came a hair before the wall clock's
         // second turned.
-        let after = ((now_wall / 1000) as i64).max(e.cron_fired.unwrap_or(i64::MIN));
+        let after = ((now_wall / 1000) as i64).max(e.rare().cron_fired.unwrap_or(i64::MIN));
         let next = cron.next_fire(after);
-        e.cron_fired = next;
-        e.cron_at = next.map(|at| {
+        let at = next.map(|at| {
             let wait = (at.max(0) as u64 * 1000).saturating_sub(now_wall);
             now_mono + wait
         });
-        if let Some(t) = e.cron_at {
+        match next {
+            Some(_) => {
+                let r = e.rare_mut();
+                (r.cron_fired, r.cron_at) = (next, at);
+            }
+            None => e.clear_rare(|r| (r.cron_fired, r.cron_at) = (None, None)),
+        }
+        if let Some(t) = at {
             self.timers.arm(t, Timer::Cron(id));
         }
     }
@@ -273,7 +279,7 @@ impl Daemon {
             w.unwatch(id);
         }
         if let Some(e) = self.table.get_mut(id) {
-            e.watch_at = None;
+            e.clear_rare(|r| r.watch_at = None);
         }
     }
 
@@ -292,9 +298,9 @@ impl Daemon {
             let Some(e) = self.table.get_mut(id) else {
                 continue;
             };
-            if e.watch_at.is_none() && e.m().wanted() != Wanted::Down {
+            if e.rare().watch_at.is_none() && e.m().wanted() != Wanted::Down {
                 let t = now + e.app.spec.rare().watch_delay;
-                e.watch_at = Some(t);
+                e.rare_mut().watch_at = Some(t);
                 self.timers.arm(t, Timer::Watch(id));
             }
         }

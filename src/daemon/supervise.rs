@@ -90,7 +90,7 @@ impl Daemon {
                     Err(f) => {
                         self.log(&format!("app {id}: {f}"));
                         if let Some(e) = self.table.get_mut(id) {
-                            e.spawn_error = Some(f);
+                            e.rare_mut().spawn_error = Some(f);
                         }
                         self.step(id, Input::SpawnFailed { role });
                     }
@@ -135,9 +135,11 @@ impl Daemon {
                 if let Some(e) = self.table.get_mut(id) {
                     e.pm_uptime = wall_ms();
                     e.monit = Monit::default();
-                    e.notify_status = None;
-                    e.node_version = None;
-                    e.spawn_error = None;
+                    e.clear_rare(|r| {
+                        r.notify_status = None;
+                        r.node_version = None;
+                        r.spawn_error = None;
+                    });
                     e.last_pid = pid;
                     e.line_out.clear();
                     e.line_err.clear();
@@ -166,7 +168,7 @@ impl Daemon {
             }
             Effect::ReadyTimeout => {
                 if let Some(e) = self.table.get_mut(id) {
-                    e.online_warning = Some(format!(
+                    e.rare_mut().online_warning = Some(format!(
                         "no ready message within listen_timeout ({} ms): online anyway",
                         e.app.spec.rare().listen_timeout
                     ));
@@ -511,7 +513,7 @@ impl Daemon {
                 let f = Fault::from(err);
                 self.log(&format!("app {id}: {f}"));
                 if let Some(e) = self.table.get_mut(id) {
-                    e.spawn_error = Some(f);
+                    e.rare_mut().spawn_error = Some(f);
                 }
                 self.step(
                     id,

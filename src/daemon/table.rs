@@ -32,27 +32,15 @@ pub(crate) struct Entry {
     pub err: LogFile,
     /// Memory and CPU of the process group at the last sample.
     pub monit: Monit,
-    /// Parsed `cron_restart`, and the deadline of its next firing.
+    /// Parsed `cron_restart` (its deadlines are in `rare`).
     pub cron: Option<Box<Cron>>,
-    pub cron_at: Option<u64>,
-    /// The epoch second of the firing `cron_at` stands for.
-    pub cron_fired: Option<i64>,
-    /// Restart at this deadline: files changed (`watch_delay` debounce).
-    pub watch_at: Option<u64>,
     /// The IPC channels of its processes (main, replacement, draining).
     pub links: Vec<Link>,
     /// The write ends of its processes' stdin pipes (non-blocking), by pid.
     pub stdins: Vec<(i32, std::os::fd::OwnedFd)>,
-    /// Why the last replacement or spawn failed, for the answer and events.
-    pub spawn_error: Option<Fault>,
-    /// Why the daemon restarts the app (memory, cron, watch), for the
-    /// `restart` event.
-    pub restart_reason: Option<String>,
-    /// Why the app went online without saying it was ready.
-    pub online_warning: Option<String>,
-    /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
-    pub notify_status: Option<String>,
-    pub node_version: Option<String>,
+    /// What most entries never have, boxed apart: `rare()` to read,
+    /// `rare_mut()` to set, `clear_rare()` to take or clear.
+    rare: Option<Box<Rare>>,
     /// Brought back from the journal, waiting for its old processes to go
     /// before it starts.
     pub recovering: bool,
@@ -80,16 +68,9 @@ impl Entry {
             err,
             monit: Monit::default(),
             cron: cron.map(Box::new),
-            cron_at: None,
-            cron_fired: None,
-            watch_at: None,
             links: Vec::new(),
             stdins: Vec::new(),
-            spawn_error: None,
-            restart_reason: None,
-            online_warning: None,
-            notify_status: None,
-            node_version: None,
+            rare: None,
             recovering: false,
             manual: false,
             stop_requested: false,
@@ -114,9 +95,85 @@ impl Entry {
         self.m.set_policy(policy);
     }
 
+    /// Its rare fields, to read (all `None` when it has none).
+    pub fn rare(&self) -> &Rare {
+        self.rare.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// Its rare fields, to set (boxed at the first).
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Take or clear rare fields with `f` (nothing to do, and nothing
+    /// boxed, when it has none); the box goes once they are all empty.
+    pub fn clear_rare<T: Default>(&mut self, f: impl FnOnce(&mut Rare) -> T) -> T {
+        let Some(r) = self.rare.as_deref_mut() else {
+            return T::default();
+        };
+        let out = f(r);
+        if r.is_empty() {
+            self.rare = None;
+        }
+        out
+    }
+
+    /// Replace its rare fields (a hand-over): none boxed when all are empty.
+    pub fn set_rare(&mut self, r: Rare) {
+        self.rare = (!r.is_empty()).then(|| Box::new(r));
+    }
+
     /// The channel of process `pid`.
     pub fn link_mut(&mut self, pid: i32) -> Option<&mut Link> {
         self.links.iter_mut().find(|l| l.pid == pid)
+    }
+}
+
+/// What an entry has only now and then (a cron or watch deadline, a reason
+/// to tell, what the app said of itself): most entries have none of it and
+/// pay a pointer instead of ~180 bytes.
+#[derive(Default)]
+pub(crate) struct Rare {
+    /// The deadline of the next `cron_restart` firing.
+    pub cron_at: Option<u64>,
+    /// The epoch second of the firing `cron_at` stands for.
+    pub cron_fired: Option<i64>,
+    /// Restart at this deadline: files changed (`watch_delay` debounce).
+    pub watch_at: Option<u64>,
+    /// Why the last replacement or spawn failed, for the answer and events.
+    pub spawn_error: Option<Fault>,
+    /// Why the daemon restarts the app (memory, cron, watch), for the
+    /// `restart` event.
+    pub restart_reason: Option<String>,
+    /// Why the app went online without saying it was ready.
+    pub online_warning: Option<String>,
+    /// What the app said of itself: `STATUS=` (sd_notify), `node_version`.
+    pub notify_status: Option<String>,
+    pub node_version: Option<String>,
+}
+
+/// The rare fields of an entry that has none.
+static NO_RARE: Rare = Rare {
+    cron_at: None,
+    cron_fired: None,
+    watch_at: None,
+    spawn_error: None,
+    restart_reason: None,
+    online_warning: None,
+    notify_status: None,
+    node_version: None,
+};
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.cron_at.is_none()
+            && self.cron_fired.is_none()
+            && self.watch_at.is_none()
+            && self.spawn_error.is_none()
+            && self.restart_reason.is_none()
+            && self.online_warning.is_none()
+            && self.notify_status.is_none()
+            && self.node_version.is_none()
     }
 }
 
@@ -249,5 +306,54 @@ impl Table {
             }
         }
         fx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{Home, Slot};
+    use std::path::Path;
+
+    fn entry() -> Entry {
+        let options =
+            serde_json::json!({"script": "/bin/sleep", "name": "s", "interpreter": "none"});
+        let spec = crate::options::parse_app(&options).unwrap().spec;
+        let slot = Slot {
+            pm_id: 0,
+            instance: 0,
+            count: 1,
+            cluster: false,
+        };
+        let home = Home {
+            dir: "/nonexistent".into(),
+        };
+        let app = App::resolve(spec, &options, slot, &home, None, None, false).unwrap();
+        let null = || LogFile::unopened(Path::new("/dev/null"), None, None);
+        let policy = super::super::requests::policy_of(&app);
+        Entry::new(app, policy, null(), null(), None)
+    }
+
+    #[test]
+    fn rare_fields_are_boxed_only_while_one_is_set() {
+        let mut e = entry();
+        assert!(e.rare.is_none(), "a new entry has none");
+        assert_eq!(e.clear_rare(|r| r.restart_reason.take()), None);
+        assert!(e.rare.is_none(), "taking what is not there boxes nothing");
+        e.rare_mut().restart_reason = Some("cron".into());
+        e.rare_mut().watch_at = Some(5);
+        assert_eq!(e.rare().watch_at, Some(5));
+        let reason = e.clear_rare(|r| r.restart_reason.take());
+        assert_eq!(reason.as_deref(), Some("cron"));
+        assert!(e.rare.is_some(), "watch_at is still set");
+        e.clear_rare(|r| r.watch_at = None);
+        assert!(e.rare.is_none(), "all empty: the box goes");
+        e.set_rare(Rare::default());
+        assert!(e.rare.is_none());
+        e.set_rare(Rare {
+            node_version: Some("v20".into()),
+            ..Rare::default()
+        });
+        assert_eq!(e.rare().node_version.as_deref(), Some("v20"));
     }
 }
