@@ -118,6 +118,11 @@ impl Cgroups {
         })
     }
 
+    /// The directory of the apps' cgroups.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
     /// The number of the last cgroup made (handed to a new daemon image).
     pub fn next(&self) -> u64 {
         self.next
@@ -191,6 +196,97 @@ impl Cgroups {
     pub fn remove_all(&self) {
         remove_children(&self.base);
         let _ = std::fs::remove_dir(&self.base);
+    }
+}
+
+/// The cgroup of each app process, by pid, kept small: most are
+/// `<base>/<pm_id>-<n>` (`Cgroups::take`), kept as the two numbers and the
+/// path made again when it is used (an exit, a kill, a `describe`); any
+/// other (handed over by an image with another base) is kept whole.
+#[derive(Debug, Default)]
+pub struct ByPid {
+    /// `Cgroups`'s directory, if there is one.
+    base: Option<PathBuf>,
+    /// Sorted by pid.
+    procs: Vec<(i32, Leaf)>,
+}
+
+/// One process's cgroup.
+#[derive(Debug, PartialEq)]
+enum Leaf {
+    /// `<base>/<pm_id>-<n>`.
+    Made(u32, u64),
+    Whole(Box<Path>),
+}
+
+impl ByPid {
+    /// Compact the cgroups under `base` (that of `Cgroups`, if any).
+    pub fn new(base: Option<&Path>) -> ByPid {
+        ByPid {
+            base: base.map(Path::to_path_buf),
+            procs: Vec::new(),
+        }
+    }
+
+    fn leaf(&self, dir: PathBuf) -> Leaf {
+        let made = || {
+            if dir.parent()? != self.base.as_deref()? {
+                return None;
+            }
+            let name = dir.file_name()?.to_str()?;
+            let (id, n) = name.split_once('-')?;
+            let (id, n) = (id.parse().ok()?, n.parse().ok()?);
+            // Only the spelling `take` writes comes back the same.
+            (format!("{id}-{n}") == name).then_some(Leaf::Made(id, n))
+        };
+        made().unwrap_or_else(|| Leaf::Whole(dir.into_boxed_path()))
+    }
+
+    fn path(&self, leaf: &Leaf) -> PathBuf {
+        match (leaf, &self.base) {
+            (Leaf::Made(id, n), Some(base)) => base.join(format!("{id}-{n}")),
+            (Leaf::Whole(p), _) => p.to_path_buf(),
+            // Not made without a base.
+            (Leaf::Made(..), None) => PathBuf::new(),
+        }
+    }
+
+    /// Process `pid` runs in the cgroup `dir`.
+    pub fn insert(&mut self, pid: i32, dir: PathBuf) {
+        let leaf = self.leaf(dir);
+        match self.procs.binary_search_by_key(&pid, |p| p.0) {
+            Ok(i) => {
+                if let Some(p) = self.procs.get_mut(i) {
+                    p.1 = leaf;
+                }
+            }
+            Err(i) => self.procs.insert(i, (pid, leaf)),
+        }
+    }
+
+    /// The cgroup of process `pid`.
+    pub fn get(&self, pid: i32) -> Option<PathBuf> {
+        let i = self.procs.binary_search_by_key(&pid, |p| p.0).ok()?;
+        self.procs.get(i).map(|p| self.path(&p.1))
+    }
+
+    /// Forget process `pid`: its cgroup.
+    pub fn remove(&mut self, pid: i32) -> Option<PathBuf> {
+        let i = self.procs.binary_search_by_key(&pid, |p| p.0).ok()?;
+        let (_, leaf) = self.procs.remove(i);
+        // Room for four times as many as are left at most.
+        if self.procs.capacity() > 4 * self.procs.len() + 16 {
+            self.procs.shrink_to(2 * self.procs.len());
+        }
+        Some(self.path(&leaf))
+    }
+
+    /// Every process and its cgroup, by pid (a hand-over).
+    pub fn all(&self) -> Vec<(i32, PathBuf)> {
+        self.procs
+            .iter()
+            .map(|(pid, l)| (*pid, self.path(l)))
+            .collect()
     }
 }
 
@@ -347,6 +443,64 @@ mod tests {
                 "{dir} adopted {adopted} killed {killed}"
             );
         }
+    }
+
+    #[test]
+    fn a_process_cgroup_is_kept_compact_and_made_again_whole() {
+        let base = Path::new("/sys/fs/cgroup/a b/corral-7");
+        let mut by = ByPid::new(Some(base));
+        // (pid, cgroup, kept as its two numbers)
+        let table: &[(i32, &str, bool)] = &[
+            (30, "/sys/fs/cgroup/a b/corral-7/3-12", true),
+            (10, "/sys/fs/cgroup/a b/corral-7/0-1", true),
+            (
+                20,
+                "/sys/fs/cgroup/a b/corral-7/4294967295-18446744073709551615",
+                true,
+            ),
+            // Not the spelling `take` writes, or not under the base:
+            // kept whole.
+            (40, "/sys/fs/cgroup/a b/corral-7/3-012", false),
+            (50, "/sys/fs/cgroup/a b/corral-7/3-1-2", false),
+            (60, "/sys/fs/cgroup/a b/corral-7/+3-1", false),
+            (70, "/sys/fs/cgroup/a b/corral-6/3-1", false),
+            (80, "/sys/fs/cgroup/a b/corral-7/x/3-1", false),
+            (90, "/sys/fs/cgroup/a b/corral-7/4294967296-1", false),
+            (25, "relative/3-1", false),
+        ];
+        for &(pid, dir, _) in table {
+            by.insert(pid, PathBuf::from(dir));
+        }
+        for &(pid, dir, made) in table {
+            assert_eq!(by.get(pid).as_deref(), Some(Path::new(dir)), "pid {pid}");
+            let i = by.procs.binary_search_by_key(&pid, |p| p.0).unwrap();
+            assert_eq!(matches!(by.procs[i].1, Leaf::Made(..)), made, "{dir}");
+        }
+        let pids: Vec<i32> = by.all().iter().map(|p| p.0).collect();
+        assert_eq!(pids, [10, 20, 25, 30, 40, 50, 60, 70, 80, 90]);
+        // Without a base every path is kept whole.
+        let mut whole = ByPid::new(None);
+        whole.insert(1, PathBuf::from("/x/corral-7/0-1"));
+        assert_eq!(
+            whole.procs[0].1,
+            Leaf::Whole(Path::new("/x/corral-7/0-1").into())
+        );
+        // Removed: gone, and the room given back once most are.
+        assert_eq!(by.remove(30).as_deref(), Some(Path::new(table[0].1)));
+        assert_eq!((by.get(30), by.remove(30)), (None, None));
+        let mut many = ByPid::new(Some(base));
+        for pid in 0..1000 {
+            many.insert(pid, base.join(format!("{pid}-1")));
+        }
+        for pid in 10..1000 {
+            assert!(many.remove(pid).is_some());
+        }
+        assert!(
+            many.procs.capacity() <= 4 * 10 + 16,
+            "{}",
+            many.procs.capacity()
+        );
+        assert_eq!(many.get(9), Some(base.join("9-1")));
     }
 
     #[test]

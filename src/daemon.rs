@@ -372,7 +372,8 @@ struct Daemon {
     boot_id: String,
     /// cgroup v2 where it is there and writable: one cgroup per app process.
     cgroups: Option<crate::cgroup::Cgroups>,
-    proc_cgroups: HashMap<i32, PathBuf>,
+    /// The cgroup of each app process that has one.
+    proc_cgroups: crate::cgroup::ByPid,
     /// Processes of a dead daemon being stopped (crash recovery).
     orphans: Vec<recover::Orphan>,
     /// Return freed heap to the kernel at the end of this wake.

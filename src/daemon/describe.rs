@@ -294,7 +294,7 @@ impl Daemon {
         uint(out, e.out.dropped() + e.err.dropped());
         key!(out, "cgroup");
         match self.cgroup_of(id) {
-            Some(p) => path(out, p),
+            Some(p) => path(out, &p),
             None => out.extend_from_slice(b"null"),
         }
         key!(out, "wait_ready");

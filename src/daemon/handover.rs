@@ -571,11 +571,7 @@ impl Daemon {
             envs: envs.iter().map(|e| (**e).clone()).collect(),
             apps,
             listeners,
-            proc_cgroups: self
-                .proc_cgroups
-                .iter()
-                .map(|(p, c)| (*p, c.clone()))
-                .collect(),
+            proc_cgroups: self.proc_cgroups.all(),
             execs,
             cluster,
             pending: std::mem::take(&mut self.pending),
@@ -600,7 +596,9 @@ impl Daemon {
         if let Some(c) = self.cgroups.as_mut() {
             c.set_next(s.cgroup_next);
         }
-        self.proc_cgroups.extend(s.proc_cgroups);
+        for (pid, dir) in s.proc_cgroups {
+            self.proc_cgroups.insert(pid, dir);
+        }
         for (key, socks) in s.listeners {
             let socks = socks
                 .into_iter()

@@ -289,6 +289,8 @@ impl Daemon {
             }))
         });
         let console = cfg.runtime.as_ref().map(|rt| Console::new(rt, &poll));
+        let cgroups = crate::cgroup::Cgroups::open();
+        let proc_cgroups = crate::cgroup::ByPid::new(cgroups.as_ref().map(|c| c.base()));
         Ok(Daemon {
             poll,
             home,
@@ -328,8 +330,8 @@ impl Daemon {
             exit_now: false,
             boot_id: crate::journal::boot_id(),
             orphans: Vec::new(),
-            cgroups: crate::cgroup::Cgroups::open(),
-            proc_cgroups: HashMap::new(),
+            cgroups,
+            proc_cgroups,
             trim: false,
             trim_at: None,
             emptied: None,

@@ -115,12 +115,12 @@ impl Daemon {
                 }
                 // And everything of its cgroup, wherever it went.
                 if group
-                    && let Some(cg) = self.proc_cgroups.get(&pid)
-                    && cgroup::populated(cg)
+                    && let Some(cg) = self.proc_cgroups.get(pid)
+                    && cgroup::populated(&cg)
                 {
                     let _ = match self.cgroups.as_mut() {
-                        Some(c) => c.kill(cg),
-                        None => cgroup::kill(cg),
+                        Some(c) => c.kill(&cg),
+                        None => cgroup::kill(&cg),
                     };
                 }
             }
@@ -190,7 +190,7 @@ impl Daemon {
             }
             Effect::Released(pid) => {
                 let seen_empty = self.emptied.take() == Some(pid);
-                if let Some(cg) = self.proc_cgroups.remove(&pid) {
+                if let Some(cg) = self.proc_cgroups.remove(pid) {
                     match self.cgroups.as_mut() {
                         Some(c) => c.give_back(id, cg, seen_empty),
                         None => cgroup::remove(&cg),
@@ -622,10 +622,10 @@ impl Daemon {
         if sys::group_alive(pid) {
             return true;
         }
-        let Some(cg) = self.proc_cgroups.get(&pid) else {
+        let Some(cg) = self.proc_cgroups.get(pid) else {
             return false;
         };
-        let alive = cgroup::populated(cg);
+        let alive = cgroup::populated(&cg);
         // Its release, next in this wake, need not read it again.
         if !alive {
             self.emptied = Some(pid);
@@ -634,9 +634,9 @@ impl Daemon {
     }
 
     /// The cgroup of app `id`'s main process, if it has one.
-    pub(super) fn cgroup_of(&self, id: u32) -> Option<&std::path::Path> {
+    pub(super) fn cgroup_of(&self, id: u32) -> Option<std::path::PathBuf> {
         let pid = self.table.get(id)?.m().pid()?;
-        self.proc_cgroups.get(&pid).map(|p| p.as_path())
+        self.proc_cgroups.get(pid)
     }
 
     fn write_pid_file(&mut self, id: u32, pid: i32) {
