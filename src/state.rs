@@ -219,7 +219,8 @@ pub struct Machine {
     rest: Rest,
     main: Option<Process>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    candidate: Option<Process>,
+    /// Boxed: there is one only during a reload.
+    candidate: Option<Box<Process>>,
     /// How the replacement being started must be ready and how the old
     /// process is to be asked to go.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -429,7 +430,7 @@ impl Machine {
     fn processes(&self) -> impl Iterator<Item = &Process> {
         self.main
             .iter()
-            .chain(self.candidate.iter())
+            .chain(self.candidate.as_deref())
             .chain(self.drains.iter())
     }
 
@@ -578,7 +579,7 @@ impl Machine {
                         on_timeout: OnTimeout::Accept,
                     },
                 };
-                self.candidate = Some(Process::spawned(pid, now, group, launch));
+                self.candidate = Some(Box::new(Process::spawned(pid, now, group, launch)));
             }
         }
     }
@@ -591,7 +592,7 @@ impl Machine {
         };
         let slot = match role {
             Role::Main => self.main.as_mut(),
-            Role::Candidate => self.candidate.as_mut(),
+            Role::Candidate => self.candidate.as_deref_mut(),
             Role::Drain => self.drains.iter_mut().find(|p| p.pid() == pid),
         };
         let Some(p) = slot else {
@@ -700,7 +701,7 @@ impl Machine {
     /// Give up on the replacement (a stop, restart or delete came, or the
     /// process it replaces crashed): SIGKILL it and report `why`.
     fn cancel_candidate(&mut self, why: Failure, now: u64, fx: &mut Vec<Effect>) {
-        let Some(pid) = self.candidate.as_ref().map(Process::pid) else {
+        let Some(pid) = self.candidate.as_deref().map(Process::pid) else {
             return;
         };
         let mut outs = Vec::new();
@@ -727,7 +728,7 @@ impl Machine {
             let outs = c.step(Event::Kill, now);
             self.emit_outs(pid, &outs, fx);
         }
-        self.drains.push(c);
+        self.drains.push(*c);
     }
 
     /// The signal, kill and timer outs of a process, as effects.
@@ -762,7 +763,7 @@ impl Machine {
             return;
         };
         let (old_pid, new_pid) = (old.pid(), new.pid());
-        self.main = Some(new);
+        self.main = Some(*new);
         self.restart_time += 1;
         fx.push(Effect::Swapped {
             old: old_pid,
