@@ -65,25 +65,32 @@ pub struct App {
     pub cwd: PathBuf,
     pub out_path: PathBuf,
     pub err_path: PathBuf,
-    /// The combined stdout+stderr file (`log_file`), if any.
-    pub log_path: Option<PathBuf>,
     pub pid_path: PathBuf,
     /// The environment inherited instead of the daemon's (the caller's),
     /// shared by the apps of one start request.
     pub base_env: Option<Rc<BTreeMap<String, String>>>,
-    /// The `env_<name>` overlay in use.
-    pub env_name: Option<String>,
     /// Boxed: most apps run as the daemon's user.
     pub creds: Option<Box<users::Credentials>>,
     /// `script` is a command line run with `sh -c`.
     pub shell: bool,
     /// Which instance of its app this is.
     pub slot: Slot,
-    /// `increment_var` and its value for this instance.
-    pub increment: Option<(String, i64)>,
     /// The options object `spec` was parsed from, kept whole for the dump
     /// (`dump.rs`).
     pub options: Given,
+    /// What most apps have none of, boxed apart (`None`: none of it).
+    rare: Option<Box<AppRare>>,
+}
+
+/// The fields of an app most apps leave empty.
+#[derive(Clone, Debug)]
+struct AppRare {
+    /// The combined stdout+stderr file (`log_file`), if any.
+    log_path: Option<PathBuf>,
+    /// The `env_<name>` overlay in use.
+    env_name: Option<String>,
+    /// `increment_var` and its value for this instance.
+    increment: Option<(String, i64)>,
 }
 
 /// The options object an app was parsed from, kept as compact JSON text:
@@ -228,9 +235,9 @@ impl App {
             (self.out_path.as_path(), self.spec.output.is_some()),
             (self.err_path.as_path(), self.spec.error.is_some()),
         ];
-        if let Some(p) = &self.log_path {
+        if let Some(p) = self.log_path() {
             let given = matches!(self.spec.rare().log_file, Some(CombinedLog::Path(_)));
-            v.push((p.as_path(), given));
+            v.push((p, given));
         }
         v.retain(|(p, _)| !crate::logs::is_null(p));
         v
@@ -339,16 +346,31 @@ impl App {
             cwd,
             out_path,
             err_path,
-            log_path,
             pid_path,
             base_env,
-            env_name,
             creds: creds.map(Box::new),
             shell,
             slot,
-            increment,
             options,
+            rare: match (log_path, env_name, increment) {
+                (None, None, None) => None,
+                (log_path, env_name, increment) => Some(Box::new(AppRare {
+                    log_path,
+                    env_name,
+                    increment,
+                })),
+            },
         })
+    }
+
+    /// The combined stdout+stderr file (`log_file`), if any.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.rare.as_ref()?.log_path.as_deref()
+    }
+
+    /// The `env_<name>` overlay in use, if any.
+    pub fn env_name(&self) -> Option<&str> {
+        self.rare.as_ref()?.env_name.as_deref()
     }
 
     /// Whose identity a file of this app is opened or written with: the
@@ -377,8 +399,7 @@ impl App {
     /// merged as they are stored (the overlay's value wins), nothing copied.
     pub fn shown_env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         let overlay = self
-            .env_name
-            .as_ref()
+            .env_name()
             .and_then(|n| self.spec.rare().env_overlays.get(n));
         merge_sorted(
             self.spec.env.iter(),
@@ -409,7 +430,7 @@ impl App {
             self.spec.instance_var.clone().into_owned(),
             self.slot.instance.to_string(),
         );
-        if let Some((var, value)) = &self.increment {
+        if let Some((var, value)) = self.rare.as_ref().and_then(|r| r.increment.as_ref()) {
             own.insert(var.clone(), value.to_string());
         }
         own.insert("CORRAL_HOME".into(), home.dir.display().to_string());
@@ -716,6 +737,72 @@ mod tests {
                 "{base:?} + {over:?}: a key twice"
             );
             assert!(in_order.windows(2).all(|w| w[0] < w[1]), "{in_order:?}");
+        }
+    }
+
+    #[test]
+    fn the_rare_fields_of_an_app_are_boxed_only_when_set() {
+        let home = Home { dir: "/h".into() };
+        // (options, env_name, log_path, increment value)
+        type Case = (
+            serde_json::Value,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (serde_json::json!({}), None, None, None),
+            (
+                serde_json::json!({"env_prod": {"A": "1"}}),
+                Some("prod"),
+                None,
+                None,
+            ),
+            (
+                serde_json::json!({"log_file": "/tmp/all.log"}),
+                None,
+                Some("/tmp/all.log"),
+                None,
+            ),
+            (
+                serde_json::json!({"increment_var": "PORT", "env": {"PORT": "80"}}),
+                None,
+                None,
+                Some(82),
+            ),
+        ];
+        for (i, (extra, env_name, log, inc)) in cases.into_iter().enumerate() {
+            let mut options =
+                serde_json::json!({"script": "/bin/sleep", "name": "s", "interpreter": "none"});
+            for (k, v) in extra.as_object().unwrap() {
+                options[k] = v.clone();
+            }
+            let spec = crate::options::parse_app(&options).unwrap().spec;
+            let slot = Slot {
+                pm_id: 2,
+                instance: 2,
+                count: 1,
+                cluster: false,
+            };
+            let app = App::resolve(
+                spec,
+                &options,
+                slot,
+                &home,
+                None,
+                env_name.map(str::to_string),
+                false,
+            )
+            .unwrap();
+            assert_eq!(app.env_name(), env_name, "case {i}");
+            assert_eq!(app.log_path(), log.map(Path::new), "case {i}");
+            let got = app
+                .rare
+                .as_ref()
+                .and_then(|r| r.increment.as_ref())
+                .map(|x| x.1);
+            assert_eq!(got, inc, "case {i}");
+            assert_eq!(app.rare.is_some(), i > 0, "case {i}: boxed only when set");
         }
     }
 }

@@ -185,7 +185,7 @@ impl Daemon {
         path(out, &a.err_path);
         key!(out, "pm_pid_path");
         path(out, &a.pid_path);
-        if let Some(p) = &a.log_path {
+        if let Some(p) = a.log_path() {
             key!(out, "pm_log_path");
             path(out, p);
         }

@@ -193,7 +193,7 @@ impl Handed {
             instance: a.slot.instance,
             instances: a.slot.count,
             cluster: a.slot.cluster,
-            env_name: a.env_name.clone(),
+            env_name: a.env_name().map(str::to_string),
             base_env: a.base_env.as_ref().map(|env| env_index(envs, env)),
             created_at,
             cwd: text(&a.cwd)?,

@@ -322,7 +322,7 @@ pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
         instance: a.slot.instance,
         instances: a.slot.count.max(1),
         wanted,
-        env_name: a.env_name.clone(),
+        env_name: a.env_name().map(str::to_string),
         options,
     })
 }

@@ -492,7 +492,10 @@ impl Daemon {
                     "{name} ({id}) has no `env_{n}` (from --env {n})"
                 )));
             }
-            let env_name = changes.env_name.clone().or_else(|| e.app.env_name.clone());
+            let env_name = changes
+                .env_name
+                .clone()
+                .or_else(|| e.app.env_name().map(str::to_string));
             let base_env = caller_env.clone().or_else(|| e.app.base_env.clone());
             // The options as given, for the dump: the changes laid over them.
             let mut given = match e.app.options.value() {
@@ -1172,7 +1175,7 @@ impl Daemon {
                 slot,
                 &self.home,
                 template.base_env.clone(),
-                template.env_name.clone(),
+                template.env_name().map(str::to_string),
                 self.root,
             )?;
             let logs = open_logs(&app, &self.home, self.log_defaults)?;
@@ -1280,7 +1283,7 @@ fn logs_of(
             LogType::Text => lf,
         })
     };
-    let combined = |err: bool| match &app.log_path {
+    let combined = |err: bool| match app.log_path() {
         Some(p) => open(p, err).map(|lf| Some(lf.whole_lines())),
         None => Ok(None),
     };
