@@ -101,28 +101,28 @@ impl Sampler {
         let wanted: HashSet<i32> = stale.iter().copied().collect();
         let members = scan(&wanted);
         let read = self.account(&members, &stale, now, boot_ms());
-        self.record(read, now);
+        self.record(&stale, &read, now);
         true
     }
 
-    /// Keep the usage of groups just read at `now`: those read before are
-    /// updated in place, the others added.
-    fn record(&mut self, read: HashMap<i32, Monit>, now: u64) {
-        let mut added = Vec::new();
-        for (g, usage) in read {
+    /// Keep the usage of groups `pgids` just read at `now` (`read`): those
+    /// read before are updated in place, the others put in their place (in
+    /// the order of `pgids`, the apps' order: mostly at the end, and no sort
+    /// is needed).
+    fn record(&mut self, pgids: &[i32], read: &HashMap<i32, Monit>, now: u64) {
+        for &g in pgids {
+            let Some(usage) = read.get(&g) else {
+                continue;
+            };
+            let x = (g, now, usage.clone());
             match self.groups.binary_search_by_key(&g, |x| x.0) {
                 Ok(i) => {
-                    if let Some(x) = self.groups.get_mut(i) {
-                        *x = (g, now, usage);
+                    if let Some(old) = self.groups.get_mut(i) {
+                        *old = x;
                     }
                 }
-                Err(_) => added.push((g, now, usage)),
+                Err(i) => self.groups.insert(i, x),
             }
-        }
-        if !added.is_empty() {
-            self.groups.reserve_exact(added.len());
-            self.groups.append(&mut added);
-            self.groups.sort_unstable_by_key(|x| x.0);
         }
     }
 
@@ -143,15 +143,13 @@ impl Sampler {
     ) -> HashMap<i32, Monit> {
         let hz = self.ticks_per_sec.max(1);
         let mut out: HashMap<i32, (f64, u64)> = pgids.iter().map(|&g| (g, (0.0, 0))).collect();
-        // The readings kept: this scan's, and those of the processes of
-        // groups not read now. Made anew at its size and sorted, so the
+        // The readings kept: those of the processes of groups not read now,
+        // and this scan's, each put in its place (the scan is in the order
+        // of pids: mostly at the end). Made anew at its size, so the
         // processes of these groups that are gone are forgotten.
-        let kept = self
-            .seen
-            .iter()
-            .filter(|(_, r)| !out.contains_key(&r.pgrp))
-            .count();
-        let mut seen: Seen = Vec::with_capacity(kept + members.len());
+        let kept = self.seen.iter().filter(|(_, r)| !out.contains_key(&r.pgrp));
+        let mut seen: Seen = Vec::with_capacity(kept.clone().count() + members.len());
+        seen.extend(kept);
         for m in members {
             let key = (m.pid, m.starttime);
             let before = self
@@ -181,16 +179,20 @@ impl Sampler {
                     }
                 }
             };
-            seen.push((key, reading));
+            // A reading of the same process kept from before gives way.
+            match seen.binary_search_by_key(&key, |s| s.0) {
+                Ok(i) => {
+                    if let Some(s) = seen.get_mut(i) {
+                        s.1 = reading;
+                    }
+                }
+                Err(i) => seen.insert(i, (key, reading)),
+            }
             if let Some(acc) = out.get_mut(&m.pgrp) {
                 acc.0 += reading.cpu;
                 acc.1 += m.rss_pages;
             }
         }
-        seen.extend(self.seen.iter().filter(|(_, r)| !out.contains_key(&r.pgrp)));
-        // Stable: this scan's reading of a process comes first and is kept.
-        seen.sort_by_key(|s| s.0);
-        seen.dedup_by_key(|s| s.0);
         self.seen = seen;
         out.into_iter()
             .map(|(g, (cpu, pages))| {
@@ -380,7 +382,9 @@ mod tests {
             ),
         ];
         for (i, (read, now, want)) in steps.into_iter().enumerate() {
-            s.record(read.into_iter().map(|(g, m)| (g, usage(m))).collect(), now);
+            let pgids: Vec<i32> = read.iter().map(|x| x.0).collect();
+            let read = read.into_iter().map(|(g, m)| (g, usage(m))).collect();
+            s.record(&pgids, &read, now);
             let got: Vec<(i32, u64, u64)> =
                 s.groups.iter().map(|g| (g.0, g.1, g.2.memory)).collect();
             assert_eq!(got, want, "step {i}");
@@ -400,6 +404,21 @@ mod tests {
         s.keep_groups(&(1..=10).collect());
         assert_eq!(s.seen.len(), 10);
         assert!(s.seen.capacity() < 20, "{}", s.seen.capacity());
+    }
+
+    #[test]
+    fn a_process_that_changed_group_is_kept_once() {
+        let mut s = sampler();
+        s.account(
+            &[member(10, 99, 5, 1), member(11, 99, 5, 1)],
+            &[99],
+            0,
+            boot(0),
+        );
+        // Pid 10 moved to group 10 (setpgid); group 99 is not read now.
+        s.account(&[member(10, 10, 6, 1)], &[10], 1000, boot(1000));
+        let got: Vec<(i32, i32)> = s.seen.iter().map(|x| (x.0.0, x.1.pgrp)).collect();
+        assert_eq!(got, [(10, 10), (11, 99)]);
     }
 
     #[test]
