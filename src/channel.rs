@@ -122,7 +122,8 @@ pub struct Channel {
     queued: usize,
     /// The handle written last, kept until the app ACKs it (and to send
     /// again on NACK). While it is here nothing else is written.
-    unacked: Option<Outgoing>,
+    /// Boxed: most channels never carry a handle.
+    unacked: Option<Box<Outgoing>>,
     open: bool,
 }
 
@@ -229,11 +230,13 @@ impl Channel {
             skipping: st.skipping,
             queue,
             queued,
-            unacked: st.unacked.map(|(line, fd, retries)| Outgoing {
-                written: line.len(),
-                line,
-                fd: own(fd),
-                retries,
+            unacked: st.unacked.map(|(line, fd, retries)| {
+                Box::new(Outgoing {
+                    written: line.len(),
+                    line,
+                    fd: own(fd),
+                    retries,
+                })
             }),
             open: !st.closed,
         }
@@ -354,7 +357,7 @@ impl Channel {
         handle.written = 0;
         // Already admitted once: a retransmission is not held to MAX_QUEUE.
         self.queued += handle.line.len();
-        self.queue.push_front(handle);
+        self.queue.push_front(*handle);
     }
 
     /// Queue one message (one JSON line) and write what the socket takes.
@@ -415,7 +418,7 @@ impl Channel {
                         && let Some(done) = self.queue.pop_front()
                         && done.fd.is_some()
                     {
-                        self.unacked = Some(done);
+                        self.unacked = Some(Box::new(done));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
