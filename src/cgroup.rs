@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::spawn;
+use crate::vecmap::VecMap;
 
 /// The daemon's cgroup v2 directory, from `/proc/self/cgroup` (`0::/path`)
 /// and the cgroup2 mount in `/proc/self/mountinfo`.
@@ -207,8 +208,7 @@ impl Cgroups {
 pub struct ByPid {
     /// `Cgroups`'s directory, if there is one.
     base: Option<PathBuf>,
-    /// Sorted by pid.
-    procs: Vec<(i32, Leaf)>,
+    procs: VecMap<i32, Leaf>,
 }
 
 /// One process's cgroup.
@@ -224,7 +224,7 @@ impl ByPid {
     pub fn new(base: Option<&Path>) -> ByPid {
         ByPid {
             base: base.map(Path::to_path_buf),
-            procs: Vec::new(),
+            procs: VecMap::default(),
         }
     }
 
@@ -254,38 +254,24 @@ impl ByPid {
     /// Process `pid` runs in the cgroup `dir`.
     pub fn insert(&mut self, pid: i32, dir: PathBuf) {
         let leaf = self.leaf(dir);
-        match self.procs.binary_search_by_key(&pid, |p| p.0) {
-            Ok(i) => {
-                if let Some(p) = self.procs.get_mut(i) {
-                    p.1 = leaf;
-                }
-            }
-            Err(i) => self.procs.insert(i, (pid, leaf)),
-        }
+        self.procs.insert(pid, leaf);
     }
 
     /// The cgroup of process `pid`.
     pub fn get(&self, pid: i32) -> Option<PathBuf> {
-        let i = self.procs.binary_search_by_key(&pid, |p| p.0).ok()?;
-        self.procs.get(i).map(|p| self.path(&p.1))
+        self.procs.get(pid).map(|l| self.path(l))
     }
 
     /// Forget process `pid`: its cgroup.
     pub fn remove(&mut self, pid: i32) -> Option<PathBuf> {
-        let i = self.procs.binary_search_by_key(&pid, |p| p.0).ok()?;
-        let (_, leaf) = self.procs.remove(i);
-        // Room for four times as many as are left at most.
-        if self.procs.capacity() > 4 * self.procs.len() + 16 {
-            self.procs.shrink_to(2 * self.procs.len());
-        }
-        Some(self.path(&leaf))
+        self.procs.remove(pid).map(|l| self.path(&l))
     }
 
     /// Every process and its cgroup, by pid (a hand-over).
     pub fn all(&self) -> Vec<(i32, PathBuf)> {
         self.procs
             .iter()
-            .map(|(pid, l)| (*pid, self.path(l)))
+            .map(|(pid, l)| (pid, self.path(l)))
             .collect()
     }
 }
@@ -473,8 +459,8 @@ mod tests {
         }
         for &(pid, dir, made) in table {
             assert_eq!(by.get(pid).as_deref(), Some(Path::new(dir)), "pid {pid}");
-            let i = by.procs.binary_search_by_key(&pid, |p| p.0).unwrap();
-            assert_eq!(matches!(by.procs[i].1, Leaf::Made(..)), made, "{dir}");
+            let leaf = by.procs.get(pid).unwrap();
+            assert_eq!(matches!(leaf, Leaf::Made(..)), made, "{dir}");
         }
         let pids: Vec<i32> = by.all().iter().map(|p| p.0).collect();
         assert_eq!(pids, [10, 20, 25, 30, 40, 50, 60, 70, 80, 90]);
@@ -482,25 +468,13 @@ mod tests {
         let mut whole = ByPid::new(None);
         whole.insert(1, PathBuf::from("/x/corral-7/0-1"));
         assert_eq!(
-            whole.procs[0].1,
-            Leaf::Whole(Path::new("/x/corral-7/0-1").into())
+            whole.procs.get(1),
+            Some(&Leaf::Whole(Path::new("/x/corral-7/0-1").into()))
         );
-        // Removed: gone, and the room given back once most are.
+        // Removed: gone.
         assert_eq!(by.remove(30).as_deref(), Some(Path::new(table[0].1)));
         assert_eq!((by.get(30), by.remove(30)), (None, None));
-        let mut many = ByPid::new(Some(base));
-        for pid in 0..1000 {
-            many.insert(pid, base.join(format!("{pid}-1")));
-        }
-        for pid in 10..1000 {
-            assert!(many.remove(pid).is_some());
-        }
-        assert!(
-            many.procs.capacity() <= 4 * 10 + 16,
-            "{}",
-            many.procs.capacity()
-        );
-        assert_eq!(many.get(9), Some(base.join("9-1")));
+        assert_eq!(by.all().len(), table.len() - 1);
     }
 
     #[test]

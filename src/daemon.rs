@@ -68,6 +68,7 @@ use crate::startup;
 use crate::state::Input;
 use crate::sys;
 use crate::timers::Timers;
+use crate::vecmap::VecMap;
 use crate::watch::Watcher;
 
 use conn::Conn;
@@ -334,7 +335,7 @@ struct Daemon {
     /// Children may be left to reap after a wake's share of exits.
     more_exits: bool,
     /// Channel tokens → (pm_id, pid).
-    channels: HashMap<Token, (u32, i32)>,
+    channels: VecMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
     execs: HashMap<Token, Exec>,
     /// `corral runtime`'s console and exit rules.
@@ -490,7 +491,7 @@ impl Daemon {
                         }
                     }
                     t if self.execs.contains_key(&t) => execs.push(t),
-                    t if self.channels.contains_key(&t) => chans.push(t),
+                    t if self.channels.contains_key(t) => chans.push(t),
                     t if self.pipes.contains_key(&t) => {
                         if !pipes.contains(&t) {
                             pipes.push(t);

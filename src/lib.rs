@@ -89,6 +89,7 @@ mod sys;
 mod timefmt;
 mod timers;
 mod users;
+mod vecmap;
 mod watch;
 
 pub use client::{Client, Error};

@@ -32,7 +32,7 @@ impl Daemon {
     /// Read a channel: the cluster protocol is answered on the spot, the
     /// rest goes to the process's machine or the bus.
     pub(super) fn service_channel(&mut self, t: Token) {
-        let Some(&(id, pid)) = self.channels.get(&t) else {
+        let Some(&(id, pid)) = self.channels.get(t) else {
             return;
         };
         // With wait_ready only the app's own "ready" counts, as in PM2 (a
@@ -176,7 +176,7 @@ impl Daemon {
         };
         let mut link = e.links.swap_remove(i);
         let _ = self.poll.registry().deregister(&mut link.ch.sock);
-        self.channels.remove(&link.token);
+        self.channels.remove(link.token);
         if link.worker > 0 {
             self.cluster.forget(link.worker);
         }

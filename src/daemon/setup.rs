@@ -307,7 +307,7 @@ impl Daemon {
             pipes: HashMap::new(),
             busy_pipes: Vec::new(),
             more_exits: false,
-            channels: HashMap::new(),
+            channels: Default::default(),
             execs: HashMap::new(),
             console,
             next_token: FIRST_DYNAMIC,

@@ -5,7 +5,7 @@
 //! daemon reads it and feeds it inputs, never writes it. Owns no fd but the
 //! apps' log files; never signals, spawns or writes a socket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::app::App;
 use crate::cron::Cron;
@@ -13,6 +13,7 @@ use crate::logs::LogFile;
 use crate::process::Event;
 use crate::protocol::Monit;
 use crate::state::{Effect, Input, Machine, Policy};
+use crate::vecmap::VecMap;
 
 use super::links::Link;
 use super::{Fault, wall_ms};
@@ -182,7 +183,7 @@ impl Rare {
 pub(crate) struct Table {
     apps: BTreeMap<u32, Box<Entry>>,
     /// Every process of every app not yet released, to its app.
-    by_pid: HashMap<i32, u32>,
+    by_pid: VecMap<i32, u32>,
     next_id: u32,
     /// Something changed since the journal was last written.
     dirty: bool,
@@ -249,7 +250,7 @@ impl Table {
 
     /// The app process `pid` belongs to.
     pub fn app_of(&self, pid: i32) -> Option<u32> {
-        self.by_pid.get(&pid).copied()
+        self.by_pid.get(pid).copied()
     }
 
     /// The pm_id the next new app gets.
@@ -272,7 +273,7 @@ impl Table {
             self.next_id = 0;
         }
         for pid in e.m.pids() {
-            self.by_pid.remove(&pid);
+            self.by_pid.remove(pid);
         }
         self.dirty = true;
         Some(e)
@@ -302,7 +303,7 @@ impl Table {
         }
         for f in &fx {
             if let Effect::Released(pid) = f {
-                self.by_pid.remove(pid);
+                self.by_pid.remove(*pid);
             }
         }
         fx
