@@ -65,7 +65,9 @@ pub struct App {
     pub cwd: PathBuf,
     pub out_path: PathBuf,
     pub err_path: PathBuf,
-    pub pid_path: PathBuf,
+    /// The pid file given (`pid_file`); `None`: the home's
+    /// `pids/<name>-<pm_id>.pid`, made when used (`pid_path`), not kept.
+    pid_file: Option<PathBuf>,
     /// The environment inherited instead of the daemon's (the caller's),
     /// shared by the apps of one start request.
     pub base_env: Option<Rc<BTreeMap<String, String>>>,
@@ -334,10 +336,9 @@ impl App {
         };
         // A pid file given for several instances is one per instance, named
         // by pm_id as in PM2 (`echo.pid` -> `echo-0.pid`, `echo-1.pid`).
-        let pid_path = match in_cwd(spec.rare().pid_file.as_deref()) {
-            Some(p) if slot.cluster || slot.count > 1 => with_id(&p, pm_id),
-            Some(p) => p,
-            None => home.pids().join(format!("{stem}-{pm_id}.pid")),
+        let pid_file = match in_cwd(spec.rare().pid_file.as_deref()) {
+            Some(p) if slot.cluster || slot.count > 1 => Some(with_id(&p, pm_id)),
+            p => p,
         };
         Ok(App {
             spec,
@@ -346,7 +347,7 @@ impl App {
             cwd,
             out_path,
             err_path,
-            pid_path,
+            pid_file,
             base_env,
             creds: creds.map(Box::new),
             shell,
@@ -361,6 +362,18 @@ impl App {
                 })),
             },
         })
+    }
+
+    /// Its pid file: the one given, or `<home>/pids/<name>-<pm_id>.pid`.
+    pub fn pid_path(&self, home: &Home) -> PathBuf {
+        match &self.pid_file {
+            Some(p) => p.clone(),
+            None => home.pids().join(format!(
+                "{}-{}.pid",
+                file_stem(&self.spec.name),
+                self.slot.pm_id
+            )),
+        }
     }
 
     /// The combined stdout+stderr file (`log_file`), if any.
@@ -803,6 +816,25 @@ mod tests {
                 .map(|x| x.1);
             assert_eq!(got, inc, "case {i}");
             assert_eq!(app.rare.is_some(), i > 0, "case {i}: boxed only when set");
+            assert_eq!(
+                app.pid_path(&home),
+                Path::new("/h/pids/s-2.pid"),
+                "case {i}"
+            );
+        }
+        // A pid file given is kept; for several instances, one each.
+        for (count, want) in [(1, "/tmp/s.pid"), (2, "/tmp/s-2.pid")] {
+            let options = serde_json::json!({"script": "/bin/sleep", "name": "s",
+                "interpreter": "none", "pid_file": "/tmp/s.pid"});
+            let spec = crate::options::parse_app(&options).unwrap().spec;
+            let slot = Slot {
+                pm_id: 2,
+                instance: 1,
+                count,
+                cluster: false,
+            };
+            let app = App::resolve(spec, &options, slot, &home, None, None, false).unwrap();
+            assert_eq!(app.pid_path(&home), Path::new(want));
         }
     }
 }

@@ -184,7 +184,7 @@ impl Daemon {
         key!(out, "pm_err_log_path");
         path(out, &a.err_path);
         key!(out, "pm_pid_path");
-        path(out, &a.pid_path);
+        path(out, &a.pid_path(&self.home));
         if let Some(p) = a.log_path() {
             key!(out, "pm_log_path");
             path(out, p);

@@ -252,7 +252,7 @@ impl Daemon {
             self.home.logs(),
             e.app.out_path.clone(),
             e.app.err_path.clone(),
-            e.app.pid_path.clone(),
+            e.app.pid_path(&self.home),
         ];
         let invalid = |m: String| WireError::new(ErrorCode::InvalidOption, m);
         let ignore = Ignore::new(&patterns, exact)

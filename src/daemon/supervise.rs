@@ -155,9 +155,9 @@ impl Daemon {
                 // replacement is not kept waiting for the filesystem, and
                 // rewrites the file anyway.
                 if let Some(e) = self.table.get(id) {
-                    let user = e.app.file_user(&self.home, &e.app.pid_path);
-                    self.stale_pid_files
-                        .push((id, e.app.pid_path.clone(), user));
+                    let path = e.app.pid_path(&self.home);
+                    let user = e.app.file_user(&self.home, &path);
+                    self.stale_pid_files.push((id, path, user));
                 }
             }
             Effect::Emit(what) => {
@@ -643,7 +643,7 @@ impl Daemon {
         let Some(e) = self.table.get(id) else {
             return;
         };
-        let path = e.app.pid_path.clone();
+        let path = e.app.pid_path(&self.home);
         let user = e.app.file_user(&self.home, &path);
         let text = format!("{pid}\n");
         // In the home's pids/ (the daemon's own directory), a restart makes
