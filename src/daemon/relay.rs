@@ -272,7 +272,12 @@ impl Daemon {
             None if partial.len() > bus::MAX_LINE => partial.len(),
             None => return,
         };
-        let whole: Vec<u8> = partial.drain(..cut).collect();
+        // All of it (the usual case): taken, so an app's partial line keeps
+        // no room between chunks.
+        let whole: Vec<u8> = match cut == partial.len() {
+            true => std::mem::take(partial),
+            false => partial.drain(..cut).collect(),
+        };
         let event = match stream {
             Stream::Out => "log:out",
             Stream::Err => "log:err",
