@@ -637,38 +637,6 @@ impl Daemon {
         self.proc_cgroups.get(&pid).map(|p| p.as_path())
     }
 
-    fn write_pid_file(&mut self, id: u32, pid: i32) {
-        let Some(e) = self.table.get(id) else {
-            return;
-        };
-        let path = e.app.pid_path.clone();
-        let user = e.app.file_user(&self.home, &path);
-        let text = format!("{pid}\n");
-        // In the home's pids/ (the daemon's own directory), a restart makes
-        // and removes no file (`write_swapped`; `.tmp` keeps the old pid).
-        let own = path.parent() == Some(self.home.pids().as_path());
-        let write = |path: &Path, text: &[u8]| match own {
-            true => sys::write_swapped(path, text, 0o644),
-            false => sys::write_atomic(path, text, false),
-        };
-        let written = sys::as_user(user.as_ref(), || {
-            match write(&path, text.as_bytes()) {
-                // The directory is made only when missing: a crash loop
-                // writes the file at every spawn.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    write(&path, text.as_bytes())
-                }
-                other => other,
-            }
-        });
-        if let Err(err) = written {
-            self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
-        }
-    }
-
     /// Whether the pid files and the journal may wait (they are written at
     /// the end of a wake that says no): from a wake that forked, while a
     /// child has not exec'd yet, for `PUT_OFF_MAX` at the most, so that the
@@ -694,31 +662,6 @@ impl Daemon {
                     .and_then(|e| e.m().pid())
                     .is_some_and(pending)
             })
-    }
-
-    /// Write the pid files of the apps whose main process started since
-    /// the last call: the pid of the one running now.
-    pub(super) fn write_due_pid_files(&mut self) {
-        for id in std::mem::take(&mut self.pid_files_due) {
-            if let Some(pid) = self.table.get(id).and_then(|e| e.m().pid()) {
-                self.write_pid_file(id, pid);
-            }
-        }
-    }
-
-    /// Remove the pid files of apps that exited and did not start again.
-    pub(super) fn remove_stale_pid_files(&mut self) {
-        for (id, path, user) in std::mem::take(&mut self.stale_pid_files) {
-            if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
-                let mut tmp = path.clone().into_os_string();
-                tmp.push(".tmp");
-                let _ = sys::as_user(user.as_ref(), || {
-                    // The old pid `write_swapped` kept, if any.
-                    let _ = std::fs::remove_file(&tmp);
-                    std::fs::remove_file(&path)
-                });
-            }
-        }
     }
 }
 
