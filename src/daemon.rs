@@ -394,6 +394,9 @@ struct Daemon {
     spares: pidfiles::Spares,
     /// A child was forked in this wake.
     forked: bool,
+    /// Spawns whose spawner answers are not read yet, in a bulk start
+    /// (`Daemon::begin_batch`); None outside one.
+    batch: Option<std::collections::VecDeque<supervise::Begun>>,
     /// The pid files and the journal wait for the children's exec until
     /// this deadline at the latest (`Timer::PutOff`).
     put_off: Option<u64>,

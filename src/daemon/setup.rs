@@ -339,6 +339,7 @@ impl Daemon {
             pid_files_due: Vec::new(),
             spares,
             forked: false,
+            batch: None,
             put_off: None,
             journal_hash: None,
             root: sys::euid() == 0,

@@ -27,7 +27,7 @@ use crate::process::{Event, Exit};
 use crate::protocol::Monit;
 use crate::reaper;
 use crate::spawn::{Command, ExecStatus, Pending, SpawnError, spawn_child};
-use crate::spawner::Fallback;
+use crate::spawner::{IN_FLIGHT_MAX, Sent};
 use crate::state::{Effect, Input, Role};
 use crate::sys::{self, Signal};
 
@@ -67,7 +67,8 @@ impl Daemon {
         let idle =
             self.table.get(id).is_some_and(|e| {
                 e.m().pids().is_empty() && e.m().deadline().is_none_or(|at| at > now)
-            }) && !self.pipes.values().any(|p| p.pm_id == id);
+            }) && !self.pipes.values().any(|p| p.pm_id == id)
+                && !self.in_batch(id);
         if idle && let Some(e) = self.table.get_mut(id) {
             e.out.close();
             e.err.close();
@@ -85,16 +86,11 @@ impl Daemon {
                     };
                     return self.step(id, input);
                 }
-                match self.spawn_process(id, role) {
-                    Ok(pid) => self.step(id, Input::Spawned { role, pid }),
-                    Err(f) => {
-                        self.log(&format!("app {id}: {f}"));
-                        if let Some(e) = self.table.get_mut(id) {
-                            e.spawn_error = Some(f);
-                        }
-                        self.step(id, Input::SpawnFailed { role });
-                    }
+                if self.batch.is_some() && self.spawner.is_some() {
+                    return self.spawn_in_batch(id, role);
                 }
+                let r = self.spawn_process(id, role);
+                self.spawned(id, role, r);
             }
             Effect::Signal { pid, sig, group } => sys::send_and_continue(pid, sig, group),
             Effect::Ask {
@@ -204,6 +200,80 @@ impl Daemon {
         }
     }
 
+    /// Feed the outcome of a spawn to app `id`'s machine.
+    fn spawned(&mut self, id: u32, role: Role, r: Result<i32, Fault>) {
+        match r {
+            Ok(pid) => self.step(id, Input::Spawned { role, pid }),
+            Err(f) => {
+                self.log(&format!("app {id}: {f}"));
+                if let Some(e) = self.table.get_mut(id) {
+                    e.spawn_error = Some(f);
+                }
+                self.step(id, Input::SpawnFailed { role });
+            }
+        }
+    }
+
+    /// Spawn through the spawner without waiting for its answer, which is
+    /// read when `IN_FLIGHT_MAX` requests are out, or at the end of the
+    /// batch (`end_batch`): the daemon makes the next child's fds while the
+    /// spawner forks, and neither sleeps between two children. Only a
+    /// bulk start batches (`begin_batch`); nothing else reaches an app
+    /// whose spawn is in flight meanwhile.
+    fn spawn_in_batch(&mut self, id: u32, role: Role) {
+        if self.in_batch(id) {
+            self.finish_spawns();
+        }
+        match self.spawn_begin(id, role, true) {
+            Ok(b) => {
+                if let Some(q) = self.batch.as_mut() {
+                    q.push_back(b);
+                }
+                let full = self
+                    .spawner
+                    .as_ref()
+                    .is_none_or(|s| s.in_flight() >= IN_FLIGHT_MAX);
+                if full && let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front()) {
+                    let (id, role) = (b.id, b.role);
+                    let r = self.spawn_end(b);
+                    self.spawned(id, role, r);
+                }
+            }
+            Err(f) => self.spawned(id, role, Err(f)),
+        }
+    }
+
+    /// App `id` has a spawn in flight in the batch.
+    pub(super) fn in_batch(&self, id: u32) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|b| b.id == id))
+    }
+
+    /// Spawns go in a batch until `end_batch` (false: one was open).
+    pub(super) fn begin_batch(&mut self) -> bool {
+        let open = self.batch.is_none();
+        if open {
+            self.batch = Some(Default::default());
+        }
+        open
+    }
+
+    /// Read the answers of every spawn in flight, and end the batch.
+    pub(super) fn end_batch(&mut self) {
+        self.finish_spawns();
+        self.batch = None;
+    }
+
+    /// Read the answers of every spawn in flight (the batch stays open).
+    pub(super) fn finish_spawns(&mut self) {
+        while let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front()) {
+            let (id, role) = (b.id, b.role);
+            let r = self.spawn_end(b);
+            self.spawned(id, role, r);
+        }
+    }
+
     /// Drop app `id` from the table, with its watch, its channels, and its
     /// `listen` sockets if no other app of its name holds them.
     fn forget(&mut self, id: u32) {
@@ -235,23 +305,31 @@ impl Daemon {
         self.table.remove(id);
     }
 
-    /// Fork `cmd`'s child: through the spawner where there is one, else
-    /// here. A spawner that is gone or cannot fork is let go, and said so.
-    fn fork_child(&mut self, cmd: &Command) -> Result<Pending, SpawnError> {
-        let Some(s) = self.spawner.as_mut() else {
-            return spawn_child(cmd);
+    /// Fork `cmd`'s child, or take the spawner's answer to the request
+    /// `sent` for it: through the spawner where there is one, else here.
+    /// A spawner that is gone or cannot fork is let go once nothing is in
+    /// flight, and said so.
+    fn fork_child(&mut self, cmd: &Command, sent: Option<Sent>) -> Result<Pending, SpawnError> {
+        let answer = match (self.spawner.as_mut(), sent) {
+            (Some(s), Some(sent)) => Some(s.receive(sent, cmd)),
+            // Not while others are in flight: the next answer is theirs.
+            (Some(s), None) if s.in_flight() == 0 => Some(s.spawn(cmd)),
+            _ => None,
         };
-        match s.spawn(cmd) {
-            Ok(r) => return r,
-            Err(Fallback::TooBig) => {}
-            Err(Fallback::Gone(why)) => {
-                self.spawner = None;
-                self.log(&format!(
-                    "the spawner {why}: the daemon forks the apps' processes itself from now on"
-                ));
-            }
+        let done = self
+            .spawner
+            .as_ref()
+            .and_then(|s| s.done().map(str::to_owned));
+        if let Some(why) = done {
+            self.spawner = None;
+            self.log(&format!(
+                "the spawner {why}: the daemon forks the apps' processes itself from now on"
+            ));
         }
-        spawn_child(cmd)
+        match answer {
+            Some(Ok(r)) => r,
+            Some(Err(_)) | None => spawn_child(cmd),
+        }
     }
 
     /// Fork a process for app `id` with fresh pipes and channel, all
@@ -259,6 +337,14 @@ impl Daemon {
     /// writing into a pipe nobody reads); its exec status is watched by
     /// the loop. Its pid.
     fn spawn_process(&mut self, id: u32, role: Role) -> Result<i32, Fault> {
+        let begun = self.spawn_begin(id, role, false)?;
+        self.spawn_end(begun)
+    }
+
+    /// `spawn_process` up to the fork: the child's fds and command made,
+    /// what the daemon reads registered, and (`send`) the request sent to
+    /// the spawner, whose answer `spawn_end` reads.
+    fn spawn_begin(&mut self, id: u32, role: Role, send: bool) -> Result<Begun, Fault> {
         let e = self
             .table
             .get_mut(id)
@@ -396,9 +482,56 @@ impl Daemon {
                 Err(err) => failure = Some(reg_fail("IPC channel", err)),
             }
         }
+        let mut begun = Begun {
+            id,
+            role,
+            cmd,
+            sent: None,
+            registered,
+            cg,
+            stdin_w,
+            worker,
+            cwd,
+            owner,
+            failure,
+        };
+        if send
+            && begun.failure.is_none()
+            && let Some(s) = self.spawner.as_mut()
+        {
+            match s.send(&begun.cmd) {
+                Ok(Ok(sent)) => begun.sent = Some(sent),
+                Ok(Err(e)) => begun.failure = Some(Fault::from(e)),
+                // Forked here at its end.
+                Err(_) => {}
+            }
+        }
+        Ok(begun)
+    }
+
+    /// `spawn_process` from the fork: the pid (the spawner's answer to a
+    /// request `spawn_begin` sent, or a fork now), and what the daemon
+    /// keeps of the child.
+    fn spawn_end(&mut self, begun: Begun) -> Result<i32, Fault> {
+        let Begun {
+            id,
+            role,
+            cmd,
+            sent,
+            registered,
+            cg,
+            stdin_w,
+            worker,
+            cwd,
+            owner,
+            failure,
+        } = begun;
+        let reg_fail = |what: &str, err: std::io::Error| {
+            Fault::system(format!("cannot watch the {what} with the poller: {err}"))
+        };
         let spawned = match failure {
             Some(f) => Err(f),
-            None => self.fork_child(&cmd).map_err(Fault::from),
+            None => self.fork_child(&cmd, sent).map_err(Fault::from),
         };
         drop(cmd);
         let pending = match spawned {
@@ -663,6 +796,24 @@ impl Daemon {
                     .is_some_and(pending)
             })
     }
+}
+
+/// A child on its way: `spawn_begin` made it all, `spawn_end` forks it or
+/// reads the spawner's answer.
+pub(super) struct Begun {
+    id: u32,
+    role: Role,
+    cmd: Command,
+    /// The request sent to the spawner, if one was.
+    sent: Option<Sent>,
+    registered: Vec<(Token, Registered)>,
+    cg: Option<std::path::PathBuf>,
+    stdin_w: Option<OwnedFd>,
+    worker: u32,
+    cwd: std::path::PathBuf,
+    owner: Option<(u32, u32)>,
+    /// Why it cannot be forked (undone by `spawn_end`).
+    failure: Option<Fault>,
 }
 
 /// What was registered with the poller for a child about to be forked.
