@@ -290,6 +290,21 @@ pub fn app_fd_limit() -> u64 {
     APP_FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Read from `fd` into `buf`'s spare room (its contents dropped first):
+/// only the pages the kernel fills are touched, none for an end of file.
+/// The bytes read, now `buf`'s length.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    // SAFETY: read(2) writes at most `capacity` bytes into the buffer's
+    // allocation; exactly the `n` it returns are then initialized.
+    unsafe {
+        let n = syscall!(read(fd, buf.as_mut_ptr().cast(), buf.capacity()))?;
+        let n = n as usize;
+        buf.set_len(n);
+        Ok(n)
+    }
+}
+
 /// Return freed heap pages to the kernel (glibc; musl's allocator gives
 /// them back by itself).
 pub fn trim_heap() {
@@ -536,6 +551,20 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_fills_only_the_spare_room() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"old");
+        nix::unistd::write(&w, b"abcd").unwrap();
+        assert_eq!(read_into_spare(r.as_raw_fd(), &mut buf).unwrap(), 4);
+        assert_eq!(buf, b"abcd");
+        drop(w);
+        assert_eq!(read_into_spare(r.as_raw_fd(), &mut buf).unwrap(), 0);
+        assert!(buf.is_empty() && buf.capacity() >= 64);
+        assert!(read_into_spare(-1, &mut buf).is_err());
+    }
 
     #[test]
     fn signals_are_checked() {
