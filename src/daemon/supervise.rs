@@ -50,6 +50,11 @@ pub(crate) struct Exec {
 impl Daemon {
     /// Feed one input to app `id`'s machine and carry out the effects.
     pub(super) fn step(&mut self, id: u32, input: Input) {
+        // Its spawn in flight is answered first: a machine hears of its
+        // process before anything else.
+        if self.in_batch(id) {
+            self.finish_spawns();
+        }
         let now = self.now();
         for fx in self.table.step(id, input, now) {
             self.apply(id, fx);
@@ -217,13 +222,10 @@ impl Daemon {
     /// Spawn through the spawner without waiting for its answer, which is
     /// read when `IN_FLIGHT_MAX` requests are out, or at the end of the
     /// batch (`end_batch`): the daemon makes the next child's fds while the
-    /// spawner forks, and neither sleeps between two children. Only a
-    /// bulk start batches (`begin_batch`); nothing else reaches an app
-    /// whose spawn is in flight meanwhile.
+    /// spawner forks, and neither sleeps between two children. A bulk
+    /// start batches (`begin_batch`); an input for an app whose spawn is
+    /// in flight first has it answered (`step`).
     fn spawn_in_batch(&mut self, id: u32, role: Role) {
-        if self.in_batch(id) {
-            self.finish_spawns();
-        }
         match self.spawn_begin(id, role, true) {
             Ok(b) => {
                 if let Some(q) = self.batch.as_mut() {
@@ -683,6 +685,8 @@ impl Daemon {
         self.more_exits = more;
         for (pid, exit) in exits {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
+                // What it was asked is resolved through it (its slots).
+                self.finish_spawns();
                 if let Some(s) = self.spawner.take() {
                     s.reaped();
                 }
