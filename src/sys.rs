@@ -516,17 +516,23 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     };
     // SAFETY: `fd` was just opened and nothing else owns it.
     let mut f = unsafe { File::from_raw_fd(fd) };
-    let ours = f
+    let Some(old) = f
         .metadata()
-        .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1 && m.uid() == euid());
-    if !ours {
+        .ok()
+        .filter(|m| m.file_type().is_file() && m.nlink() == 1 && m.uid() == euid())
+    else {
         return fallback();
+    };
+    // Written over the old contents, then cut to length (when it was
+    // longer): truncating to zero first would make ext4 flush the file at
+    // close.
+    if old.mode() & 0o7777 != mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
-    // Written over the old contents, then cut to length: truncating to
-    // zero first would make ext4 flush the file at close.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(data)?;
-    f.set_len(data.len() as u64)?;
+    if old.len() > data.len() as u64 {
+        f.set_len(data.len() as u64)?;
+    }
     // SAFETY: renameat2 of NUL-terminated names in a live directory fd;
     // raw, as not every libc has a wrapper.
     let swapped = unsafe {
@@ -645,6 +651,12 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"five");
+        // Another mode is set; a shorter text cuts the longer one kept.
+        write_swapped(&path, b"six", 0o640).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        write_swapped(&path, b"7", 0o640).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"7");
         // A planted symlink or hard link at `.tmp` is not written through.
         let victim = dir.join("victim");
         std::fs::write(&victim, b"keep").unwrap();
