@@ -484,6 +484,11 @@ impl Daemon {
                 Err(err) => failure = Some(reg_fail("IPC channel", err)),
             }
         }
+        // Taken now: the next child of a batch is made before this one's
+        // answer is read.
+        if worker > 0 {
+            self.next_worker = worker;
+        }
         let mut begun = Begun {
             id,
             role,
@@ -575,7 +580,6 @@ impl Daemon {
         }
         self.execs.insert(t, Exec { pm_id: id, pending });
         if worker > 0 {
-            self.next_worker = worker;
             // Its messages are read in a later wake: registered in time.
             self.cluster.register(worker, &cwd, owner);
         }
