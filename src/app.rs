@@ -44,6 +44,19 @@ impl Home {
     }
 }
 
+/// What the names of the spares of removed pid files in the home's
+/// `pids/` start with (`.spare-N`; see the daemon's `pidfiles`).
+pub const SPARE_PREFIX: &str = ".spare-";
+
+/// N of a spare's name `.spare-N` (written with no leading 0); None for
+/// any other name (a pid file's ends in `.pid`).
+pub fn spare_number(name: &std::ffi::OsStr) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let digits = name.as_bytes().strip_prefix(SPARE_PREFIX.as_bytes())?;
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (digits.iter().all(u8::is_ascii_digit) && n.to_string().as_bytes() == digits).then_some(n)
+}
+
 /// What one spawn is wired to: its standard fds, its end of the IPC
 /// channel, and the sd_notify socket it may report to.
 pub struct Io {
@@ -332,6 +345,15 @@ impl App {
             Some(p) => p,
             None => home.pids().join(format!("{stem}-{pm_id}.pid")),
         };
+        // The daemon keeps removed pid files there under these names.
+        if pid_path.parent() == Some(home.pids().as_path())
+            && pid_path.file_name().and_then(spare_number).is_some()
+        {
+            return Err(invalid(format!(
+                "option `pid_file`: {} is a name the daemon keeps for itself (.spare-*)",
+                pid_path.display()
+            )));
+        }
         Ok(App {
             spec,
             exec_path,

@@ -188,19 +188,23 @@ impl Spawner {
         if pid <= 0 {
             return None;
         }
+        // Both ways: an answer, and room for a request (a spawner that
+        // reads none fills the socket's buffer with the requests in flight).
         // SAFETY: setsockopt with a live timeval of its size.
         unsafe {
             let patience = libc::timeval {
                 tv_sec: PATIENCE_SECS.into(),
                 tv_usec: 0,
             };
-            libc::setsockopt(
-                ours.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&patience as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
+            for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+                libc::setsockopt(
+                    ours.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&patience as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+            }
         }
         Some(Spawner {
             sock: ours,
@@ -279,6 +283,14 @@ impl Spawner {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EMSGSIZE | Errno::ENOBUFS | Errno::ETOOMANYREFS) => {
                     return Err(Fallback::TooBig);
+                }
+                // No room in PATIENCE_SECS: it reads nothing. Ended; those
+                // in flight read its end of file, then their slots.
+                Err(Errno::EAGAIN) => {
+                    crate::sys::send(self.pid, crate::sys::Signal::KILL, false);
+                    let why = "took no request in 2 s (ended)".to_string();
+                    self.refused = Some(why.clone());
+                    return Err(Fallback::Gone(why));
                 }
                 Err(e) => {
                     let why = format!("cannot be asked: {}", e.desc());

@@ -14,22 +14,19 @@
 //! that exits removes them, the next one (or `update`'s new image) takes
 //! on those a crash left.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use crate::app::{SPARE_PREFIX, spare_number};
 use crate::sys;
 
 use super::Daemon;
 
 /// The most spares kept: as many as a large fleet stopping at once.
 const SPARES_MAX: usize = 1024;
-
-/// What a spare's name starts with (a pid file's name never does: it ends
-/// in `.pid`, a spare's in digits).
-const PREFIX: &str = ".spare-";
 
 /// Files of removed pid files, kept in the home's `pids/` to be renamed
 /// into place as the next pid files.
@@ -39,6 +36,9 @@ pub(crate) struct Spares {
     kept: Vec<u32>,
     /// The number of the next spare.
     next: u32,
+    /// This filesystem cannot rename without replacing (`RENAME_NOREPLACE`:
+    /// NFS, FUSE, kernels before 3.15): no spare is kept.
+    off: bool,
 }
 
 impl Spares {
@@ -49,6 +49,7 @@ impl Spares {
             dir,
             kept: Vec::new(),
             next: 0,
+            off: false,
         };
         let Ok(entries) = std::fs::read_dir(&s.dir) else {
             return s;
@@ -69,7 +70,7 @@ impl Spares {
     }
 
     fn path(&self, n: u32) -> PathBuf {
-        self.dir.join(format!("{PREFIX}{n}"))
+        self.dir.join(format!("{SPARE_PREFIX}{n}"))
     }
 
     /// Remove `path` (a pid file of this directory): kept as a spare where
@@ -77,7 +78,7 @@ impl Spares {
     fn retire(&mut self, path: &Path) -> std::io::Result<()> {
         // A number taken by a file not ours is skipped (a few at most).
         for _ in 0..4 {
-            if self.kept.len() >= SPARES_MAX {
+            if self.off || self.kept.len() >= SPARES_MAX {
                 break;
             }
             let n = self.next;
@@ -88,7 +89,9 @@ impl Spares {
                     return Ok(());
                 }
                 Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Errno::ENOENT) => return Err(Errno::ENOENT.into()),
+                // Not here: removed, as without spares.
+                Err(_) => self.off = true,
             }
         }
         std::fs::remove_file(path)
@@ -97,12 +100,22 @@ impl Spares {
     /// Give `to` (a `.tmp` of this directory that `write_swapped` opens
     /// next) a spare's file, if there is one and `to` does not exist.
     fn reuse(&mut self, to: &Path) {
+        if self.off {
+            return;
+        }
         let Some(n) = self.kept.pop() else {
             return;
         };
-        // Already there (a restart's old pid): the spare stays a spare.
-        if rename_noreplace(&self.path(n), to) == Err(Errno::EEXIST) {
-            self.kept.push(n);
+        match rename_noreplace(&self.path(n), to) {
+            // Taken, or gone behind the daemon's back.
+            Ok(()) | Err(Errno::ENOENT) => {}
+            // Already there (a restart's old pid): the spare stays a spare.
+            Err(Errno::EEXIST) => self.kept.push(n),
+            // Kept until the exit removes it.
+            Err(_) => {
+                self.kept.push(n);
+                self.off = true;
+            }
         }
     }
 
@@ -112,15 +125,6 @@ impl Spares {
             let _ = std::fs::remove_file(self.path(n));
         }
     }
-}
-
-/// N of a spare's name `.spare-N`.
-fn spare_number(name: &OsStr) -> Option<u32> {
-    let digits = name.as_bytes().strip_prefix(PREFIX.as_bytes())?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// `from` renamed to `to` unless `to` exists.
@@ -225,6 +229,8 @@ impl Daemon {
 mod tests {
     use super::*;
 
+    use std::ffi::OsStr;
+
     #[test]
     fn spare_names_are_told_apart() {
         for (name, n) in [
@@ -237,6 +243,8 @@ mod tests {
             (".spare-1.pid", None),
             ("a-0.pid", None),
             (".spare-99999999999", None),
+            (".spare-007", None),
+            (".spare-+7", None),
         ] {
             assert_eq!(spare_number(OsStr::new(name)), n, "{name}");
         }

@@ -231,11 +231,14 @@ impl Daemon {
                 if let Some(q) = self.batch.as_mut() {
                     q.push_back(b);
                 }
-                let full = self
+                // Oldest first until there is room (one not sent, too big,
+                // frees none).
+                while self
                     .spawner
                     .as_ref()
-                    .is_none_or(|s| s.in_flight() >= IN_FLIGHT_MAX);
-                if full && let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front()) {
+                    .is_none_or(|s| s.in_flight() >= IN_FLIGHT_MAX)
+                    && let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front())
+                {
                     let (id, role) = (b.id, b.role);
                     let r = self.spawn_end(b);
                     self.spawned(id, role, r);

@@ -311,6 +311,24 @@ fn removed_pid_files_are_kept_as_spares_and_reused() {
     );
 }
 
+/// A pid file named as the daemon's spares, in its pids/, is refused.
+#[test]
+fn a_pid_file_named_as_a_spare_is_refused() {
+    let h = TestHome::started();
+    let path = h.home.join("pids/.spare-3");
+    let r = h.request(
+        json!({"cmd": "start", "apps": [{"name": "x", "script": "sleep",
+        "args": ["1000"], "pid_file": path.display().to_string()}]}),
+    );
+    assert_eq!(r["ok"], json!(false), "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("pid_file") && msg.contains(".spare-3"), "{r}");
+    assert!(h.list().is_empty());
+    // An app named `.spare` is no spare: its pid file ends in .pid.
+    let d = h.start(json!({"name": ".spare", "script": "sleep", "args": ["1000"]}));
+    assert_eq!(env_of(&d[0], "status"), "online");
+}
+
 #[test]
 fn exits_after_min_uptime_are_stable_restarts() {
     let h = TestHome::started();
