@@ -44,6 +44,19 @@ impl Home {
     }
 }
 
+/// What the names of the spares of removed pid files in the home's
+/// `pids/` start with (`.spare-N`; see the daemon's `pidfiles`).
+pub const SPARE_PREFIX: &str = ".spare-";
+
+/// N of a spare's name `.spare-N` (written with no leading 0); None for
+/// any other name (a pid file's ends in `.pid`).
+pub fn spare_number(name: &std::ffi::OsStr) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let digits = name.as_bytes().strip_prefix(SPARE_PREFIX.as_bytes())?;
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (digits.iter().all(u8::is_ascii_digit) && n.to_string().as_bytes() == digits).then_some(n)
+}
+
 /// What one spawn is wired to: its standard fds, its end of the IPC
 /// channel, and the sd_notify socket it may report to.
 pub struct Io {
@@ -340,6 +353,17 @@ impl App {
             Some(p) if slot.cluster || slot.count > 1 => Some(with_id(&p, pm_id)),
             p => p,
         };
+        // The daemon keeps removed pid files there under these names (the
+        // default, `<name>-<pm_id>.pid`, is never one).
+        if let Some(p) = &pid_file
+            && p.parent() == Some(home.pids().as_path())
+            && p.file_name().and_then(spare_number).is_some()
+        {
+            return Err(invalid(format!(
+                "option `pid_file`: {} is a name the daemon keeps for itself (.spare-*)",
+                p.display()
+            )));
+        }
         Ok(App {
             spec,
             exec_path,

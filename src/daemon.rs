@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `table` | the process table, its one door, the pid index |
 //! | `supervise` | carrying out the machines' effects; reaping; exec status |
+//! | `pidfiles` | the apps' pid files, and spares of the home's kept for reuse |
 //! | `links` | IPC channels, Node's cluster protocol, sd_notify |
 //! | `relay` | output pipes → log files and `log:*` events; the bus |
 //! | `conn` | client connections: accept, framing, output buffers |
@@ -26,6 +27,7 @@ mod describe;
 mod handover;
 mod links;
 mod persist;
+mod pidfiles;
 mod recover;
 mod relay;
 mod requests;
@@ -390,8 +392,13 @@ struct Daemon {
     stale_pid_files: Vec<(u32, PathBuf, Option<sys::FsUser>)>,
     /// Apps whose main process started: their pid file is due.
     pid_files_due: Vec<u32>,
+    /// Removed pid files of `pids/`, kept for the next ones.
+    spares: pidfiles::Spares,
     /// A child was forked in this wake.
     forked: bool,
+    /// Spawns whose spawner answers are not read yet, in a bulk start
+    /// (`Daemon::begin_batch`); None outside one.
+    batch: Option<std::collections::VecDeque<supervise::Begun>>,
     /// The pid files and the journal wait for the children's exec until
     /// this deadline at the latest (`Timer::PutOff`).
     put_off: Option<u64>,
@@ -661,5 +668,6 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
+        self.spares.remove_all();
     }
 }

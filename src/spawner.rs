@@ -54,13 +54,35 @@ const PATIENCE_SECS: u8 = 2;
 /// that one itself.
 const UNREADABLE: i32 = i32::MIN;
 
+/// Entries of the shared page: requests that may be in flight at once.
+const SLOTS: u32 = 1024;
+
+/// The most requests the daemon has sent and not read the answer of
+/// (`Spawner::send`): enough to keep both busy, far from filling either
+/// socket buffer (a spawner blocked on its answers while the daemon blocks
+/// on a request would wait forever) or the slots.
+pub const IN_FLIGHT_MAX: usize = 16;
+
 /// The daemon's handle on its spawner.
 pub struct Spawner {
     sock: OwnedFd,
     pid: i32,
-    slot: Slot,
-    /// Its end of file was read: it is gone.
-    gone: bool,
+    slots: Slots,
+    /// The slot of the next request.
+    next: u32,
+    /// The slots of the requests sent and not answered yet, oldest first.
+    waiting: std::collections::VecDeque<u32>,
+    /// No new request goes to it (gone, or cannot fork here); those in
+    /// flight are still answered.
+    refused: Option<String>,
+    /// Its end of file was read, or it was reaped: it is gone.
+    ended: bool,
+}
+
+/// A request sent, its answer not read yet (`Spawner::receive`).
+pub struct Sent {
+    slot: u32,
+    status: OwnedFd,
 }
 
 /// Why the daemon must fork a child itself.
@@ -72,12 +94,18 @@ pub enum Fallback {
     Gone(String),
 }
 
-/// One page shared by the daemon and the spawner, where the kernel writes
-/// the pid of each child the spawner makes.
-struct Slot(*mut i32);
+/// Entry `slot` (`< SLOTS`, else the last) of the page at `page`.
+fn at(page: *mut i32, slot: u32) -> *mut i32 {
+    // SAFETY: SLOTS entries of 4 bytes lie within the page.
+    unsafe { page.add(slot.min(SLOTS - 1) as usize) }
+}
 
-impl Slot {
-    fn new() -> Option<Slot> {
+/// One page shared by the daemon and the spawner, where the kernel writes
+/// the pid of each child the spawner makes, at the request's slot.
+struct Slots(*mut i32);
+
+impl Slots {
+    fn new() -> Option<Slots> {
         // SAFETY: a new anonymous shared mapping, unmapped once by this
         // handle; the spawner's copy of the pointer (`serve`) is its own
         // mapping of the same page, which it never unmaps.
@@ -91,22 +119,26 @@ impl Slot {
                 0,
             )
         };
-        (p != libc::MAP_FAILED).then(|| Slot(p.cast()))
+        (p != libc::MAP_FAILED).then(|| Slots(p.cast()))
     }
 
-    fn get(&self) -> i32 {
+    fn at(&self, slot: u32) -> *mut i32 {
+        at(self.0, slot)
+    }
+
+    fn get(&self, slot: u32) -> i32 {
         // SAFETY: the mapping lives as long as `self`; the kernel writes it
         // from the spawner, so it is read as volatile.
-        unsafe { std::ptr::read_volatile(self.0) }
+        unsafe { std::ptr::read_volatile(self.at(slot)) }
     }
 
-    fn clear(&self) {
+    fn clear(&self, slot: u32) {
         // SAFETY: as `get`.
-        unsafe { std::ptr::write_volatile(self.0, 0) }
+        unsafe { std::ptr::write_volatile(self.at(slot), 0) }
     }
 }
 
-impl Drop for Slot {
+impl Drop for Slots {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.0.cast(), 4096) };
@@ -118,7 +150,7 @@ impl Drop for Spawner {
         // Its socket closes with this handle, which ends it; a spawner
         // stuck somewhere is ended by force. Its exit is reaped as any
         // unknown child's.
-        if !self.gone {
+        if !self.ended {
             crate::sys::send(self.pid, crate::sys::Signal::KILL, false);
         }
     }
@@ -140,7 +172,7 @@ impl Spawner {
             SockFlag::SOCK_CLOEXEC,
         )
         .ok()?;
-        let slot = Slot::new()?;
+        let slots = Slots::new()?;
         let daemon = std::process::id() as i32;
         // Every signal blocked across the fork, so none runs a handler of
         // the daemon's in the spawner before it has reset them.
@@ -150,38 +182,45 @@ impl Spawner {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             drop(ours);
-            serve(theirs, slot.0, daemon)
+            serve(theirs, slots.0, daemon)
         }
         crate::sys::restore_signal_mask(&old);
         if pid <= 0 {
             return None;
         }
+        // Both ways: an answer, and room for a request (a spawner that
+        // reads none fills the socket's buffer with the requests in flight).
         // SAFETY: setsockopt with a live timeval of its size.
         unsafe {
             let patience = libc::timeval {
                 tv_sec: PATIENCE_SECS.into(),
                 tv_usec: 0,
             };
-            libc::setsockopt(
-                ours.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&patience as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
+            for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+                libc::setsockopt(
+                    ours.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&patience as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                );
+            }
         }
         Some(Spawner {
             sock: ours,
             pid,
-            slot,
-            gone: false,
+            slots,
+            next: 0,
+            waiting: std::collections::VecDeque::new(),
+            refused: None,
+            ended: false,
         })
     }
 
     /// The daemon reaped it: its pid is no longer its own, so it is never
     /// signalled again.
     pub fn reaped(mut self) {
-        self.gone = true;
+        self.ended = true;
     }
 
     /// Its pid (a child of the daemon).
@@ -189,23 +228,47 @@ impl Spawner {
         self.pid
     }
 
+    /// Why it takes no more requests, once it does not and none is in
+    /// flight: the daemon then lets it go.
+    pub fn done(&self) -> Option<&str> {
+        self.waiting
+            .is_empty()
+            .then_some(self.refused.as_deref())
+            .flatten()
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Fork `cmd`'s child through the spawner: what `spawn::spawn_child`
     /// says, or why the daemon must fork it itself (and then no child of
     /// it exists).
     pub fn spawn(&mut self, cmd: &Command) -> Result<Result<Pending, SpawnError>, Fallback> {
-        if self.gone {
-            return Err(Fallback::Gone("has ended".into()));
+        match self.send(cmd)? {
+            Ok(sent) => self.receive(sent, cmd),
+            Err(e) => Ok(Err(e)),
         }
-        let fail = |errno| spawn::fail(Step::Exec, errno, &cmd.path);
+    }
+
+    /// Ask for `cmd`'s child without waiting for the answer, which
+    /// `receive` reads (answers come in the order of the requests): the
+    /// daemon prepares its next child while the spawner forks this one.
+    pub fn send(&mut self, cmd: &Command) -> Result<Result<Sent, SpawnError>, Fallback> {
+        if let Some(why) = &self.refused {
+            return Err(Fallback::Gone(why.clone()));
+        }
         let (status_r, status_w) = match spawn::status_pipe() {
             Ok(p) => p,
-            Err(e) => return Ok(Err(fail(e))),
+            Err(e) => return Ok(Err(spawn::fail(Step::Exec, e, &cmd.path))),
         };
-        let (buf, fds) = encode(cmd, &status_w);
+        let slot = self.next;
+        let (buf, fds) = encode(cmd, &status_w, slot);
         if fds.len() > MAX_FDS {
             return Err(Fallback::TooBig);
         }
-        self.slot.clear();
+        self.slots.clear(slot);
         let iov = [IoSlice::new(&buf)];
         let cmsg = [ControlMessage::ScmRights(&fds)];
         loop {
@@ -221,17 +284,69 @@ impl Spawner {
                 Err(Errno::EMSGSIZE | Errno::ENOBUFS | Errno::ETOOMANYREFS) => {
                     return Err(Fallback::TooBig);
                 }
+                // No room in PATIENCE_SECS: it reads nothing. Ended; those
+                // in flight read its end of file, then their slots.
+                Err(Errno::EAGAIN) => {
+                    crate::sys::send(self.pid, crate::sys::Signal::KILL, false);
+                    let why = "took no request in 2 s (ended)".to_string();
+                    self.refused = Some(why.clone());
+                    return Err(Fallback::Gone(why));
+                }
                 Err(e) => {
-                    self.gone = true;
-                    return Err(Fallback::Gone(format!("cannot be asked: {}", e.desc())));
+                    let why = format!("cannot be asked: {}", e.desc());
+                    self.refused = Some(why.clone());
+                    return Err(Fallback::Gone(why));
                 }
             }
         }
         // Only the child's copy may keep the pipe open.
         drop(status_w);
+        self.next = (slot + 1) % SLOTS;
+        self.waiting.push_back(slot);
+        Ok(Ok(Sent {
+            slot,
+            status: status_r,
+        }))
+    }
+
+    /// The answer to `sent`, the oldest request in flight.
+    pub fn receive(
+        &mut self,
+        sent: Sent,
+        cmd: &Command,
+    ) -> Result<Result<Pending, SpawnError>, Fallback> {
+        self.waiting.retain(|s| *s != sent.slot);
+        let answer = match self.ended {
+            true => None,
+            false => self.answer(),
+        };
+        let Some(answer) = answer else {
+            // Ended without answering: a child it made is at the slot.
+            self.ended = true;
+            self.refused.get_or_insert_with(|| "ended".into());
+            return match self.slots.get(sent.slot) {
+                pid if pid > 0 => Ok(Ok(spawn::pending(cmd, pid, sent.status))),
+                _ => Err(Fallback::Gone("ended".into())),
+            };
+        };
+        match answer {
+            pid if pid > 0 => Ok(Ok(spawn::pending(cmd, pid, sent.status))),
+            0 => {
+                let why = "cannot fork here (clone3 refused)";
+                self.refused.get_or_insert_with(|| why.into());
+                Err(Fallback::Gone(why.into()))
+            }
+            UNREADABLE => Err(Fallback::TooBig),
+            e => Ok(Err(spawn::fail(Step::Exec, Errno::from_raw(-e), &cmd.path))),
+        }
+    }
+
+    /// The next answer; None once the spawner has ended (after
+    /// `PATIENCE_SECS` without one, it is ended here).
+    fn answer(&mut self) -> Option<i32> {
         let mut answer = [0u8; 4];
-        let mut ended = false;
-        let got = loop {
+        let mut killed = false;
+        loop {
             // SAFETY: reading into a live stack buffer of its length.
             let n = unsafe {
                 libc::recv(
@@ -242,46 +357,31 @@ impl Spawner {
                 )
             };
             match (n, Errno::last()) {
-                (n, _) if n >= 0 => break n,
+                (4, _) if !killed => return Some(i32::from_ne_bytes(answer)),
+                // Answered as it was ended: the answer stands, the spawner
+                // takes no more (those in flight read their answers, or its
+                // end of file and then their slots).
+                (4, _) => {
+                    self.refused.get_or_insert_with(|| "ended".into());
+                    return Some(i32::from_ne_bytes(answer));
+                }
+                (n, _) if n >= 0 => return None,
                 (_, Errno::EINTR) => continue,
                 // No answer in PATIENCE_SECS: end it, then wait for the end
                 // of file its death brings (once more at most).
-                (_, Errno::EAGAIN) if !ended => {
-                    ended = true;
+                (_, Errno::EAGAIN) if !killed => {
+                    killed = true;
                     crate::sys::send(self.pid, crate::sys::Signal::KILL, false);
                 }
-                _ => break -1,
+                _ => return None,
             }
-        };
-        let answer = match got {
-            4 => i32::from_ne_bytes(answer),
-            _ => {
-                // Ended without answering: a child it made is at the slot.
-                self.gone = true;
-                return match self.slot.get() {
-                    pid if pid > 0 => Ok(Ok(spawn::pending(cmd, pid, status_r))),
-                    _ => Err(Fallback::Gone("ended".into())),
-                };
-            }
-        };
-        if ended {
-            self.gone = true;
-        }
-        match answer {
-            pid if pid > 0 => Ok(Ok(spawn::pending(cmd, pid, status_r))),
-            0 => {
-                self.gone = true;
-                Err(Fallback::Gone("cannot fork here (clone3 refused)".into()))
-            }
-            UNREADABLE => Err(Fallback::TooBig),
-            e => Ok(Err(fail(Errno::from_raw(-e)))),
         }
     }
 }
 
 /// The spawner's life: set itself apart, then fork what it is asked to
 /// until its socket closes.
-fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
+fn serve(sock: OwnedFd, slots: *mut i32, daemon: i32) -> ! {
     // SAFETY: plain calls on this process's own state.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -297,7 +397,7 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
     retitle();
     let mut buf = vec![0u8; 4096];
     loop {
-        let (cmd, keep, status) = match receive(&sock, &mut buf) {
+        let (cmd, keep, status, slot) = match receive(&sock, &mut buf) {
             Ok(Some((len, fds))) => match buf.get(..len).and_then(|b| decode(b, fds)) {
                 Some(c) => c,
                 None => {
@@ -313,7 +413,7 @@ fn serve(sock: OwnedFd, slot: *mut i32, daemon: i32) -> ! {
             &cmd,
             &status,
             Forker::Spawner {
-                slot,
+                slot: at(slots, slot),
                 sock: sock.as_raw_fd(),
             },
         );
@@ -497,10 +597,10 @@ const CHANNEL: u8 = 4;
 const CGROUP: u8 = 8;
 const LISTEN_PID: u8 = 16;
 
-/// `cmd` as one request, and the fds that go with it in this order: stdin,
-/// stdout, stderr, the listening sockets, the channel, the cgroup's
-/// directory, the status pipe's write end.
-fn encode(cmd: &Command, status: &OwnedFd) -> (Vec<u8>, Vec<RawFd>) {
+/// `cmd` as one request whose child's pid goes to `slot`, and the fds that
+/// go with it in this order: stdin, stdout, stderr, the listening sockets,
+/// the channel, the cgroup's directory, the status pipe's write end.
+fn encode(cmd: &Command, status: &OwnedFd, slot: u32) -> (Vec<u8>, Vec<RawFd>) {
     let mut b = Vec::with_capacity(
         256 + cmd
             .envp
@@ -531,6 +631,7 @@ fn encode(cmd: &Command, status: &OwnedFd) -> (Vec<u8>, Vec<RawFd>) {
     }
     b.push(flags);
     let numbers = [
+        slot,
         uid,
         gid,
         groups.len() as u32,
@@ -564,15 +665,16 @@ fn encode(cmd: &Command, status: &OwnedFd) -> (Vec<u8>, Vec<RawFd>) {
 }
 
 /// What `encode` made: the command, the listening sockets it names (owned
-/// here: closed with it), and the status pipe's write end.
-fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<(Command, Vec<OwnedFd>, OwnedFd)> {
+/// here: closed with it), the status pipe's write end, and the slot.
+fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<(Command, Vec<OwnedFd>, OwnedFd, u32)> {
     let (&flags, mut rest) = b.split_first()?;
     let mut number = || -> Option<u32> {
         let (n, r) = rest.split_first_chunk::<4>()?;
         rest = r;
         Some(u32::from_ne_bytes(*n))
     };
-    let [uid, gid, n_groups, n_listen, listen_pid, argc, envc] = [(); 7].map(|_| number());
+    let [slot, uid, gid, n_groups, n_listen, listen_pid, argc, envc] = [(); 8].map(|_| number());
+    let slot = slot.filter(|s| *s < SLOTS)?;
     let groups: Vec<u32> = (0..n_groups?).map(|_| number()).collect::<Option<_>>()?;
     let mut strings = rest
         .split_inclusive(|c| *c == 0)
@@ -638,7 +740,7 @@ fn decode(b: &[u8], fds: Vec<OwnedFd>) -> Option<(Command, Vec<OwnedFd>, OwnedFd
         listen_pid_env,
         cgroup,
     };
-    Some((cmd, keep, status))
+    Some((cmd, keep, status, slot))
 }
 
 #[cfg(test)]
@@ -693,12 +795,13 @@ mod tests {
         ];
         for (cmd, _held) in &cases {
             let status = fd();
-            let (buf, raw) = encode(cmd, &status);
+            let (buf, raw) = encode(cmd, &status, 17);
             let dups: Vec<OwnedFd> = raw
                 .iter()
                 .map(|f| crate::sys::dup_cloexec(*f, 0).unwrap())
                 .collect();
-            let (got, keep, st) = decode(&buf, dups).expect("decodes");
+            let (got, keep, st, slot) = decode(&buf, dups).expect("decodes");
+            assert_eq!(slot, 17);
             assert_eq!(got.path, cmd.path);
             assert_eq!(got.argv, cmd.argv);
             assert_eq!(got.envp, cmd.envp);
@@ -722,7 +825,7 @@ mod tests {
     fn a_broken_request_is_refused() {
         let (cmd, _held) = command(Some((Some(1), 2, vec![3])), 1, true);
         let status = fd();
-        let (buf, raw) = encode(&cmd, &status);
+        let (buf, raw) = encode(&cmd, &status, 0);
         let dups = |n: usize| -> Vec<OwnedFd> {
             raw.iter()
                 .take(n)
@@ -746,11 +849,21 @@ mod tests {
         // The entry the child writes its pid into must be the placeholder.
         let (mut cmd, _held) = command(None, 1, true);
         cmd.listen_pid_env = Some(0);
-        let (buf, raw) = encode(&cmd, &status);
+        let (buf, raw) = encode(&cmd, &status, 0);
         let dups: Vec<OwnedFd> = raw
             .iter()
             .map(|f| crate::sys::dup_cloexec(*f, 0).unwrap())
             .collect();
         assert!(decode(&buf, dups).is_none());
+        // A slot outside the shared page is refused.
+        let (cmd, _held) = command(None, 0, false);
+        for (slot, ok) in [(SLOTS - 1, true), (SLOTS, false), (u32::MAX, false)] {
+            let (buf, raw) = encode(&cmd, &status, slot);
+            let dups: Vec<OwnedFd> = raw
+                .iter()
+                .map(|f| crate::sys::dup_cloexec(*f, 0).unwrap())
+                .collect();
+            assert_eq!(decode(&buf, dups).is_some(), ok, "slot {slot}");
+        }
     }
 }

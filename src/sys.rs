@@ -290,6 +290,21 @@ pub fn app_fd_limit() -> u64 {
     APP_FD_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Read from `fd` into `buf`'s spare room (its contents dropped first):
+/// only the pages the kernel fills are touched, none for an end of file.
+/// The bytes read, now `buf`'s length.
+pub fn read_into_spare(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    // SAFETY: read(2) writes at most `capacity` bytes into the buffer's
+    // allocation; exactly the `n` it returns are then initialized.
+    unsafe {
+        let n = syscall!(read(fd, buf.as_mut_ptr().cast(), buf.capacity()))?;
+        let n = n as usize;
+        buf.set_len(n);
+        Ok(n)
+    }
+}
+
 /// Return freed heap pages to the kernel (glibc; musl's allocator gives
 /// them back by itself).
 pub fn trim_heap() {
@@ -501,17 +516,23 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     };
     // SAFETY: `fd` was just opened and nothing else owns it.
     let mut f = unsafe { File::from_raw_fd(fd) };
-    let ours = f
+    let Some(old) = f
         .metadata()
-        .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1 && m.uid() == euid());
-    if !ours {
+        .ok()
+        .filter(|m| m.file_type().is_file() && m.nlink() == 1 && m.uid() == euid())
+    else {
         return fallback();
+    };
+    // Written over the old contents, then cut to length (when it was
+    // longer): truncating to zero first would make ext4 flush the file at
+    // close.
+    if old.mode() & 0o7777 != mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
-    // Written over the old contents, then cut to length: truncating to
-    // zero first would make ext4 flush the file at close.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(data)?;
-    f.set_len(data.len() as u64)?;
+    if old.len() > data.len() as u64 {
+        f.set_len(data.len() as u64)?;
+    }
     // SAFETY: renameat2 of NUL-terminated names in a live directory fd;
     // raw, as not every libc has a wrapper.
     let swapped = unsafe {
@@ -536,6 +557,20 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_fills_only_the_spare_room() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"old");
+        nix::unistd::write(&w, b"abcd").unwrap();
+        assert_eq!(read_into_spare(r.as_raw_fd(), &mut buf).unwrap(), 4);
+        assert_eq!(buf, b"abcd");
+        drop(w);
+        assert_eq!(read_into_spare(r.as_raw_fd(), &mut buf).unwrap(), 0);
+        assert!(buf.is_empty() && buf.capacity() >= 64);
+        assert!(read_into_spare(-1, &mut buf).is_err());
+    }
 
     #[test]
     fn signals_are_checked() {
@@ -616,6 +651,12 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"five");
+        // Another mode is set; a shorter text cuts the longer one kept.
+        write_swapped(&path, b"six", 0o640).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        write_swapped(&path, b"7", 0o640).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"7");
         // A planted symlink or hard link at `.tmp` is not written through.
         let victim = dir.join("victim");
         std::fs::write(&victim, b"keep").unwrap();

@@ -5,7 +5,8 @@
 //! starve the loop. Never changes an app's state.
 
 use std::collections::BTreeSet;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 
 use mio::Token;
 use mio::unix::pipe::Receiver;
@@ -14,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::bus;
 use crate::options;
 use crate::state::Exit;
+use crate::sys;
 
 use super::{Daemon, wall_ms};
 
@@ -44,9 +46,11 @@ impl Daemon {
     pub(super) fn read_pipe(&mut self, t: Token) {
         // Kept while output flows; an idle daemon does not hold it (it is
         // freed at the next trim, `Timer::Trim`).
+        // Read into its spare room: no page of it is touched but those a
+        // read fills (an end of file touches none).
         let mut buf = std::mem::take(&mut self.scratch);
-        if buf.len() < READ_CHUNK {
-            buf = vec![0u8; READ_CHUNK];
+        if buf.capacity() < READ_CHUNK {
+            buf = Vec::with_capacity(READ_CHUNK);
             self.trim = true;
         }
         let mut closed = false;
@@ -62,7 +66,7 @@ impl Daemon {
             let Some(pipe) = self.pipes.get_mut(&t) else {
                 break;
             };
-            let n = match pipe.rx.read(&mut buf) {
+            let n = match sys::read_into_spare(pipe.rx.as_raw_fd(), &mut buf) {
                 Ok(0) => {
                     closed = true;
                     break;

@@ -866,8 +866,17 @@ impl Daemon {
         Ok(Some((key, socks)))
     }
 
-    /// Start apps.
+    /// Start apps, their spawns in one batch (`begin_batch`).
     fn start(&mut self, args: StartArgs) -> Result<Started, WireError> {
+        let opened = self.begin_batch();
+        let r = self.start_apps(args);
+        if opened {
+            self.end_batch();
+        }
+        r
+    }
+
+    fn start_apps(&mut self, args: StartArgs) -> Result<Started, WireError> {
         if let Some(target) = &args.target {
             let ids = self.resolve(target)?;
             for id in &ids {
@@ -1099,6 +1108,8 @@ impl Daemon {
         }
         self.arm_cron(pm_id);
         if write {
+            // It shows the process: forked first.
+            self.finish_spawns();
             self.write_app_file(pm_id);
         }
         // The logs come closed (`open_logs`); a start that failed at once

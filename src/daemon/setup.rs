@@ -209,6 +209,7 @@ impl Daemon {
         for dir in [home.logs(), home.pids()] {
             own_dir(&dir)?;
         }
+        let spares = super::pidfiles::Spares::adopt(home.pids());
         let pid_file = home.dir.join("corral.pid");
         let (lock, std_listener) = match handed {
             Some(h) => adopt_fds(h)?,
@@ -338,7 +339,9 @@ impl Daemon {
             scratch: Vec::new(),
             stale_pid_files: Vec::new(),
             pid_files_due: Vec::new(),
+            spares,
             forked: false,
+            batch: None,
             put_off: None,
             journal_hash: None,
             root: sys::euid() == 0,

@@ -27,7 +27,7 @@ use crate::process::{Event, Exit};
 use crate::protocol::Monit;
 use crate::reaper;
 use crate::spawn::{Command, ExecStatus, Pending, SpawnError, spawn_child};
-use crate::spawner::Fallback;
+use crate::spawner::{IN_FLIGHT_MAX, Sent};
 use crate::state::{Effect, Input, Role};
 use crate::sys::{self, Signal};
 
@@ -50,6 +50,11 @@ pub(crate) struct Exec {
 impl Daemon {
     /// Feed one input to app `id`'s machine and carry out the effects.
     pub(super) fn step(&mut self, id: u32, input: Input) {
+        // Its spawn in flight is answered first: a machine hears of its
+        // process before anything else.
+        if self.in_batch(id) {
+            self.finish_spawns();
+        }
         let now = self.now();
         for fx in self.table.step(id, input, now) {
             self.apply(id, fx);
@@ -67,7 +72,8 @@ impl Daemon {
         let idle =
             self.table.get(id).is_some_and(|e| {
                 e.m().pids().is_empty() && e.m().deadline().is_none_or(|at| at > now)
-            }) && !self.pipes.values().any(|p| p.pm_id == id);
+            }) && !self.pipes.values().any(|p| p.pm_id == id)
+                && !self.in_batch(id);
         if idle && let Some(e) = self.table.get_mut(id) {
             e.out.close();
             e.err.close();
@@ -85,16 +91,11 @@ impl Daemon {
                     };
                     return self.step(id, input);
                 }
-                match self.spawn_process(id, role) {
-                    Ok(pid) => self.step(id, Input::Spawned { role, pid }),
-                    Err(f) => {
-                        self.log(&format!("app {id}: {f}"));
-                        if let Some(e) = self.table.get_mut(id) {
-                            e.rare_mut().spawn_error = Some(f);
-                        }
-                        self.step(id, Input::SpawnFailed { role });
-                    }
+                if self.batch.is_some() && self.spawner.is_some() {
+                    return self.spawn_in_batch(id, role);
                 }
+                let r = self.spawn_process(id, role);
+                self.spawned(id, role, r);
             }
             Effect::Signal { pid, sig, group } => sys::send_and_continue(pid, sig, group),
             Effect::Ask {
@@ -206,6 +207,80 @@ impl Daemon {
         }
     }
 
+    /// Feed the outcome of a spawn to app `id`'s machine.
+    fn spawned(&mut self, id: u32, role: Role, r: Result<i32, Fault>) {
+        match r {
+            Ok(pid) => self.step(id, Input::Spawned { role, pid }),
+            Err(f) => {
+                self.log(&format!("app {id}: {f}"));
+                if let Some(e) = self.table.get_mut(id) {
+                    e.rare_mut().spawn_error = Some(f);
+                }
+                self.step(id, Input::SpawnFailed { role });
+            }
+        }
+    }
+
+    /// Spawn through the spawner without waiting for its answer, which is
+    /// read when `IN_FLIGHT_MAX` requests are out, or at the end of the
+    /// batch (`end_batch`): the daemon makes the next child's fds while the
+    /// spawner forks, and neither sleeps between two children. A bulk
+    /// start batches (`begin_batch`); an input for an app whose spawn is
+    /// in flight first has it answered (`step`).
+    fn spawn_in_batch(&mut self, id: u32, role: Role) {
+        match self.spawn_begin(id, role, true) {
+            Ok(b) => {
+                if let Some(q) = self.batch.as_mut() {
+                    q.push_back(b);
+                }
+                // Oldest first until there is room (one not sent, too big,
+                // frees none).
+                while self
+                    .spawner
+                    .as_ref()
+                    .is_none_or(|s| s.in_flight() >= IN_FLIGHT_MAX)
+                    && let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front())
+                {
+                    let (id, role) = (b.id, b.role);
+                    let r = self.spawn_end(b);
+                    self.spawned(id, role, r);
+                }
+            }
+            Err(f) => self.spawned(id, role, Err(f)),
+        }
+    }
+
+    /// App `id` has a spawn in flight in the batch.
+    pub(super) fn in_batch(&self, id: u32) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|q| q.iter().any(|b| b.id == id))
+    }
+
+    /// Spawns go in a batch until `end_batch` (false: one was open).
+    pub(super) fn begin_batch(&mut self) -> bool {
+        let open = self.batch.is_none();
+        if open {
+            self.batch = Some(Default::default());
+        }
+        open
+    }
+
+    /// Read the answers of every spawn in flight, and end the batch.
+    pub(super) fn end_batch(&mut self) {
+        self.finish_spawns();
+        self.batch = None;
+    }
+
+    /// Read the answers of every spawn in flight (the batch stays open).
+    pub(super) fn finish_spawns(&mut self) {
+        while let Some(b) = self.batch.as_mut().and_then(|q| q.pop_front()) {
+            let (id, role) = (b.id, b.role);
+            let r = self.spawn_end(b);
+            self.spawned(id, role, r);
+        }
+    }
+
     /// Drop app `id` from the table, with its watch, its channels, and its
     /// `listen` sockets if no other app of its name holds them.
     fn forget(&mut self, id: u32) {
@@ -237,23 +312,31 @@ impl Daemon {
         self.table.remove(id);
     }
 
-    /// Fork `cmd`'s child: through the spawner where there is one, else
-    /// here. A spawner that is gone or cannot fork is let go, and said so.
-    fn fork_child(&mut self, cmd: &Command) -> Result<Pending, SpawnError> {
-        let Some(s) = self.spawner.as_mut() else {
-            return spawn_child(cmd);
+    /// Fork `cmd`'s child, or take the spawner's answer to the request
+    /// `sent` for it: through the spawner where there is one, else here.
+    /// A spawner that is gone or cannot fork is let go once nothing is in
+    /// flight, and said so.
+    fn fork_child(&mut self, cmd: &Command, sent: Option<Sent>) -> Result<Pending, SpawnError> {
+        let answer = match (self.spawner.as_mut(), sent) {
+            (Some(s), Some(sent)) => Some(s.receive(sent, cmd)),
+            // Not while others are in flight: the next answer is theirs.
+            (Some(s), None) if s.in_flight() == 0 => Some(s.spawn(cmd)),
+            _ => None,
         };
-        match s.spawn(cmd) {
-            Ok(r) => return r,
-            Err(Fallback::TooBig) => {}
-            Err(Fallback::Gone(why)) => {
-                self.spawner = None;
-                self.log(&format!(
-                    "the spawner {why}: the daemon forks the apps' processes itself from now on"
-                ));
-            }
+        let done = self
+            .spawner
+            .as_ref()
+            .and_then(|s| s.done().map(str::to_owned));
+        if let Some(why) = done {
+            self.spawner = None;
+            self.log(&format!(
+                "the spawner {why}: the daemon forks the apps' processes itself from now on"
+            ));
         }
-        spawn_child(cmd)
+        match answer {
+            Some(Ok(r)) => r,
+            Some(Err(_)) | None => spawn_child(cmd),
+        }
     }
 
     /// Fork a process for app `id` with fresh pipes and channel, all
@@ -261,6 +344,14 @@ impl Daemon {
     /// writing into a pipe nobody reads); its exec status is watched by
     /// the loop. Its pid.
     fn spawn_process(&mut self, id: u32, role: Role) -> Result<i32, Fault> {
+        let begun = self.spawn_begin(id, role, false)?;
+        self.spawn_end(begun)
+    }
+
+    /// `spawn_process` up to the fork: the child's fds and command made,
+    /// what the daemon reads registered, and (`send`) the request sent to
+    /// the spawner, whose answer `spawn_end` reads.
+    fn spawn_begin(&mut self, id: u32, role: Role, send: bool) -> Result<Begun, Fault> {
         let e = self
             .table
             .get_mut(id)
@@ -398,9 +489,61 @@ impl Daemon {
                 Err(err) => failure = Some(reg_fail("IPC channel", err)),
             }
         }
+        // Taken now: the next child of a batch is made before this one's
+        // answer is read.
+        if worker > 0 {
+            self.next_worker = worker;
+        }
+        let mut begun = Begun {
+            id,
+            role,
+            cmd,
+            sent: None,
+            registered,
+            cg,
+            stdin_w,
+            worker,
+            cwd,
+            owner,
+            failure,
+        };
+        if send
+            && begun.failure.is_none()
+            && let Some(s) = self.spawner.as_mut()
+        {
+            match s.send(&begun.cmd) {
+                Ok(Ok(sent)) => begun.sent = Some(sent),
+                Ok(Err(e)) => begun.failure = Some(Fault::from(e)),
+                // Forked here at its end.
+                Err(_) => {}
+            }
+        }
+        Ok(begun)
+    }
+
+    /// `spawn_process` from the fork: the pid (the spawner's answer to a
+    /// request `spawn_begin` sent, or a fork now), and what the daemon
+    /// keeps of the child.
+    fn spawn_end(&mut self, begun: Begun) -> Result<i32, Fault> {
+        let Begun {
+            id,
+            role,
+            cmd,
+            sent,
+            registered,
+            cg,
+            stdin_w,
+            worker,
+            cwd,
+            owner,
+            failure,
+        } = begun;
+        let reg_fail = |what: &str, err: std::io::Error| {
+            Fault::system(format!("cannot watch the {what} with the poller: {err}"))
+        };
         let spawned = match failure {
             Some(f) => Err(f),
-            None => self.fork_child(&cmd).map_err(Fault::from),
+            None => self.fork_child(&cmd, sent).map_err(Fault::from),
         };
         drop(cmd);
         let pending = match spawned {
@@ -442,7 +585,6 @@ impl Daemon {
         }
         self.execs.insert(t, Exec { pm_id: id, pending });
         if worker > 0 {
-            self.next_worker = worker;
             // Its messages are read in a later wake: registered in time.
             self.cluster.register(worker, &cwd, owner);
         }
@@ -552,6 +694,8 @@ impl Daemon {
         self.more_exits = more;
         for (pid, exit) in exits {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
+                // What it was asked is resolved through it (its slots).
+                self.finish_spawns();
                 if let Some(s) = self.spawner.take() {
                     s.reaped();
                 }
@@ -639,38 +783,6 @@ impl Daemon {
         self.proc_cgroups.get(pid)
     }
 
-    fn write_pid_file(&mut self, id: u32, pid: i32) {
-        let Some(e) = self.table.get(id) else {
-            return;
-        };
-        let path = e.app.pid_path(&self.home);
-        let user = e.app.file_user(&self.home, &path);
-        let text = format!("{pid}\n");
-        // In the home's pids/ (the daemon's own directory), a restart makes
-        // and removes no file (`write_swapped`; `.tmp` keeps the old pid).
-        let own = path.parent() == Some(self.home.pids().as_path());
-        let write = |path: &Path, text: &[u8]| match own {
-            true => sys::write_swapped(path, text, 0o644),
-            false => sys::write_atomic(path, text, false),
-        };
-        let written = sys::as_user(user.as_ref(), || {
-            match write(&path, text.as_bytes()) {
-                // The directory is made only when missing: a crash loop
-                // writes the file at every spawn.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    write(&path, text.as_bytes())
-                }
-                other => other,
-            }
-        });
-        if let Err(err) = written {
-            self.log(&format!("app {id}: cannot write {}: {err}", path.display()));
-        }
-    }
-
     /// Whether the pid files and the journal may wait (they are written at
     /// the end of a wake that says no): from a wake that forked, while a
     /// child has not exec'd yet, for `PUT_OFF_MAX` at the most, so that the
@@ -697,31 +809,24 @@ impl Daemon {
                     .is_some_and(pending)
             })
     }
+}
 
-    /// Write the pid files of the apps whose main process started since
-    /// the last call: the pid of the one running now.
-    pub(super) fn write_due_pid_files(&mut self) {
-        for id in std::mem::take(&mut self.pid_files_due) {
-            if let Some(pid) = self.table.get(id).and_then(|e| e.m().pid()) {
-                self.write_pid_file(id, pid);
-            }
-        }
-    }
-
-    /// Remove the pid files of apps that exited and did not start again.
-    pub(super) fn remove_stale_pid_files(&mut self) {
-        for (id, path, user) in std::mem::take(&mut self.stale_pid_files) {
-            if !self.table.get(id).is_some_and(|e| e.m().is_running()) {
-                let mut tmp = path.clone().into_os_string();
-                tmp.push(".tmp");
-                let _ = sys::as_user(user.as_ref(), || {
-                    // The old pid `write_swapped` kept, if any.
-                    let _ = std::fs::remove_file(&tmp);
-                    std::fs::remove_file(&path)
-                });
-            }
-        }
-    }
+/// A child on its way: `spawn_begin` made it all, `spawn_end` forks it or
+/// reads the spawner's answer.
+pub(super) struct Begun {
+    id: u32,
+    role: Role,
+    cmd: Command,
+    /// The request sent to the spawner, if one was.
+    sent: Option<Sent>,
+    registered: Vec<(Token, Registered)>,
+    cg: Option<std::path::PathBuf>,
+    stdin_w: Option<OwnedFd>,
+    worker: u32,
+    cwd: std::path::PathBuf,
+    owner: Option<(u32, u32)>,
+    /// Why it cannot be forked (undone by `spawn_end`).
+    failure: Option<Fault>,
 }
 
 /// What was registered with the poller for a child about to be forked.

@@ -240,6 +240,19 @@ fn four_node_workers_share_one_port_with_logs_of_their_own() {
     }
     assert_eq!(indexes(&all), vec![0, 1, 2, 3]);
     assert_eq!(pids(&all).len(), 4, "four distinct pids: {all:?}");
+    // Each worker has its own number (Node's NODE_UNIQUE_ID), though all
+    // four were made in one batch.
+    let unique: BTreeSet<String> = pids(&all)
+        .iter()
+        .map(|pid| {
+            read(std::path::Path::new(&format!("/proc/{pid}/environ")))
+                .split('\0')
+                .find_map(|kv| kv.strip_prefix("NODE_UNIQUE_ID="))
+                .unwrap_or_else(|| panic!("no NODE_UNIQUE_ID in worker {pid}"))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(unique.len(), 4, "workers' numbers: {unique:?}");
 
     // One port, four workers answering.
     let (seen, failures) = pids_answering(port, 4, 2000, SOON);

@@ -250,6 +250,85 @@ fn pid_file_is_written_and_removed_on_stop() {
     }
 }
 
+/// The files of `pids/`, sorted, and the inode of each.
+fn pid_dir(h: &TestHome) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(h.home.join("pids"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().ino(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn removed_pid_files_are_kept_as_spares_and_reused() {
+    let h = TestHome::started();
+    let start = |name: &str| {
+        h.start(json!({"name": name, "script": "sleep", "args": ["1000"], "kill_timeout": 300}))
+            .remove(0)
+    };
+    let d = start("one");
+    let file = format!("one-{}.pid", d["pm_id"]);
+    let [(name, ino)] = &pid_dir(&h)[..] else {
+        panic!("{:?}", pid_dir(&h))
+    };
+    assert_eq!(name, &file);
+    // Stopped: the pid file is gone, its inode kept as a hidden spare.
+    h.ok(json!({"cmd": "stop", "target": "one"}));
+    assert_eq!(pid_dir(&h), [(".spare-0".to_string(), *ino)]);
+    // Another app's first pid file is that spare, written over.
+    h.ok(json!({"cmd": "delete", "target": "one"}));
+    let d = start("two");
+    let file = format!("two-{}.pid", d["pm_id"]);
+    assert_eq!(pid_dir(&h), [(file.clone(), *ino)]);
+    assert_eq!(
+        read(&h.home.join("pids").join(&file)).trim(),
+        pid_of(&d).to_string()
+    );
+    // A daemon that exits leaves no spare behind.
+    h.ok(json!({"cmd": "stop", "target": "two"}));
+    assert_eq!(pid_dir(&h).len(), 1);
+    assert_eq!(h.corral(&["kill"]).status.code(), Some(0));
+    assert_eq!(pid_dir(&h), []);
+    // One left by a daemon that could not remove it (killed) is taken on
+    // by the next.
+    std::fs::write(h.home.join("pids/.spare-7"), "99\n").unwrap();
+    let (_, spare) = pid_dir(&h).remove(0);
+    assert_eq!(h.corral(&["ping"]).status.code(), Some(0));
+    let d = start("three");
+    let file = format!("three-{}.pid", d["pm_id"]);
+    assert_eq!(pid_dir(&h), [(file.clone(), spare)]);
+    assert_eq!(
+        read(&h.home.join("pids").join(&file)).trim(),
+        pid_of(&d).to_string()
+    );
+}
+
+/// A pid file named as the daemon's spares, in its pids/, is refused.
+#[test]
+fn a_pid_file_named_as_a_spare_is_refused() {
+    let h = TestHome::started();
+    let path = h.home.join("pids/.spare-3");
+    let r = h.request(
+        json!({"cmd": "start", "apps": [{"name": "x", "script": "sleep",
+        "args": ["1000"], "pid_file": path.display().to_string()}]}),
+    );
+    assert_eq!(r["ok"], json!(false), "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("pid_file") && msg.contains(".spare-3"), "{r}");
+    assert!(h.list().is_empty());
+    // An app named `.spare` is no spare: its pid file ends in .pid.
+    let d = h.start(json!({"name": ".spare", "script": "sleep", "args": ["1000"]}));
+    assert_eq!(env_of(&d[0], "status"), "online");
+}
+
 #[test]
 fn exits_after_min_uptime_are_stable_restarts() {
     let h = TestHome::started();

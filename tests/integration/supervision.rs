@@ -442,6 +442,98 @@ fn a_stopped_spawner_cannot_stop_the_daemon() {
     assert_eq!(h.list().len(), 1);
 }
 
+/// The program and argument of `pid`'s command line `<prog> <n>`.
+fn cmdline_of(pid: i32) -> Option<(String, String)> {
+    let cmdline = read(Path::new(&format!("/proc/{pid}/cmdline")));
+    let (prog, n) = cmdline.trim_end_matches('\0').split_once('\0')?;
+    Some((prog.to_string(), n.to_string()))
+}
+
+/// The daemon's live children whose command line is `sleep <n>`, by n.
+fn sleeps_of(daemon: i32) -> Vec<(String, i32)> {
+    let mut v: Vec<(String, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| matches!(proc_state(*pid), Some((s, p)) if p == daemon && s != 'Z'))
+        .filter_map(|pid| {
+            let (prog, n) = cmdline_of(pid)?;
+            prog.ends_with("sleep").then_some((n, pid))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Start `n` apps `b0`… in one request, each `sleep 1000<i>` with an
+/// environment variable of `env_bytes`, and check that every one is online
+/// with its own process (a pid taken for another app's would show the
+/// other's argument), one process each.
+fn start_many_and_check(h: &TestHome, n: usize, env_bytes: usize) {
+    let daemon = h.daemon_pid();
+    let filler = "x".repeat(env_bytes);
+    let apps: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"name": format!("b{i}"), "script": "sleep", "args": [format!("1000{i}")],
+                   "env": {"FILLER": filler}})
+        })
+        .collect();
+    h.ok(json!({"cmd": "start", "apps": apps}));
+    wait_until(SOON * 3, "every app online", || {
+        h.list().iter().all(|d| env_of(d, "status") == "online")
+    });
+    for i in 0..n {
+        let pid = pid_of(&h.describe(&format!("b{i}")));
+        assert_eq!(
+            cmdline_of(pid).map(|c| c.1),
+            Some(format!("1000{i}")),
+            "b{i}'s pid {pid}"
+        );
+        assert_eq!(proc_state(pid).map(|s| s.1), Some(daemon), "b{i}'s parent");
+    }
+    let sleeps = sleeps_of(daemon);
+    assert_eq!(sleeps.len(), n, "one process per app: {sleeps:?}");
+}
+
+/// A bulk start has many requests in flight to the spawner at once (the
+/// daemon reads the answers later, in order): each app gets its own child.
+#[test]
+fn a_bulk_start_gives_each_app_its_own_child() {
+    let h = TestHome::started();
+    start_many_and_check(&h, 40, 0);
+    if cfg!(target_env = "gnu") {
+        assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
+        assert!(
+            !h.daemon_log().contains("the spawner"),
+            "{}",
+            h.daemon_log()
+        );
+    }
+}
+
+/// A spawner that stops answering with many requests in flight: ended
+/// after its patience, the daemon forks every app itself, none twice.
+#[test]
+fn a_spawner_stopped_during_a_bulk_start_loses_no_app_and_doubles_none() {
+    let Some((h, _daemon, first, spawner)) = app_and_spawner() else {
+        return;
+    };
+    h.ok(json!({"cmd": "delete", "target": "kid"}));
+    wait_gone(first, "kid");
+    // SAFETY: kill(2) on the spawner of the daemon this test started.
+    unsafe { libc::kill(spawner, libc::SIGSTOP) };
+    // Requests of 20 kB: more than its socket's buffer holds in flight.
+    let t0 = Instant::now();
+    start_many_and_check(&h, 30, 20_000);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    wait_gone(spawner, "the stopped spawner");
+    assert!(h.daemon_log().contains("the spawner"), "{}", h.daemon_log());
+    assert_eq!(h.list().len(), 30, "the daemon still answers");
+}
+
 /// Where clone3 is refused as Docker's default seccomp profile refuses it
 /// (ENOSYS), the spawner forks with the older clone, and still makes the
 /// daemon's children.
