@@ -417,9 +417,11 @@ fn serve(sock: OwnedFd, slots: *mut i32, daemon: i32) -> ! {
                 sock: sock.as_raw_fd(),
             },
         );
-        // The fds go before the answer: the daemon counts on the child
-        // alone holding the status pipe.
-        drop((cmd, keep, status));
+        // The status pipe goes before the answer: the daemon counts on the
+        // child alone holding it. The rest after: freeing the command
+        // writes to heap pages the child still shares until its exec (a
+        // copy-on-write fault each), and the daemon waits for the answer.
+        drop(status);
         answer(
             &sock,
             match r {
@@ -428,6 +430,7 @@ fn serve(sock: OwnedFd, slots: *mut i32, daemon: i32) -> ! {
                 Err(e) => -(e as i32),
             },
         );
+        drop((cmd, keep));
     }
     // SAFETY: ends this process without running anything of the daemon's.
     unsafe { libc::_exit(0) }

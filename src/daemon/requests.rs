@@ -928,6 +928,15 @@ impl Daemon {
         let mut binds = Vec::new();
         let mut next_id = self.table.next_id();
         let mut replaced = Vec::new();
+        // Where every app logs (pm_id, whether planned here), so that a
+        // clash is found by one look-up per path: a check of every pair
+        // was quadratic in a bulk start.
+        let mut logged: BTreeMap<std::path::PathBuf, Vec<(u32, bool)>> = BTreeMap::new();
+        for (id, e) in self.table.iter() {
+            for (p, _) in e.app.log_paths() {
+                logged.entry(p.to_path_buf()).or_default().push((id, false));
+            }
+        }
         for (spec, raw) in specs {
             let same = self.named(&spec.name);
             // Still stopping (its group lingering) counts as running.
@@ -1003,13 +1012,23 @@ impl Daemon {
                     self.root,
                 )?;
                 // Two apps never share a log file by accident.
-                let clash = self
-                    .table
+                let mine = app.log_paths();
+                let clash = mine
                     .iter()
-                    .filter(|(id, _)| !replaced.contains(id) && reuse != Some(*id))
-                    .map(|(id, e)| (id, &e.app))
-                    .chain(plan.iter().map(|(id, _, a, _)| (*id, a)))
-                    .find_map(|(id, other)| log_clash(&app, other).map(|p| (id, other, p)));
+                    .flat_map(|(p, _)| logged.get(*p).into_iter().flatten())
+                    .filter(|(id, planned)| {
+                        *planned || (!replaced.contains(id) && reuse != Some(*id))
+                    })
+                    .find_map(|&(id, planned)| {
+                        let other = match planned {
+                            true => plan
+                                .iter()
+                                .find(|(i, _, _, _): &&(u32, bool, App, _)| *i == id)
+                                .map(|(_, _, a, _)| a),
+                            false => self.table.get(id).map(|e| &e.app),
+                        }?;
+                        log_clash(&app, other).map(|p| (id, other, p))
+                    });
                 if let Some((id, other, path)) = clash {
                     return Err(WireError::new(
                         ErrorCode::InvalidOption,
@@ -1025,6 +1044,12 @@ impl Daemon {
                 }
                 let logs = open_logs(&app, &self.home, self.log_defaults)?;
                 check_watch(&app)?;
+                for (p, _) in mine {
+                    logged
+                        .entry(p.to_path_buf())
+                        .or_default()
+                        .push((pm_id, true));
+                }
                 plan.push((pm_id, reuse.is_some(), app, logs));
             }
         }

@@ -311,6 +311,40 @@ fn removed_pid_files_are_kept_as_spares_and_reused() {
     );
 }
 
+/// Two apps never share a log file by accident: one whose given file is
+/// another's default is refused (in the table or in the same request),
+/// naming the file and the app; files given to both are shared on purpose.
+#[test]
+fn an_accidental_shared_log_file_is_refused() {
+    let h = TestHome::started();
+    let sleep = |name: &str| json!({"name": name, "script": "sleep", "args": ["1000"]});
+    h.start(sleep("x"));
+    let x_out = h.home.join("logs/x-out.log").display().to_string();
+    let mut y = sleep("y");
+    y["output"] = json!(x_out);
+    let r = h.request(json!({"cmd": "start", "apps": [y]}));
+    assert_eq!(r["ok"], json!(false), "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&x_out) && msg.contains("`x`"), "{r}");
+    // Within one request: the second's given file is the first's default.
+    let mut q = sleep("q");
+    q["error"] = json!(h.home.join("logs/p-out.log").display().to_string());
+    let r = h.request(json!({"cmd": "start", "apps": [sleep("p"), q]}));
+    assert_eq!(r["ok"], json!(false), "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap_or_default().contains("`p`"),
+        "{r}"
+    );
+    assert_eq!(h.list().len(), 1, "nothing of a refused start is left");
+    // Given to both: shared on purpose.
+    let mut z1 = sleep("z1");
+    z1["output"] = json!("shared.log");
+    let mut z2 = sleep("z2");
+    z2["output"] = json!("shared.log");
+    h.ok(json!({"cmd": "start", "apps": [z1, z2]}));
+    assert_eq!(h.list().len(), 3);
+}
+
 /// A pid file named as the daemon's spares, in its pids/, is refused.
 #[test]
 fn a_pid_file_named_as_a_spare_is_refused() {
