@@ -332,7 +332,10 @@ fn an_accidental_shared_log_file_is_refused() {
     let r = h.request(json!({"cmd": "start", "apps": [sleep("p"), q]}));
     assert_eq!(r["ok"], json!(false), "{r}");
     assert!(
-        r["error"]["message"].as_str().unwrap_or_default().contains("`p`"),
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`p`"),
         "{r}"
     );
     assert_eq!(h.list().len(), 1, "nothing of a refused start is left");
