@@ -344,6 +344,19 @@ fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     wait_gone(spawner, "the spawner");
 }
 
+/// With glibc, the daemon still has its one spawner, and never said it
+/// lost it.
+fn spawner_kept(h: &TestHome) {
+    if cfg!(target_env = "gnu") {
+        assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
+        assert!(
+            !h.daemon_log().contains("the spawner"),
+            "{}",
+            h.daemon_log()
+        );
+    }
+}
+
 /// A daemon with one app (`kid`, its pid) and its spawner: (home, daemon,
 /// app, spawner); None, skipped, without glibc (no spawner there).
 fn app_and_spawner() -> Option<(TestHome, i32, i32, i32)> {
@@ -407,14 +420,7 @@ fn an_app_with_a_huge_environment_starts_whole() {
     h.wait_log("big", "100000 100000 100000");
     assert_eq!(h.status("big"), "online");
     // Too big is no reason to give the spawner up.
-    if cfg!(target_env = "gnu") {
-        assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
-        assert!(
-            !h.daemon_log().contains("the spawner"),
-            "{}",
-            h.daemon_log()
-        );
-    }
+    spawner_kept(&h);
 }
 
 /// A spawner that stops answering (stopped here) does not stop the daemon:
@@ -500,14 +506,7 @@ fn start_many_and_check(h: &TestHome, n: usize, env_bytes: usize) {
 fn a_bulk_start_gives_each_app_its_own_child() {
     let h = TestHome::started();
     start_many_and_check(&h, 40, 0);
-    if cfg!(target_env = "gnu") {
-        assert_eq!(spawners_of(h.daemon_pid()).len(), 1);
-        assert!(
-            !h.daemon_log().contains("the spawner"),
-            "{}",
-            h.daemon_log()
-        );
-    }
+    spawner_kept(&h);
 }
 
 /// A spawner that stops answering with many requests in flight: ended
