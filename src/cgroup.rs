@@ -66,10 +66,15 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The most spare cgroups kept once their apps are deleted (each an empty
+/// directory of the kernel's, and ~100 bytes here).
+const SPARES_KEPT: usize = 256;
+
 /// The cgroups of one daemon: `<own dir>/corral-<daemon pid>/<pm_id>-<n>`.
 /// A process's cgroup, empty once nothing of it is left, is kept for its
 /// app's next process (a restart does not wait for the kernel to make and
-/// remove one); at most one per app, removed when the app is forgotten.
+/// remove one); at most one per app, kept when the app is forgotten for the
+/// next app given its pm_id (`forget`).
 /// Never kept: one that `cgroup.kill` was written to (Linux 6.18 kills
 /// every child later born into such a cgroup with `CLONE_INTO_CGROUP`), nor
 /// one a previous image of the daemon made (it may have been).
@@ -183,8 +188,13 @@ impl Cgroups {
         kill(dir)
     }
 
-    /// App `pm_id` is gone: remove its spare.
+    /// App `pm_id` is gone: its spare is kept for the next app given that
+    /// pm_id (a `delete all` then a start numbers from 0 again, and makes no
+    /// cgroup), while there are at most `SPARES_KEPT`; else removed.
     pub fn forget(&mut self, pm_id: u32) {
+        if self.spare.len() <= SPARES_KEPT {
+            return;
+        }
         self.spare.retain(|(id, dir)| {
             if *id == pm_id {
                 remove(dir);

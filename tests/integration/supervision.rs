@@ -251,7 +251,9 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
 }
 
 /// A crashed process's emptied cgroup is its app's next process's (a
-/// restart costs no cgroup made and removed); deleting the app removes it.
+/// restart costs no cgroup made and removed); deleting the app keeps it for
+/// the next app given that pm_id (a delete and a start make none); the
+/// daemon removes it when it exits.
 #[test]
 fn a_restarted_app_keeps_its_emptied_cgroup() {
     let h = TestHome::started();
@@ -275,10 +277,21 @@ fn a_restarted_app_keeps_its_emptied_cgroup() {
     let d = h.describe("cg");
     assert_eq!(env_of(&d, "cgroup").as_str(), Some(cg.as_str()));
     assert_eq!(read(&procs).trim(), second.to_string());
+    let id = d["pm_id"].clone();
     h.ok(json!({"cmd": "delete", "target": "cg"}));
+    assert_eq!(
+        read(&procs).trim(),
+        "",
+        "nothing left in the deleted app's cgroup"
+    );
+    let d = h.start(json!({"name": "again", "script": "sleep", "args": ["1000"]}));
+    assert_eq!(d[0]["pm_id"], id, "the pm_id is given again");
+    assert_eq!(env_of(&d[0], "cgroup").as_str(), Some(cg.as_str()));
+    assert_eq!(read(&procs).trim(), pid_of(&d[0]).to_string());
+    assert_eq!(h.corral(&["kill"]).status.code(), Some(0));
     assert!(
         !std::path::Path::new(&cg).exists(),
-        "a deleted app's cgroup is removed"
+        "the daemon's cgroups are removed when it exits"
     );
 }
 
