@@ -356,8 +356,13 @@ impl App {
         // The daemon keeps removed pid files there under these names (the
         // default, `<name>-<pm_id>.pid`, is never one).
         if let Some(p) = &pid_file
-            && p.parent() == Some(home.pids().as_path())
             && p.file_name().and_then(spare_number).is_some()
+            && let Some(dir) = p.parent()
+            && (dir == home.pids()
+                // However it is spelt (`..`, a link).
+                || std::fs::canonicalize(dir).is_ok_and(|d| {
+                    std::fs::canonicalize(home.pids()).is_ok_and(|h| h == d)
+                }))
         {
             return Err(invalid(format!(
                 "option `pid_file`: {} is a name the daemon keeps for itself (.spare-*)",

@@ -360,6 +360,13 @@ fn a_pid_file_named_as_a_spare_is_refused() {
     assert_eq!(r["ok"], json!(false), "{r}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("pid_file") && msg.contains(".spare-3"), "{r}");
+    // However the directory is spelt.
+    let round = h.home.join("pids/../pids/.spare-4");
+    let r = h.request(
+        json!({"cmd": "start", "apps": [{"name": "x", "script": "sleep",
+        "args": ["1000"], "pid_file": round.display().to_string()}]}),
+    );
+    assert_eq!(r["ok"], json!(false), "{r}");
     assert!(h.list().is_empty());
     // An app named `.spare` is no spare: its pid file ends in .pid.
     let d = h.start(json!({"name": ".spare", "script": "sleep", "args": ["1000"]}));
