@@ -20,6 +20,29 @@ pub const RESERVED: &[&str] = &[
 /// The longest piece of a line a `log:*` event carries.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// `line` in pieces of at most `max` bytes (`MAX_LINE` for an event), each
+/// cut before a UTF-8 character that would not fit whole.
+pub fn pieces(line: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let max = max.max(4);
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(max);
+        // Back to the start of the character at the cut (continuation bytes
+        // are 10xxxxxx), three bytes at most: not UTF-8, cut where it is.
+        if cut < rest.len()
+            && let Some(k) = (0..=3).find(|&k| rest.get(cut - k).is_some_and(|b| b & 0xC0 != 0x80))
+        {
+            cut -= k;
+        }
+        let (piece, r) = rest.split_at(cut);
+        rest = r;
+        Some(piece)
+    })
+}
+
 /// Which events a subscriber wants: all, or these names; a name ending in
 /// `*` is a prefix (`log:*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -84,6 +107,29 @@ pub fn line_of(event: &str, data: Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_goes_in_pieces_cut_between_characters() {
+        let cases: &[(&str, usize, &[&str])] = &[
+            ("", 4, &[]),
+            ("abc", 4, &["abc"]),
+            ("abcdefghij", 4, &["abcd", "efgh", "ij"]),
+            // é is 2 bytes, € 3: a piece ends before a character that
+            // would not fit.
+            ("abcé", 4, &["abc", "é"]),
+            ("ab€cd", 4, &["ab", "€c", "d"]),
+            ("€€", 4, &["€", "€"]),
+        ];
+        for (line, max, want) in cases {
+            let got: Vec<&[u8]> = pieces(line.as_bytes(), *max).collect();
+            let want: Vec<&[u8]> = want.iter().map(|w| w.as_bytes()).collect();
+            assert_eq!(got, want, "{line:?} by {max}");
+        }
+        // Not UTF-8: cut at the size.
+        let bad = [0x80u8; 10];
+        let got: Vec<usize> = pieces(&bad, 4).map(<[u8]>::len).collect();
+        assert_eq!(got, [4, 4, 2]);
+    }
 
     #[test]
     fn filters_by_name_and_prefix() {

@@ -306,10 +306,11 @@ impl Daemon {
         }
         let process = self.process_ref(id);
         let at = wall_ms();
-        for line in whole.split_inclusive(|&b| b == b'\n') {
+        let lines = whole.split_inclusive(|&b| b == b'\n');
+        for piece in lines.flat_map(|l| bus::pieces(l, bus::MAX_LINE)) {
             let data = json!({
                 "process": process,
-                "data": String::from_utf8_lossy(line),
+                "data": String::from_utf8_lossy(piece),
                 "at": at,
             });
             self.publish(event, data);

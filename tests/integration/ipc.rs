@@ -560,6 +560,30 @@ fn a_line_written_in_two_halves_is_one_event() {
     assert_eq!(h.out_log("halves"), "abcdef\n");
 }
 
+/// A line longer than an event may carry (64 KiB) goes out in pieces of at
+/// most that, cut between characters, nothing lost.
+#[test]
+fn a_long_line_reaches_the_bus_in_pieces() {
+    let h = TestHome::started();
+    // 40,000 two-byte characters and a newline: 80,001 bytes in one write.
+    h.script(
+        "long.py",
+        "import os, time\n\
+         os.write(1, ('é' * 40000 + '\\n').encode())\n\
+         time.sleep(1000)\n",
+    );
+    let mut sub = h.subscribe(Some(&["log:out"]));
+    h.start(json!({"name": "long", "script": "long.py", "kill_timeout": 300}));
+    let mut got = String::new();
+    while !got.ends_with('\n') {
+        let ev = sub.wait_for("a log:out event", |e| e["event"] == "log:out");
+        let piece = ev["data"]["data"].as_str().expect("text");
+        assert!(piece.len() <= 64 * 1024, "a piece of {} bytes", piece.len());
+        got.push_str(piece);
+    }
+    assert_eq!(got, format!("{}\n", "é".repeat(40000)));
+}
+
 #[test]
 fn a_stuck_subscriber_blocks_nothing_and_learns_what_it_missed() {
     const LINE: usize = 100;
