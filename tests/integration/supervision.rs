@@ -250,6 +250,47 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
     h.ok(json!({"cmd": "delete", "target": "escaper"}));
 }
 
+/// After `update` (the new image keeps each process's cgroup as two
+/// numbers, given whole paths by the old one), a stop still reaches a
+/// grandchild that left the process group.
+#[test]
+fn a_stop_after_an_update_still_reaches_the_whole_cgroup() {
+    let h = TestHome::started();
+    let d = h.start(
+        json!({"name": "escaper", "script": "sh", "kill_timeout": 300,
+        "args": ["-c", "setsid sleep 1000 & echo $! > escaped.pid; exec sleep 1000"]}),
+    );
+    let Some(cg) = d[0]["pm2_env"]["cgroup"].as_str().map(str::to_string) else {
+        eprintln!("skipped: no writable cgroup v2 here; the process group is used");
+        h.ok(json!({"cmd": "delete", "target": "escaper"}));
+        return;
+    };
+    let pid_file = h.work.join("escaped.pid");
+    wait_until(SOON, "the escaped pid is written", || {
+        read(&pid_file).trim().parse::<i32>().is_ok()
+    });
+    let escaped: i32 = read(&pid_file).trim().parse().expect("a pid");
+    let procs = std::path::Path::new(&cg).join("cgroup.procs");
+    assert!(
+        read(&procs)
+            .lines()
+            .any(|l| l.trim() == escaped.to_string()),
+        "the grandchild is in the app's cgroup"
+    );
+    let out = h.corral(&["update"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        env_of(&h.describe("escaper"), "cgroup").as_str(),
+        Some(cg.as_str())
+    );
+    h.ok(json!({"cmd": "stop", "target": "escaper"}));
+    wait_gone(
+        escaped,
+        "the grandchild that called setsid, after an update",
+    );
+    h.ok(json!({"cmd": "delete", "target": "escaper"}));
+}
+
 /// A crashed process's emptied cgroup is its app's next process's (a
 /// restart costs no cgroup made and removed); deleting the app keeps it for
 /// the next app given that pm_id (a delete and a start make none); the
