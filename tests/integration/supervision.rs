@@ -192,13 +192,10 @@ fn kill_waits_for_the_rest_of_each_group() {
     );
 }
 
-/// A grandchild that calls `setsid` leaves its app's process group, but not
-/// its cgroup: where the daemon has a writable cgroup v2, stop, restart and
-/// delete reach it (`cgroup.kill` at the kill timeout), and `describe`
-/// names the cgroup; elsewhere this skips with a message.
-#[test]
-fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
-    let h = TestHome::started();
+/// Start `escaper`, whose grandchild calls `setsid`: its cgroup and the
+/// grandchild's pid; None (deleted, skipped with a message) where the
+/// daemon has no writable cgroup v2.
+fn start_escaper(h: &TestHome) -> Option<(String, i32)> {
     let d = h.start(
         json!({"name": "escaper", "script": "sh", "kill_timeout": 300,
         "args": ["-c", "setsid sleep 1000 & echo $! > escaped.pid; exec sleep 1000"]}),
@@ -206,7 +203,7 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
     let Some(cg) = d[0]["pm2_env"]["cgroup"].as_str().map(str::to_string) else {
         eprintln!("skipped: no writable cgroup v2 here; the process group is used");
         h.ok(json!({"cmd": "delete", "target": "escaper"}));
-        return;
+        return None;
     };
     assert!(
         std::path::Path::new(&cg).join("cgroup.procs").exists(),
@@ -217,6 +214,19 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
         read(&pid_file).trim().parse::<i32>().is_ok()
     });
     let escaped: i32 = read(&pid_file).trim().parse().expect("a pid");
+    Some((cg, escaped))
+}
+
+/// A grandchild that calls `setsid` leaves its app's process group, but not
+/// its cgroup: where the daemon has a writable cgroup v2, stop, restart and
+/// delete reach it (`cgroup.kill` at the kill timeout), and `describe`
+/// names the cgroup; elsewhere this skips with a message.
+#[test]
+fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
+    let h = TestHome::started();
+    let Some((cg, escaped)) = start_escaper(&h) else {
+        return;
+    };
     // It really left the group: its session is its own (once setsid ran:
     // sh writes $! as soon as it has forked).
     let sid = || {
@@ -256,20 +266,9 @@ fn a_grandchild_that_calls_setsid_is_stopped_through_the_cgroup() {
 #[test]
 fn a_stop_after_an_update_still_reaches_the_whole_cgroup() {
     let h = TestHome::started();
-    let d = h.start(
-        json!({"name": "escaper", "script": "sh", "kill_timeout": 300,
-        "args": ["-c", "setsid sleep 1000 & echo $! > escaped.pid; exec sleep 1000"]}),
-    );
-    let Some(cg) = d[0]["pm2_env"]["cgroup"].as_str().map(str::to_string) else {
-        eprintln!("skipped: no writable cgroup v2 here; the process group is used");
-        h.ok(json!({"cmd": "delete", "target": "escaper"}));
+    let Some((cg, escaped)) = start_escaper(&h) else {
         return;
     };
-    let pid_file = h.work.join("escaped.pid");
-    wait_until(SOON, "the escaped pid is written", || {
-        read(&pid_file).trim().parse::<i32>().is_ok()
-    });
-    let escaped: i32 = read(&pid_file).trim().parse().expect("a pid");
     let procs = std::path::Path::new(&cg).join("cgroup.procs");
     assert!(
         read(&procs)
