@@ -533,25 +533,53 @@ pub fn write_swapped(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     if old.len() > data.len() as u64 {
         f.set_len(data.len() as u64)?;
     }
-    // SAFETY: renameat2 of NUL-terminated names in a live directory fd;
-    // raw, as not every libc has a wrapper.
-    let swapped = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            dfd,
-            tmp.as_ptr(),
-            dfd,
-            name.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if swapped == 0 {
+    if renameat2(dfd, &tmp, dfd, &name, libc::RENAME_EXCHANGE).is_ok() {
         return Ok(());
     }
     // The first write (nothing to swap with), or a filesystem that cannot.
     // SAFETY: renameat of NUL-terminated names in a live directory fd.
     unsafe { syscall!(renameat(dfd, tmp.as_ptr(), dfd, name.as_ptr())) }?;
     Ok(())
+}
+
+/// `renameat2(2)`, raw: not every libc has a wrapper.
+fn renameat2(
+    olddir: RawFd,
+    old: &std::ffi::CStr,
+    newdir: RawFd,
+    new: &std::ffi::CStr,
+    flags: libc::c_uint,
+) -> Result<(), Errno> {
+    // SAFETY: renameat2 of NUL-terminated names, relative to directory fds
+    // (or AT_FDCWD) the caller holds.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            olddir,
+            old.as_ptr(),
+            newdir,
+            new.as_ptr(),
+            flags,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(Errno::last()),
+    }
+}
+
+/// `from` renamed to `to` unless `to` exists (`EEXIST`); `EINVAL` where
+/// the filesystem cannot (NFS, FUSE).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<(), Errno> {
+    let c = |p: &Path| cstring(p.as_os_str()).map_err(|_| Errno::EINVAL);
+    let (from, to) = (c(from)?, c(to)?);
+    renameat2(
+        libc::AT_FDCWD,
+        &from,
+        libc::AT_FDCWD,
+        &to,
+        libc::RENAME_NOREPLACE,
+    )
 }
 
 #[cfg(test)]

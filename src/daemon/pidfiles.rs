@@ -14,8 +14,6 @@
 //! that exits removes them, the next one (or `update`'s new image) takes
 //! on those a crash left.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -83,7 +81,7 @@ impl Spares {
             }
             let n = self.next;
             self.next = n.wrapping_add(1);
-            match rename_noreplace(path, &self.path(n)) {
+            match sys::rename_noreplace(path, &self.path(n)) {
                 Ok(()) => {
                     self.kept.push(n);
                     return Ok(());
@@ -106,7 +104,7 @@ impl Spares {
         let Some(n) = self.kept.pop() else {
             return;
         };
-        match rename_noreplace(&self.path(n), to) {
+        match sys::rename_noreplace(&self.path(n), to) {
             // Taken, or gone behind the daemon's back.
             Ok(()) | Err(Errno::ENOENT) => {}
             // Already there (a restart's old pid): the spare stays a spare.
@@ -124,28 +122,6 @@ impl Spares {
         for n in std::mem::take(&mut self.kept) {
             let _ = std::fs::remove_file(self.path(n));
         }
-    }
-}
-
-/// `from` renamed to `to` unless `to` exists.
-fn rename_noreplace(from: &Path, to: &Path) -> Result<(), Errno> {
-    let from = CString::new(from.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let to = CString::new(to.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: renameat2 of NUL-terminated paths; raw, as not every libc
-    // has a wrapper.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    match r {
-        0 => Ok(()),
-        _ => Err(Errno::last()),
     }
 }
 
