@@ -121,6 +121,11 @@ impl Given {
         Given(to_raw_value(options).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
+    /// The options object's text.
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
     /// The options object again.
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)

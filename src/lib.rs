@@ -66,6 +66,7 @@ mod fuzz;
 mod daemon;
 mod dump;
 mod journal;
+mod jsonw;
 mod listen;
 mod logs;
 mod mini_yaml;

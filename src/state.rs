@@ -424,7 +424,12 @@ impl Machine {
 
     /// The pids of every process of the app that has not been released.
     pub fn pids(&self) -> Vec<i32> {
-        self.processes().map(Process::pid).collect()
+        self.pid_iter().collect()
+    }
+
+    /// `pids`, without a vector.
+    pub fn pid_iter(&self) -> impl Iterator<Item = i32> + '_ {
+        self.processes().map(Process::pid)
     }
 
     fn processes(&self) -> impl Iterator<Item = &Process> {

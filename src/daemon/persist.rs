@@ -296,17 +296,23 @@ impl Daemon {
     }
 }
 
-/// App `pm_id` as the dump (and the journal) keeps it; `None` while it is
-/// being deleted.
-pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
+/// What the user wants of app `e` as a dump or the journal keeps it; None
+/// for one being deleted.
+pub(super) fn saved_wanted(e: &Entry) -> Option<Wanted> {
     let m = e.m();
-    let wanted = match m.wanted() {
+    Some(match m.wanted() {
         state::Wanted::Gone => return None,
         state::Wanted::Up => Wanted::Online,
         // Errored: it was meant to run, and gave up.
         state::Wanted::Down if m.status() == Status::Errored => Wanted::Online,
         state::Wanted::Down => Wanted::Stopped,
-    };
+    })
+}
+
+/// App `pm_id` as the dump (and the journal) keeps it; `None` while it is
+/// being deleted.
+pub(super) fn saved_entry(pm_id: u32, e: &Entry) -> Option<Saved> {
+    let wanted = saved_wanted(e)?;
     let a = &e.app;
     let mut options = a.options.value();
     if let Value::Object(o) = &mut options {

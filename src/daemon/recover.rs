@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::dump::Wanted;
-use crate::journal::{self, Journal, Plan, Proc};
+use crate::journal::{self, Plan, Proc};
 use crate::process::KILL_GRACE;
 use crate::procfs;
 use crate::protocol::WireError;
 use crate::state::Input;
 use crate::sys::{self, Signal};
 
-use super::persist::saved_entry;
+use super::persist::saved_wanted;
 use super::requests::open_logs;
 use super::schedule::check_watch;
 use super::{Daemon, Timer};
@@ -63,64 +63,65 @@ impl Daemon {
         if self.console.is_some() {
             return;
         }
-        let ids = self.table.ids();
         // Start times are read once per process, when first journaled. All
         // first, apart from the copies made below: a start time kept
         // between two apps' copies would leave a hole in the heap between
         // every two apps once the copies are freed.
-        for &id in &ids {
-            let Some(e) = self.table.get_mut(id) else {
+        for (_, e) in self.table.iter_mut() {
+            // Most often the same processes as last time: nothing to do.
+            let m = e.m();
+            if m.pid_iter().count() == e.starttimes.len()
+                && m.pid_iter()
+                    .all(|pid| e.starttimes.iter().any(|(p, _)| *p == pid))
+            {
                 continue;
-            };
-            let pids = e.m().pids();
+            }
+            let pids = m.pids();
             e.starttimes.retain(|(p, _)| pids.contains(p));
-            for pid in &pids {
-                if !e.starttimes.iter().any(|(p, _)| p == pid)
-                    && let Ok(Some(st)) = procfs::read_stat(*pid)
+            for pid in pids {
+                if !e.starttimes.iter().any(|(p, _)| *p == pid)
+                    && let Ok(Some(st)) = procfs::read_stat(pid)
                 {
                     e.starttimes.reserve_exact(1);
-                    e.starttimes.push((*pid, st.starttime));
+                    e.starttimes.push((pid, st.starttime));
                 }
             }
         }
-        let mut apps = Vec::new();
         // Each inherited environment once (the apps of a start share one).
         let mut envs: Vec<Rc<BTreeMap<String, String>>> = Vec::new();
-        for id in ids {
-            let Some(e) = self.table.get(id) else {
+        let mut w = journal::Writer::new(&self.boot_id, std::process::id(), clean);
+        for (id, e) in self.table.iter() {
+            let Some(wanted) = saved_wanted(e) else {
                 continue;
             };
-            let Some(saved) = saved_entry(id, e) else {
-                continue;
-            };
-            let m = e.m();
-            apps.push(journal::App {
-                saved,
+            let (a, m) = (&e.app, e.m());
+            let processes: Vec<Proc> = e
+                .starttimes
+                .iter()
+                .map(|&(pid, starttime)| Proc { pid, starttime })
+                .collect();
+            w.app(&journal::Entry {
+                name: &a.spec.name,
+                pm_id: id,
+                namespace: &a.spec.namespace,
+                instance: a.slot.instance,
+                instances: a.slot.count.max(1),
+                wanted,
+                env_name: a.env_name(),
+                options: a.options.raw(),
+                cwd: &a.cwd.to_string_lossy(),
                 restart_time: m.restart_time(),
                 unstable_restarts: m.unstable_restarts(),
                 created_at: e.created_at,
-                base_env: e.app.base_env.as_ref().map(|env| env_index(&mut envs, env)),
-                processes: e
-                    .starttimes
-                    .iter()
-                    .map(|&(pid, starttime)| Proc { pid, starttime })
-                    .collect(),
+                base_env: a.base_env.as_ref().map(|env| env_index(&mut envs, env)),
+                processes: &processes,
             });
         }
-        let j = Journal {
-            version: journal::VERSION,
-            boot_id: self.boot_id.clone(),
-            daemon_pid: std::process::id(),
-            clean,
-            apps,
-            envs: envs.iter().map(|e| BTreeMap::clone(e)).collect(),
-        };
-        let text = j.to_text();
+        let envs: Vec<&BTreeMap<String, String>> = envs.iter().map(|e| &**e).collect();
+        let text = w.finish(&envs);
         // A wake that changed nothing the journal keeps (a process that
         // exec'd, a ready message) does not write it again.
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&text, &mut h);
-        let hash = Some(std::hash::Hasher::finish(&h));
+        let hash = Some(journal::digest(text.as_bytes()));
         if hash == self.journal_hash {
             return;
         }
