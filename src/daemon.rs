@@ -334,8 +334,10 @@ struct Daemon {
     pipes: HashMap<Token, Pipe>,
     /// Output pipes with data left after their share of a wake.
     busy_pipes: Vec<Token>,
-    /// Children may be left to reap after a wake's share of exits.
-    more_exits: bool,
+    /// Children to reap: a SIGCHLD came, or a wake's share of exits left
+    /// some (`wait4` looks at every child the daemon has: with 1000 apps,
+    /// one call per wake was the most of a wake that had nothing to reap).
+    reap_due: bool,
     /// Channel tokens → (pm_id, pid).
     channels: VecMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
@@ -469,7 +471,7 @@ impl Daemon {
     fn serve(&mut self) -> i32 {
         let mut events = Events::with_capacity(EVENTS_PER_WAKE);
         loop {
-            let timeout = match self.busy_pipes.is_empty() && !self.more_exits {
+            let timeout = match self.busy_pipes.is_empty() && !self.reap_due {
                 true => self.timers.timeout(self.now()),
                 // Output left unread or exits left to reap: look at the
                 // other fds, then come back.
@@ -576,9 +578,10 @@ impl Daemon {
         }
         came.sort_unstable();
         came.dedup();
-        // SIGCHLD needs nothing here: every wake reaps.
         for sig in came {
             match sig {
+                // Reaped in this wake (`handle_exits`).
+                libc::SIGCHLD => self.reap_due = true,
                 libc::SIGTERM | libc::SIGINT if self.stopping_all && self.console.is_some() => {
                     self.log("second stop signal: SIGKILL to every app");
                     for id in self.table.ids() {

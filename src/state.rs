@@ -390,11 +390,10 @@ impl Machine {
 
     /// Processes whose leader was reaped while members of their group may
     /// remain: the loop checks them after every reap (`GroupEmpty`).
-    pub fn lingering(&self) -> Vec<i32> {
+    pub fn lingering(&self) -> impl Iterator<Item = i32> + '_ {
         self.processes()
             .filter(|p| matches!(p.phase(), Phase::Stopping { leader: false, .. }))
             .map(Process::pid)
-            .collect()
     }
 
     /// Every deadline the machine waits on: the app's own (`None`: the

@@ -720,7 +720,7 @@ impl Daemon {
             self.timers.arm(at, Timer::Orphans);
         }
         // Children that ended during the exec: reaped in the first wake.
-        self.more_exits = true;
+        self.reap_due = true;
         let took = wall_ms().saturating_sub(s.began);
         self.log(&format!(
             "update: daemon {} took over {count} apps in {took} ms",

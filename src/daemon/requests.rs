@@ -537,8 +537,8 @@ impl Daemon {
                 .cron_restart
                 .as_deref()
                 .and_then(|c| Cron::parse(c).ok());
+            self.table.reconfigure(id, app, policy, logs);
             if let Some(e) = self.table.get_mut(id) {
-                e.reconfigure(app, policy, logs);
                 e.cron = cron.map(Box::new);
                 e.clear_rare(|r| (r.cron_at, r.cron_fired) = (None, None));
             }
@@ -1104,11 +1104,14 @@ impl Daemon {
             .and_then(|c| Cron::parse(c).ok());
         if reused {
             self.unwatch_app(pm_id);
+            if !self.table.contains(pm_id) {
+                return Err(internal("vanished"));
+            }
+            self.table.reconfigure(pm_id, app, policy, logs);
             let e = self
                 .table
                 .get_mut(pm_id)
                 .ok_or_else(|| internal("vanished"))?;
-            e.reconfigure(app, policy, logs);
             e.cron = cron.map(Box::new);
             e.clear_rare(|r| (r.cron_at, r.cron_fired) = (None, None));
         } else {

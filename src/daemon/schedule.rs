@@ -107,17 +107,8 @@ impl Daemon {
     /// and none otherwise: an idle daemon does not wake up for apps nobody
     /// looks at.
     pub(super) fn arm_sampling(&mut self) {
-        let mut online = false;
-        let mut limited = false;
-        for (_, e) in self.table.iter() {
-            if e.m().is_running() {
-                online = true;
-                if e.app.spec.rare().max_memory_restart.is_some() {
-                    limited = true;
-                    break;
-                }
-            }
-        }
+        let online = self.table.any_running();
+        let limited = self.table.any_limited_running();
         match (limited, self.sample_at) {
             (true, None) => {
                 let t = self.now() + self.sample_interval;

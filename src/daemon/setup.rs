@@ -307,7 +307,8 @@ impl Daemon {
             accept_failing: false,
             pipes: HashMap::new(),
             busy_pipes: Vec::new(),
-            more_exits: false,
+            // Whatever ended before the handler was installed.
+            reap_due: true,
             channels: Default::default(),
             execs: HashMap::new(),
             console,

@@ -684,14 +684,21 @@ impl Daemon {
         }
     }
 
-    /// Reap children that ended (at most `EXITS_PER_WAKE`: a crash storm
-    /// must leave requests and signals their turn; the rest wait for the
-    /// next wake, which comes at once, as zombies whose pids cannot be
-    /// reused) and feed the exits to their machines; then the
-    /// groups of reaped leaders that emptied.
+    /// Reap children that ended, after a SIGCHLD (at most `EXITS_PER_WAKE`:
+    /// a crash storm must leave requests and signals their turn; the rest
+    /// wait for the next wake, which comes at once, as zombies whose pids
+    /// cannot be reused) and feed the exits to their machines; then, in
+    /// every wake, the groups of reaped leaders that emptied (the last of a
+    /// group need not be the daemon's child, nor its end signalled).
     pub(super) fn handle_exits(&mut self) {
-        let (exits, more) = reaper::reap_some(EXITS_PER_WAKE);
-        self.more_exits = more;
+        let exits = match std::mem::take(&mut self.reap_due) {
+            true => {
+                let (exits, more) = reaper::reap_some(EXITS_PER_WAKE);
+                self.reap_due = more;
+                exits
+            }
+            false => Vec::new(),
+        };
         for (pid, exit) in exits {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
                 // What it was asked is resolved through it (its slots).
@@ -747,12 +754,7 @@ impl Daemon {
             let event = Event::Exited { exit, group_alive };
             self.step(id, Input::Proc { pid, event });
         }
-        let lingering: Vec<(u32, i32)> = self
-            .table
-            .iter()
-            .flat_map(|(id, e)| e.m().lingering().into_iter().map(move |pid| (id, pid)))
-            .collect();
-        for (id, pid) in lingering {
+        for (id, pid) in self.table.lingering() {
             if !self.group_alive(pid) {
                 let event = Event::GroupEmpty;
                 self.step(id, Input::Proc { pid, event });

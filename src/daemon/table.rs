@@ -56,6 +56,21 @@ pub(crate) struct Entry {
     /// Partial lines of stdout and stderr, for `log:*` events.
     pub line_out: Vec<u8>,
     pub line_err: Vec<u8>,
+    /// What it counts for in the table's summary (`Table::track`).
+    tracked: Tracked,
+}
+
+/// What an entry adds to the table's summary, which the loop reads in every
+/// wake instead of looking at every app (with 1000 apps, the two looks
+/// were half of the daemon's work for a `ping`).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Tracked {
+    /// It has a main process.
+    running: bool,
+    /// It has one, and a `max_memory_restart` to sample it for.
+    limited: bool,
+    /// A process of it was reaped while its group may live on.
+    lingering: bool,
 }
 
 impl Entry {
@@ -79,6 +94,17 @@ impl Entry {
             starttimes: Vec::new(),
             line_out: Vec::new(),
             line_err: Vec::new(),
+            tracked: Tracked::default(),
+        }
+    }
+
+    /// What it adds to the table's summary now.
+    fn tracked_now(&self) -> Tracked {
+        let running = self.m.is_running();
+        Tracked {
+            running,
+            limited: running && self.app.spec.rare().max_memory_restart.is_some(),
+            lingering: self.m.lingering().next().is_some(),
         }
     }
 
@@ -87,10 +113,8 @@ impl Entry {
         &self.m
     }
 
-    /// New options for an app: its machine keeps its counters. A running
-    /// process goes on as it was started (its output goes to the new log
-    /// files); the next start uses the new options.
-    pub fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
+    /// New options for an app (`Table::reconfigure`).
+    fn reconfigure(&mut self, app: App, policy: Policy, logs: (LogFile, LogFile)) {
         self.app = app;
         (self.out, self.err) = logs;
         self.m.set_policy(policy);
@@ -187,6 +211,11 @@ pub(crate) struct Table {
     next_id: u32,
     /// Something changed since the journal was last written.
     dirty: bool,
+    /// Apps with a main process, and those of them with a memory limit.
+    running: usize,
+    limited: usize,
+    /// Apps with a process reaped while its group may live on.
+    lingering: Vec<u32>,
 }
 
 impl Table {
@@ -219,6 +248,63 @@ impl Table {
         self.apps.iter_mut().map(|(id, e)| (*id, &mut **e))
     }
 
+    /// New options for app `id`: its machine keeps its counters. A running
+    /// process goes on as it was started (its output goes to the new log
+    /// files); the next start uses the new options.
+    pub fn reconfigure(&mut self, id: u32, app: App, policy: Policy, logs: (LogFile, LogFile)) {
+        if let Some(e) = self.apps.get_mut(&id) {
+            e.reconfigure(app, policy, logs);
+            self.track(id);
+        }
+    }
+
+    /// Whether any app has a main process.
+    pub fn any_running(&self) -> bool {
+        self.running > 0
+    }
+
+    /// Whether any app with a `max_memory_restart` has a main process.
+    pub fn any_limited_running(&self) -> bool {
+        self.limited > 0
+    }
+
+    /// The processes reaped while their groups may live on, by app.
+    pub fn lingering(&self) -> Vec<(u32, i32)> {
+        let mut out = Vec::new();
+        for &id in &self.lingering {
+            if let Some(e) = self.get(id) {
+                out.extend(e.m.lingering().map(|pid| (id, pid)));
+            }
+        }
+        out
+    }
+
+    /// Bring app `id`'s part of the summary up to date (after anything that
+    /// may have changed its machine or its options).
+    fn track(&mut self, id: u32) {
+        let (old, new) = match self.apps.get_mut(&id) {
+            Some(e) => {
+                let new = e.tracked_now();
+                (std::mem::replace(&mut e.tracked, new), new)
+            }
+            None => return,
+        };
+        self.count(old, new);
+        if old.lingering != new.lingering {
+            match new.lingering {
+                true => self.lingering.push(id),
+                false => self.lingering.retain(|&i| i != id),
+            }
+        }
+    }
+
+    /// The summary's counts, `old` taken out and `new` put in.
+    fn count(&mut self, old: Tracked, new: Tracked) {
+        let n = |b: bool| usize::from(b);
+        self.running = self.running + n(new.running) - n(old.running);
+        self.limited = self.limited + n(new.limited) - n(old.limited);
+    }
+
     /// Counters of a previous daemon for app `id` (crash recovery).
     pub fn restore(&mut self, id: u32, restart_time: u32, unstable_restarts: u32) {
         if let Some(e) = self.apps.get_mut(&id) {
@@ -240,6 +326,7 @@ impl Table {
             e.m = m;
             e.m.set_policy(policy);
             self.dirty = true;
+            self.track(id);
         }
     }
 
@@ -261,8 +348,13 @@ impl Table {
     /// Put an app in the table under `id`.
     pub fn insert(&mut self, id: u32, entry: Entry) {
         self.next_id = self.next_id.max(id + 1);
-        self.apps.insert(id, Box::new(entry));
+        // One already there under `id` is taken out of the summary.
+        if let Some(old) = self.apps.insert(id, Box::new(entry)) {
+            self.count(old.tracked, Tracked::default());
+            self.lingering.retain(|&i| i != id);
+        }
         self.dirty = true;
+        self.track(id);
     }
 
     /// Take an app out of the table; its processes are forgotten too. An
@@ -274,6 +366,10 @@ impl Table {
         }
         for pid in e.m.pids() {
             self.by_pid.remove(pid);
+        }
+        self.count(e.tracked, Tracked::default());
+        if e.tracked.lingering {
+            self.lingering.retain(|&i| i != id);
         }
         self.dirty = true;
         Some(e)
@@ -306,6 +402,7 @@ impl Table {
                 self.by_pid.remove(*pid);
             }
         }
+        self.track(id);
         fx
     }
 }
@@ -317,8 +414,10 @@ mod tests {
     use std::path::Path;
 
     fn entry() -> Entry {
-        let options =
-            serde_json::json!({"script": "/bin/sleep", "name": "s", "interpreter": "none"});
+        entry_with(serde_json::json!({"script": "/bin/sleep", "name": "s", "interpreter": "none"}))
+    }
+
+    fn entry_with(options: serde_json::Value) -> Entry {
         let spec = crate::options::parse_app(&options).unwrap().spec;
         let slot = Slot {
             pm_id: 0,
@@ -333,6 +432,196 @@ mod tests {
         let null = || LogFile::unopened(Path::new("/dev/null"), None, None);
         let policy = super::super::requests::policy_of(&app);
         Entry::new(app, policy, null(), null(), None)
+    }
+
+    /// The summary the loop reads in every wake is what a look at every
+    /// app would find, after each kind of change.
+    #[test]
+    fn the_summary_follows_every_change_of_the_table() {
+        use crate::process::Exit;
+        use crate::state::Role;
+        let scanned = |t: &Table| {
+            let running = t.iter().any(|(_, e)| e.m().is_running());
+            let limited = t
+                .iter()
+                .any(|(_, e)| e.m().is_running() && e.app.spec.rare().max_memory_restart.is_some());
+            let lingering: Vec<(u32, i32)> = t
+                .iter()
+                .flat_map(|(id, e)| e.m().lingering().map(move |pid| (id, pid)))
+                .collect();
+            (running, limited, lingering)
+        };
+        let summary = |t: &Table| {
+            let mut l = t.lingering();
+            l.sort_unstable();
+            (t.any_running(), t.any_limited_running(), l)
+        };
+        fn proc(pid: i32, event: Event) -> Input {
+            Input::Proc { pid, event }
+        }
+        fn limited() -> Entry {
+            entry_with(serde_json::json!({"script": "/bin/sleep", "name": "s",
+                "interpreter": "none", "max_memory_restart": "10M"}))
+        }
+        fn null() -> LogFile {
+            LogFile::unopened(Path::new("/dev/null"), None, None)
+        }
+        let mut t = Table::default();
+        // (what to do, running, limited, lingering)
+        type Step = (
+            &'static str,
+            Box<dyn Fn(&mut Table)>,
+            bool,
+            bool,
+            Vec<(u32, i32)>,
+        );
+        let steps: Vec<Step> = vec![
+            (
+                "insert",
+                Box::new(|t| t.insert(0, entry())),
+                false,
+                false,
+                vec![],
+            ),
+            (
+                "start",
+                Box::new(|t| {
+                    t.step(0, Input::Start, 0);
+                }),
+                false,
+                false,
+                vec![],
+            ),
+            (
+                "spawned",
+                Box::new(|t| {
+                    t.step(
+                        0,
+                        Input::Spawned {
+                            role: Role::Main,
+                            pid: 10,
+                        },
+                        0,
+                    );
+                }),
+                true,
+                false,
+                vec![],
+            ),
+            (
+                "execd",
+                Box::new(|t| {
+                    t.step(0, proc(10, Event::Execd), 1);
+                }),
+                true,
+                false,
+                vec![],
+            ),
+            (
+                "a memory limit",
+                Box::new(move |t| {
+                    let e = limited();
+                    let policy = super::super::requests::policy_of(&e.app);
+                    t.reconfigure(0, e.app, policy, (null(), null()));
+                }),
+                true,
+                true,
+                vec![],
+            ),
+            (
+                "stop",
+                Box::new(|t| {
+                    t.step(0, Input::Stop, 2);
+                }),
+                true,
+                true,
+                vec![],
+            ),
+            (
+                "leader reaped, group alive",
+                Box::new(|t| {
+                    t.step(
+                        0,
+                        proc(
+                            10,
+                            Event::Exited {
+                                exit: Exit::Signal(15),
+                                group_alive: true,
+                            },
+                        ),
+                        3,
+                    );
+                }),
+                false,
+                false,
+                vec![(0, 10)],
+            ),
+            (
+                "another app runs",
+                Box::new(|t| {
+                    t.insert(1, limited());
+                    t.step(1, Input::Start, 4);
+                    t.step(
+                        1,
+                        Input::Spawned {
+                            role: Role::Main,
+                            pid: 11,
+                        },
+                        4,
+                    );
+                }),
+                true,
+                true,
+                vec![(0, 10)],
+            ),
+            (
+                "group empty",
+                Box::new(|t| {
+                    t.step(0, proc(10, Event::GroupEmpty), 5);
+                }),
+                true,
+                true,
+                vec![],
+            ),
+            (
+                "replaced under its id",
+                Box::new(|t| t.insert(1, entry())),
+                false,
+                false,
+                vec![],
+            ),
+            (
+                "runs again",
+                Box::new(|t| {
+                    t.step(1, Input::Start, 6);
+                    t.step(
+                        1,
+                        Input::Spawned {
+                            role: Role::Main,
+                            pid: 12,
+                        },
+                        6,
+                    );
+                }),
+                true,
+                false,
+                vec![],
+            ),
+            (
+                "removed",
+                Box::new(|t| {
+                    t.remove(1);
+                }),
+                false,
+                false,
+                vec![],
+            ),
+        ];
+        for (what, act, running, limited, lingering) in steps {
+            act(&mut t);
+            assert_eq!(summary(&t), (running, limited, lingering), "{what}");
+            assert_eq!(summary(&t), scanned(&t), "{what}: as a look at every app");
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn a_crash_storm_leaves_the_daemon_responsive_without_leaks() {
     );
     assert!(
         most_zombies <= APPS / 4,
-        "{most_zombies} zombies at once: children are reaped every wake"
+        "{most_zombies} zombies at once: children are reaped at every SIGCHLD"
     );
 
     // SIGTERM stops everything within the kill timeout (1.6 s here).
