@@ -259,6 +259,19 @@ def cpu_seconds(pid):
     return st[2] / CLK_TCK if st else float("nan")
 
 
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` in ns (schedstat: finer than the
+    clock ticks of /proc/PID/stat, for a figure of microseconds)."""
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total
+
+
 def memory_kib(pid):
     """(RSS, PSS) of one process in KiB; PSS None where smaps is unreadable."""
     rss = pss = None
@@ -570,6 +583,23 @@ def w_memory(m, ctx):
     for _ in range(ctx.reps_jlist_big):
         times.append(m.timed("jlist"))
     out[("3", f"jlist, {have} apps", "s")] = times
+    # What the daemon costs while it holds many apps: a ping (a wake that
+    # must not look at every app), and a crash of one of them.
+    pings, per_ping = [], []
+    for _ in range(3):
+        c0 = cpu_ns(dpid)
+        for _ in range(ctx.pings_big):
+            t = ping_request(m)
+            if t is not None:
+                pings.append(t)
+        per_ping.append((cpu_ns(dpid) - c0) / 1e9 / ctx.pings_big)
+    out[("3", f"ping, {have} apps (round trip)", "s")] = pings
+    out[("3", f"  daemon CPU per ping, {have} apps", "s")] = per_ping
+    log = os.path.join(ctx.work, f"{m.name}-crowd-victim.log")
+    m.start(ctx.stamp, "crowd-victim", output=log, max_restarts=10000)
+    wait_until(lambda: stamps(log), "the first exec")
+    out[("4", f"SIGKILL → replacement exec'd, 1 of {have + 1} apps", "s")] = \
+        [kill_once(log, ctx) for _ in range(ctx.reps_crash_big)]
     return out
 
 
@@ -1208,7 +1238,11 @@ Method (all times wall clock on this machine, medians with min–max over n runs
    The floor is a 15-line C supervisor (waitpid, then fork + execl at once)
    measured the same way, its kills alternating with the manager's (floor,
    manager, floor, ...), so both see the same host: the goal compares the
-   manager with the floor measured beside it.
+   manager with the floor measured beside it. "1 of N apps": the same
+   with the N-1 sleeping apps of the memory workload beside it.
+ - With the memory workload's largest count of apps running: pings on the
+   control socket (as the storm's, below), and the daemon's CPU per ping
+   (the schedstat of all its threads, in ns, over 3 × 100 pings).
  - Bulk start floor: a C program forks N children that exec the stamp app
    (output /dev/null) and says so once all have exec'd (every write end of
    a close-on-exec pipe is gone); timed from launching it, as the CLI is.
@@ -1481,6 +1515,8 @@ def main():
     ctx.reps_many = 1 if quick else reps(3)
     ctx.reps_jlist = 1 if quick else reps(10)
     ctx.reps_jlist_big = 1 if quick else reps(5)
+    ctx.pings_big = 10 if quick else 100
+    ctx.reps_crash_big = 2 if quick else reps(10)
     ctx.reps_crash = 2 if quick else reps(20)
     ctx.crash_gap = 0.05 if quick else 0.25
     ctx.log_mb = 5 if quick else 200
