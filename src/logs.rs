@@ -344,32 +344,55 @@ impl LogFile {
                 stamp.slot = Some(slot);
             }
         }
-        let stamped = self.stamp.is_some();
-        let prefix: &[u8] = self.stamp.as_ref().map_or(&[], |s| &s.prefix);
-        // One memchr per line: a binary built for size does not vectorise
-        // a byte loop.
-        // Room for lines of 84 bytes or more with a 21-byte stamp; shorter
-        // lines make it grow once.
-        out.reserve(chunk.len() + chunk.len() / 4 + prefix.len());
         let mut rest = chunk;
-        while !rest.is_empty() {
-            let (line, tail) = match memchr(b'\n', rest) {
-                Some(i) => rest.split_at(i + 1),
-                None => (rest, &[][..]),
-            };
-            let ends = line.last() == Some(&b'\n');
-            if self.skipping {
-                // The rest of a line already dropped.
-                self.skipping = !ends;
-            } else {
-                if self.at_line_start && stamped {
-                    out.extend_from_slice(prefix);
+        if self.skipping {
+            // The rest of a line already dropped.
+            match memchr(b'\n', rest) {
+                Some(i) => {
+                    rest = rest.get(i + 1..).unwrap_or_default();
+                    self.skipping = false;
+                    self.at_line_start = true;
                 }
-                out.extend_from_slice(line);
+                None => return,
             }
-            self.at_line_start = ends;
+        }
+        let Some(&last) = rest.last() else {
+            return;
+        };
+        let prefix: &[u8] = self.stamp.as_ref().map_or(&[], |s| &s.prefix);
+        if prefix.is_empty() {
+            out.extend_from_slice(rest);
+            self.at_line_start = last == b'\n';
+            return;
+        }
+        // One memchr per line: a binary built for size does not vectorise
+        // a byte loop. Room for lines of 84 bytes or more with a 21-byte
+        // stamp; shorter lines make it grow once.
+        out.reserve(rest.len() + rest.len() / 4 + prefix.len());
+        let mut at_start = self.at_line_start;
+        while !rest.is_empty() {
+            let end = memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let (line, tail) = rest.split_at(end);
+            let p = if at_start { prefix } else { &[][..] };
+            let need = p.len() + line.len();
+            // One check of room per line, then two plain copies (two
+            // `extend_from_slice` check and grow each: a quarter of the
+            // time per line in this build).
+            out.reserve(need);
+            // SAFETY: `reserve` made room for `need` bytes after `len`;
+            // both sources are live slices apart from `out`; the bytes are
+            // written before `set_len` counts them.
+            unsafe {
+                let dst = out.as_mut_ptr().add(out.len());
+                std::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+                std::ptr::copy_nonoverlapping(line.as_ptr(), dst.add(p.len()), line.len());
+                out.set_len(out.len() + need);
+            }
+            // Only the last piece can end without a newline.
+            at_start = true;
             rest = tail;
         }
+        self.at_line_start = last == b'\n';
     }
 
     /// Write `data` (whole lines, but perhaps the end of one already begun);
@@ -792,6 +815,76 @@ mod tests {
         assert_eq!(many.len(), 3000);
         assert_eq!(many[0], "line 2000");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Stamping from a table: (stamped, at a line's start, skipping the
+    /// rest of a dropped line, chunk) -> (output, at a line's start,
+    /// skipping) after it.
+    #[test]
+    fn stamps_lines_from_a_table() {
+        type Case = (bool, bool, bool, &'static str, (&'static str, bool, bool));
+        let cases: &[Case] = &[
+            (true, true, false, "a\nb\n", ("T: a\nT: b\n", true, false)),
+            (true, true, false, "a\nb", ("T: a\nT: b", false, false)),
+            (true, false, false, "b\nc\n", ("b\nT: c\n", true, false)),
+            (true, false, false, "b", ("b", false, false)),
+            (true, true, false, "\n\n", ("T: \nT: \n", true, false)),
+            (true, true, false, "", ("", true, false)),
+            (
+                true,
+                false,
+                true,
+                "rest\nnext\n",
+                ("T: next\n", true, false),
+            ),
+            (true, false, true, "rest\nnext", ("T: next", false, false)),
+            (true, false, true, "no newline yet", ("", false, true)),
+            (true, false, true, "end\n", ("", true, false)),
+            (false, true, true, "x\ny\nz", ("y\nz", false, false)),
+            (false, true, false, "x\n", ("x\n", true, false)),
+        ];
+        for &(stamped, start, skipping, chunk, (want, start_after, skipping_after)) in cases {
+            let mut lf = LogFile::unopened(Path::new("/dev/null"), stamped.then_some("[T]"), None);
+            lf.at_line_start = start;
+            lf.skipping = skipping;
+            let mut out = Vec::new();
+            lf.stamp_lines(chunk.as_bytes(), 0, &mut out);
+            let got = (
+                String::from_utf8(out).unwrap(),
+                lf.at_line_start,
+                lf.skipping,
+            );
+            assert_eq!(
+                got,
+                (want.to_string(), start_after, skipping_after),
+                "{stamped} {start} {skipping} {chunk:?}"
+            );
+        }
+    }
+
+    /// How long stamping takes per line (run by hand, in release:
+    /// `cargo test --release --lib -- --ignored stamping_speed --nocapture`).
+    #[test]
+    #[ignore]
+    fn stamping_speed() {
+        let mut lf = LogFile::unopened(Path::new("/dev/null"), Some("YYYY-MM-DDTHH:mm:ss"), None);
+        let mut chunk = Vec::new();
+        while chunk.len() < 65536 - 100 {
+            chunk.extend_from_slice(&[b'x'; 99]);
+            chunk.push(b'\n');
+        }
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        let rounds = 3000;
+        for _ in 0..rounds {
+            out.clear();
+            lf.stamp_lines(&chunk, 1_764_000_000_000, &mut out);
+        }
+        let lines = rounds * chunk.len() / 100;
+        eprintln!(
+            "{:.1} ns per line",
+            t.elapsed().as_nanos() as f64 / lines as f64
+        );
     }
 
     #[test]
