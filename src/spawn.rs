@@ -16,8 +16,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
 
 use crate::sys;
 
@@ -212,9 +210,7 @@ pub(crate) fn fail(step: Step, errno: Errno, object: &CString) -> SpawnError {
 /// A child's status pipe: the daemon's end (close-on-exec, non-blocking)
 /// and the child's (close-on-exec, blocking, so its report is never lost).
 pub fn status_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-    sys::set_nonblocking(w.as_raw_fd(), false)?;
-    Ok((r, w))
+    sys::child_pipe(true)
 }
 
 /// The child `pid` of `cmd`, whose status pipe the daemon reads at `status`.

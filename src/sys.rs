@@ -108,6 +108,23 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A close-on-exec pipe for a child, `(read end, write end)`: the
+/// daemon's end (the read end if `daemon_reads`) does not block, the
+/// child's blocks like any ordinary stdio. Made blocking and one end then
+/// set: a fresh pipe has no status flag to keep (`F_SETFL` leaves the
+/// access mode alone), so one `fcntl` instead of a read and a write of the
+/// flags (four pipes per spawn).
+pub fn child_pipe(daemon_reads: bool) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let ours = match daemon_reads {
+        true => r.as_raw_fd(),
+        false => w.as_raw_fd(),
+    };
+    // SAFETY: fcntl on an fd just made and owned here; flags only.
+    unsafe { syscall!(fcntl(ours, libc::F_SETFL, libc::O_NONBLOCK)) }?;
+    Ok((r, w))
+}
+
 /// Mark `fd` close-on-exec.
 pub fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
     // SAFETY: fcntl on an fd the caller owns; flags only.
@@ -585,6 +602,31 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon's end of a child's pipe does not block, the child's does;
+    /// both are close-on-exec; data goes through.
+    #[test]
+    fn a_childs_pipe_blocks_only_at_the_childs_end() {
+        let flags = |fd: &OwnedFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let cloexec = |fd: &OwnedFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        for daemon_reads in [true, false] {
+            let (r, w) = child_pipe(daemon_reads).unwrap();
+            let (ours, theirs) = if daemon_reads { (&r, &w) } else { (&w, &r) };
+            assert_ne!(flags(ours) & libc::O_NONBLOCK, 0, "{daemon_reads}");
+            assert_eq!(flags(theirs) & libc::O_NONBLOCK, 0, "{daemon_reads}");
+            assert_eq!(flags(&r) & libc::O_ACCMODE, libc::O_RDONLY);
+            assert_eq!(flags(&w) & libc::O_ACCMODE, libc::O_WRONLY);
+            for fd in [&r, &w] {
+                assert_ne!(cloexec(fd) & libc::FD_CLOEXEC, 0, "{daemon_reads}");
+            }
+            assert_eq!(
+                unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) },
+                1
+            );
+            let mut b = [0u8; 2];
+            assert_eq!(read(r.as_raw_fd(), &mut b), Ok(1));
+        }
+    }
 
     #[test]
     fn a_read_fills_only_the_spare_room() {

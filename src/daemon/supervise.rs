@@ -16,8 +16,6 @@ use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Token};
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
 
 use crate::app::Io;
 use crate::cgroup;
@@ -379,20 +377,15 @@ impl Daemon {
             if is_null(path) && !console {
                 return Ok((None, null()?));
             }
-            let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            let (r, w) = sys::child_pipe(true)
                 .map_err(|err| Fault::system(format!("cannot make a pipe: {err}")))?;
-            // The child's end blocks like any ordinary stdout.
-            sys::set_nonblocking(w.as_raw_fd(), false)
-                .map_err(|err| Fault::system(format!("cannot set up a pipe: {err}")))?;
             Ok((Some(r), w))
         };
         // stdin: a pipe the daemon writes `send` lines to, as PM2's.
         let (stdin_r, stdin_w) = match e.app.spec.stdin {
             true => {
-                let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                let (r, w) = sys::child_pipe(false)
                     .map_err(|err| Fault::system(format!("cannot make a pipe: {err}")))?;
-                sys::set_nonblocking(r.as_raw_fd(), false)
-                    .map_err(|err| Fault::system(format!("cannot set up a pipe: {err}")))?;
                 (r, Some(w))
             }
             false => (null()?, None),
