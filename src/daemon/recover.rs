@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::dump::Wanted;
-use crate::journal::{self, Plan, Proc};
+use crate::journal::{self, Plan};
 use crate::process::KILL_GRACE;
 use crate::procfs;
 use crate::protocol::WireError;
@@ -95,11 +95,6 @@ impl Daemon {
                 continue;
             };
             let (a, m) = (&e.app, e.m());
-            let processes: Vec<Proc> = e
-                .starttimes
-                .iter()
-                .map(|&(pid, starttime)| Proc { pid, starttime })
-                .collect();
             w.app(&journal::Entry {
                 name: &a.spec.name,
                 pm_id: id,
@@ -114,19 +109,19 @@ impl Daemon {
                 unstable_restarts: m.unstable_restarts(),
                 created_at: e.created_at,
                 base_env: a.base_env.as_ref().map(|env| env_index(&mut envs, env)),
-                processes: &processes,
+                processes: &e.starttimes,
             });
         }
         let envs: Vec<&BTreeMap<String, String>> = envs.iter().map(|e| &**e).collect();
         let text = w.finish(&envs);
         // A wake that changed nothing the journal keeps (a process that
         // exec'd, a ready message) does not write it again.
-        let hash = Some(journal::digest(text.as_bytes()));
+        let hash = Some(journal::digest(&text));
         if hash == self.journal_hash {
             return;
         }
         let path = self.journal_path();
-        match sys::write_swapped(&path, text.as_bytes(), 0o600) {
+        match sys::write_swapped(&path, &text, 0o600) {
             Ok(()) => self.journal_hash = hash,
             Err(e) => {
                 self.journal_hash = None;

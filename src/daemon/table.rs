@@ -25,6 +25,7 @@ pub(crate) const MAX_APPS: usize = 4096;
 
 /// One managed app and what the daemon keeps beside its machine.
 pub(crate) struct Entry {
+    /// Replaced only by `Table::reconfigure`, whose summary follows it.
     pub app: App,
     m: Machine,
     pub created_at: u64,
