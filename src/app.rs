@@ -501,7 +501,7 @@ impl App {
         let base: &BTreeMap<String, String> = match &self.base_env {
             Some(e) => e,
             None => {
-                daemon_env = std::env::vars().collect();
+                daemon_env = crate::sys::utf8_env().0;
                 &daemon_env
             }
         };

@@ -984,6 +984,7 @@ fn cmd_start(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    warn_env_left_out();
     let json = m.opt_present("json");
     // As PM2: `start` alone starts ./ecosystem.config.js.
     let default_config = [ECOSYSTEM_FILE.to_string()];
@@ -1491,7 +1492,22 @@ fn update_of(verb: &str, m: &Matches, extra: &[String]) -> Result<corral::client
     u.options = opts;
     u.env_name = m.opt_str("env");
     u.update_env = m.opt_present("update-env");
+    if u.update_env {
+        warn_env_left_out();
+    }
     Ok(u)
+}
+
+/// Say which variables of this environment the apps will not get: a name
+/// or value that is not UTF-8 cannot travel in a request.
+fn warn_env_left_out() {
+    let (_, left_out) = corral::__private::utf8_env();
+    if !left_out.is_empty() {
+        eprintln!(
+            "corral: warning: not passed to the apps (not UTF-8): {}",
+            left_out.join(", ")
+        );
+    }
 }
 
 fn cmd_act(verb: &str, args: &[String]) -> i32 {
@@ -1652,6 +1668,7 @@ fn cmd_start_or(verb: &str, args: &[String]) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    warn_env_left_out();
     let [file] = m.free.as_slice() else {
         return usage_error(&format!("{verb}: give one config file"));
     };

@@ -903,7 +903,7 @@ impl Client {
             apps,
             target: None,
             env_name: env_name.map(str::to_string),
-            caller_env: Some(std::env::vars().collect()),
+            caller_env: Some(crate::sys::utf8_env().0),
         }))
     }
 
@@ -931,7 +931,7 @@ impl Client {
         let changes = Changes {
             options: update.options.clone(),
             env_name: update.env_name.clone(),
-            caller_env: update.update_env.then(|| std::env::vars().collect()),
+            caller_env: update.update_env.then(|| crate::sys::utf8_env().0),
             toggle_watch: update.toggle_watch,
             from_config: update.from_config,
         };

@@ -105,7 +105,7 @@ pub mod __private {
     pub use crate::poll::{DEFAULT_INTERVAL, MIN_INTERVAL};
     pub use crate::regex::Regex;
     pub use crate::rotate::DEFAULT_RETAIN;
-    pub use crate::sys::dup_cloexec;
+    pub use crate::sys::{dup_cloexec, utf8_env};
     pub use crate::users::{lookup, parse_passwd};
     /// Boot units (`corral startup`).
     pub mod startup {

@@ -125,6 +125,24 @@ pub fn child_pipe(daemon_reads: bool) -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((r, w))
 }
 
+/// This process's environment as text, and the names (lossy) of the
+/// variables left out of it because their name or value is not UTF-8:
+/// requests are JSON, and `std::env::vars` panics on such a variable.
+pub fn utf8_env() -> (std::collections::BTreeMap<String, String>, Vec<String>) {
+    let mut env = std::collections::BTreeMap::new();
+    let mut left_out = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                env.insert(k, v);
+            }
+            (Ok(k), Err(_)) => left_out.push(k),
+            (Err(k), _) => left_out.push(k.to_string_lossy().into_owned()),
+        }
+    }
+    (env, left_out)
+}
+
 /// Mark `fd` close-on-exec.
 pub fn set_cloexec(fd: RawFd) -> Result<(), Errno> {
     // SAFETY: fcntl on an fd the caller owns; flags only.

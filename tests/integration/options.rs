@@ -137,6 +137,44 @@ fn a_cli_start_inherits_the_callers_environment() {
     );
 }
 
+/// A variable that is not UTF-8 cannot travel in a request: the CLI says
+/// it leaves it out, and neither it nor the daemon (started with it in its
+/// environment, which an app with no caller's environment inherits)
+/// fails; the app runs without it and with the rest.
+#[test]
+fn an_environment_variable_not_utf8_is_left_out_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = TestHome::new();
+    h.script(
+        "bad-env.sh",
+        "echo \"BAD=${CT_BAD-unset} GOOD=$CT_GOOD\"\nexec sleep 1000\n",
+    );
+    let mut c = h.command(&["start", "bad-env.sh", "--kill-timeout", "300"]);
+    c.env("CT_BAD", std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    c.env("CT_GOOD", "yes");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: not passed to the apps (not UTF-8): CT_BAD"),
+        "{}",
+        text(&out)
+    );
+    let log = h.wait_log("bad-env", "BAD=");
+    assert!(log.contains("BAD=unset GOOD=yes\n"), "log: {log:?}");
+    // Started by that command, the daemon has CT_BAD in its own
+    // environment: an app started without the caller's gets the daemon's.
+    h.script(
+        "bare.sh",
+        "echo \"BARE BAD=${CT_BAD-unset}\"\nexec sleep 1000\n",
+    );
+    h.ok(json!({"cmd": "start", "app": h.with_cwd(json!({
+        "name": "bare", "script": "bare.sh", "kill_timeout": 300}))}));
+    let log = h.wait_log("bare", "BARE");
+    assert!(log.contains("BARE BAD=unset\n"), "log: {log:?}");
+    assert_eq!(h.corral(&["ping"]).status.code(), Some(0));
+}
+
 #[test]
 fn output_and_error_paths_and_dev_null() {
     let h = TestHome::started();
