@@ -666,12 +666,12 @@ def w_many(m, ctx):
     """3. 100 apps: start from one config file, jlist, stop all, delete all;
     beside a C loop forking as many (the floor of the start)."""
     n = ctx.n_apps
-    if ctx.fork_floor is None:
-        ctx.fork_floor = [fork_loop(ctx, n) for _ in range(max(3, ctx.reps_many))]
     m.ping()
     cfg = config([sleeper(ctx, f"a{i}") for i in range(n)], os.path.join(ctx.work, f"many-{m.name}.json"))
-    start, jl, stop, delete = [], [], [], []
+    start, jl, stop, delete, floor = [], [], [], [], []
     for _ in range(ctx.reps_many):
+        # The floor right before each start, so both see the same host.
+        floor.append(fork_loop(ctx, n))
         t0 = time.monotonic()
         m.start_config(cfg)
         t1 = time.monotonic()
@@ -684,7 +684,7 @@ def w_many(m, ctx):
         stop.append(m.timed("stop", "all", timeout=900))
         delete.append(m.timed("delete", "all", timeout=900))
     return {("3", f"start {n} apps from one config file", "s"): start,
-            ("3", f"  (a C loop forking {n}: fork → exec, all exec'd)", "s"): ctx.fork_floor,
+            ("3", f"  (a C loop forking {n}: fork → exec, all exec'd)", "s"): floor,
             ("3", f"jlist, {n} apps", "s"): jl,
             ("3", f"stop all, {n} apps", "s"): stop,
             ("3", f"delete all, {n} apps", "s"): delete}
@@ -1245,7 +1245,8 @@ Method (all times wall clock on this machine, medians with min–max over n runs
    (the schedstat of all its threads, in ns, over 3 × 100 pings).
  - Bulk start floor: a C program forks N children that exec the stamp app
    (output /dev/null) and says so once all have exec'd (every write end of
-   a close-on-exec pipe is gone); timed from launching it, as the CLI is.
+   a close-on-exec pipe is gone); timed from launching it, as the CLI is;
+   run right before each of the manager's starts, so both see the same host.
  - Logs: a static C app writes N bytes of 100-byte lines to stdout in 100 kB
    write()s; from the app's exec (its own clock) until the log file (-o)
    holds all N bytes (if a manager loses bytes: until the file last grew,
@@ -1528,7 +1529,6 @@ def main():
     ctx.reps_reload = 1 if quick else reps(3)
     ctx.reload_loops = 2
     ctx.direct_logs = None
-    ctx.fork_floor = None
     ctx.notes = []
 
     set_subreaper()
