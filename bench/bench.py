@@ -598,8 +598,12 @@ def w_memory(m, ctx):
     log = os.path.join(ctx.work, f"{m.name}-crowd-victim.log")
     m.start(ctx.stamp, "crowd-victim", output=log, max_restarts=10000)
     wait_until(lambda: stamps(log), "the first exec")
+    c0 = cpu_ns(dpid)
     out[("4", f"SIGKILL → replacement exec'd, 1 of {have + 1} apps", "s")] = \
         [kill_once(log, ctx) for _ in range(ctx.reps_crash_big)]
+    # The gaps between kills are idle for both managers (no app is sampled).
+    out[("4", f"  daemon CPU per restart, 1 of {have + 1} apps", "s")] = \
+        [(cpu_ns(dpid) - c0) / 1e9 / ctx.reps_crash_big]
     return out
 
 
@@ -1242,7 +1246,8 @@ Method (all times wall clock on this machine, medians with min–max over n runs
    with the N-1 sleeping apps of the memory workload beside it.
  - With the memory workload's largest count of apps running: pings on the
    control socket (as the storm's, below), and the daemon's CPU per ping
-   (the schedstat of all its threads, in ns, over 3 × 100 pings).
+   (the schedstat of all its threads, in ns, over 3 × 100 pings); the
+   daemon's CPU per restart over the kills of "1 of N apps".
  - Bulk start floor: a C program forks N children that exec the stamp app
    (output /dev/null) and says so once all have exec'd (every write end of
    a close-on-exec pipe is gone); timed from launching it, as the CLI is;
