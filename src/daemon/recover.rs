@@ -64,9 +64,8 @@ impl Daemon {
             return;
         }
         // Start times are read once per process, when first journaled. All
-        // first, apart from the copies made below: a start time kept
-        // between two apps' copies would leave a hole in the heap between
-        // every two apps once the copies are freed.
+        // first, before the text grows: a start time allocated between two
+        // of its growths would leave a hole in the heap once it is freed.
         for (_, e) in self.table.iter_mut() {
             // Most often the same processes as last time: nothing to do.
             let m = e.m();
