@@ -625,6 +625,7 @@ mod tests {
     /// both are close-on-exec; data goes through.
     #[test]
     fn a_childs_pipe_blocks_only_at_the_childs_end() {
+        // SAFETY (the three calls below): fcntl and write on fds owned here.
         let flags = |fd: &OwnedFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
         let cloexec = |fd: &OwnedFd| unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
         for daemon_reads in [true, false] {
