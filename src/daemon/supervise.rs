@@ -448,9 +448,6 @@ impl Daemon {
 
         // Register everything the daemon reads before the child exists.
         let mut registered: Vec<(Token, Registered)> = Vec::new();
-        let reg_fail = |what: &str, err: std::io::Error| {
-            Fault::system(format!("cannot watch the {what} with the poller: {err}"))
-        };
         let mut failure = None;
         for (r, stream) in [(out_r, Stream::Out), (err_r, Stream::Err)] {
             let Some(r) = r else { continue };
@@ -531,9 +528,6 @@ impl Daemon {
             owner,
             failure,
         } = begun;
-        let reg_fail = |what: &str, err: std::io::Error| {
-            Fault::system(format!("cannot watch the {what} with the poller: {err}"))
-        };
         let spawned = match failure {
             Some(f) => Err(f),
             None => self.fork_child(&cmd, sent).map_err(Fault::from),
@@ -804,6 +798,11 @@ impl Daemon {
                     .is_some_and(pending)
             })
     }
+}
+
+/// Why a child's fd (`what`) could not be watched.
+fn reg_fail(what: &str, err: std::io::Error) -> Fault {
+    Fault::system(format!("cannot watch the {what} with the poller: {err}"))
 }
 
 /// A child on its way: `spawn_begin` made it all, `spawn_end` forks it or
