@@ -342,6 +342,10 @@ struct Daemon {
     channels: VecMap<Token, (u32, i32)>,
     /// Exec status pipes being watched.
     execs: HashMap<Token, Exec>,
+    /// What children cloned into the daemon's memory read, kept after
+    /// they said their exec failed until they are reaped
+    /// (`spawn::spawn_shared`).
+    held: Vec<crate::spawn::Held>,
     /// `corral runtime`'s console and exit rules.
     console: Option<Console>,
     next_token: usize,
@@ -420,8 +424,9 @@ struct Daemon {
     /// `corral update` asked on this connection (with the wall clock
     /// then): hand over at the end of the wake.
     update_to: Option<(Token, Value, u64)>,
-    /// The process that forks the apps' processes (`crate::spawner`);
-    /// None where there is none, or it is gone: the daemon forks them.
+    /// The process that forks the apps' processes of a bulk start
+    /// (`crate::spawner`); None where there is none, or it is gone: the
+    /// daemon makes them.
     spawner: Option<Spawner>,
 }
 

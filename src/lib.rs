@@ -76,6 +76,7 @@ mod poll;
 mod process;
 mod procfs;
 pub mod protocol;
+mod rawsys;
 mod reaper;
 mod regex;
 mod relaxed_json;

@@ -1,23 +1,30 @@
-//! Starting a child: fork + exec with a close-on-exec status pipe (STYLE 7).
+//! Starting a child: clone or fork + exec with a close-on-exec status pipe
+//! (STYLE 7).
 //!
 //! Everything the child needs (argv, envp, paths, fds, credentials) is built
-//! before `fork`. The child only calls async-signal-safe functions: `setsid`,
-//! signal reset, `dup2`, `chdir`, credentials, `execve`. If one fails it
-//! writes the step and errno to the status pipe and `_exit`s; EOF on the pipe
-//! means the exec succeeded. The parent does not wait for it: the loop
-//! watches the pipe (`Pending`). Not `vfork`/`posix_spawn`: with those the
-//! daemon would stop until the child's `chdir` and `execve` are done, for
-//! ever on a hung mount. A child given a cgroup is born in it (`clone3`,
-//! `fork_into`).
+//! before it exists (`Plan`). The child makes raw system calls only
+//! (`rawsys`): `setsid`, signal reset, `dup3`, `chdir`, credentials,
+//! `execve`. If one fails it writes the step and errno to the status pipe
+//! and exits; EOF on the pipe means the exec succeeded. The parent does not
+//! wait for it: the loop watches the pipe (`Pending`). Not `vfork` nor
+//! `posix_spawn`: with those the daemon would stop until the child's
+//! `chdir` and `execve` are done, for ever on a hung mount.
+//!
+//! Three ways to make the child, quickest first: cloned into the daemon's
+//! memory on a stack of its own (`spawn_shared`: a restart, x86_64); by
+//! the spawner (`crate::spawner`: a bulk start, or where the first is
+//! refused); forked by the daemon (`spawn_child`: where neither can). A
+//! child given a cgroup is born in it (`clone3` with `CLONE_INTO_CGROUP`).
 
 use std::ffi::CString;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 
-use crate::sys;
+use crate::{rawsys, sys};
 
 /// Everything needed to run one program.
 pub struct Command {
@@ -139,6 +146,9 @@ pub struct Pending {
     pub status: OwnedFd,
     pub(crate) path: String,
     pub(crate) cwd: String,
+    /// What a child cloned into the daemon's memory still reads
+    /// (`spawn_shared`).
+    pub(crate) held: Option<Held>,
 }
 
 /// What the status pipe says.
@@ -153,11 +163,15 @@ pub enum ExecStatus {
 }
 
 impl Pending {
-    /// Read the status pipe without blocking.
-    pub fn check(&self) -> ExecStatus {
+    /// Read the status pipe without blocking. At its end of file the child
+    /// has exec'd or ended, and what it was given is let go (`Held`).
+    pub fn check(&mut self) -> ExecStatus {
         let mut buf = [0u8; 5];
         match sys::read(self.status.as_raw_fd(), &mut buf) {
-            Ok(0) => ExecStatus::Running,
+            Ok(0) => {
+                self.ended();
+                ExecStatus::Running
+            }
             // The child writes its five bytes at once (less than
             // PIPE_BUF), so a read gets all of them or none.
             Ok(n) if n == buf.len() => {
@@ -184,6 +198,14 @@ impl Pending {
                 errno,
                 object: self.path.clone(),
             }),
+        }
+    }
+
+    /// The child has exec'd or ended (reaped, or the end of file of its
+    /// status pipe read): nothing of the daemon's is used by it any more.
+    pub fn ended(&mut self) {
+        if let Some(h) = &mut self.held {
+            h.released = true;
         }
     }
 }
@@ -220,6 +242,328 @@ pub fn pending(cmd: &Command, pid: i32, status: OwnedFd) -> Pending {
         status,
         path: cmd.path.to_string_lossy().into_owned(),
         cwd: cmd.cwd.to_string_lossy().into_owned(),
+        held: None,
+    }
+}
+
+/// Whether children may be cloned into the daemon's memory here: cleared
+/// for good when the kernel or a seccomp filter refuses both clone3 and
+/// clone with `CLONE_VM`.
+static SHARED: AtomicBool = AtomicBool::new(rawsys::CAN_CLONE_ON);
+
+/// Start `cmd`'s child the way `posix_spawn` does, but without stopping
+/// the daemon: cloned with `CLONE_VM`, on a stack of its own, it shares
+/// the daemon's memory until its exec (no page tables copied, no
+/// copy-on-write fault for the daemon after) and makes raw system calls
+/// only (`rawsys`); unlike `vfork`, the daemon goes on at once, so a child
+/// stuck in `chdir` or `execve` on a hung mount stops nothing. Born in its
+/// cgroup where the kernel can, as `fork_into`.
+///
+/// What the child reads (its stack, its plan, the command's strings) is
+/// kept in the `Pending` until its exec or its end is known (`Held`). The
+/// child makes itself undumpable first thing: a core dump of it would be
+/// one of the daemon's memory, and an app's user must never trace a
+/// process that shares it (the kernel also sets that at its `setuid`).
+/// The daemon's own flag is put back once no such child is left.
+///
+/// `Err(cmd)` where that cannot be done here (another architecture, or a
+/// kernel that refuses): the caller forks.
+// The command comes back whole (moved, once per spawn) where it cannot be
+// cloned here.
+#[allow(clippy::result_large_err)]
+pub fn spawn_shared(cmd: Command) -> Result<Result<Pending, SpawnError>, Command> {
+    if !SHARED.load(Ordering::Relaxed) {
+        return Err(cmd);
+    }
+    let failed = |e: Errno, cmd: &Command| Ok(Err(fail(Step::Exec, e, &cmd.path)));
+    let (status_r, status_w) = match status_pipe() {
+        Ok(p) => p,
+        Err(e) => return failed(e, &cmd),
+    };
+    let (mut plan, moved) = match plan(&cmd, &status_w) {
+        Ok(p) => p,
+        Err(e) => return failed(e, &cmd),
+    };
+    plan.undumpable = true;
+    let stack = match Stack::new() {
+        Ok(s) => s,
+        Err(e) => return failed(e, &cmd),
+    };
+    Dumpable::before_clone();
+    let old = sys::block_all_signals();
+    // SAFETY: the stack is this child's alone; the plan, the stack and the
+    // command's strings are kept in its `Held` until it has exec'd or
+    // ended; `child_main` makes raw system calls only.
+    let r = unsafe { clone_shared(cmd.cgroup.as_ref(), &stack, &mut plan) };
+    sys::restore_signal_mask(&old);
+    // The status pipe's write end is the child's alone from now on.
+    drop((moved, status_w));
+    let pid = match r {
+        Ok(pid) => pid,
+        Err(Some(e)) => return failed(e, &cmd),
+        Err(None) => {
+            SHARED.store(false, Ordering::Relaxed);
+            return Err(cmd);
+        }
+    };
+    let mut pending = pending(&cmd, pid, status_r);
+    let Command {
+        path,
+        argv,
+        envp,
+        cwd,
+        cgroup,
+        ..
+    } = cmd;
+    Dumpable::enter();
+    pending.held = Some(Held {
+        pid,
+        released: false,
+        keep: ManuallyDrop::new(Kept {
+            _stack: stack,
+            _plan: plan,
+            _strings: (path, argv, envp, cwd, cgroup.map(|c| c.procs)),
+        }),
+    });
+    Ok(Ok(pending))
+}
+
+/// Clone the child of `plan` on `stack`, in this process's memory, born in
+/// `cgroup` where the kernel can (else it writes itself there:
+/// `Plan::join`). Its pid; `Err(None)` where the kernel (or a seccomp
+/// filter) refuses such a clone at all.
+///
+/// # Safety
+/// As `rawsys::clone_on`, for `child_main` with `plan`.
+unsafe fn clone_shared(
+    cgroup: Option<&Cgroup>,
+    stack: &Stack,
+    plan: &mut Plan,
+) -> Result<i32, Option<Errno>> {
+    let entry: rawsys::Entry = child_main;
+    let arg: *mut Plan = plan;
+    let errno = |r: isize| Errno::from_raw((r as i32).wrapping_neg());
+    let refused = |r: isize| matches!(errno(r), Errno::ENOSYS | Errno::EPERM);
+    let join = cgroup.map_or(std::ptr::null(), |c| c.procs.as_ptr());
+    if CLONE3.load(Ordering::Relaxed) {
+        let mut args = CloneArgs {
+            flags: libc::CLONE_VM as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.base() as u64,
+            stack_size: STACK_SIZE as u64,
+            ..CloneArgs::default()
+        };
+        let size = std::mem::size_of::<CloneArgs>();
+        let child = arg.cast();
+        let clone3 = move |args: &CloneArgs| {
+            let a = args as *const CloneArgs as usize;
+            // SAFETY: as this function's contract; `args` names the stack
+            // and an open cgroup fd.
+            unsafe { rawsys::clone_on(libc::SYS_clone3, a, size, 0, 0, 0, entry, child) }
+        };
+        if let Some(cg) = cgroup.filter(|_| CLONE_INTO.load(Ordering::Relaxed)) {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = cg.dir.as_raw_fd() as u64;
+            // SAFETY: the child is not made yet.
+            unsafe { (*arg).join = std::ptr::null() };
+            let r = clone3(&args);
+            if r > 0 {
+                return Ok(r as i32);
+            }
+            if !into_refused(errno(r)) {
+                return Err(Some(errno(r)));
+            }
+            CLONE_INTO.store(false, Ordering::Relaxed);
+            args.flags &= !CLONE_INTO_CGROUP;
+            args.cgroup = 0;
+        }
+        // SAFETY: as above.
+        unsafe { (*arg).join = join };
+        let r = clone3(&args);
+        if r > 0 {
+            return Ok(r as i32);
+        }
+        if !refused(r) {
+            return Err(Some(errno(r)));
+        }
+        // Before Linux 5.3, or Docker's default seccomp profile.
+        CLONE3.store(false, Ordering::Relaxed);
+    }
+    // SAFETY: as above.
+    unsafe { (*arg).join = join };
+    let flags = (libc::CLONE_VM | libc::SIGCHLD) as usize;
+    // SAFETY: as this function's contract; clone's second argument is the
+    // stack's top.
+    let r = unsafe {
+        rawsys::clone_on(
+            libc::SYS_clone,
+            flags,
+            stack.top(),
+            0,
+            0,
+            0,
+            entry,
+            arg.cast(),
+        )
+    };
+    match r {
+        r if r > 0 => Ok(r as i32),
+        r if refused(r) => Err(None),
+        r => Err(Some(errno(r))),
+    }
+}
+
+/// Usable bytes of a shared child's stack (it needs a few hundred), above
+/// a guard page that faults instead of letting it run into other memory.
+const STACK_SIZE: usize = 32 * 1024;
+const GUARD: usize = 4096;
+
+/// The one stack kept for the next child (most spawns are one at a time,
+/// and a mapping is two system calls to make and one to drop); null: none.
+static SPARE_STACK: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A shared child's stack: `STACK_SIZE` bytes from `base()`.
+struct Stack(*mut u8);
+
+impl Stack {
+    fn new() -> Result<Stack, Errno> {
+        let spare = SPARE_STACK.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !spare.is_null() {
+            return Ok(Stack(spare));
+        }
+        // SAFETY: a new private anonymous mapping; its lowest page made
+        // inaccessible; unmapped once, by `drop`.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                GUARD + STACK_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return Err(Errno::last());
+            }
+            if libc::mprotect(p, GUARD, libc::PROT_NONE) < 0 {
+                let e = Errno::last();
+                libc::munmap(p, GUARD + STACK_SIZE);
+                return Err(e);
+            }
+            Ok(Stack(p.cast::<u8>().add(GUARD)))
+        }
+    }
+
+    fn base(&self) -> usize {
+        self.0 as usize
+    }
+
+    /// Its top, where a stack starts (page-aligned).
+    fn top(&self) -> usize {
+        self.base() + STACK_SIZE
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let kept = SPARE_STACK.compare_exchange(
+            std::ptr::null_mut(),
+            self.0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if kept.is_err() {
+            // SAFETY: the mapping `new` made, used by nothing any more.
+            unsafe { libc::munmap(self.0.sub(GUARD).cast(), GUARD + STACK_SIZE) };
+        }
+    }
+}
+
+/// What a child cloned into the daemon's memory (`spawn_shared`) reads
+/// until its exec. Freed only once the child is known to have exec'd or
+/// ended (`Pending::ended`); dropped before that, it is left allocated: a
+/// child still on its way must never find its memory reused.
+pub struct Held {
+    pid: i32,
+    released: bool,
+    keep: ManuallyDrop<Kept>,
+}
+
+type Strings = (
+    CString,
+    Vec<CString>,
+    Vec<CString>,
+    CString,
+    Option<CString>,
+);
+
+struct Kept {
+    _stack: Stack,
+    _plan: Box<Plan>,
+    _strings: Strings,
+}
+
+impl Held {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The child has ended (reaped).
+    pub fn release(&mut self) {
+        self.released = true;
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Held({}, released: {})", self.pid, self.released)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.released {
+            // SAFETY: dropped once, here; the child uses none of it now.
+            unsafe { ManuallyDrop::drop(&mut self.keep) };
+            Dumpable::leave();
+        }
+    }
+}
+
+/// The daemon's own dumpable flag (`PR_SET_DUMPABLE`), which a shared
+/// child clears for the memory it shares: put back once the last of them
+/// has exec'd or ended.
+struct Dumpable;
+
+/// Shared children not yet released.
+static SHARED_LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The daemon's flag before the first of them (`PR_GET_DUMPABLE`).
+static DUMPABLE_BEFORE: AtomicI32 = AtomicI32::new(0);
+
+impl Dumpable {
+    /// Before a shared child is cloned: the flag to put back, read while
+    /// none is alive.
+    fn before_clone() {
+        if SHARED_LIVE.load(Ordering::Relaxed) == 0 {
+            // SAFETY: reads this process's flag.
+            let v = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+            DUMPABLE_BEFORE.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn enter() {
+        SHARED_LIVE.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave() {
+        if SHARED_LIVE.fetch_sub(1, Ordering::Relaxed) == 1
+            && DUMPABLE_BEFORE.load(Ordering::Relaxed) == 1
+        {
+            // SAFETY: sets this process's flag; no other process shares its
+            // memory any more.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) };
+        }
     }
 }
 
@@ -239,11 +583,50 @@ pub enum Forker {
     Spawner { slot: *mut i32, sock: RawFd },
 }
 
-/// Fork `cmd`'s child with `status` as its end of the status pipe. Its pid,
-/// or why no child was made.
-pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32, Errno> {
-    // The fds the child gets, in order: 0, 1, 2, the listening sockets, the
-    // channel. The status pipe stays above them.
+/// Everything a child does between its birth and its exec, made before
+/// it. The strings it points to are its `Command`'s, which must outlive the
+/// child's use of them; the arrays are its own.
+struct Plan {
+    path: *const libc::c_char,
+    cwd: *const libc::c_char,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// The uid to take (if any) and the gid, with `groups`.
+    creds: Option<(Option<u32>, u32)>,
+    groups: Vec<libc::gid_t>,
+    /// The fds it gets, in order: 0, 1, 2, the listening sockets, the
+    /// channel (moved in place by the child).
+    fds: Vec<i32>,
+    /// Its end of the status pipe, numbered above `fds`' targets.
+    status_fd: i32,
+    fd_limit: Option<Rlimit64>,
+    /// The `cgroup.procs` it writes itself to where it was not born in its
+    /// cgroup; null: none.
+    join: *const libc::c_char,
+    /// An fd to close first (the spawner's socket), or -1.
+    close_first: i32,
+    /// Every disposition back to the default and no signal blocked (the
+    /// daemon's child; the spawner's has nothing to undo).
+    reset_signals: bool,
+    /// It shares the daemon's memory: never dumped (`spawn_shared`).
+    undumpable: bool,
+    /// `LISTEN_PID=` and room for the child's pid, which it writes here
+    /// itself; `envp` points here where the command had the placeholder.
+    listen_pid: [u8; 32],
+    has_listen_pid: bool,
+}
+
+/// The kernel's `struct rlimit64`, as `prlimit64` takes it everywhere.
+#[repr(C)]
+struct Rlimit64 {
+    cur: u64,
+    max: u64,
+}
+
+/// `cmd`'s plan with `status` as the child's end of its status pipe, and
+/// the copy of that fd made to keep it above the child's fds (the caller
+/// closes it once the child is made).
+fn plan(cmd: &Command, status: &OwnedFd) -> Result<(Box<Plan>, Option<OwnedFd>), Errno> {
     let mut fds: Vec<i32> = vec![
         cmd.stdin.as_raw_fd(),
         cmd.stdout.as_raw_fd(),
@@ -253,29 +636,63 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
     if let Some(c) = &cmd.channel {
         fds.push(c.as_raw_fd());
     }
-    let moved;
-    let status_fd = match status.as_raw_fd() >= fds.len() as i32 {
-        true => status.as_raw_fd(),
-        false => {
-            moved = sys::dup_cloexec(status.as_raw_fd(), fds.len() as i32)?;
-            moved.as_raw_fd()
-        }
+    let moved = match status.as_raw_fd() >= fds.len() as i32 {
+        true => None,
+        false => Some(sys::dup_cloexec(status.as_raw_fd(), fds.len() as i32)?),
     };
-    let argv = null_terminated(&cmd.argv);
-    let envp = null_terminated(&cmd.envp);
-    let groups: Vec<libc::gid_t> = cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+    let status_fd = moved.as_ref().unwrap_or(status).as_raw_fd();
     // The soft fd limit the daemon was started with, not its raised one.
     // (0 in the spawner, forked before the daemon raised it: its children
     // inherit its limit, the one the daemon was started with.)
     let app_soft = sys::app_fd_limit();
+    // rlim_t is 32 bits on some targets (armv7 with glibc).
+    #[allow(clippy::useless_conversion)]
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
+        .map(|(soft, hard)| (u64::from(soft), u64::from(hard)))
         .filter(|&(soft, _)| app_soft > 0 && app_soft < soft)
-        .map(|(_, hard)| libc::rlimit {
-            rlim_cur: app_soft as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
+        .map(|(_, hard)| Rlimit64 {
+            cur: app_soft,
+            max: hard,
         });
+    let mut plan = Box::new(Plan {
+        path: cmd.path.as_ptr(),
+        cwd: cmd.cwd.as_ptr(),
+        argv: null_terminated(&cmd.argv),
+        envp: null_terminated(&cmd.envp),
+        creds: cmd.creds.as_ref().map(|c| (c.0, c.1)),
+        groups: cmd.creds.as_ref().map(|c| c.2.clone()).unwrap_or_default(),
+        fds,
+        status_fd,
+        fd_limit,
+        join: std::ptr::null(),
+        close_first: -1,
+        reset_signals: true,
+        undumpable: false,
+        listen_pid: [0; 32],
+        has_listen_pid: false,
+    });
+    if let Some(i) = cmd.listen_pid_env {
+        for (b, p) in plan.listen_pid.iter_mut().zip(b"LISTEN_PID=") {
+            *b = *p;
+        }
+        let at = plan.listen_pid.as_ptr().cast();
+        if let Some(entry) = plan.envp.get_mut(i) {
+            *entry = at;
+            plan.has_listen_pid = true;
+        }
+    }
+    Ok((plan, moved))
+}
 
+/// Fork `cmd`'s child with `status` as its end of the status pipe. Its pid,
+/// or why no child was made.
+pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32, Errno> {
+    let (mut plan, _moved) = plan(cmd, status)?;
+    if let Forker::Spawner { sock, .. } = forker {
+        plan.close_first = sock;
+        plan.reset_signals = false;
+    }
     // Every signal is blocked across the daemon's fork: until the child has
     // reset the daemon's handlers, a signal must not run one of them in it
     // (they write to the daemon's signal pipe).
@@ -284,8 +701,7 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
         Forker::Spawner { .. } => None,
     };
     // SAFETY: the daemon and the spawner are single-threaded, and the child
-    // below only calls async-signal-safe functions on memory prepared
-    // before the fork.
+    // below only makes raw system calls on memory prepared before the fork.
     let (pid, joined) = unsafe {
         match forker {
             Forker::Daemon => fork_into(cmd.cgroup.as_ref()),
@@ -293,28 +709,12 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
         }
     };
     if pid == 0 {
-        let join = match joined {
-            true => None,
-            false => cmd.cgroup.as_ref().map(|c| &c.procs),
-        };
-        let spawner_sock = match forker {
-            Forker::Daemon => None,
-            Forker::Spawner { sock, .. } => Some(sock),
-        };
-        // SAFETY: in the child, only async-signal-safe calls; never returns.
-        unsafe {
-            child_after_fork(
-                cmd,
-                &argv,
-                &envp,
-                &groups,
-                &mut fds,
-                status_fd,
-                fd_limit,
-                join,
-                spawner_sock,
-            )
+        if !joined && let Some(cg) = &cmd.cgroup {
+            plan.join = cg.procs.as_ptr();
         }
+        // SAFETY: in the new child, with its own copy of the plan; never
+        // returns.
+        unsafe { child_main((&mut *plan as *mut Plan).cast()) }
     }
     let errno = Errno::last();
     if let Some(old) = &old_mask {
@@ -379,7 +779,7 @@ unsafe fn fork_into(cgroup: Option<&Cgroup>) -> (libc::pid_t, bool) {
         if r >= 0 {
             return (r, true);
         }
-        if into_refused() {
+        if into_refused(Errno::last()) {
             CLONE_INTO.store(false, Ordering::Relaxed);
         }
     }
@@ -413,7 +813,7 @@ unsafe fn clone_for_parent(cgroup: Option<&Cgroup>, slot: *mut i32) -> (libc::pi
         if r >= 0 {
             return (r, true);
         }
-        if !into_refused() {
+        if !into_refused(Errno::last()) {
             return (-1, false);
         }
         // The kernel refuses this flag: the child joins the cgroup itself.
@@ -458,9 +858,9 @@ unsafe fn clone3(args: &CloneArgs) -> libc::pid_t {
 
 /// Whether clone3's failure says the kernel (older than 5.7) or a seccomp
 /// filter (EPERM) refuses `CLONE_INTO_CGROUP`.
-fn into_refused() -> bool {
+fn into_refused(errno: Errno) -> bool {
     matches!(
-        Errno::last(),
+        errno,
         Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM
     )
 }
@@ -472,7 +872,8 @@ static CLONE3: AtomicBool = AtomicBool::new(true);
 /// `clone(CLONE_PARENT | CLONE_PARENT_SETTID)` without a new stack: a fork
 /// whose child is the caller's parent's, its pid at `slot`. Only where the
 /// parent's tid pointer is the system call's third argument (x86, x86-64,
-/// ARM, AArch64, RISC-V); elsewhere ENOSYS, and the daemon forks itself.
+/// ARM, AArch64, RISC-V); elsewhere ENOSYS, and the daemon makes its
+/// children itself.
 ///
 /// # Safety
 /// As `clone_for_parent`.
@@ -504,117 +905,300 @@ unsafe fn legacy_clone_for_parent(slot: *mut i32) -> libc::pid_t {
     }
 }
 
-/// The child's side. Never returns.
+/// The system calls that take 32-bit ids (the first ones took 16 bits
+/// where there are still both).
+#[cfg(any(target_arch = "arm", target_arch = "x86"))]
+const ID_CALLS: [libc::c_long; 3] = [
+    libc::SYS_setgroups32,
+    libc::SYS_setgid32,
+    libc::SYS_setuid32,
+];
+#[cfg(not(any(target_arch = "arm", target_arch = "x86")))]
+const ID_CALLS: [libc::c_long; 3] = [libc::SYS_setgroups, libc::SYS_setgid, libc::SYS_setuid];
+
+/// Report the failed `step` (`r`: minus its errno) on the status pipe
+/// `fd` and exit 127.
 ///
 /// # Safety
-/// Call only in the child right after `fork` of a single-threaded process.
-// Indexes bounded by construction (the placeholder's room, 20 digits for a
-// pid); nothing here may allocate.
-#[allow(clippy::indexing_slicing, clippy::too_many_arguments)]
-unsafe fn child_after_fork(
-    cmd: &Command,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    groups: &[libc::gid_t],
-    fds: &mut [i32],
-    status_fd: i32,
-    fd_limit: Option<libc::rlimit>,
-    join: Option<&CString>,
-    spawner_sock: Option<RawFd>,
-) -> ! {
-    let report = |step: Step| -> ! {
-        let e = Errno::last_raw().to_ne_bytes();
-        let msg = [step as u8, e[0], e[1], e[2], e[3]];
-        // SAFETY: writing a stack buffer to our own pipe, then exiting
-        // without running any destructor or atexit handler.
-        unsafe {
-            libc::write(status_fd, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127)
-        }
-    };
-    // SAFETY: plain syscalls on values owned by this process.
+/// In a child before its exec.
+unsafe fn report(fd: i32, step: Step, r: isize) -> ! {
+    let e = (r as i32).wrapping_neg().to_ne_bytes();
+    let msg = [step as u8, e[0], e[1], e[2], e[3]];
+    // SAFETY: writing a stack buffer to our own pipe, then ending this
+    // process without running anything else.
     unsafe {
-        if let Some(fd) = spawner_sock {
-            libc::close(fd);
+        rawsys::call(libc::SYS_write, fd as usize, msg.as_ptr() as usize, 5, 0);
+        rawsys::call(libc::SYS_exit_group, 127, 0, 0, 0);
+    }
+    // The kernel does not come back from exit_group.
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+/// The child's side, from its birth to its exec; a step that fails is
+/// reported (`report`). Raw system calls only, through `rawsys`: it may
+/// share the daemon's memory, where libc's errno and state are the
+/// daemon's. Nothing here may allocate or panic.
+///
+/// # Safety
+/// `plan` points to a live `Plan` this child alone uses (its own copy, or
+/// one the daemon keeps untouched until the child has exec'd or ended);
+/// the caller is the new child.
+unsafe extern "C" fn child_main(plan: *mut std::ffi::c_void) -> ! {
+    use rawsys::call;
+    // SAFETY: as this function's contract.
+    let plan = unsafe { &mut *plan.cast::<Plan>() };
+    let status = plan.status_fd;
+    // SAFETY: plain system calls on this process's own state, with
+    // pointers into the plan or this stack.
+    unsafe {
+        if plan.undumpable {
+            call(libc::SYS_prctl, libc::PR_SET_DUMPABLE as usize, 0, 0, 0);
         }
-        if libc::setsid() < 0 {
-            report(Step::Setsid);
+        if plan.close_first >= 0 {
+            call(libc::SYS_close, plan.close_first as usize, 0, 0, 0);
         }
-        if let Some(procs) = join {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let r = call(libc::SYS_setsid, 0, 0, 0, 0);
+        if r < 0 {
+            report(status, Step::Setsid, r);
+        }
+        if !plan.join.is_null() {
+            let flags = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
+            let fd = call(
+                libc::SYS_openat,
+                libc::AT_FDCWD as usize,
+                plan.join as usize,
+                flags,
+                0,
+            );
             if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
+                call(libc::SYS_write, fd as usize, b"0".as_ptr() as usize, 1, 0);
+                call(libc::SYS_close, fd as usize, 0, 0, 0);
             }
         }
         // The daemon's child resets every disposition, then empties the
-        // mask (blocked by the parent across the fork): ignored signals
-        // (SIGPIPE above all) survive exec, and the daemon's handlers must
-        // never run here. The spawner's has nothing to undo.
-        if spawner_sock.is_none() {
-            sys::default_signals();
+        // mask (blocked by the parent across the fork).
+        if plan.reset_signals {
+            rawsys::default_signals();
         }
         // Lowering a soft limit cannot fail for want of privilege; if it
         // fails anyway the app runs with the daemon's.
-        if let Some(l) = &fd_limit {
-            libc::setrlimit(libc::RLIMIT_NOFILE, l);
+        if let Some(l) = &plan.fd_limit {
+            let which = libc::RLIMIT_NOFILE as usize;
+            call(
+                libc::SYS_prlimit64,
+                0,
+                which,
+                l as *const Rlimit64 as usize,
+                0,
+            );
         }
         // Move every source below the targets' range out of the way first,
-        // so that placing one never overwrites another; dup2 then clears
-        // close-on-exec on each target.
-        let top = fds.len() as i32;
-        for fd in fds.iter_mut() {
-            if *fd < top {
-                let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+        // so that placing one never overwrites another; dup3 then clears
+        // close-on-exec on each target (never its own source: those left
+        // in place are at or above the range).
+        let top = plan.fds.len();
+        for fd in plan.fds.iter_mut() {
+            if (*fd as usize) < top {
+                let dupfd = libc::F_DUPFD_CLOEXEC as usize;
+                let moved = call(libc::SYS_fcntl, *fd as usize, dupfd, top, 0);
                 if moved < 0 {
-                    report(Step::Dup);
+                    report(status, Step::Dup, moved);
                 }
-                *fd = moved;
+                *fd = moved as i32;
             }
         }
-        for (target, fd) in fds.iter().enumerate() {
-            if libc::dup2(*fd, target as i32) < 0 {
-                report(Step::Dup);
+        for (target, fd) in plan.fds.iter().enumerate() {
+            let r = call(libc::SYS_dup3, *fd as usize, target, 0, 0);
+            if r < 0 {
+                report(status, Step::Dup, r);
             }
         }
-        if let Some(i) = cmd.listen_pid_env {
-            // The placeholder is this process's own copy of the string:
-            // write our pid (the one exec keeps) into it, then a NUL.
-            let entry = envp[i] as *mut u8;
-            let start = "LISTEN_PID=".len();
+        if plan.has_listen_pid {
+            // Our pid (the one exec keeps) after `LISTEN_PID=`, then a NUL
+            // (the buffer is zeroed): at most 20 digits in the 21 bytes.
+            let mut n = call(libc::SYS_getpid, 0, 0, 0, 0) as u64;
             let mut digits = [0u8; 20];
-            let mut n = libc::getpid() as u64;
-            let mut len = 0;
-            loop {
-                digits[len] = b'0' + (n % 10) as u8;
-                len += 1;
+            let mut len = 0usize;
+            for d in digits.iter_mut() {
+                *d = b'0' + (n % 10) as u8;
+                len = len.wrapping_add(1);
                 n /= 10;
                 if n == 0 {
                     break;
                 }
             }
-            for k in 0..len {
-                *entry.add(start + k) = digits[len - 1 - k];
-            }
-            *entry.add(start + len) = 0;
-        }
-        if libc::chdir(cmd.cwd.as_ptr()) < 0 {
-            report(Step::Chdir);
-        }
-        if let Some((uid, gid, _)) = cmd.creds {
-            if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
-                report(Step::Groups);
-            }
-            if libc::setgid(gid) < 0 {
-                report(Step::Gid);
-            }
-            if let Some(uid) = uid
-                && libc::setuid(uid) < 0
-            {
-                report(Step::Uid);
+            let room = plan.listen_pid.iter_mut().skip(b"LISTEN_PID=".len());
+            for (slot, d) in room.zip(digits.iter().take(len).rev()) {
+                *slot = *d;
             }
         }
-        libc::execve(cmd.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        report(Step::Exec)
+        let r = call(libc::SYS_chdir, plan.cwd as usize, 0, 0, 0);
+        if r < 0 {
+            report(status, Step::Chdir, r);
+        }
+        if let Some((uid, gid)) = plan.creds {
+            let [groups, setgid, setuid] = ID_CALLS;
+            let (n, list) = (plan.groups.len(), plan.groups.as_ptr() as usize);
+            let r = call(groups, n, list, 0, 0);
+            if r < 0 {
+                report(status, Step::Groups, r);
+            }
+            let r = call(setgid, gid as usize, 0, 0, 0);
+            if r < 0 {
+                report(status, Step::Gid, r);
+            }
+            if let Some(uid) = uid {
+                let r = call(setuid, uid as usize, 0, 0, 0);
+                if r < 0 {
+                    report(status, Step::Uid, r);
+                }
+            }
+        }
+        let (argv, envp) = (plan.argv.as_ptr() as usize, plan.envp.as_ptr() as usize);
+        let r = call(libc::SYS_execve, plan.path as usize, argv, envp, 0);
+        report(status, Step::Exec, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    /// The tests that clone into this process's memory, one at a time (the
+    /// dumpable flag is the process's).
+    static SHARED_TESTS: Mutex<()> = Mutex::new(());
+
+    fn c(s: &str) -> CString {
+        CString::new(s).expect("no NUL")
+    }
+
+    /// `sh -c script` in `cwd` with `LISTEN_PID` and one listening fd (a
+    /// pipe's read end stands in), its stdout a pipe: the command and that
+    /// pipe's read end.
+    fn command(path: &str, script: &str, cwd: &str) -> (Command, std::fs::File) {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let (listen_r, _listen_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        // Kept open by the test for the child's fd 3 (leaked on purpose:
+        // the fd number must stay valid until the child has it).
+        let listen = std::mem::ManuallyDrop::new(listen_r).as_raw_fd();
+        let cmd = Command {
+            path: c(path),
+            argv: vec![c("sh"), c("-c"), c(script)],
+            envp: vec![c("A=1"), c(LISTEN_PID_PLACEHOLDER), c("PATH=/usr/bin:/bin")],
+            cwd: c(cwd),
+            creds: None,
+            stdin: null(),
+            stdout: out_w,
+            stderr: null(),
+            listen: vec![listen],
+            channel: None,
+            listen_pid_env: Some(1),
+            cgroup: None,
+        };
+        (cmd, std::fs::File::from(out_r))
+    }
+
+    /// Wait (5 s at most) until the status pipe says more than Waiting.
+    fn settle(p: &mut Pending) -> ExecStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match p.check() {
+                ExecStatus::Waiting if std::time::Instant::now() < deadline => {
+                    let mut fds = [libc::pollfd {
+                        fd: p.status.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    }];
+                    // SAFETY: poll(2) on a live array of one.
+                    unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+                }
+                s => return s,
+            }
+        }
+    }
+
+    fn exit_code(pid: i32) -> i32 {
+        let mut st = 0;
+        // SAFETY: waits for this test's own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        assert!(libc::WIFEXITED(st), "status {st:#x}");
+        libc::WEXITSTATUS(st)
+    }
+
+    fn dumpable() -> i32 {
+        // SAFETY: reads this process's flag.
+        unsafe { libc::prctl(libc::PR_GET_DUMPABLE) }
+    }
+
+    #[test]
+    fn a_shared_child_gets_its_fds_cwd_env_and_own_pid() {
+        let _one = SHARED_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let script = "echo \"$LISTEN_PID $$ $A $(pwd)\"; ls /proc/$$/fd | sort -n | tr '\\n' ' '";
+        let (cmd, mut out) = command("/bin/sh", script, "/tmp");
+        let before = dumpable();
+        let mut p = match spawn_shared(cmd) {
+            Ok(r) => r.expect("cloned"),
+            Err(_) => {
+                if rawsys::CAN_CLONE_ON {
+                    panic!("refused on x86_64");
+                }
+                eprintln!("skipped: no shared clone on this architecture");
+                return;
+            }
+        };
+        assert!(p.held.is_some(), "what it reads is kept");
+        assert_eq!(settle(&mut p), ExecStatus::Running);
+        assert!(
+            p.held.as_ref().is_some_and(|h| h.released),
+            "let go at exec"
+        );
+        let pid = p.pid;
+        drop(p);
+        assert_eq!(dumpable(), before, "the daemon's dumpable flag put back");
+        assert_eq!(exit_code(pid), 0);
+        let mut text = String::new();
+        out.read_to_string(&mut text).expect("output");
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(format!("{pid} {pid} 1 /tmp").as_str()));
+        // 0, 1, 2 and the listening fd as 3 (then whatever the test
+        // harness left open without close-on-exec, and sh's own).
+        let fds: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(fds.get(..4), Some(&["0", "1", "2", "3"][..]), "{fds:?}");
+    }
+
+    #[test]
+    fn a_shared_child_reports_the_step_that_failed() {
+        let _one = SHARED_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        for (path, cwd, step, object) in [
+            (
+                "/bin/sh",
+                "/nonexistent-cwd",
+                Step::Chdir,
+                "/nonexistent-cwd",
+            ),
+            ("/nonexistent-prog", "/", Step::Exec, "/nonexistent-prog"),
+        ] {
+            let (cmd, _out) = command(path, "exit 0", cwd);
+            let Ok(r) = spawn_shared(cmd) else {
+                eprintln!("skipped: no shared clone on this architecture");
+                return;
+            };
+            let mut p = r.expect("cloned");
+            let expected = ExecStatus::Failed(SpawnError {
+                step,
+                errno: Errno::ENOENT,
+                object: object.into(),
+            });
+            assert_eq!(settle(&mut p), expected);
+            // Not let go at its report: it still runs to its exit.
+            let mut held = p.held.take().expect("held");
+            assert!(!held.released);
+            assert_eq!(exit_code(p.pid), 127);
+            held.release();
+        }
     }
 }

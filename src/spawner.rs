@@ -1,5 +1,8 @@
 //! The spawner: a small process the daemon forks once, first thing, to
-//! fork its children for it.
+//! fork its children for it: those of a bulk start (the daemon makes the
+//! next child's fds while the spawner forks), and every one where the
+//! daemon cannot clone them into its own memory (`spawn::spawn_shared`:
+//! another architecture, or a kernel or seccomp filter that refuses).
 //!
 //! Why: `fork` copies the forker's page tables and write-protects every
 //! page it has written, so the forker then takes a fault on its next write
@@ -13,8 +16,8 @@
 //! How: the daemon sends the child's `spawn::Command` on a `SOCK_SEQPACKET`
 //! pair (strings as bytes, fds as `SCM_RIGHTS`) and waits for the answer:
 //! the pid (> 0), a fork error (-errno), or 0, "cannot fork for you here"
-//! (clone3 and the older clone both refused), after which the daemon forks
-//! its children itself. The
+//! (clone3 and the older clone both refused), after which the daemon
+//! makes its children itself. The
 //! child is made with `CLONE_PARENT`: it is the daemon's child exactly as
 //! if the daemon had forked it (its parent, its reaper, SIGCHLD to it), and
 //! with `CLONE_PARENT_SETTID` its pid is written to a page shared with the
@@ -389,7 +392,7 @@ fn serve(sock: OwnedFd, slots: *mut i32, daemon: i32) -> ! {
         if libc::getppid() != daemon {
             libc::_exit(0);
         }
-        crate::sys::default_signals();
+        crate::rawsys::default_signals();
         libc::setsid();
         libc::prctl(libc::PR_SET_NAME, c"corral-spawner".as_ptr());
     }

@@ -207,25 +207,6 @@ pub fn restore_signal_mask(old: &libc::sigset_t) {
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
-/// Every signal's disposition back to the default (an ignored one would
-/// survive exec; a handler of the daemon's must never run elsewhere), and
-/// none blocked. Only async-signal-safe calls: for a child between fork
-/// and exec.
-pub fn default_signals() {
-    // SAFETY: signal(2) and sigprocmask(2) on this process's own state,
-    // with a set on this stack.
-    unsafe {
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    }
-}
-
 /// A close-on-exec copy of `fd` numbered at least `min`.
 pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC makes a new fd that nothing else owns.
@@ -313,10 +294,15 @@ static APP_FD_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 pub fn raise_fd_limit() -> Result<(u64, u64), Errno> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    APP_FD_LIMIT.store(soft, std::sync::atomic::Ordering::Relaxed);
+    // rlim_t is 32 bits on some targets (armv7 with glibc).
+    #[allow(clippy::useless_conversion)]
+    let wide = u64::from(soft);
+    APP_FD_LIMIT.store(wide, std::sync::atomic::Ordering::Relaxed);
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
+    #[allow(clippy::useless_conversion)]
+    let hard = u64::from(hard);
     Ok((hard, hard))
 }
 

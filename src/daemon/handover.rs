@@ -666,6 +666,7 @@ impl Daemon {
                             status,
                             path: x.path,
                             cwd: x.cwd,
+                            held: None,
                         },
                     },
                 );

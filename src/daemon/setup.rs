@@ -311,6 +311,7 @@ impl Daemon {
             reap_due: true,
             channels: Default::default(),
             execs: HashMap::new(),
+            held: Vec::new(),
             console,
             next_token: FIRST_DYNAMIC,
             timers: Timers::default(),

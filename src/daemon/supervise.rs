@@ -24,7 +24,7 @@ use crate::logs::is_null;
 use crate::process::{Event, Exit};
 use crate::protocol::Monit;
 use crate::reaper;
-use crate::spawn::{Command, ExecStatus, Pending, SpawnError, spawn_child};
+use crate::spawn::{self, Command, ExecStatus, Pending, SpawnError, spawn_child};
 use crate::spawner::{IN_FLIGHT_MAX, Sent};
 use crate::state::{Effect, Input, Role};
 use crate::sys::{self, Signal};
@@ -310,15 +310,23 @@ impl Daemon {
         self.table.remove(id);
     }
 
-    /// Fork `cmd`'s child, or take the spawner's answer to the request
-    /// `sent` for it: through the spawner where there is one, else here.
-    /// A spawner that is gone or cannot fork is let go once nothing is in
-    /// flight, and said so.
-    fn fork_child(&mut self, cmd: &Command, sent: Option<Sent>) -> Result<Pending, SpawnError> {
+    /// Start `cmd`'s child, or take the spawner's answer to the request
+    /// `sent` for it. Not sent: cloned here into the daemon's memory
+    /// (`spawn_shared`, the quickest), else through the spawner where
+    /// there is one, else forked here. A spawner that is gone or cannot
+    /// fork is let go once nothing is in flight, and said so.
+    fn fork_child(&mut self, cmd: Command, sent: Option<Sent>) -> Result<Pending, SpawnError> {
+        let cmd = match sent {
+            Some(_) => cmd,
+            None => match spawn::spawn_shared(cmd) {
+                Ok(r) => return r,
+                Err(cmd) => cmd,
+            },
+        };
         let answer = match (self.spawner.as_mut(), sent) {
-            (Some(s), Some(sent)) => Some(s.receive(sent, cmd)),
+            (Some(s), Some(sent)) => Some(s.receive(sent, &cmd)),
             // Not while others are in flight: the next answer is theirs.
-            (Some(s), None) if s.in_flight() == 0 => Some(s.spawn(cmd)),
+            (Some(s), None) if s.in_flight() == 0 => Some(s.spawn(&cmd)),
             _ => None,
         };
         let done = self
@@ -328,12 +336,12 @@ impl Daemon {
         if let Some(why) = done {
             self.spawner = None;
             self.log(&format!(
-                "the spawner {why}: the daemon forks the apps' processes itself from now on"
+                "the spawner {why}: the daemon makes the apps' processes itself from now on"
             ));
         }
         match answer {
             Some(Ok(r)) => r,
-            Some(Err(_)) | None => spawn_child(cmd),
+            Some(Err(_)) | None => spawn_child(&cmd),
         }
     }
 
@@ -530,9 +538,8 @@ impl Daemon {
         } = begun;
         let spawned = match failure {
             Some(f) => Err(f),
-            None => self.fork_child(&cmd, sent).map_err(Fault::from),
+            None => self.fork_child(cmd, sent).map_err(Fault::from),
         };
-        drop(cmd);
         let pending = match spawned {
             Ok(p) => p,
             Err(f) => {
@@ -566,8 +573,13 @@ impl Daemon {
                 .register(&mut SourceFd(&status_fd), t, Interest::READABLE)
         {
             // Without a watch on the status pipe the exec would never be
-            // known: give this child up.
+            // known: give this child up (what it reads is freed once it is
+            // reaped).
             sys::send(pid, Signal::KILL, false);
+            let mut pending = pending;
+            if let Some(h) = pending.held.take() {
+                self.held.push(h);
+            }
             return Err(reg_fail("exec status pipe", err));
         }
         self.execs.insert(t, Exec { pm_id: id, pending });
@@ -620,7 +632,7 @@ impl Daemon {
     /// The exec status pipe behind `t` is readable: the child exec'd (end of
     /// file) or says why it could not.
     pub(super) fn read_exec(&mut self, t: Token) {
-        let Some(x) = self.execs.get(&t) else {
+        let Some(x) = self.execs.get_mut(&t) else {
             return;
         };
         let status = x.pending.check();
@@ -638,6 +650,10 @@ impl Daemon {
                 );
             }
             ExecStatus::Failed(err) => {
+                // It still runs (to its exit) in what it was given.
+                if let Some(h) = x.pending.held.take() {
+                    self.held.push(h);
+                }
                 self.unwatch_exec(pid);
                 let f = Fault::from(err);
                 self.log(&format!("app {id}: {f}"));
@@ -652,6 +668,17 @@ impl Daemon {
                     },
                 );
             }
+        }
+    }
+
+    /// The child `pid` was reaped: what it was given in the daemon's memory
+    /// (`spawn::Held`) is free.
+    fn release_held(&mut self, pid: i32) {
+        for x in self.execs.values_mut().filter(|x| x.pending.pid == pid) {
+            x.pending.ended();
+        }
+        if let Some(i) = self.held.iter().position(|h| h.pid() == pid) {
+            self.held.swap_remove(i).release();
         }
     }
 
@@ -686,7 +713,7 @@ impl Daemon {
             }
             false => Vec::new(),
         };
-        for (pid, exit) in exits {
+        for &(pid, exit) in &exits {
             if self.spawner.as_ref().is_some_and(|s| s.pid() == pid) {
                 // What it was asked is resolved through it (its slots).
                 self.finish_spawns();
@@ -698,7 +725,7 @@ impl Daemon {
                     Exit::Signal(s) => format!("by signal {s}"),
                 };
                 self.log(&format!(
-                    "the spawner (pid {pid}) ended {how}: the daemon forks the apps' processes itself from now on"
+                    "the spawner (pid {pid}) ended {how}: the daemon makes the apps' processes itself from now on"
                 ));
                 continue;
             }
@@ -740,6 +767,9 @@ impl Daemon {
             let group_alive = treekill && self.group_alive(pid);
             let event = Event::Exited { exit, group_alive };
             self.step(id, Input::Proc { pid, event });
+        }
+        for &(pid, _) in &exits {
+            self.release_held(pid);
         }
         for (id, pid) in self.table.lingering() {
             if !self.group_alive(pid) {

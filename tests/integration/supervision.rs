@@ -355,20 +355,17 @@ fn signal_mask(pid: i32, field: &str) -> u64 {
         .expect("a signal mask")
 }
 
-/// The spawner forks the apps' processes, yet they are the daemon's own
-/// children (it reaps them; they see it as their parent), with no signal
-/// blocked and SIGPIPE at its default; `ps` names the spawner, which ends
-/// with the daemon.
+/// The spawner forks the apps' processes of a start, yet they are the
+/// daemon's own children (it reaps them; they see it as their parent),
+/// with no signal blocked and none ignored (SIGPIPE above all, and the two
+/// libc's `signal` cannot reset, if the test runner ignores them); `ps`
+/// names the spawner, which ends with the daemon.
 #[test]
 fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     let h = TestHome::started();
     let (daemon, pid) = start_kid(&h);
     assert_eq!(signal_mask(pid, "SigBlk:"), 0, "signals blocked in the app");
-    assert_eq!(
-        signal_mask(pid, "SigIgn:") & (1 << (13 - 1)),
-        0,
-        "SIGPIPE ignored in the app"
-    );
+    assert_eq!(signal_mask(pid, "SigIgn:"), 0, "signals ignored in the app");
     let spawners = spawners_of(daemon);
     if !cfg!(target_env = "gnu") {
         assert!(spawners.is_empty(), "a spawner without glibc: {spawners:?}");
@@ -378,11 +375,16 @@ fn apps_are_the_daemons_children_though_the_spawner_forks_them() {
     let spawner = spawners[0];
     let cmdline = read(Path::new(&format!("/proc/{spawner}/cmdline")));
     assert_eq!(cmdline.trim_end_matches('\0'), "corral-spawner");
-    // A restart goes through it too: the new process is the daemon's.
+    // A restart is cloned by the daemon into its own memory (on x86_64):
+    // the new process is the daemon's child just the same, and it undid
+    // the daemon's signal mask and dispositions itself.
     h.ok(json!({"cmd": "restart", "target": "kid"}));
     let again = pid_of(&h.wait_status("kid", "online"));
     assert_ne!(again, pid);
     assert_eq!(proc_state(again).map(|s| s.1), Some(daemon));
+    assert_eq!(signal_mask(again, "SigBlk:"), 0, "signals blocked");
+    assert_eq!(signal_mask(again, "SigIgn:"), 0, "signals ignored");
+    assert_eq!(spawners_of(daemon), [spawner], "the same spawner");
     // `update` execs a new image: the old spawner ends, the new image has
     // one of its own, and the app goes on.
     let out = h.corral(&["update"]);
@@ -438,7 +440,7 @@ fn start_kid(h: &TestHome) -> (i32, i32) {
 }
 
 /// A spawner killed behind the daemon's back costs nothing but speed: the
-/// daemon says so in its log and forks the apps' processes itself.
+/// daemon says so in its log and makes the apps' processes itself.
 #[test]
 fn the_daemon_forks_itself_once_its_spawner_is_gone() {
     let Some((h, daemon, first, spawner)) = app_and_spawner() else {
@@ -459,6 +461,9 @@ fn the_daemon_forks_itself_once_its_spawner_is_gone() {
     let again = pid_of(&h.describe("kid"));
     assert_eq!(proc_state(again).map(|s| s.1), Some(daemon));
     assert!(spawners_of(daemon).is_empty());
+    // A start, which would have gone through it, too.
+    let d = h.start(json!({"name": "kid2", "script": "sleep", "args": ["1000"]}));
+    assert_eq!(proc_state(pid_of(&d[0])).map(|s| s.1), Some(daemon));
 }
 
 /// An environment too large for one request to the spawner (more than a
@@ -477,18 +482,18 @@ fn an_app_with_a_huge_environment_starts_whole() {
 }
 
 /// A spawner that stops answering (stopped here) does not stop the daemon:
-/// after its patience (2 s) the daemon ends it and forks the app itself.
+/// after its patience (2 s) the daemon ends it and starts the app itself.
 #[test]
 fn a_stopped_spawner_cannot_stop_the_daemon() {
-    let Some((h, daemon, first, spawner)) = app_and_spawner() else {
+    let Some((h, daemon, _first, spawner)) = app_and_spawner() else {
         return;
     };
     // SAFETY: kill(2) on the spawner of the daemon this test started.
     unsafe { libc::kill(spawner, libc::SIGSTOP) };
     let t0 = Instant::now();
-    h.ok(json!({"cmd": "restart", "target": "kid"}));
-    let d = h.wait_status("kid", "online");
-    assert_ne!(pid_of(&d), first);
+    // A start goes through the spawner (a restart does not).
+    h.start(json!({"name": "kid2", "script": "sleep", "args": ["1000"]}));
+    let d = h.wait_status("kid2", "online");
     assert_eq!(proc_state(pid_of(&d)).map(|s| s.1), Some(daemon));
     assert!(
         t0.elapsed() < Duration::from_secs(8),
@@ -498,7 +503,7 @@ fn a_stopped_spawner_cannot_stop_the_daemon() {
     wait_gone(spawner, "the stopped spawner");
     assert!(h.daemon_log().contains("the spawner"), "{}", h.daemon_log());
     // The daemon still answers at once.
-    assert_eq!(h.list().len(), 1);
+    assert_eq!(h.list().len(), 2);
 }
 
 /// The program and argument of `pid`'s command line `<prog> <n>`.
@@ -563,7 +568,8 @@ fn a_bulk_start_gives_each_app_its_own_child() {
 }
 
 /// A spawner that stops answering with many requests in flight: ended
-/// after its patience, the daemon forks every app itself, none twice.
+/// after its patience, the daemon makes every app's process itself, none
+/// twice.
 #[test]
 fn a_spawner_stopped_during_a_bulk_start_loses_no_app_and_doubles_none() {
     let Some((h, _daemon, first, spawner)) = app_and_spawner() else {
@@ -586,50 +592,22 @@ fn a_spawner_stopped_during_a_bulk_start_loses_no_app_and_doubles_none() {
     assert_eq!(h.list().len(), 30, "the daemon still answers");
 }
 
-/// Where clone3 is refused as Docker's default seccomp profile refuses it
-/// (ENOSYS), the spawner forks with the older clone, and still makes the
-/// daemon's children.
-#[test]
+/// A seccomp filter instruction.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn the_spawner_works_where_clone3_is_refused() {
+fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// Start `h`'s daemon under the seccomp filter `prog` (it inherits it from
+/// the CLI that starts it).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn daemon_under_filter(h: &TestHome, prog: Vec<libc::sock_filter>) {
     use std::os::unix::process::CommandExt;
-    if !cfg!(target_env = "gnu") {
-        eprintln!("skipped: no spawner without glibc");
-        return;
-    }
-    let h = TestHome::new();
     let mut c = h.command(&["ping"]);
-    // SAFETY: between fork and exec, only prctl(2) on a filter that lives
-    // on this stack frame.
+    // SAFETY: between fork and exec, only prctl(2) on a filter that the
+    // closure owns.
     unsafe {
-        c.pre_exec(|| {
-            // seccomp: clone3 answers ENOSYS, every other call is allowed.
-            let prog = [
-                libc::sock_filter {
-                    code: 0x20,
-                    jt: 0,
-                    jf: 0,
-                    k: 0,
-                },
-                libc::sock_filter {
-                    code: 0x15,
-                    jt: 0,
-                    jf: 1,
-                    k: libc::SYS_clone3 as u32,
-                },
-                libc::sock_filter {
-                    code: 0x06,
-                    jt: 0,
-                    jf: 0,
-                    k: 0x0005_0000 | libc::ENOSYS as u32,
-                },
-                libc::sock_filter {
-                    code: 0x06,
-                    jt: 0,
-                    jf: 0,
-                    k: 0x7fff_0000,
-                },
-            ];
+        c.pre_exec(move || {
             let fprog = libc::sock_fprog {
                 len: prog.len() as u16,
                 filter: prog.as_ptr() as *mut _,
@@ -644,15 +622,106 @@ fn the_spawner_works_where_clone3_is_refused() {
     }
     let out = run(c);
     assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
-    let (daemon, _) = start_kid(&h);
+    let daemon = h.daemon_pid();
+    assert!(
+        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
+        "the daemon runs under the filter"
+    );
+}
+
+/// seccomp's answers: an errno, or the call allowed.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const RET_ERRNO: u32 = 0x0005_0000;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const RET_ALLOW: u32 = 0x7fff_0000;
+
+/// Restart `kid` and check the new process: the daemon's child, no signal
+/// blocked or ignored, in the app's cgroup if it has one. Its pid.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn restart_kid_and_check(h: &TestHome, daemon: i32, before: i32) -> i32 {
+    h.ok(json!({"cmd": "restart", "target": "kid"}));
+    let d = h.wait_status("kid", "online");
+    let pid = pid_of(&d);
+    assert_ne!(pid, before);
+    assert_eq!(proc_state(pid).map(|s| s.1), Some(daemon), "the parent");
+    assert_eq!(signal_mask(pid, "SigBlk:"), 0, "signals blocked");
+    assert_eq!(signal_mask(pid, "SigIgn:"), 0, "signals ignored");
+    if let Some(cg) = env_of(&d, "cgroup").as_str() {
+        let procs = read(&Path::new(cg).join("cgroup.procs"));
+        assert_eq!(procs.trim(), pid.to_string(), "in its cgroup");
+    }
+    pid
+}
+
+/// Where clone3 is refused as Docker's default seccomp profile refuses it
+/// (ENOSYS), the spawner forks with the older clone, and a restart is
+/// cloned into the daemon's memory with the older clone too (the child
+/// then joins its cgroup itself): all the daemon's children.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn the_spawner_works_where_clone3_is_refused() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::new();
+    // seccomp: clone3 answers ENOSYS, every other call is allowed.
+    daemon_under_filter(
+        &h,
+        vec![
+            bpf(0x20, 0, 0, 0),
+            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
+            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+            bpf(0x06, 0, 0, RET_ALLOW),
+        ],
+    );
+    let (daemon, first) = start_kid(&h);
     assert_eq!(spawners_of(daemon).len(), 1, "{}", h.daemon_log());
+    restart_kid_and_check(&h, daemon, first);
     assert!(
         !h.daemon_log().contains("the spawner"),
         "{}",
         h.daemon_log()
     );
-    assert!(
-        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
-        "the daemon runs under the filter"
+}
+
+/// Where a clone into the daemon's memory is refused too (a filter that
+/// refuses `CLONE_VM` without `CLONE_VFORK`), restarts go through the
+/// spawner; without the spawner, the daemon forks them itself.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn restarts_are_forked_where_a_shared_clone_is_refused() {
+    if !cfg!(target_env = "gnu") {
+        eprintln!("skipped: no spawner without glibc");
+        return;
+    }
+    let h = TestHome::new();
+    let (vm, vfork) = (libc::CLONE_VM as u32, libc::CLONE_VFORK as u32);
+    daemon_under_filter(
+        &h,
+        vec![
+            // clone3: ENOSYS.
+            bpf(0x20, 0, 0, 0),
+            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
+            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+            // clone with CLONE_VM and without CLONE_VFORK: EPERM.
+            bpf(0x15, 0, 4, libc::SYS_clone as u32),
+            bpf(0x20, 0, 0, 16),
+            bpf(0x54, 0, 0, vm | vfork),
+            bpf(0x15, 0, 1, vm),
+            bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
+            bpf(0x06, 0, 0, RET_ALLOW),
+        ],
     );
+    let (daemon, first) = start_kid(&h);
+    let spawners = spawners_of(daemon);
+    assert_eq!(spawners.len(), 1, "{}", h.daemon_log());
+    let second = restart_kid_and_check(&h, daemon, first);
+    assert_eq!(spawners_of(daemon), spawners, "{}", h.daemon_log());
+    // SAFETY: kill(2) on the spawner of the daemon this test started.
+    unsafe { libc::kill(spawners[0], libc::SIGKILL) };
+    wait_until(SOON, "the daemon saw its spawner end", || {
+        h.daemon_log().contains("the spawner (pid")
+    });
+    restart_kid_and_check(&h, daemon, second);
 }
