@@ -1523,7 +1523,7 @@ def main():
     ctx.reps_jlist_big = 1 if quick else reps(5)
     ctx.pings_big = 10 if quick else 100
     ctx.reps_crash_big = 2 if quick else reps(10)
-    ctx.reps_crash = 2 if quick else reps(20)
+    ctx.reps_crash = 2 if quick else reps(40)
     ctx.crash_gap = 0.05 if quick else 0.25
     ctx.log_mb = 5 if quick else 200
     ctx.reps_logs = 1 if quick else reps(3)
