@@ -11,9 +11,10 @@
 //! `chdir` and `execve` are done, for ever on a hung mount.
 //!
 //! Three ways to make the child, quickest first: cloned into the daemon's
-//! memory on a stack of its own (`spawn_shared`: a restart, x86_64); by
-//! the spawner (`crate::spawner`: a bulk start, or where the first is
-//! refused); forked by the daemon (`spawn_child`: where neither can). A
+//! memory on a stack of its own (`spawn_shared`: a restart, x86_64, while
+//! the daemon has few fds); by the spawner (`crate::spawner`: a bulk start,
+//! or where the first is refused); forked by the daemon (`spawn_child`:
+//! where neither can). A
 //! child given a cgroup is born in it (`clone3` with `CLONE_INTO_CGROUP`).
 
 use std::ffi::CString;

@@ -51,6 +51,11 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         Some(val)
     }
 
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.v.len()
+    }
+
     /// Every entry, in the order of keys.
     pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
         self.v.iter().map(|e| (e.0, &e.1))
