@@ -62,10 +62,10 @@ pub unsafe fn call(n: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> i
 }
 
 /// Every signal's disposition back to the default (an ignored one would
-/// survive exec; a handler of the daemon's must never run elsewhere), and
-/// none blocked. All 64, through the kernel: libc's `signal` refuses the
-/// two it keeps for itself (32 and 33), which stay ignored if whoever
-/// started the daemon ignored them.
+/// survive exec; a handler of the daemon's must never run elsewhere). All
+/// 64, through the kernel: libc's `signal` refuses the two it keeps for
+/// itself (32 and 33), which stay ignored if whoever started the daemon
+/// ignored them. The mask is left as it is (`set_mask`).
 ///
 /// # Safety
 /// In a child before its exec (or the spawner as it starts): the daemon's
@@ -75,31 +75,25 @@ pub unsafe fn default_signals() {
     let dfl = [0u64; 4];
     for sig in 1..=crate::sys::MAX_SIGNAL {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let (n, act) = (sig as usize, dfl.as_ptr() as usize);
             // SAFETY: as this function's contract; a live, zeroed struct
             // of the kernel's size or larger, and its 8-byte signal set.
-            unsafe {
-                call(
-                    libc::SYS_rt_sigaction,
-                    sig as usize,
-                    dfl.as_ptr() as usize,
-                    0,
-                    8,
-                )
-            };
+            unsafe { call(libc::SYS_rt_sigaction, n, act, 0, 8) };
         }
     }
-    let none = 0u64;
+}
+
+/// Set this thread's signal mask to `mask` (bit n-1: signal n), all 64
+/// through the kernel (libc's `sigfillset` leaves out 32 and 33); the mask
+/// it had.
+pub fn set_mask(mask: u64) -> u64 {
+    let mut old = 0u64;
     let how = libc::SIG_SETMASK as usize;
-    // SAFETY: as above, with an empty set on this stack.
-    unsafe {
-        call(
-            libc::SYS_rt_sigprocmask,
-            how,
-            &none as *const u64 as usize,
-            0,
-            8,
-        )
-    };
+    let (new, was) = (&mask as *const u64 as usize, &mut old as *mut u64 as usize);
+    // SAFETY: rt_sigprocmask(2) with two live 8-byte sets on this stack;
+    // it changes only this thread's mask.
+    unsafe { call(libc::SYS_rt_sigprocmask, how, new, was, 8) };
+    old
 }
 
 /// Whether `clone_on` can start a child here.

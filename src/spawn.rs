@@ -262,10 +262,12 @@ static SHARED: AtomicBool = AtomicBool::new(rawsys::CAN_CLONE_ON);
 ///
 /// What the child reads (its stack, its plan, the command's strings) is
 /// kept in the `Pending` until its exec or its end is known (`Held`). The
-/// child makes itself undumpable first thing: a core dump of it would be
-/// one of the daemon's memory, and an app's user must never trace a
-/// process that shares it (the kernel also sets that at its `setuid`).
-/// The daemon's own flag is put back once no such child is left.
+/// child makes itself undumpable first thing, and again after its change
+/// of user (which sets the flag to `fs.suid_dumpable`), and keeps every
+/// signal blocked until its exec: a core dump of it would be one of the
+/// daemon's memory (and before Linux 5.16 would kill the daemon), and an
+/// app's user must never trace a process that shares it. The daemon's own
+/// flag is put back once no such child is left.
 ///
 /// `Err(cmd)` where that cannot be done here (another architecture, or a
 /// kernel that refuses): the caller forks.
@@ -290,21 +292,30 @@ pub fn spawn_shared(cmd: Command) -> Result<Result<Pending, SpawnError>, Command
         Ok(s) => s,
         Err(e) => return failed(e, &cmd),
     };
+    // Owned through this pointer alone from now on (the child writes
+    // through it): `Kept` frees it.
+    let plan = Box::into_raw(plan);
     Dumpable::before_clone();
-    let old = sys::block_all_signals();
+    let old = rawsys::set_mask(u64::MAX);
     // SAFETY: the stack is this child's alone; the plan, the stack and the
     // command's strings are kept in its `Held` until it has exec'd or
     // ended; `child_main` makes raw system calls only.
-    let r = unsafe { clone_shared(cmd.cgroup.as_ref(), &stack, &mut plan) };
-    sys::restore_signal_mask(&old);
+    let r = unsafe { clone_shared(cmd.cgroup.as_ref(), &stack, plan) };
+    rawsys::set_mask(old);
     // The status pipe's write end is the child's alone from now on.
     drop((moved, status_w));
     let pid = match r {
         Ok(pid) => pid,
-        Err(Some(e)) => return failed(e, &cmd),
-        Err(None) => {
-            SHARED.store(false, Ordering::Relaxed);
-            return Err(cmd);
+        Err(e) => {
+            // SAFETY: no child was made; the pointer is `into_raw`'s.
+            drop(unsafe { Box::from_raw(plan) });
+            if e.is_none() {
+                SHARED.store(false, Ordering::Relaxed);
+            }
+            return match e {
+                Some(e) => failed(e, &cmd),
+                None => Err(cmd),
+            };
         }
     };
     let mut pending = pending(&cmd, pid, status_r);
@@ -322,7 +333,7 @@ pub fn spawn_shared(cmd: Command) -> Result<Result<Pending, SpawnError>, Command
         released: false,
         keep: ManuallyDrop::new(Kept {
             _stack: stack,
-            _plan: plan,
+            plan,
             _strings: (path, argv, envp, cwd, cgroup.map(|c| c.procs)),
         }),
     });
@@ -339,10 +350,10 @@ pub fn spawn_shared(cmd: Command) -> Result<Result<Pending, SpawnError>, Command
 unsafe fn clone_shared(
     cgroup: Option<&Cgroup>,
     stack: &Stack,
-    plan: &mut Plan,
+    plan: *mut Plan,
 ) -> Result<i32, Option<Errno>> {
     let entry: rawsys::Entry = child_main;
-    let arg: *mut Plan = plan;
+    let arg = plan;
     let errno = |r: isize| Errno::from_raw((r as i32).wrapping_neg());
     let refused = |r: isize| matches!(errno(r), Errno::ENOSYS | Errno::EPERM);
     let join = cgroup.map_or(std::ptr::null(), |c| c.procs.as_ptr());
@@ -500,8 +511,17 @@ type Strings = (
 
 struct Kept {
     _stack: Stack,
-    _plan: Box<Plan>,
+    /// `Box::into_raw`'s.
+    plan: *mut Plan,
     _strings: Strings,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        // SAFETY: the pointer `spawn_shared` took from `Box::into_raw`,
+        // freed once, here.
+        drop(unsafe { Box::from_raw(self.plan) });
+    }
 }
 
 impl Held {
@@ -698,7 +718,7 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
     // reset the daemon's handlers, a signal must not run one of them in it
     // (they write to the daemon's signal pipe).
     let old_mask = match forker {
-        Forker::Daemon => Some(sys::block_all_signals()),
+        Forker::Daemon => Some(rawsys::set_mask(u64::MAX)),
         Forker::Spawner { .. } => None,
     };
     // SAFETY: the daemon and the spawner are single-threaded, and the child
@@ -718,8 +738,8 @@ pub fn fork_exec(cmd: &Command, status: &OwnedFd, forker: Forker) -> Result<i32,
         unsafe { child_main((&mut *plan as *mut Plan).cast()) }
     }
     let errno = Errno::last();
-    if let Some(old) = &old_mask {
-        sys::restore_signal_mask(old);
+    if let Some(old) = old_mask {
+        rawsys::set_mask(old);
     }
     match pid < 0 {
         true => Err(errno),
@@ -977,8 +997,9 @@ unsafe extern "C" fn child_main(plan: *mut std::ffi::c_void) -> ! {
                 call(libc::SYS_close, fd as usize, 0, 0, 0);
             }
         }
-        // The daemon's child resets every disposition, then empties the
-        // mask (blocked by the parent across the fork).
+        // The daemon's child resets every disposition; its mask (all
+        // blocked by the parent across the fork) stays full until just
+        // before its exec, so no signal acts on it before then.
         if plan.reset_signals {
             rawsys::default_signals();
         }
@@ -1014,6 +1035,20 @@ unsafe extern "C" fn child_main(plan: *mut std::ffi::c_void) -> ! {
             if r < 0 {
                 report(status, Step::Dup, r);
             }
+        }
+        // The status pipe right above them, and every other fd closed now:
+        // all are close-on-exec, but a child stuck in `chdir` or `execve`
+        // on a hung mount would hold the daemon's listening socket, lock
+        // and pipes until then. (Before Linux 5.9 the exec closes them.)
+        let mut status = status;
+        if status != top as i32 {
+            let cloexec = libc::O_CLOEXEC as usize;
+            if call(libc::SYS_dup3, status as usize, top, cloexec, 0) >= 0 {
+                status = top as i32;
+            }
+        }
+        if status == top as i32 {
+            call(libc::SYS_close_range, top + 1, u32::MAX as usize, 0, 0);
         }
         if plan.has_listen_pid {
             // Our pid (the one exec keeps) after `LISTEN_PID=`, then a NUL
@@ -1055,6 +1090,15 @@ unsafe extern "C" fn child_main(plan: *mut std::ffi::c_void) -> ! {
                     report(status, Step::Uid, r);
                 }
             }
+            // A change of user sets the flag to fs.suid_dumpable (2 on
+            // some systems: a core dump, as root, of the daemon's memory
+            // too): cleared again for the memory it shares.
+            if plan.undumpable {
+                call(libc::SYS_prctl, libc::PR_SET_DUMPABLE as usize, 0, 0, 0);
+            }
+        }
+        if plan.reset_signals {
+            rawsys::set_mask(0);
         }
         let (argv, envp) = (plan.argv.as_ptr() as usize, plan.envp.as_ptr() as usize);
         let r = call(libc::SYS_execve, plan.path as usize, argv, envp, 0);
@@ -1165,10 +1209,10 @@ mod tests {
         out.read_to_string(&mut text).expect("output");
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some(format!("{pid} {pid} 1 /tmp").as_str()));
-        // 0, 1, 2 and the listening fd as 3 (then whatever the test
-        // harness left open without close-on-exec, and sh's own).
+        // 0, 1, 2 and the listening fd as 3, nothing else: not even what
+        // the test harness left open without close-on-exec.
         let fds: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-        assert_eq!(fds.get(..4), Some(&["0", "1", "2", "3"][..]), "{fds:?}");
+        assert_eq!(fds, ["0", "1", "2", "3"], "{fds:?}");
     }
 
     #[test]
@@ -1184,7 +1228,11 @@ mod tests {
             ("/nonexistent-prog", "/", Step::Exec, "/nonexistent-prog"),
         ] {
             let (cmd, _out) = command(path, "exit 0", cwd);
+            let before = dumpable();
             let Ok(r) = spawn_shared(cmd) else {
+                if rawsys::CAN_CLONE_ON {
+                    panic!("refused on x86_64");
+                }
                 eprintln!("skipped: no shared clone on this architecture");
                 return;
             };
@@ -1195,11 +1243,16 @@ mod tests {
                 object: object.into(),
             });
             assert_eq!(settle(&mut p), expected);
-            // Not let go at its report: it still runs to its exit.
+            // Not let go at its report: it still runs to its exit, and
+            // the daemon stays undumpable meanwhile (the child cleared
+            // the flag of the memory they share).
             let mut held = p.held.take().expect("held");
             assert!(!held.released);
+            assert_eq!(dumpable(), 0, "undumpable while it shares memory");
             assert_eq!(exit_code(p.pid), 127);
             held.release();
+            drop(held);
+            assert_eq!(dumpable(), before, "the flag put back");
         }
     }
 }

@@ -179,7 +179,7 @@ impl Spawner {
         let daemon = std::process::id() as i32;
         // Every signal blocked across the fork, so none runs a handler of
         // the daemon's in the spawner before it has reset them.
-        let old = crate::sys::block_all_signals();
+        let old = crate::rawsys::set_mask(u64::MAX);
         // SAFETY: the daemon has one thread, so the child may do anything
         // (it allocates): no lock is held by a thread that does not exist.
         let pid = unsafe { libc::fork() };
@@ -187,7 +187,7 @@ impl Spawner {
             drop(ours);
             serve(theirs, slots.0, daemon)
         }
-        crate::sys::restore_signal_mask(&old);
+        crate::rawsys::set_mask(old);
         if pid <= 0 {
             return None;
         }
@@ -393,6 +393,7 @@ fn serve(sock: OwnedFd, slots: *mut i32, daemon: i32) -> ! {
             libc::_exit(0);
         }
         crate::rawsys::default_signals();
+        crate::rawsys::set_mask(0);
         libc::setsid();
         libc::prctl(libc::PR_SET_NAME, c"corral-spawner".as_ptr());
     }

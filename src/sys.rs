@@ -187,26 +187,6 @@ pub fn block_signals(signals: &[i32], block: bool) {
     }
 }
 
-/// Block every signal (across a fork, until the child has reset the
-/// daemon's handlers); the mask before, for `restore_signal_mask`.
-pub fn block_all_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigfillset and sigprocmask only touch
-    // this thread's mask (the process has one) and the sets given.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, &mut old);
-        old
-    }
-}
-
-/// Put back the mask `block_all_signals` returned.
-pub fn restore_signal_mask(old: &libc::sigset_t) {
-    // SAFETY: sets this thread's mask from a valid set.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
-}
-
 /// A close-on-exec copy of `fd` numbered at least `min`.
 pub fn dup_cloexec(fd: RawFd, min: RawFd) -> Result<OwnedFd, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC makes a new fd that nothing else owns.

@@ -602,8 +602,21 @@ fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// the CLI that starts it).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn daemon_under_filter(h: &TestHome, prog: Vec<libc::sock_filter>) {
-    use std::os::unix::process::CommandExt;
     let mut c = h.command(&["ping"]);
+    under_filter(&mut c, prog);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
+    let daemon = h.daemon_pid();
+    assert!(
+        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
+        "the daemon runs under the filter"
+    );
+}
+
+/// Run `c` under the seccomp filter `prog`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn under_filter(c: &mut std::process::Command, prog: Vec<libc::sock_filter>) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: between fork and exec, only prctl(2) on a filter that the
     // closure owns.
     unsafe {
@@ -620,13 +633,6 @@ fn daemon_under_filter(h: &TestHome, prog: Vec<libc::sock_filter>) {
             Ok(())
         });
     }
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "corral ping: {}", text(&out));
-    let daemon = h.daemon_pid();
-    assert!(
-        read(Path::new(&format!("/proc/{daemon}/status"))).contains("Seccomp:\t2"),
-        "the daemon runs under the filter"
-    );
 }
 
 /// seccomp's answers: an errno, or the call allowed.
@@ -724,4 +730,54 @@ fn restarts_are_forked_where_a_shared_clone_is_refused() {
         h.daemon_log().contains("the spawner (pid")
     });
     restart_kid_and_check(&h, daemon, second);
+}
+
+/// Where the kernel makes no child but one that shares its parent's memory
+/// (a filter that refuses clone3, and clone without `CLONE_VM`), neither
+/// the spawner nor a fork can start anything: every app process, of a
+/// start and of a restart, is cloned into the daemon's memory.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn apps_start_where_only_a_shared_clone_is_allowed() {
+    use std::os::unix::net::UnixDatagram;
+    let h = TestHome::new();
+    let vm = libc::CLONE_VM as u32;
+    let mut c = h.command(&["daemon", "--no-daemon"]);
+    under_filter(
+        &mut c,
+        vec![
+            // clone3: ENOSYS.
+            bpf(0x20, 0, 0, 0),
+            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
+            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+            // clone without CLONE_VM (a fork): EPERM.
+            bpf(0x15, 0, 3, libc::SYS_clone as u32),
+            bpf(0x20, 0, 0, 16),
+            bpf(0x45, 1, 0, vm),
+            bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
+            bpf(0x06, 0, 0, RET_ALLOW),
+        ],
+    );
+    // Ready when it says so (a CLI that found no daemon would start one).
+    let sock_path = h.root.join("n.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    c.env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut daemon = c.spawn().expect("spawn corral daemon --no-daemon");
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    let pid = daemon.id() as i32;
+    assert!(spawners_of(pid).is_empty(), "no spawner can be forked");
+    let (_, first) = start_kid(&h);
+    assert_eq!(signal_mask(first, "SigBlk:"), 0, "signals blocked");
+    assert_eq!(signal_mask(first, "SigIgn:"), 0, "signals ignored");
+    restart_kid_and_check(&h, pid, first);
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = daemon.wait().expect("the daemon exits");
+    assert_eq!(status.code(), Some(0), "{}", h.daemon_log());
 }
