@@ -14,8 +14,8 @@
 //! memory on a stack of its own (`spawn_shared`: a restart, x86_64, while
 //! the daemon has few fds); by the spawner (`crate::spawner`: a bulk start,
 //! or where the first is refused); forked by the daemon (`spawn_child`:
-//! where neither can). A
-//! child given a cgroup is born in it (`clone3` with `CLONE_INTO_CGROUP`).
+//! where neither can). A child given a cgroup is born in it (`clone3` with
+//! `CLONE_INTO_CGROUP`).
 
 use std::ffi::CString;
 use std::fmt;
