@@ -635,6 +635,17 @@ fn under_filter(c: &mut std::process::Command, prog: Vec<libc::sock_filter>) {
     }
 }
 
+/// The start of a filter: load the call's number; clone3 answers ENOSYS
+/// (as under Docker's default profile); the rest goes on after it.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn clone3_enosys() -> Vec<libc::sock_filter> {
+    vec![
+        bpf(0x20, 0, 0, 0),
+        bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
+        bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+    ]
+}
+
 /// seccomp's answers: an errno, or the call allowed.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -674,12 +685,7 @@ fn the_spawner_works_where_clone3_is_refused() {
     // seccomp: clone3 answers ENOSYS, every other call is allowed.
     daemon_under_filter(
         &h,
-        vec![
-            bpf(0x20, 0, 0, 0),
-            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
-            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
-            bpf(0x06, 0, 0, RET_ALLOW),
-        ],
+        [clone3_enosys().as_slice(), &[bpf(0x06, 0, 0, RET_ALLOW)]].concat(),
     );
     let (daemon, first) = start_kid(&h);
     assert_eq!(spawners_of(daemon).len(), 1, "{}", h.daemon_log());
@@ -705,19 +711,19 @@ fn restarts_are_forked_where_a_shared_clone_is_refused() {
     let (vm, vfork) = (libc::CLONE_VM as u32, libc::CLONE_VFORK as u32);
     daemon_under_filter(
         &h,
-        vec![
-            // clone3: ENOSYS.
-            bpf(0x20, 0, 0, 0),
-            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
-            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
-            // clone with CLONE_VM and without CLONE_VFORK: EPERM.
-            bpf(0x15, 0, 4, libc::SYS_clone as u32),
-            bpf(0x20, 0, 0, 16),
-            bpf(0x54, 0, 0, vm | vfork),
-            bpf(0x15, 0, 1, vm),
-            bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
-            bpf(0x06, 0, 0, RET_ALLOW),
-        ],
+        [
+            clone3_enosys().as_slice(),
+            &[
+                // clone with CLONE_VM and without CLONE_VFORK: EPERM.
+                bpf(0x15, 0, 4, libc::SYS_clone as u32),
+                bpf(0x20, 0, 0, 16),
+                bpf(0x54, 0, 0, vm | vfork),
+                bpf(0x15, 0, 1, vm),
+                bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
+                bpf(0x06, 0, 0, RET_ALLOW),
+            ],
+        ]
+        .concat(),
     );
     let (daemon, first) = start_kid(&h);
     let spawners = spawners_of(daemon);
@@ -745,18 +751,18 @@ fn apps_start_where_only_a_shared_clone_is_allowed() {
     let mut c = h.command(&["daemon", "--no-daemon"]);
     under_filter(
         &mut c,
-        vec![
-            // clone3: ENOSYS.
-            bpf(0x20, 0, 0, 0),
-            bpf(0x15, 0, 1, libc::SYS_clone3 as u32),
-            bpf(0x06, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
-            // clone without CLONE_VM (a fork): EPERM.
-            bpf(0x15, 0, 3, libc::SYS_clone as u32),
-            bpf(0x20, 0, 0, 16),
-            bpf(0x45, 1, 0, vm),
-            bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
-            bpf(0x06, 0, 0, RET_ALLOW),
-        ],
+        [
+            clone3_enosys().as_slice(),
+            &[
+                // clone without CLONE_VM (a fork): EPERM.
+                bpf(0x15, 0, 3, libc::SYS_clone as u32),
+                bpf(0x20, 0, 0, 16),
+                bpf(0x45, 1, 0, vm),
+                bpf(0x06, 0, 0, RET_ERRNO | libc::EPERM as u32),
+                bpf(0x06, 0, 0, RET_ALLOW),
+            ],
+        ]
+        .concat(),
     );
     // Ready when it says so (a CLI that found no daemon would start one).
     let sock_path = h.root.join("n.sock");
